@@ -1,0 +1,102 @@
+package collect
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/trustloop/trustloop"
+)
+
+// The envelope is the plaintext that gets sealed for one event: the message as sent
+// and what the collector added to it. Version 1:
+//
+//	{"v":1,"type":"track","messageId":"…","receivedAt":"…","timestamp":"…",
+//	 "originalTimestamp":"…","sentAt":"…","gpc":true,
+//	 "consent":{"categoryPreferences":{…},"tcString":"…"},
+//	 "batchContext":{…},"message":{…}}
+//
+// originalTimestamp, sentAt, gpc, consent and batchContext are left out when empty.
+// The consent member records the signals as they were applied at collection (from
+// the message's context, else the batch's), the evidence the consent issue builds on.
+const envelopeVersion = 1
+
+// AppendEnvelope appends the envelope of m to dst.
+func AppendEnvelope(dst []byte, m *trustloop.Message) []byte {
+	dst = append(dst, `{"v":1,"type":"`...)
+	dst = append(dst, m.Type.String()...)
+	dst = append(dst, `","messageId":`...)
+	dst = appendString(dst, m.MessageID)
+	dst = appendTime(append(dst, `,"receivedAt":`...), m.ReceivedAt)
+	dst = appendTime(append(dst, `,"timestamp":`...), m.Timestamp)
+	if !m.OriginalTimestamp.IsZero() {
+		dst = appendTime(append(dst, `,"originalTimestamp":`...), m.OriginalTimestamp)
+	}
+	if !m.SentAt.IsZero() {
+		dst = appendTime(append(dst, `,"sentAt":`...), m.SentAt)
+	}
+	if m.Consent.GPC {
+		dst = append(dst, `,"gpc":true`...)
+	}
+	if m.Consent.CategoryPreferences != nil || m.Consent.TCString != "" {
+		dst = append(dst, `,"consent":{`...)
+		comma := false
+		if m.Consent.CategoryPreferences != nil {
+			dst = append(dst, `"categoryPreferences":`...)
+			b, _ := json.Marshal(m.Consent.CategoryPreferences) // sorted keys; cannot fail
+			dst = append(dst, b...)
+			comma = true
+		}
+		if m.Consent.TCString != "" {
+			if comma {
+				dst = append(dst, ',')
+			}
+			dst = appendString(append(dst, `"tcString":`...), m.Consent.TCString)
+		}
+		dst = append(dst, '}')
+	}
+	if len(m.BatchContext) > 0 {
+		dst = append(append(dst, `,"batchContext":`...), m.BatchContext...)
+	}
+	dst = append(append(dst, `,"message":`...), m.Raw...)
+	return append(dst, '}')
+}
+
+func appendTime(dst []byte, t time.Time) []byte {
+	dst = append(dst, '"')
+	dst = t.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+	return append(dst, '"')
+}
+
+// Envelope is an opened envelope.
+type Envelope struct {
+	V                 int              `json:"v"`
+	Type              string           `json:"type"`
+	MessageID         string           `json:"messageId"`
+	ReceivedAt        time.Time        `json:"receivedAt"`
+	Timestamp         time.Time        `json:"timestamp"`
+	OriginalTimestamp *time.Time       `json:"originalTimestamp,omitempty"`
+	SentAt            *time.Time       `json:"sentAt,omitempty"`
+	GPC               bool             `json:"gpc,omitempty"`
+	Consent           *EnvelopeConsent `json:"consent,omitempty"`
+	BatchContext      json.RawMessage  `json:"batchContext,omitempty"`
+	Message           json.RawMessage  `json:"message"`
+}
+
+// EnvelopeConsent is the consent context recorded with an event.
+type EnvelopeConsent struct {
+	CategoryPreferences map[string]bool `json:"categoryPreferences,omitempty"`
+	TCString            string          `json:"tcString,omitempty"`
+}
+
+// OpenEnvelope parses an envelope's plaintext.
+func OpenEnvelope(b []byte) (*Envelope, error) {
+	var e Envelope
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("open envelope: %w", err)
+	}
+	if e.V != envelopeVersion {
+		return nil, fmt.Errorf("open envelope: unknown version %d", e.V)
+	}
+	return &e, nil
+}

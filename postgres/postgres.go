@@ -1,0 +1,317 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/trustloop/trustloop"
+)
+
+//go:embed migration/*.sql
+var migrationFS embed.FS
+
+var _ trustloop.Store = (*DB)(nil)
+
+// DB is the PostgreSQL store.
+type DB struct {
+	pool *pgxpool.Pool
+	// Now is the clock (injected for tests).
+	Now func() time.Time
+}
+
+// Open connects to the database at url and applies migrations.
+func Open(ctx context.Context, url string) (*DB, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, &trustloop.Error{Code: trustloop.EINVALID, Message: "The database URL is not valid.",
+			Hint: "Use postgres://user:password@host:5432/database?sslmode=disable"}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	db := &DB{pool: pool, Now: time.Now}
+	if err := db.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// migrate applies the embedded migrations. Several nodes may start at once: the
+// schema_migrations row lock (SELECT … FOR UPDATE on a lock row) serializes them
+// without advisory locks, which distributed PostgreSQL-compatible databases lack.
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+		if !isUniqueViolation(err) { // a concurrent node won the CREATE race
+			return fmt.Errorf("postgres: migrations table: %w", err)
+		}
+	}
+	if _, err := db.pool.Exec(ctx, `INSERT INTO schema_migrations (name, applied_at) VALUES ('lock', 0) ON CONFLICT DO NOTHING`); err != nil {
+		return fmt.Errorf("postgres: migrations lock row: %w", err)
+	}
+	names, err := fs.Glob(migrationFS, "migration/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	return retry(ctx, func() error {
+		tx, err := db.pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, `SELECT name FROM schema_migrations WHERE name = 'lock' FOR UPDATE`); err != nil {
+			return fmt.Errorf("postgres: migrations lock: %w", err)
+		}
+		for _, name := range names {
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE name = $1`, name).Scan(&n); err != nil {
+				return err
+			} else if n > 0 {
+				continue
+			}
+			b, err := migrationFS.ReadFile(name)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, string(b)); err != nil {
+				return fmt.Errorf("postgres: migration %s: %w", name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (name, applied_at) VALUES ($1, $2)`, name, db.Now().UnixMilli()); err != nil {
+				return err
+			}
+		}
+		return tx.Commit(ctx)
+	})
+}
+
+// retry runs fn again on serialization failures (40001) and deadlocks (40P01),
+// which distributed databases return under contention, a few times with backoff.
+func retry(ctx context.Context, fn func() error) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = fn(); err == nil || !isRetryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+func isRetryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// Ping checks the pool.
+func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+
+// Close closes the pool.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return nil
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+// AppendEvents writes keys and events in one transaction with two array-bound
+// statements, whatever the batch size.
+func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, error) {
+	var stored int
+	err := retry(ctx, func() error {
+		stored = 0
+		tx, err := db.pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		if n := len(b.NewKeys); n > 0 {
+			ids, wss, created := make([]int64, n), make([]int64, n), make([]int64, n)
+			blinds, wrapped := make([][]byte, n), make([][]byte, n)
+			for i, k := range b.NewKeys {
+				ids[i], wss[i], blinds[i], wrapped[i], created[i] = k.ID, k.WorkspaceID, k.Blind, k.Wrapped, ms(k.CreatedAt)
+			}
+			tag, err := tx.Exec(ctx, `INSERT INTO subject_keys (id, workspace_id, blind, wrapped, created_at)
+				SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[], $5::bigint[])
+				ON CONFLICT DO NOTHING`, ids, wss, blinds, wrapped, created)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() != int64(n) {
+				return trustloop.Errorf(trustloop.ECONFLICT, "a subject key was created concurrently")
+			}
+		}
+		if n := len(b.Events); n > 0 {
+			wss, srcs, keys, types, recs, tss := make([]int64, n), make([]int64, n), make([]int64, n), make([]int16, n), make([]int64, n), make([]int64, n)
+			hashes, payloads := make([][]byte, n), make([][]byte, n)
+			for i := range b.Events {
+				e := &b.Events[i]
+				wss[i], srcs[i], hashes[i], keys[i], types[i] = e.WorkspaceID, e.SourceID, e.MessageHash, e.KeyID, int16(e.Type)
+				recs[i], tss[i], payloads[i] = ms(e.ReceivedAt), ms(e.Timestamp), e.Payload
+			}
+			tag, err := tx.Exec(ctx, `INSERT INTO events (workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload)
+				SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], $5::smallint[], $6::bigint[], $7::bigint[], $8::bytea[])
+				ON CONFLICT (source_id, message_hash) DO NOTHING`, wss, srcs, hashes, keys, types, recs, tss, payloads)
+			if err != nil {
+				return err
+			}
+			stored = int(tag.RowsAffected())
+		}
+		return tx.Commit(ctx)
+	})
+	if err != nil && trustloop.ErrorCode(err) == trustloop.EINTERNAL {
+		return 0, fmt.Errorf("postgres: append: %w", err)
+	}
+	return stored, err
+}
+
+// ListEvents returns events of a workspace after a log position, in order.
+func (db *DB) ListEvents(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.StoredEvent, error) {
+	rows, err := db.pool.Query(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload
+		FROM events WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, workspaceID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list events: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.StoredEvent
+	for rows.Next() {
+		var e trustloop.StoredEvent
+		var typ int16
+		var rec, ts int64
+		if err := rows.Scan(&e.Seq, &e.WorkspaceID, &e.SourceID, &e.MessageHash, &e.KeyID, &typ, &rec, &ts, &e.Payload); err != nil {
+			return nil, fmt.Errorf("postgres: list events: %w", err)
+		}
+		e.Type, e.ReceivedAt, e.Timestamp = trustloop.EventType(typ), fromMS(rec), fromMS(ts)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// FindSubjectKeys looks keys up by blind index.
+func (db *DB) FindSubjectKeys(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.SubjectKey, error) {
+	out := make(map[string]trustloop.SubjectKey, len(blinds))
+	rows, err := db.pool.Query(ctx, `SELECT id, blind, wrapped, created_at FROM subject_keys
+		WHERE workspace_id = $1 AND blind = ANY($2::bytea[])`, workspaceID, blinds)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: find subject keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		k := trustloop.SubjectKey{WorkspaceID: workspaceID}
+		var created int64
+		if err := rows.Scan(&k.ID, &k.Blind, &k.Wrapped, &created); err != nil {
+			return nil, fmt.Errorf("postgres: find subject keys: %w", err)
+		}
+		k.CreatedAt = fromMS(created)
+		out[string(k.Blind)] = k
+	}
+	return out, rows.Err()
+}
+
+// Bootstrap creates the first workspace, source and admin key on an empty store.
+// Two nodes starting on one empty database race on the workspace name's unique
+// constraint; the loser sees created=false.
+func (db *DB) Bootstrap(ctx context.Context, b *trustloop.Bootstrap) (bool, error) {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("postgres: bootstrap: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM workspaces`).Scan(&n); err != nil {
+		return false, fmt.Errorf("postgres: bootstrap: %w", err)
+	} else if n > 0 {
+		return false, nil
+	}
+	now := db.Now().UTC()
+	w, s, k := &b.Workspace, &b.Source, &b.AdminKey
+	w.CreatedAt, s.CreatedAt, k.CreatedAt = now, now, now
+	if err := tx.QueryRow(ctx, `INSERT INTO workspaces (name, index_key, created_at) VALUES ($1, $2, $3) RETURNING id`,
+		w.Name, w.IndexKey, ms(now)).Scan(&w.ID); err != nil {
+		if isUniqueViolation(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("postgres: bootstrap: workspace: %w", err)
+	}
+	s.WorkspaceID, k.WorkspaceID = w.ID, w.ID
+	if err := tx.QueryRow(ctx, `INSERT INTO sources (workspace_id, name, write_key_hash, allowed_origins, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id`,
+		w.ID, s.Name, s.WriteKeyHash, strings.Join(s.AllowedOrigins, " "), ms(now)).Scan(&s.ID); err != nil {
+		return false, fmt.Errorf("postgres: bootstrap: source: %w", err)
+	}
+	if err := tx.QueryRow(ctx, `INSERT INTO api_keys (workspace_id, name, secret_hash, roles, purposes, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+		w.ID, k.Name, k.SecretHash, strings.Join(k.Roles, " "), strings.Join(k.Purposes, " "), ms(now)).Scan(&k.ID); err != nil {
+		return false, fmt.Errorf("postgres: bootstrap: api key: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		if isUniqueViolation(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("postgres: bootstrap: %w", err)
+	}
+	return true, nil
+}
+
+// FindWorkspace returns a workspace by id.
+func (db *DB) FindWorkspace(ctx context.Context, id int64) (*trustloop.Workspace, error) {
+	w := &trustloop.Workspace{}
+	var created int64
+	err := db.pool.QueryRow(ctx, `SELECT id, name, index_key, created_at FROM workspaces WHERE id = $1`, id).
+		Scan(&w.ID, &w.Name, &w.IndexKey, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.")
+	} else if err != nil {
+		return nil, fmt.Errorf("postgres: find workspace: %w", err)
+	}
+	w.CreatedAt = fromMS(created)
+	return w, nil
+}
+
+// FindSourceByWriteKeyHash returns the source of a write key.
+func (db *DB) FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*trustloop.Source, error) {
+	s := &trustloop.Source{}
+	var origins string
+	var created int64
+	err := db.pool.QueryRow(ctx, `SELECT id, workspace_id, name, write_key_hash, allowed_origins, created_at
+		FROM sources WHERE write_key_hash = $1`, hash).Scan(&s.ID, &s.WorkspaceID, &s.Name, &s.WriteKeyHash, &origins, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Source not found.")
+	} else if err != nil {
+		return nil, fmt.Errorf("postgres: find source: %w", err)
+	}
+	s.AllowedOrigins = strings.Fields(origins)
+	s.CreatedAt = fromMS(created)
+	return s, nil
+}
+
+// Stats counts rows (see sqlite.DB.Stats for the zero columns).
+func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
+	var st trustloop.Stats
+	err := db.pool.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM workspaces), (SELECT COUNT(*) FROM sources),
+		(SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM subject_keys)`).
+		Scan(&st.Workspaces, &st.Sources, &st.Events, &st.SubjectKeys)
+	if err != nil {
+		return st, fmt.Errorf("postgres: stats: %w", err)
+	}
+	return st, nil
+}

@@ -1,0 +1,139 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/trustloop/trustloop"
+)
+
+// eventChunks are the row counts of the prepared multi-row event INSERTs. A group
+// of any size is written as a greedy sum of them (100 = 64+32+4), so each group
+// costs a handful of statements whatever its size, and every statement is prepared
+// once at open: the single writer connection cannot prepare while a transaction
+// holds it.
+var eventChunks = []int{256, 128, 64, 32, 16, 8, 4, 2, 1}
+
+const eventCols = 8
+
+func (db *DB) prepareEventStmts(ctx context.Context) error {
+	for _, n := range eventChunks {
+		s, err := db.write.PrepareContext(ctx, `INSERT OR IGNORE INTO events
+			(workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload) VALUES `+
+			placeholders(n, eventCols))
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		db.eventStmts[n] = s
+	}
+	return nil
+}
+
+// AppendEvents writes keys and events in one IMMEDIATE transaction. Only the
+// ingest writer calls it, one call at a time.
+func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, error) {
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: append: begin: %w", err)
+	}
+	defer tx.Rollback()
+
+	for _, k := range b.NewKeys {
+		res, err := tx.ExecContext(ctx, `INSERT INTO subject_keys (id, workspace_id, blind, wrapped, created_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, k.ID, k.WorkspaceID, k.Blind, k.Wrapped, ms(k.CreatedAt))
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: append: key: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return 0, trustloop.Errorf(trustloop.ECONFLICT, "a subject key was created concurrently")
+		}
+	}
+
+	stored := 0
+	args := make([]any, 0, eventChunks[0]*eventCols)
+	for start := 0; start < len(b.Events); {
+		rows := 0
+		for _, n := range eventChunks {
+			if n <= len(b.Events)-start {
+				rows = n
+				break
+			}
+		}
+		end := start + rows
+		args = args[:0]
+		for i := start; i < end; i++ {
+			e := &b.Events[i]
+			args = append(args, e.WorkspaceID, e.SourceID, e.MessageHash, e.KeyID, int64(e.Type),
+				ms(e.ReceivedAt), ms(e.Timestamp), e.Payload)
+		}
+		res, err := tx.StmtContext(ctx, db.eventStmts[rows]).ExecContext(ctx, args...)
+		start = end
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: append: events: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		stored += int(n)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("sqlite: append: commit: %w", err)
+	}
+	return stored, nil
+}
+
+// ListEvents returns events of a workspace after a log position, in order.
+func (db *DB) ListEvents(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.StoredEvent, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload
+		FROM events WHERE workspace_id = ? AND seq > ? ORDER BY seq LIMIT ?`, workspaceID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list events: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.StoredEvent
+	for rows.Next() {
+		var e trustloop.StoredEvent
+		var typ, rec, ts int64
+		if err := rows.Scan(&e.Seq, &e.WorkspaceID, &e.SourceID, &e.MessageHash, &e.KeyID, &typ, &rec, &ts, &e.Payload); err != nil {
+			return nil, fmt.Errorf("sqlite: list events: %w", err)
+		}
+		e.Type, e.ReceivedAt, e.Timestamp = trustloop.EventType(typ), fromMS(rec), fromMS(ts)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// findChunk bounds the IN list of one key lookup.
+const findChunk = 500
+
+// FindSubjectKeys looks keys up by blind index.
+func (db *DB) FindSubjectKeys(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.SubjectKey, error) {
+	out := make(map[string]trustloop.SubjectKey, len(blinds))
+	for start := 0; start < len(blinds); start += findChunk {
+		part := blinds[start:min(start+findChunk, len(blinds))]
+		args := make([]any, 0, len(part)+1)
+		args = append(args, workspaceID)
+		for _, b := range part {
+			args = append(args, b)
+		}
+		rows, err := db.read.QueryContext(ctx, `SELECT id, blind, wrapped, created_at FROM subject_keys
+			WHERE workspace_id = ? AND blind IN (`+marks(len(part))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
+		}
+		for rows.Next() {
+			k := trustloop.SubjectKey{WorkspaceID: workspaceID}
+			var created int64
+			if err := rows.Scan(&k.ID, &k.Blind, &k.Wrapped, &created); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
+			}
+			k.CreatedAt = fromMS(created)
+			out[string(k.Blind)] = k
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,55 @@
+-- Tenants, channels and secrets. Secrets are stored only as SHA-256 hashes; the
+-- workspace index key only wrapped by the master key.
+CREATE TABLE workspaces (
+	id         INTEGER PRIMARY KEY,
+	name       TEXT NOT NULL UNIQUE,
+	index_key  BLOB NOT NULL,
+	created_at INTEGER NOT NULL
+);
+
+CREATE TABLE sources (
+	id              INTEGER PRIMARY KEY,
+	workspace_id    INTEGER NOT NULL REFERENCES workspaces(id),
+	name            TEXT NOT NULL,
+	write_key_hash  BLOB NOT NULL UNIQUE,
+	allowed_origins TEXT NOT NULL DEFAULT '',
+	created_at      INTEGER NOT NULL
+);
+
+CREATE TABLE api_keys (
+	id           INTEGER PRIMARY KEY,
+	workspace_id INTEGER NOT NULL REFERENCES workspaces(id),
+	name         TEXT NOT NULL,
+	secret_hash  BLOB NOT NULL UNIQUE,
+	roles        TEXT NOT NULL,
+	purposes     TEXT NOT NULL,
+	created_at   INTEGER NOT NULL,
+	revoked_at   INTEGER
+);
+
+-- One data key per subject (root identifier), wrapped by the master key, found by
+-- the identifier's blind index. Erasing a subject deletes its row: crypto-shredding.
+CREATE TABLE subject_keys (
+	id           INTEGER PRIMARY KEY,
+	workspace_id INTEGER NOT NULL REFERENCES workspaces(id),
+	blind        BLOB NOT NULL,
+	wrapped      BLOB NOT NULL,
+	created_at   INTEGER NOT NULL,
+	UNIQUE (workspace_id, blind)
+);
+
+-- The event log, the source of truth. seq is the commit order. No foreign keys and
+-- a single secondary index (dedupe) keep group commits cheap; key_id names the
+-- subject key that sealed payload.
+CREATE TABLE events (
+	seq          INTEGER PRIMARY KEY,
+	workspace_id INTEGER NOT NULL,
+	source_id    INTEGER NOT NULL,
+	message_hash BLOB NOT NULL,
+	key_id       INTEGER NOT NULL,
+	type         INTEGER NOT NULL,
+	received_at  INTEGER NOT NULL,
+	ts           INTEGER NOT NULL,
+	payload      BLOB NOT NULL
+);
+CREATE UNIQUE INDEX events_dedupe ON events (source_id, message_hash);

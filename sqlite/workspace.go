@@ -1,0 +1,100 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/trustloop/trustloop"
+)
+
+// Bootstrap creates the first workspace, source and admin key on an empty store.
+func (db *DB) Bootstrap(ctx context.Context, b *trustloop.Bootstrap) (bool, error) {
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: bootstrap: %w", err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspaces`).Scan(&n); err != nil {
+		return false, fmt.Errorf("sqlite: bootstrap: %w", err)
+	} else if n > 0 {
+		return false, nil
+	}
+	now := db.Now().UTC()
+	w, s, k := &b.Workspace, &b.Source, &b.AdminKey
+	w.CreatedAt, s.CreatedAt, k.CreatedAt = now, now, now
+	res, err := tx.ExecContext(ctx, `INSERT INTO workspaces (name, index_key, created_at) VALUES (?, ?, ?)`, w.Name, w.IndexKey, ms(now))
+	if err != nil {
+		return false, fmt.Errorf("sqlite: bootstrap: workspace: %w", err)
+	}
+	w.ID, _ = res.LastInsertId()
+	s.WorkspaceID, k.WorkspaceID = w.ID, w.ID
+	res, err = tx.ExecContext(ctx, `INSERT INTO sources (workspace_id, name, write_key_hash, allowed_origins, created_at) VALUES (?, ?, ?, ?, ?)`,
+		w.ID, s.Name, s.WriteKeyHash, strings.Join(s.AllowedOrigins, " "), ms(now))
+	if err != nil {
+		return false, fmt.Errorf("sqlite: bootstrap: source: %w", err)
+	}
+	s.ID, _ = res.LastInsertId()
+	res, err = tx.ExecContext(ctx, `INSERT INTO api_keys (workspace_id, name, secret_hash, roles, purposes, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		w.ID, k.Name, k.SecretHash, strings.Join(k.Roles, " "), strings.Join(k.Purposes, " "), ms(now))
+	if err != nil {
+		return false, fmt.Errorf("sqlite: bootstrap: api key: %w", err)
+	}
+	k.ID, _ = res.LastInsertId()
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("sqlite: bootstrap: %w", err)
+	}
+	return true, nil
+}
+
+// FindWorkspace returns a workspace by id.
+func (db *DB) FindWorkspace(ctx context.Context, id int64) (*trustloop.Workspace, error) {
+	w := &trustloop.Workspace{}
+	var created int64
+	err := db.read.QueryRowContext(ctx, `SELECT id, name, index_key, created_at FROM workspaces WHERE id = ?`, id).
+		Scan(&w.ID, &w.Name, &w.IndexKey, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.")
+	} else if err != nil {
+		return nil, fmt.Errorf("sqlite: find workspace: %w", err)
+	}
+	w.CreatedAt = fromMS(created)
+	return w, nil
+}
+
+// FindSourceByWriteKeyHash returns the source of a write key.
+func (db *DB) FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*trustloop.Source, error) {
+	s := &trustloop.Source{}
+	var origins string
+	var created int64
+	err := db.read.QueryRowContext(ctx, `SELECT id, workspace_id, name, write_key_hash, allowed_origins, created_at
+		FROM sources WHERE write_key_hash = ?`, hash).Scan(&s.ID, &s.WorkspaceID, &s.Name, &s.WriteKeyHash, &origins, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Source not found.")
+	} else if err != nil {
+		return nil, fmt.Errorf("sqlite: find source: %w", err)
+	}
+	s.AllowedOrigins = strings.Fields(origins)
+	s.CreatedAt = fromMS(created)
+	return s, nil
+}
+
+// Stats counts rows. Profiles, identities, consent records and audit entries have
+// no tables yet (later issues); they count zero.
+func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
+	var st trustloop.Stats
+	for _, c := range []struct {
+		table string
+		dst   *int64
+	}{
+		{"workspaces", &st.Workspaces}, {"sources", &st.Sources}, {"events", &st.Events}, {"subject_keys", &st.SubjectKeys},
+	} {
+		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+c.table).Scan(c.dst); err != nil {
+			return st, fmt.Errorf("sqlite: stats: %w", err)
+		}
+	}
+	return st, nil
+}

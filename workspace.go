@@ -1,0 +1,93 @@
+package trustloop
+
+import (
+	"context"
+	"time"
+)
+
+// Workspace is a tenant. Everything else belongs to exactly one.
+type Workspace struct {
+	ID   int64
+	Name string
+	// IndexKey is the workspace's blind-index key, wrapped by the master key.
+	IndexKey  []byte
+	CreatedAt time.Time
+}
+
+// Source is a channel sending events, with its (public) write key.
+type Source struct {
+	ID          int64
+	WorkspaceID int64
+	Name        string
+	// WriteKeyHash is SHA-256 of the write key; the key itself is never stored.
+	WriteKeyHash []byte
+	// AllowedOrigins lists the browser origins allowed by CORS; empty allows any.
+	AllowedOrigins []string
+	CreatedAt      time.Time
+}
+
+// Roles an API key may hold.
+const (
+	RoleAdmin   = "admin"
+	RoleReader  = "reader"
+	RolePrivacy = "privacy"
+)
+
+// APIKey is a server-side secret with roles and the purposes it may read for.
+type APIKey struct {
+	ID          int64
+	WorkspaceID int64
+	Name        string
+	// SecretHash is SHA-256 of the secret; the secret itself is never stored.
+	SecretHash []byte
+	Roles      []string
+	Purposes   []string
+	CreatedAt  time.Time
+	RevokedAt  *time.Time
+}
+
+// Bootstrap describes the first workspace made on an empty store.
+type Bootstrap struct {
+	Workspace Workspace
+	Source    Source
+	AdminKey  APIKey
+}
+
+// Stats counts what a store holds; `trustloop stats` prints it.
+type Stats struct {
+	Workspaces     int64 `json:"workspaces"`
+	Sources        int64 `json:"sources"`
+	Events         int64 `json:"events"`
+	SubjectKeys    int64 `json:"subject_keys"`
+	Profiles       int64 `json:"profiles"`
+	Identities     int64 `json:"identities"`
+	ConsentRecords int64 `json:"consent_records"`
+	AuditEntries   int64 `json:"audit_entries"`
+}
+
+// WorkspaceStore keeps tenants, sources and keys.
+type WorkspaceStore interface {
+	// Bootstrap creates b's workspace, source and admin key if the store holds no
+	// workspace yet, in one transaction, filling in their IDs. It reports whether it
+	// created them; on a store that already has a workspace it changes nothing.
+	Bootstrap(ctx context.Context, b *Bootstrap) (created bool, err error)
+
+	// FindWorkspace returns the workspace; ENOTFOUND if there is none.
+	FindWorkspace(ctx context.Context, id int64) (*Workspace, error)
+
+	// FindSourceByWriteKeyHash returns the source with this write key hash;
+	// ENOTFOUND if there is none.
+	FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*Source, error)
+
+	// Stats counts what the store holds.
+	Stats(ctx context.Context) (Stats, error)
+}
+
+// Store is everything a storage backend provides.
+type Store interface {
+	EventStore
+	WorkspaceStore
+	// Ping reports whether the store is open and usable.
+	Ping(ctx context.Context) error
+	Close() error
+}
