@@ -3,6 +3,7 @@ package collect
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -42,9 +43,7 @@ func AppendEnvelope(dst []byte, m *trustloop.Message) []byte {
 		dst = append(dst, `,"consent":{`...)
 		comma := false
 		if m.Consent.CategoryPreferences != nil {
-			dst = append(dst, `"categoryPreferences":`...)
-			b, _ := json.Marshal(m.Consent.CategoryPreferences) // sorted keys; cannot fail
-			dst = append(dst, b...)
+			dst = appendPreferences(append(dst, `"categoryPreferences":`...), m.Consent.CategoryPreferences)
 			comma = true
 		}
 		if m.Consent.TCString != "" {
@@ -59,6 +58,30 @@ func AppendEnvelope(dst []byte, m *trustloop.Message) []byte {
 		dst = append(append(dst, `,"batchContext":`...), m.BatchContext...)
 	}
 	dst = append(append(dst, `,"message":`...), m.Raw...)
+	return append(dst, '}')
+}
+
+// appendPreferences appends the map as a JSON object with sorted keys, as
+// json.Marshal would, without its reflection cost on the ingest path.
+func appendPreferences(dst []byte, prefs map[string]bool) []byte {
+	var small [16]string
+	keys := small[:0]
+	for k := range prefs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, k)
+		if prefs[k] {
+			dst = append(dst, ":true"...)
+		} else {
+			dst = append(dst, ":false"...)
+		}
+	}
 	return append(dst, '}')
 }
 

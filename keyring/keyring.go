@@ -138,6 +138,9 @@ type Keyring struct {
 	kek []byte
 	// Now stamps the keys it creates.
 	Now func() time.Time
+	// Load fetches a workspace the keyring has not seen yet (new workspaces are
+	// made while the process runs); nil means only AddWorkspace adds them.
+	Load func(ctx context.Context, id int64) (*trustloop.Workspace, error)
 
 	mu         sync.Mutex
 	workspaces map[int64]*workspaceKeys
@@ -187,10 +190,22 @@ func (k *Keyring) workspace(id int64) (*workspaceKeys, error) {
 	k.mu.Lock()
 	w := k.workspaces[id]
 	k.mu.Unlock()
-	if w == nil {
+	if w != nil {
+		return w, nil
+	}
+	if k.Load == nil {
 		return nil, fmt.Errorf("keyring: workspace %d not loaded", id)
 	}
-	return w, nil
+	ws, err := k.Load(context.Background(), id)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: load workspace %d: %w", id, err)
+	}
+	if err := k.AddWorkspace(ws); err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.workspaces[id], nil
 }
 
 // keyed computes HMAC(index key, label 0x00 value) into dst.
@@ -298,6 +313,12 @@ func (k *Keyring) Resolve(ctx context.Context, store SubjectKeyStore, workspaceI
 		})
 	}
 	return r, nil
+}
+
+// Cached returns the subject key of a blind index if it is in memory, so callers
+// can seal without a trip to the writer.
+func (k *Keyring) Cached(workspaceID int64, blind []byte) (Key, bool) {
+	return k.cache.get(workspaceID, blind)
 }
 
 // Remember caches keys made by Resolve once their commit succeeded.

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/trustloop/trustloop"
 )
@@ -18,20 +19,76 @@ const eventCols = 8
 
 func (db *DB) prepareEventStmts(ctx context.Context) error {
 	for _, n := range eventChunks {
-		s, err := db.write.PrepareContext(ctx, `INSERT OR IGNORE INTO events
+		s, err := db.write.PrepareContext(ctx, `INSERT INTO events
 			(workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload) VALUES `+
 			placeholders(n, eventCols))
 		if err != nil {
 			return fmt.Errorf("sqlite: prepare: %w", err)
 		}
 		db.eventStmts[n] = s
+		s, err = db.write.PrepareContext(ctx, `INSERT INTO dedupe_log (source_id, message_hash, received_at) VALUES `+
+			placeholders(n, 3))
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		db.logStmts[n] = s
 	}
 	return nil
 }
 
-// AppendEvents writes keys and events in one IMMEDIATE transaction. Only the
-// ingest writer calls it, one call at a time.
+// loadDedupe rebuilds the dedupe set from dedupe_log.
+func (db *DB) loadDedupe(ctx context.Context) error {
+	now := db.Now()
+	db.dd = newDedupe(db.opt.DedupeWindow, db.opt.DedupeMaxEntries)
+	rows, err := db.write.QueryContext(ctx, `SELECT source_id, message_hash, received_at FROM dedupe_log WHERE received_at >= ?`,
+		now.Add(-db.opt.DedupeWindow).UnixMilli())
+	if err != nil {
+		return fmt.Errorf("sqlite: load dedupe: %w", err)
+	}
+	defer rows.Close()
+	var (
+		src, rec int64
+		hash     []byte
+	)
+	for rows.Next() {
+		if err := rows.Scan(&src, &hash, &rec); err != nil {
+			return fmt.Errorf("sqlite: load dedupe: %w", err)
+		}
+		db.dd.add(makeKey(src, hash), rec)
+	}
+	db.dd.expire(now)
+	return rows.Err()
+}
+
+// DedupeShortened reports how many days of messageIds were forgotten before the
+// window ended because the dedupe set reached its cap.
+func (db *DB) DedupeShortened() int {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.dd.shortened
+}
+
+// AppendEvents writes keys and events in one IMMEDIATE transaction, skipping
+// events whose (source, message hash) is in the dedupe set or earlier in the batch.
 func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	now := db.Now()
+
+	fresh := make([]*trustloop.StoredEvent, 0, len(b.Events))
+	keys := make([]dedupeKey, 0, len(b.Events))
+	var batchSet hashSet
+	for i := range b.Events {
+		e := &b.Events[i]
+		k := makeKey(e.SourceID, e.MessageHash)
+		if db.dd.has(k) || batchSet.has(k) {
+			continue
+		}
+		batchSet.add(k)
+		fresh = append(fresh, e)
+		keys = append(keys, k)
+	}
+
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: append: begin: %w", err)
@@ -49,35 +106,61 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 		}
 	}
 
-	stored := 0
 	args := make([]any, 0, eventChunks[0]*eventCols)
-	for start := 0; start < len(b.Events); {
-		rows := 0
-		for _, n := range eventChunks {
-			if n <= len(b.Events)-start {
-				rows = n
-				break
-			}
-		}
-		end := start + rows
+	for start := 0; start < len(fresh); {
+		rows := chunk(len(fresh) - start)
+		part := fresh[start : start+rows]
+		start += rows
 		args = args[:0]
-		for i := start; i < end; i++ {
-			e := &b.Events[i]
+		for _, e := range part {
 			args = append(args, e.WorkspaceID, e.SourceID, e.MessageHash, e.KeyID, int64(e.Type),
 				ms(e.ReceivedAt), ms(e.Timestamp), e.Payload)
 		}
-		res, err := tx.StmtContext(ctx, db.eventStmts[rows]).ExecContext(ctx, args...)
-		start = end
-		if err != nil {
+		if _, err := tx.StmtContext(ctx, db.eventStmts[rows]).ExecContext(ctx, args...); err != nil {
 			return 0, fmt.Errorf("sqlite: append: events: %w", err)
 		}
-		n, _ := res.RowsAffected()
-		stored += int(n)
+		args = args[:0]
+		for _, e := range part {
+			args = append(args, e.SourceID, e.MessageHash, ms(e.ReceivedAt))
+		}
+		if _, err := tx.StmtContext(ctx, db.logStmts[rows]).ExecContext(ctx, args...); err != nil {
+			return 0, fmt.Errorf("sqlite: append: dedupe log: %w", err)
+		}
+	}
+	if now.Sub(db.lastPrune) > 10*time.Minute {
+		// Bounded, so one commit never carries a large delete.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM dedupe_log WHERE id IN
+			(SELECT id FROM dedupe_log WHERE received_at < ? ORDER BY id LIMIT 100000)`,
+			now.Add(-db.opt.DedupeWindow).UnixMilli()); err != nil {
+			return 0, fmt.Errorf("sqlite: append: prune dedupe log: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlite: append: commit: %w", err)
 	}
-	return stored, nil
+	if now.Sub(db.lastPrune) > 10*time.Minute {
+		db.lastPrune = now
+	}
+	for i, e := range fresh {
+		db.dd.add(keys[i], ms(e.ReceivedAt))
+	}
+	db.dd.expire(now)
+	if db.walBig.Load() {
+		db.walBig.Store(false)
+		// Errors here are not the commit's: it is durable already.
+		db.write.ExecContext(ctx, `PRAGMA wal_checkpoint(RESTART)`)
+	}
+	return len(fresh), nil
+}
+
+// chunk is the largest prepared row count not above n.
+func chunk(n int) int {
+	for _, c := range eventChunks {
+		if c <= n {
+			return c
+		}
+	}
+	return 1
 }
 
 // ListEvents returns events of a workspace after a log position, in order.

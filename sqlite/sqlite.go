@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,11 +40,51 @@ type DB struct {
 	Now func() time.Time
 
 	eventStmts map[int]*sql.Stmt // multi-row event inserts by row count
+	logStmts   map[int]*sql.Stmt // multi-row dedupe_log inserts by row count
+
+	opt       Options
+	mu        sync.Mutex // one AppendEvents at a time (the pipeline has one writer anyway)
+	dd        *dedupe
+	lastPrune time.Time
+	walBig    atomic.Bool // set by the checkpointer: the WAL needs a full checkpoint
+
+	ckpt     *sql.DB // the checkpointer's own connection
+	ckptStop chan struct{}
+	ckptDone chan struct{}
 }
 
-// Open opens (creating if needed) the database in dir and applies migrations. It
-// takes an exclusive lock on the directory so two processes never write one log.
+// Options tune the embedded store.
+type Options struct {
+	// DedupeWindow is how long a messageId is remembered (API.md: at least 7
+	// days). Default 8 days.
+	DedupeWindow time.Duration
+	// DedupeMaxEntries caps the in-memory dedupe set; past it the oldest days are
+	// forgotten early (DedupeShortened counts them). Default 20 million (~0.5–0.9
+	// GB); 0 keeps the default.
+	DedupeMaxEntries int
+	// WALCheckpointBytes is the WAL size above which the writer folds the WAL
+	// back into the database between commits. Default 64 MiB.
+	WALCheckpointBytes int64
+}
+
+// Open opens the database in dir with default options.
 func Open(ctx context.Context, dir string) (*DB, error) {
+	return OpenWith(ctx, dir, Options{})
+}
+
+// OpenWith opens (creating if needed) the database in dir, applies migrations and
+// rebuilds the dedupe set. It takes an exclusive lock on the directory so two
+// processes never write one log.
+func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
+	if opt.DedupeWindow <= 0 {
+		opt.DedupeWindow = 8 * 24 * time.Hour
+	}
+	if opt.DedupeMaxEntries <= 0 {
+		opt.DedupeMaxEntries = 20_000_000
+	}
+	if opt.WALCheckpointBytes <= 0 {
+		opt.WALCheckpointBytes = 64 << 20
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sqlite: data dir: %w", err)
 	}
@@ -56,10 +98,33 @@ func Open(ctx context.Context, dir string) (*DB, error) {
 			Message: fmt.Sprintf("the data directory %s is in use by another trustloop process", dir),
 			Hint:    "Stop the other process or pass another --data-dir."}
 	}
-	db := &DB{path: filepath.Join(dir, FileName), lock: lock, Now: time.Now, eventStmts: map[int]*sql.Stmt{}}
+	db := &DB{path: filepath.Join(dir, FileName), lock: lock, Now: time.Now, opt: opt,
+		eventStmts: map[int]*sql.Stmt{}, logStmts: map[int]*sql.Stmt{}}
 	if err := db.open(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	return db, nil
+}
+
+// OpenReadOnly opens an existing database for reading only, without the directory
+// lock, so `trustloop stats` can look at a store a running server holds. Only the
+// read methods (Stats, ListEvents, Find*) may be called on it.
+func OpenReadOnly(ctx context.Context, dir string) (*DB, error) {
+	path := filepath.Join(dir, FileName)
+	if _, err := os.Stat(path); err != nil {
+		return nil, &trustloop.Error{Code: trustloop.ENOTFOUND, Message: fmt.Sprintf("No Trustloop database in %s.", dir),
+			Hint: "Pass the --data-dir the server runs with."}
+	}
+	db := &DB{path: path, Now: time.Now}
+	var err error
+	db.read, err = sql.Open("sqlite", dsn(path, []string{"busy_timeout(10000)", "query_only(1)"}, ""))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	if err := db.read.PingContext(ctx); err != nil {
+		db.read.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 	return db, nil
 }
@@ -82,8 +147,11 @@ func (db *DB) open(ctx context.Context) error {
 	// synchronous=FULL: a commit is on disk (WAL fsynced) before it returns, which
 	// is what lets the collector acknowledge. secure_delete overwrites deleted
 	// content so erased rows do not linger in free pages.
+	if err := db.create(ctx); err != nil {
+		return err
+	}
 	db.write, err = sql.Open("sqlite", dsn(db.path, append(common,
-		"journal_mode(WAL)", "synchronous(FULL)", "secure_delete(1)", "cache_size(-65536)"), "_txlock=immediate"))
+		"journal_mode(WAL)", "synchronous(FULL)", "secure_delete(1)", "cache_size(-16384)", "wal_autocheckpoint(0)"), "_txlock=immediate"))
 	if err != nil {
 		return fmt.Errorf("sqlite: open: %w", err)
 	}
@@ -96,17 +164,72 @@ func (db *DB) open(ctx context.Context) error {
 	if err := db.prepareEventStmts(ctx); err != nil {
 		return err
 	}
+	if err := db.loadDedupe(ctx); err != nil {
+		return err
+	}
 	// File permissions: the database holds only ciphertext and blind indexes, but
 	// there is no reason for anyone else to read it.
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		os.Chmod(db.path+suffix, 0o600)
 	}
-	db.read, err = sql.Open("sqlite", dsn(db.path, append(common, "query_only(1)", "cache_size(-16384)"), ""))
+	db.read, err = sql.Open("sqlite", dsn(db.path, append(common, "query_only(1)", "cache_size(-4096)"), ""))
 	if err != nil {
 		return fmt.Errorf("sqlite: open: %w", err)
 	}
 	db.read.SetMaxOpenConns(4)
 	db.read.SetMaxIdleConns(4)
+	// Checkpoints copy the WAL back into the database file. Left to SQLite they run
+	// inside whichever commit crosses the threshold, stalling the ingest writer for
+	// the copy; a separate connection does them in the background instead
+	// (PASSIVE: never blocks the writer or readers).
+	db.ckpt, err = sql.Open("sqlite", dsn(db.path, append(common, "secure_delete(1)"), ""))
+	if err != nil {
+		return fmt.Errorf("sqlite: open: %w", err)
+	}
+	db.ckpt.SetMaxOpenConns(1)
+	db.ckptStop, db.ckptDone = make(chan struct{}), make(chan struct{})
+	go db.checkpointer()
+	return nil
+}
+
+func (db *DB) checkpointer() {
+	defer close(db.ckptDone)
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.ckptStop:
+			return
+		case <-t.C:
+			db.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+			// Under sustained writes a passive checkpoint never catches up with
+			// the writer, so the WAL never restarts and grows without end; past a
+			// size, the writer itself checkpoints between two commits.
+			if fi, err := os.Stat(db.path + "-wal"); err == nil && fi.Size() > db.opt.WALCheckpointBytes {
+				db.walBig.Store(true)
+			}
+		}
+	}
+}
+
+// create makes a new database file with 16 KiB pages: the log is appended, so
+// larger pages mean fewer, larger writes per commit. The page size can only be
+// chosen before the first write, which the driver's sorted pragmas (journal_mode
+// before page_size) would otherwise make.
+func (db *DB) create(ctx context.Context) error {
+	if _, err := os.Stat(db.path); err == nil {
+		return nil
+	}
+	c, err := sql.Open("sqlite", dsn(db.path, nil, ""))
+	if err != nil {
+		return fmt.Errorf("sqlite: create: %w", err)
+	}
+	defer c.Close()
+	for _, p := range []string{"PRAGMA page_size = 16384", "PRAGMA journal_mode = WAL"} {
+		if _, err := c.ExecContext(ctx, p); err != nil {
+			return fmt.Errorf("sqlite: create: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -156,6 +279,9 @@ func (db *DB) migrateFile(ctx context.Context, name string) error {
 
 // Ping checks both connections.
 func (db *DB) Ping(ctx context.Context) error {
+	if db.write == nil {
+		return db.read.PingContext(ctx)
+	}
 	if err := db.write.PingContext(ctx); err != nil {
 		return err
 	}
@@ -171,7 +297,19 @@ func (db *DB) Checkpoint(ctx context.Context) error {
 // Close closes the database and releases the directory lock.
 func (db *DB) Close() error {
 	var errs []error
+	if db.ckptStop != nil {
+		close(db.ckptStop)
+		<-db.ckptDone
+		errs = append(errs, db.ckpt.Close())
+		// Leave a small WAL behind: fold it into the database on a clean stop.
+		if _, err := db.write.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, s := range db.eventStmts {
+		errs = append(errs, s.Close())
+	}
+	for _, s := range db.logStmts {
 		errs = append(errs, s.Close())
 	}
 	if db.read != nil {

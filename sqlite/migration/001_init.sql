@@ -38,9 +38,10 @@ CREATE TABLE subject_keys (
 	UNIQUE (workspace_id, blind)
 );
 
--- The event log, the source of truth. seq is the commit order. No foreign keys and
--- a single secondary index (dedupe) keep group commits cheap; key_id names the
--- subject key that sealed payload.
+-- The event log, the source of truth. seq is the commit order; key_id names the
+-- subject key that sealed payload. No foreign keys and no secondary index keep
+-- group commits to appends: (source_id, message_hash) is unique, but enforced by
+-- the in-memory dedupe set rebuilt from dedupe_log (see dedupe.go for why).
 CREATE TABLE events (
 	seq          INTEGER PRIMARY KEY,
 	workspace_id INTEGER NOT NULL,
@@ -52,4 +53,12 @@ CREATE TABLE events (
 	ts           INTEGER NOT NULL,
 	payload      BLOB NOT NULL
 );
-CREATE UNIQUE INDEX events_dedupe ON events (source_id, message_hash);
+
+-- Keyed message hashes in commit order, appended with the events, read once at
+-- open to rebuild the dedupe set, pruned past the dedupe window.
+CREATE TABLE dedupe_log (
+	id           INTEGER PRIMARY KEY,
+	source_id    INTEGER NOT NULL,
+	message_hash BLOB NOT NULL,
+	received_at  INTEGER NOT NULL
+);

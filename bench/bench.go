@@ -1,0 +1,387 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config describes one run.
+type Config struct {
+	URL         string
+	WriteKey    string
+	Shape       string // "track" or "batch"
+	BatchSize   int
+	Concurrency int
+	Duration    time.Duration
+	Warmup      time.Duration
+	Users       int
+	JSON        bool
+}
+
+// Result is what a run measured (after the warm-up).
+type Result struct {
+	Shape         string         `json:"shape"`
+	BatchSize     int            `json:"batch_size"`
+	Concurrency   int            `json:"concurrency"`
+	Seconds       float64        `json:"seconds"`
+	Requests      int64          `json:"requests"`
+	Events        int64          `json:"events"`
+	EventsPerSec  float64        `json:"events_per_sec"`
+	RequestsPerS  float64        `json:"requests_per_sec"`
+	P50ms         float64        `json:"p50_ms"`
+	P95ms         float64        `json:"p95_ms"`
+	P99ms         float64        `json:"p99_ms"`
+	MaxMS         float64        `json:"max_ms"`
+	Errors        map[string]int `json:"errors"`
+	ServerRSSMB   float64        `json:"server_max_rss_mb"` // -1 when /metrics could not be read
+	ServerRSSSeen int            `json:"server_rss_samples"`
+}
+
+// Run drives the server and returns what it measured.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	switch {
+	case cfg.Shape != "track" && cfg.Shape != "batch":
+		return nil, fmt.Errorf("--shape must be track or batch, not %q", cfg.Shape)
+	case cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.BatchSize > 2500 || cfg.Duration <= 0 || cfg.Users < 1:
+		return nil, fmt.Errorf("--concurrency, --users and --duration must be positive and --batch 1..2500")
+	case cfg.WriteKey == "":
+		return nil, fmt.Errorf("a write key is needed (--write-key)")
+	}
+	if cfg.Shape == "track" {
+		cfg.BatchSize = 1
+	}
+	base := strings.TrimRight(cfg.URL, "/")
+	tr := &http.Transport{MaxIdleConns: cfg.Concurrency * 2, MaxIdleConnsPerHost: cfg.Concurrency * 2,
+		MaxConnsPerHost: cfg.Concurrency, DisableCompression: true, IdleConnTimeout: time.Minute}
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
+
+	// Fail fast on a wrong URL or key rather than measuring errors for a minute.
+	if err := probe(ctx, client, base, cfg); err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	measureFrom := start.Add(cfg.Warmup)
+	end := measureFrom.Add(cfg.Duration)
+
+	var (
+		measuring atomic.Bool
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		lat       []time.Duration
+		requests  int64
+		events    int64
+		errs      = map[string]int{}
+	)
+	rss := &rssSampler{url: base + "/metrics", client: &http.Client{Timeout: 2 * time.Second}}
+	go func() {
+		t := time.NewTimer(time.Until(measureFrom))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			measuring.Store(true)
+			rss.run(ctx, end)
+		case <-ctx.Done():
+		}
+	}()
+	path := "/v1/batch"
+	if cfg.Shape == "track" {
+		path = "/v1/track"
+	}
+	for w := 0; w < cfg.Concurrency; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			g := newGenerator(uint64(w)+uint64(start.UnixNano()), cfg.Users)
+			var myLat []time.Duration
+			var myReq, myEv int64
+			myErr := map[string]int{}
+			var body []byte
+			for ctx.Err() == nil && time.Now().Before(end) {
+				if cfg.Shape == "track" {
+					body = g.track(body[:0], time.Now())
+				} else {
+					body = g.batch(body[:0], cfg.BatchSize, time.Now())
+				}
+				t0 := time.Now()
+				status, err := post(ctx, client, base+path, cfg.WriteKey, body)
+				d := time.Since(t0)
+				if !measuring.Load() || t0.After(end) {
+					continue
+				}
+				switch {
+				case err != nil:
+					if ctx.Err() == nil {
+						myErr["transport: "+err.Error()]++
+					}
+				case status != http.StatusOK:
+					myErr["HTTP "+strconv.Itoa(status)]++
+				default:
+					myLat = append(myLat, d)
+					myReq++
+					myEv += int64(cfg.BatchSize)
+				}
+			}
+			mu.Lock()
+			lat = append(lat, myLat...)
+			requests += myReq
+			events += myEv
+			for k, v := range myErr {
+				errs[k] += v
+			}
+			mu.Unlock()
+		}(w)
+	}
+	wg.Wait()
+	cancel()
+	elapsed := min(time.Since(measureFrom), cfg.Duration).Seconds()
+	slices.Sort(lat)
+	r := &Result{Shape: cfg.Shape, BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency, Seconds: elapsed,
+		Requests: requests, Events: events, EventsPerSec: float64(events) / elapsed, RequestsPerS: float64(requests) / elapsed,
+		P50ms: pct(lat, 0.50), P95ms: pct(lat, 0.95), P99ms: pct(lat, 0.99), Errors: errs,
+		ServerRSSMB: rss.maxMB(), ServerRSSSeen: rss.samples}
+	if len(lat) > 0 {
+		r.MaxMS = ms(lat[len(lat)-1])
+	}
+	return r, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func pct(sorted []time.Duration, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*p+0.5) - 1
+	return ms(sorted[min(max(i, 0), len(sorted)-1)])
+}
+
+func probe(ctx context.Context, client *http.Client, base string, cfg Config) error {
+	g := newGenerator(1, 1)
+	status, err := post(ctx, client, base+"/v1/track", cfg.WriteKey, g.track(nil, time.Now()))
+	if err != nil {
+		return fmt.Errorf("cannot reach %s: %v", base, err)
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("probe event answered HTTP %d (wrong write key?)", status)
+	}
+	return nil
+}
+
+func post(ctx context.Context, client *http.Client, url, writeKey string, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.SetBasicAuth(writeKey, "")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// Print writes the result for a person, or as JSON.
+func (r *Result) Print(w io.Writer, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(r)
+	}
+	rss := "unknown (server /metrics not readable)"
+	if r.ServerRSSMB >= 0 {
+		rss = fmt.Sprintf("%.1f MB (max of %d samples)", r.ServerRSSMB, r.ServerRSSSeen)
+	}
+	fmt.Fprintf(w, "shape %s, %d events/request, concurrency %d, %.1f s measured\n", r.Shape, r.BatchSize, r.Concurrency, r.Seconds)
+	fmt.Fprintf(w, "  events/s    %.0f\n  requests/s  %.0f\n", r.EventsPerSec, r.RequestsPerS)
+	fmt.Fprintf(w, "  latency     p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  max %.2f ms\n", r.P50ms, r.P95ms, r.P99ms, r.MaxMS)
+	fmt.Fprintf(w, "  server RSS  %s\n", rss)
+	if len(r.Errors) == 0 {
+		fmt.Fprintln(w, "  errors      0")
+	}
+	for k, v := range r.Errors {
+		fmt.Fprintf(w, "  error       %s: %d\n", k, v)
+	}
+	return nil
+}
+
+// rssSampler reads process_resident_memory_bytes from the server's /metrics.
+type rssSampler struct {
+	url     string
+	client  *http.Client
+	max     float64
+	samples int
+	mu      sync.Mutex
+}
+
+func (s *rssSampler) run(ctx context.Context, end time.Time) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for time.Now().Before(end) {
+		if v, ok := s.read(ctx); ok {
+			s.mu.Lock()
+			s.max = max(s.max, v)
+			s.samples++
+			s.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *rssSampler) read(ctx context.Context) (float64, bool) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+func (s *rssSampler) maxMB() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.samples == 0 {
+		return -1
+	}
+	return s.max / (1 << 20)
+}
+
+// generator makes realistic Segment messages: e-commerce track events with
+// properties and a browser context, some pages and identifies, spread over a pool
+// of users, each with a unique messageId.
+type generator struct {
+	r     *rand.Rand
+	users int
+}
+
+func newGenerator(seed uint64, users int) *generator {
+	return &generator{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), users: users}
+}
+
+var trackEvents = []string{"Product Viewed", "Product Viewed", "Product Viewed", "Product Added", "Product List Viewed", "Checkout Started", "Order Completed"}
+
+var categories = []string{"Shoes", "Jackets", "Home & Living", "Electronics", "Sports", "Beauty", "Toys"}
+
+const hexd = "0123456789abcdef"
+
+func (g *generator) uuid(dst []byte) []byte {
+	a, b := g.r.Uint64(), g.r.Uint64()
+	var raw [16]byte
+	for i := 0; i < 8; i++ {
+		raw[i], raw[8+i] = byte(a>>(8*i)), byte(b>>(8*i))
+	}
+	raw[6], raw[8] = raw[6]&0x0f|0x40, raw[8]&0x3f|0x80
+	for i, c := range raw {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst = append(dst, '-')
+		}
+		dst = append(dst, hexd[c>>4], hexd[c&0xf])
+	}
+	return dst
+}
+
+func (g *generator) ids(dst []byte) []byte {
+	u := g.r.IntN(g.users)
+	dst = append(dst, `"anonymousId":"anon-`...)
+	dst = strconv.AppendInt(dst, int64(u), 36)
+	dst = append(dst, '"')
+	if u%2 == 0 { // half of the visitors are logged in
+		dst = append(dst, `,"userId":"user-`...)
+		dst = strconv.AppendInt(dst, int64(u), 10)
+		dst = append(dst, '"')
+	}
+	return dst
+}
+
+func (g *generator) context(dst []byte) []byte {
+	return append(dst, `"context":{"ip":"203.0.113.`+strconv.Itoa(1+g.r.IntN(250))+`","library":{"name":"analytics.js","version":"next-1.70.0"},"locale":"de-DE","timezone":"Europe/Berlin","page":{"path":"/p/`+strconv.Itoa(g.r.IntN(1_800_000))+`","referrer":"https://www.google.com/","title":"Online-Shop","url":"https://shop.example/p/`+strconv.Itoa(g.r.IntN(1_800_000))+`"},"userAgent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36","consent":{"categoryPreferences":{"Analytics":true,"Advertising":false,"Functional":true}}}`...)
+}
+
+func (g *generator) message(dst []byte, typ string, now time.Time) []byte {
+	dst = append(dst, `{"type":"`...)
+	dst = append(dst, typ...)
+	dst = append(dst, `","messageId":"`...)
+	dst = g.uuid(dst)
+	dst = append(dst, `",`...)
+	dst = g.ids(dst)
+	dst = append(dst, `,"timestamp":"`...)
+	dst = now.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+	dst = append(dst, `",`...)
+	switch typ {
+	case "track":
+		aid := g.r.IntN(1_800_000)
+		dst = append(dst, `"event":"`+trackEvents[g.r.IntN(len(trackEvents))]+`","properties":{"product_id":"`...)
+		dst = strconv.AppendInt(dst, int64(aid), 10)
+		dst = append(dst, `","sku":"SKU-`...)
+		dst = strconv.AppendInt(dst, int64(aid), 36)
+		dst = append(dst, `","category":"`+categories[g.r.IntN(len(categories))]+`","name":"Item `...)
+		dst = strconv.AppendInt(dst, int64(aid), 10)
+		dst = append(dst, `","brand":"Trustloop Goods","price":`...)
+		dst = strconv.AppendFloat(dst, float64(g.r.IntN(20000))/100, 'f', 2, 64)
+		dst = append(dst, `,"quantity":1,"currency":"EUR","position":`...)
+		dst = strconv.AppendInt(dst, int64(g.r.IntN(48)), 10)
+		dst = append(dst, `},`...)
+	case "page":
+		dst = append(dst, `"name":"Product Detail","properties":{"path":"/p/1","title":"Online-Shop"},`...)
+	case "identify":
+		u := g.r.IntN(g.users)
+		dst = append(dst, `"traits":{"email":"customer`...)
+		dst = strconv.AppendInt(dst, int64(u), 10)
+		dst = append(dst, `@example.com","first_name":"Alex","plan":"loyalty"},`...)
+	}
+	dst = g.context(dst)
+	return append(dst, '}')
+}
+
+func (g *generator) track(dst []byte, now time.Time) []byte {
+	return g.message(dst, "track", now)
+}
+
+func (g *generator) batch(dst []byte, n int, now time.Time) []byte {
+	dst = append(dst, `{"batch":[`...)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		typ := "track"
+		switch x := g.r.IntN(10); {
+		case x == 0:
+			typ = "page"
+		case x == 1:
+			typ = "identify"
+		}
+		dst = g.message(dst, typ, now)
+	}
+	dst = append(dst, `],"sentAt":"`...)
+	dst = now.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
+	return append(dst, `"}`...)
+}

@@ -1,0 +1,431 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	_ "net/http/pprof" // served only on --debug-addr
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/bench"
+	tlhttp "github.com/trustloop/trustloop/http"
+	"github.com/trustloop/trustloop/ingest"
+	"github.com/trustloop/trustloop/keyring"
+	"github.com/trustloop/trustloop/metrics"
+	"github.com/trustloop/trustloop/postgres"
+	"github.com/trustloop/trustloop/sqlite"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	var ue *usageError
+	switch {
+	case err == nil:
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, "trustloop:", ue.msg)
+		fmt.Fprintln(os.Stderr, "Run 'trustloop help' for usage.")
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "trustloop:", describe(err))
+		os.Exit(1)
+	}
+}
+
+// describe turns an error into what an operator should read: the message and
+// hint of an application error, the error itself otherwise.
+func describe(err error) string {
+	var e *trustloop.Error
+	if errors.As(err, &e) {
+		if e.Hint != "" {
+			return e.Message + " " + e.Hint
+		}
+		return e.Message
+	}
+	return err.Error()
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+const usage = `trustloop — a consent-first customer data platform
+
+Usage:
+  trustloop serve    [flags]   run the server (collector, API, web)
+  trustloop stats    [flags]   print what a store holds, as JSON
+  trustloop bench    [flags]   drive a running server with realistic events
+  trustloop version            print the version
+  trustloop help [command]     show help
+
+Every flag NAME can also be set as TRUSTLOOP_NAME in the environment (dashes
+become underscores); a flag on the command line wins over the environment.
+Run 'trustloop help serve' (or stats, bench) for a command's flags.
+`
+
+// Run runs one command line.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return &usageError{"no command given"}
+	}
+	switch args[0] {
+	case "serve":
+		m := NewMain(stderr)
+		if err := m.ParseFlags(args[1:]); err != nil {
+			if err == errHelp {
+				return nil
+			}
+			return err
+		}
+		return m.Serve(ctx)
+	case "stats":
+		return runStats(ctx, args[1:], stdout)
+	case "bench":
+		return runBench(ctx, args[1:], stdout)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "trustloop", trustloop.Version)
+		return nil
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 {
+			return Run(ctx, []string{args[1], "-h"}, stdout, stdout)
+		}
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		return &usageError{fmt.Sprintf("unknown command %q", args[0])}
+	}
+}
+
+// parseFlags parses args and then fills every flag not given on the command line
+// from TRUSTLOOP_<NAME>: flag > environment > default.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return &usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		env := "TRUSTLOOP_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = &usageError{fmt.Sprintf("%s=%q: %v", env, v, e)}
+			}
+		}
+	})
+	return err
+}
+
+// errHelp ends a command after -h printed its flags.
+var errHelp = errors.New("help shown")
+
+// Main is the server process: its configuration and the services it wires.
+type Main struct {
+	Addr          string
+	DataDir       string
+	DatabaseURL   string
+	MasterKeyFile string
+	RateLimit     float64
+	RateBurst     int
+	LogLevel      string
+	ShutdownWait  time.Duration
+	DebugAddr     string
+
+	stderr   io.Writer
+	Log      *slog.Logger
+	Store    trustloop.Store
+	Keyring  *keyring.Keyring
+	Pipeline *ingest.Pipeline
+	Metrics  *metrics.Metrics
+	HTTP     *tlhttp.Server
+}
+
+// NewMain returns a Main with defaults.
+func NewMain(stderr io.Writer) *Main {
+	return &Main{stderr: stderr}
+}
+
+// ParseFlags reads the serve flags and environment.
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(m.stderr)
+	fs.StringVar(&m.Addr, "addr", ":8080", "address to listen on")
+	fs.StringVar(&m.DataDir, "data-dir", "./trustloop-data", "data directory (embedded database, key file, credentials)")
+	fs.StringVar(&m.DatabaseURL, "database-url", "", "postgres://… to use PostgreSQL; empty for the embedded SQLite store")
+	fs.StringVar(&m.MasterKeyFile, "master-key-file", "", "master key file (default <data-dir>/master.key; TRUSTLOOP_MASTER_KEY, base64, wins)")
+	fs.Float64Var(&m.RateLimit, "rate-limit", 0, "events per second each write key may send (0: unlimited)")
+	fs.IntVar(&m.RateBurst, "rate-burst", 5000, "events a write key may send at once above its rate")
+	fs.StringVar(&m.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&m.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (empty: off; never expose it publicly)")
+	fs.DurationVar(&m.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if m.MasterKeyFile == "" {
+		m.MasterKeyFile = filepath.Join(m.DataDir, "master.key")
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(m.LogLevel)); err != nil {
+		return &usageError{fmt.Sprintf("--log-level %q: want debug, info, warn or error", m.LogLevel)}
+	}
+	m.Log = slog.New(slog.NewJSONHandler(m.stderr, &slog.HandlerOptions{Level: lvl}))
+	return nil
+}
+
+// redactURL hides a database URL's password for the log.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparseable)"
+	}
+	return u.Redacted()
+}
+
+// Open opens storage, keys, the pipeline and the HTTP server.
+func (m *Main) Open(ctx context.Context) error {
+	m.Log.Info("starting trustloop", "version", trustloop.Version, "addr", m.Addr, "data_dir", m.DataDir,
+		"database_url", redactURL(m.DatabaseURL), "master_key_file", m.MasterKeyFile,
+		"master_key_from_env", os.Getenv("TRUSTLOOP_MASTER_KEY") != "", "rate_limit", m.RateLimit, "rate_burst", m.RateBurst)
+	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	master, generated, err := keyring.LoadMasterKey(os.Getenv("TRUSTLOOP_MASTER_KEY"), m.MasterKeyFile)
+	if err != nil {
+		return err
+	}
+	if generated {
+		keyring.WarnGenerated(m.Log, m.MasterKeyFile)
+	}
+	if m.DatabaseURL == "" {
+		m.Store, err = sqlite.Open(ctx, m.DataDir)
+	} else if strings.HasPrefix(m.DatabaseURL, "postgres://") || strings.HasPrefix(m.DatabaseURL, "postgresql://") {
+		m.Store, err = postgres.Open(ctx, m.DatabaseURL)
+	} else {
+		err = &usageError{"--database-url must start with postgres:// (or be empty for the embedded store)"}
+	}
+	if err != nil {
+		return err
+	}
+	m.Keyring = keyring.New(master, 200_000)
+	m.Keyring.Load = m.Store.FindWorkspace
+	if err := m.bootstrap(ctx); err != nil {
+		return err
+	}
+	m.Metrics = metrics.New()
+	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, nil, ingest.Config{})
+	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Metrics: m.Metrics, Log: m.Log,
+		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
+		Ready:  m.Store.Ping, NewID: newMessageID}
+	if err := m.HTTP.Open(m.Addr); err != nil {
+		return err
+	}
+	m.Log.Info("listening", "addr", m.HTTP.Addr())
+	if m.DebugAddr != "" {
+		// pprof registers on http.DefaultServeMux, which nothing else uses.
+		go func() { m.Log.Warn("debug server stopped", "err", http.ListenAndServe(m.DebugAddr, nil)) }()
+	}
+	return nil
+}
+
+// bootstrap creates the default workspace, source and admin key on an empty store
+// and hands their secrets over once.
+func (m *Main) bootstrap(ctx context.Context) error {
+	writeKey := os.Getenv("TRUSTLOOP_BOOTSTRAP_WRITE_KEY")
+	if writeKey == "" {
+		writeKey = randomToken(32)
+	}
+	adminKey := os.Getenv("TRUSTLOOP_BOOTSTRAP_ADMIN_KEY")
+	if adminKey == "" {
+		adminKey = "tl_admin_" + randomToken(40)
+	}
+	wh, ah := sha256.Sum256([]byte(writeKey)), sha256.Sum256([]byte(adminKey))
+	b := &trustloop.Bootstrap{
+		Workspace: trustloop.Workspace{Name: "default", IndexKey: m.Keyring.NewIndexKey()},
+		Source:    trustloop.Source{Name: "default", WriteKeyHash: wh[:]},
+		AdminKey: trustloop.APIKey{Name: "bootstrap admin", SecretHash: ah[:], Roles: []string{trustloop.RoleAdmin},
+			Purposes: []string{"essential", "analytics", "personalization", "marketing", "sharing"}},
+	}
+	created, err := m.Store.Bootstrap(ctx, b)
+	if err != nil {
+		return err
+	}
+	if !created {
+		return nil
+	}
+	creds := fmt.Sprintf("# Trustloop bootstrap credentials, shown once. Keep them safe, then delete this file.\n"+
+		"workspace=default\nwrite_key=%s\nadmin_api_key=%s\n", writeKey, adminKey)
+	path := filepath.Join(m.DataDir, "credentials")
+	if err := os.WriteFile(path, []byte(creds), 0o600); err != nil {
+		return fmt.Errorf("write credentials: %w", err)
+	}
+	// Printed to stderr, not logged: these are secrets, and log lines get shipped.
+	fmt.Fprintf(m.stderr, "\nCreated workspace \"default\".\n  write key:     %s\n  admin API key: %s\n(also written to %s)\n\n",
+		writeKey, adminKey, path)
+	return nil
+}
+
+const tokenAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	max := big.NewInt(int64(len(tokenAlphabet)))
+	for i := range b {
+		v, _ := rand.Int(rand.Reader, max)
+		b[i] = tokenAlphabet[v.Int64()]
+	}
+	return string(b)
+}
+
+// newMessageID makes a random UUID v4 for messages sent without a messageId.
+func newMessageID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	const hx = "0123456789abcdef"
+	out := make([]byte, 36)
+	j := 0
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out[j] = '-'
+			j++
+		}
+		out[j], out[j+1] = hx[c>>4], hx[c&0xf]
+		j += 2
+	}
+	return string(out)
+}
+
+// Close shuts down in order: stop taking requests and wait for those in flight
+// (their events get committed), then drain the writer, then close storage.
+func (m *Main) Close() error {
+	var errs []error
+	if m.HTTP != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), m.ShutdownWait)
+		errs = append(errs, m.HTTP.Shutdown(ctx))
+		cancel()
+	}
+	if m.Pipeline != nil {
+		errs = append(errs, m.Pipeline.Close())
+	}
+	if m.Store != nil {
+		errs = append(errs, m.Store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Serve runs the server until ctx ends (SIGINT/SIGTERM), then shuts down cleanly.
+func (m *Main) Serve(ctx context.Context) error {
+	if err := m.Open(ctx); err != nil {
+		m.Close()
+		return err
+	}
+	<-ctx.Done()
+	m.Log.Info("shutting down")
+	err := m.Close()
+	if err != nil {
+		m.Log.Error("shutdown", "err", err)
+	} else {
+		m.Log.Info("stopped")
+	}
+	return err
+}
+
+func runStats(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	dataDir := fs.String("data-dir", "./trustloop-data", "data directory of an embedded store")
+	dbURL := fs.String("database-url", "", "postgres://… of a PostgreSQL store")
+	if err := parseFlags(fs, args); err != nil {
+		if err == errHelp {
+			return nil
+		}
+		return err
+	}
+	var (
+		st  trustloop.Stats
+		err error
+	)
+	if *dbURL != "" {
+		var db *postgres.DB
+		if db, err = postgres.Open(ctx, *dbURL); err != nil {
+			return err
+		}
+		defer db.Close()
+		st, err = db.Stats(ctx)
+	} else {
+		var db *sqlite.DB
+		if db, err = sqlite.OpenReadOnly(ctx, *dataDir); err != nil {
+			return err
+		}
+		defer db.Close()
+		st, err = db.Stats(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	return enc.Encode(st)
+}
+
+func runBench(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var cfg bench.Config
+	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base URL")
+	fs.StringVar(&cfg.WriteKey, "write-key", "", "source write key (default: read from <data-dir>/credentials)")
+	dataDir := fs.String("data-dir", "./trustloop-data", "where to find the credentials file when --write-key is not given")
+	fs.StringVar(&cfg.Shape, "shape", "batch", "track (one event per request to /v1/track) or batch (N events per request to /v1/batch)")
+	fs.IntVar(&cfg.BatchSize, "batch", 100, "events per request for shape batch")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "concurrent requests in flight")
+	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to send")
+	fs.DurationVar(&cfg.Warmup, "warmup", 3*time.Second, "sending time before measuring starts")
+	fs.IntVar(&cfg.Users, "users", 100_000, "distinct users (subjects) the events are spread over")
+	fs.BoolVar(&cfg.JSON, "json", false, "print the result as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		if err == errHelp {
+			return nil
+		}
+		return err
+	}
+	if cfg.WriteKey == "" {
+		b, err := os.ReadFile(filepath.Join(*dataDir, "credentials"))
+		if err != nil {
+			return &usageError{"no --write-key given and no credentials file in --data-dir"}
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "write_key="); ok {
+				cfg.WriteKey = v
+			}
+		}
+	}
+	res, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return res.Print(stdout, cfg.JSON)
+}

@@ -1,0 +1,266 @@
+package http
+
+import (
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/metrics"
+)
+
+// Ingester is what the collector hands validated messages to (ingest.Pipeline).
+type Ingester interface {
+	Ingest(ctx context.Context, src *trustloop.Source, msgs []trustloop.Message) error
+}
+
+// Config holds the server's tunables.
+type Config struct {
+	// RateLimit is the events per second each write key may send; 0 is unlimited.
+	RateLimit float64
+	// RateBurst is how many events a write key may send at once above the rate.
+	RateBurst int
+}
+
+// Server is the HTTP server.
+type Server struct {
+	Store    trustloop.WorkspaceStore
+	Ingester Ingester
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+	Config   Config
+	// Ready reports whether storage is open and migrated; nil means ready.
+	Ready func(context.Context) error
+	// Now and NewID are injected for tests.
+	Now   func() time.Time
+	NewID func() string
+
+	ln       net.Listener
+	srv      *http.Server
+	draining atomic.Bool
+	sources  sync.Map // string(write key hash) -> *sourceEntry
+	limiters sync.Map // source id -> *rate.Limiter
+}
+
+type sourceEntry struct {
+	src     *trustloop.Source
+	expires time.Time
+}
+
+// Open listens on addr and serves in the background.
+func (s *Server) Open(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
+	}
+	go s.srv.Serve(ln)
+	return nil
+}
+
+// Addr is the address the server listens on (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Drain makes /readyz answer 503 so a load balancer stops sending work.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// Shutdown stops accepting connections and waits for in-flight requests (whose
+// events the pipeline then commits) up to ctx's deadline.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.Drain()
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Shutdown(ctx)
+}
+
+// handlerFunc is a handler that returns its error for Error to answer.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handler returns the root handler.
+func (s *Server) Handler() http.Handler {
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	mux := http.NewServeMux()
+	for _, p := range collectorPaths {
+		mux.Handle("/v1/"+p.path, s.route("/v1/"+p.path, s.collector(p.route)))
+	}
+	mux.Handle("GET /healthz", s.route("/healthz", s.healthz))
+	mux.Handle("GET /readyz", s.route("/readyz", s.readyz))
+	mux.Handle("GET /metrics", s.Metrics.Handler())
+	mux.Handle("GET /openapi.json", s.route("/openapi.json", s.openapi))
+	mux.Handle("/", s.route("other", func(w http.ResponseWriter, r *http.Request) error {
+		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
+			WithHint("See /openapi.json for the paths this server offers.")
+	}))
+	return mux
+}
+
+// statusWriter remembers the status for the latency metric.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// route wraps a handler with the error answer and the latency metric, labelled by
+// the route pattern (never the raw path, which a caller chooses).
+func (s *Server) route(name string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		if err := h(sw, r); err != nil {
+			s.Error(sw, r, err)
+		}
+		s.Metrics.RequestDuration.WithLabelValues(name, strconv.Itoa(sw.status/100)+"xx").Observe(time.Since(start).Seconds())
+	})
+}
+
+var statuses = map[string]int{
+	trustloop.EINVALID:          http.StatusBadRequest,
+	trustloop.EUNAUTHORIZED:     http.StatusUnauthorized,
+	trustloop.EFORBIDDEN:        http.StatusForbidden,
+	trustloop.ENOTFOUND:         http.StatusNotFound,
+	trustloop.ECONFLICT:         http.StatusConflict,
+	trustloop.ETOOLARGE:         http.StatusRequestEntityTooLarge,
+	trustloop.ERATELIMITED:      http.StatusTooManyRequests,
+	trustloop.EINTERNAL:         http.StatusInternalServerError,
+	trustloop.EUNAVAILABLE:      http.StatusServiceUnavailable,
+	trustloop.EMETHOD:           http.StatusMethodNotAllowed,
+	trustloop.EUNSUPPORTEDMEDIA: http.StatusUnsupportedMediaType,
+}
+
+// ErrorStatus maps an error code to its HTTP status.
+func ErrorStatus(code string) int {
+	if s, ok := statuses[code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+type errorBody struct {
+	Error errorJSON `json:"error"`
+}
+
+type errorJSON struct {
+	Code    string                  `json:"code"`
+	Message string                  `json:"message"`
+	Hint    string                  `json:"hint,omitempty"`
+	Details []trustloop.ErrorDetail `json:"details,omitempty"`
+}
+
+// Error is the one place an error becomes a response: status from the code, the
+// JSON body, Retry-After, the rejection counter, and a log line for internal
+// errors (whose detail the caller never sees).
+func (s *Server) Error(w http.ResponseWriter, r *http.Request, err error) {
+	code := trustloop.ErrorCode(err)
+	body := errorJSON{Code: code, Message: trustloop.ErrorMessage(err)}
+	var e *trustloop.Error
+	if errors.As(err, &e) {
+		body.Hint, body.Details = e.Hint, e.Details
+		if e.RetryAfterSeconds > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfterSeconds))
+		}
+	} else {
+		body.Hint = "Retry later; if it persists, the operator will find the detail in the server log."
+	}
+	if code == trustloop.EINTERNAL {
+		s.Log.Error("internal error", "method", r.Method, "route", r.Pattern, "err", err)
+	}
+	if isCollector(r) {
+		s.Metrics.RequestsRejected.WithLabelValues(code).Inc()
+	}
+	writeJSON(w, ErrorStatus(code), errorBody{Error: body})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"Internal error."}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if s.draining.Load() {
+		return &trustloop.Error{Code: trustloop.EUNAVAILABLE, Message: "Draining: this node is shutting down.",
+			Hint: "Send traffic to another node.", RetryAfterSeconds: 1}
+	}
+	if s.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.Ready(ctx); err != nil {
+			s.Log.Warn("not ready", "err", err)
+			return &trustloop.Error{Code: trustloop.EUNAVAILABLE, Message: "Storage is not ready.",
+				Hint: "Wait for startup to finish; check the database if it lasts.", RetryAfterSeconds: 1}
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+//go:embed openapi.json
+var openapiDoc []byte
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(openapiDoc)
+	return nil
+}
+
+// source authenticates a write key. The lookup is by SHA-256 of the key, so
+// neither the cache nor the store compares the secret itself; an unknown key is
+// EUNAUTHORIZED without saying more.
+func (s *Server) source(ctx context.Context, writeKey string) (*trustloop.Source, error) {
+	if writeKey == "" {
+		return nil, trustloop.Errorf(trustloop.EUNAUTHORIZED, "No write key was sent.").
+			WithHint("Send the source's write key as the Basic auth user name (empty password) or as writeKey in the body.")
+	}
+	h := sha256.Sum256([]byte(writeKey))
+	now := s.Now()
+	if v, ok := s.sources.Load(string(h[:])); ok {
+		if e := v.(*sourceEntry); now.Before(e.expires) {
+			return e.src, nil
+		}
+	}
+	src, err := s.Store.FindSourceByWriteKeyHash(ctx, h[:])
+	if trustloop.ErrorCode(err) == trustloop.ENOTFOUND {
+		return nil, trustloop.Errorf(trustloop.EUNAUTHORIZED, "The write key is not valid.").
+			WithHint("Check the write key of your source; it is shown once when the source is created.")
+	} else if err != nil {
+		return nil, err
+	}
+	// A short lifetime bounds how long a revoked key keeps working on this node.
+	s.sources.Store(string(h[:]), &sourceEntry{src: src, expires: now.Add(30 * time.Second)})
+	return src, nil
+}
