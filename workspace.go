@@ -72,6 +72,9 @@ type WorkspaceStore interface {
 	// created them; on a store that already has a workspace it changes nothing.
 	Bootstrap(ctx context.Context, b *Bootstrap) (created bool, err error)
 
+	// ListWorkspaces returns every workspace, by id.
+	ListWorkspaces(ctx context.Context) ([]*Workspace, error)
+
 	// FindWorkspace returns the workspace; ENOTFOUND if there is none.
 	FindWorkspace(ctx context.Context, id int64) (*Workspace, error)
 

@@ -32,6 +32,12 @@ func (db *DB) prepareEventStmts(ctx context.Context) error {
 			return fmt.Errorf("sqlite: prepare: %w", err)
 		}
 		db.logStmts[n] = s
+		s, err = db.write.PrepareContext(ctx, `INSERT INTO subject_keys (id, workspace_id, blind, wrapped, created_at) VALUES `+
+			placeholders(n, 5)+` ON CONFLICT DO NOTHING`)
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		db.keyStmts[n] = s
 	}
 	return nil
 }
@@ -95,13 +101,18 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 	}
 	defer tx.Rollback()
 
-	for _, k := range b.NewKeys {
-		res, err := tx.ExecContext(ctx, `INSERT INTO subject_keys (id, workspace_id, blind, wrapped, created_at)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, k.ID, k.WorkspaceID, k.Blind, k.Wrapped, ms(k.CreatedAt))
-		if err != nil {
-			return 0, fmt.Errorf("sqlite: append: key: %w", err)
+	for start := 0; start < len(b.NewKeys); {
+		rows := chunk(len(b.NewKeys) - start)
+		args := make([]any, 0, rows*5)
+		for _, k := range b.NewKeys[start : start+rows] {
+			args = append(args, k.ID, k.WorkspaceID, k.Blind, k.Wrapped, ms(k.CreatedAt))
 		}
-		if n, _ := res.RowsAffected(); n != 1 {
+		start += rows
+		res, err := tx.StmtContext(ctx, db.keyStmts[rows]).ExecContext(ctx, args...)
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: append: keys: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != int64(rows) {
 			return 0, trustloop.Errorf(trustloop.ECONFLICT, "a subject key was created concurrently")
 		}
 	}

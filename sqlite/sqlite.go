@@ -41,6 +41,7 @@ type DB struct {
 
 	eventStmts map[int]*sql.Stmt // multi-row event inserts by row count
 	logStmts   map[int]*sql.Stmt // multi-row dedupe_log inserts by row count
+	keyStmts   map[int]*sql.Stmt // multi-row subject_keys inserts by row count
 
 	opt       Options
 	mu        sync.Mutex // one AppendEvents at a time (the pipeline has one writer anyway)
@@ -99,7 +100,7 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 			Hint:    "Stop the other process or pass another --data-dir."}
 	}
 	db := &DB{path: filepath.Join(dir, FileName), lock: lock, Now: time.Now, opt: opt,
-		eventStmts: map[int]*sql.Stmt{}, logStmts: map[int]*sql.Stmt{}}
+		eventStmts: map[int]*sql.Stmt{}, logStmts: map[int]*sql.Stmt{}, keyStmts: map[int]*sql.Stmt{}}
 	if err := db.open(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -310,6 +311,9 @@ func (db *DB) Close() error {
 		errs = append(errs, s.Close())
 	}
 	for _, s := range db.logStmts {
+		errs = append(errs, s.Close())
+	}
+	for _, s := range db.keyStmts {
 		errs = append(errs, s.Close())
 	}
 	if db.read != nil {

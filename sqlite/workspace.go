@@ -50,6 +50,26 @@ func (db *DB) Bootstrap(ctx context.Context, b *trustloop.Bootstrap) (bool, erro
 	return true, nil
 }
 
+// ListWorkspaces returns every workspace.
+func (db *DB) ListWorkspaces(ctx context.Context) ([]*trustloop.Workspace, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT id, name, index_key, created_at FROM workspaces ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list workspaces: %w", err)
+	}
+	defer rows.Close()
+	var out []*trustloop.Workspace
+	for rows.Next() {
+		w := &trustloop.Workspace{}
+		var created int64
+		if err := rows.Scan(&w.ID, &w.Name, &w.IndexKey, &created); err != nil {
+			return nil, fmt.Errorf("sqlite: list workspaces: %w", err)
+		}
+		w.CreatedAt = fromMS(created)
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
 // FindWorkspace returns a workspace by id.
 func (db *DB) FindWorkspace(ctx context.Context, id int64) (*trustloop.Workspace, error) {
 	w := &trustloop.Workspace{}

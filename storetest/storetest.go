@@ -80,6 +80,10 @@ func testBootstrap(t *testing.T, s trustloop.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	all, err := s.ListWorkspaces(ctx)
+	if err != nil || len(all) != 1 || all[0].ID != w.ID || !bytes.Equal(all[0].IndexKey, w.IndexKey) {
+		t.Fatalf("ListWorkspaces = %v, %v", all, err)
+	}
 	if w.Name != "default" || !bytes.Equal(w.IndexKey, b.Workspace.IndexKey) || w.CreatedAt.IsZero() {
 		t.Fatalf("workspace = %+v", w)
 	}

@@ -222,20 +222,39 @@ func (m *Main) Open(ctx context.Context) error {
 	if generated {
 		keyring.WarnGenerated(m.Log, m.MasterKeyFile)
 	}
-	if m.DatabaseURL == "" {
-		m.Store, err = sqlite.Open(ctx, m.DataDir)
-	} else if strings.HasPrefix(m.DatabaseURL, "postgres://") || strings.HasPrefix(m.DatabaseURL, "postgresql://") {
-		m.Store, err = postgres.Open(ctx, m.DatabaseURL)
-	} else {
-		err = &usageError{"--database-url must start with postgres:// (or be empty for the embedded store)"}
-	}
-	if err != nil {
-		return err
+	// Assigned only on success: a typed nil in the interface would make Close
+	// call a method on a nil store.
+	switch {
+	case m.DatabaseURL == "":
+		db, err := sqlite.Open(ctx, m.DataDir)
+		if err != nil {
+			return err
+		}
+		m.Store = db
+	case strings.HasPrefix(m.DatabaseURL, "postgres://") || strings.HasPrefix(m.DatabaseURL, "postgresql://"):
+		db, err := postgres.Open(ctx, m.DatabaseURL)
+		if err != nil {
+			return err
+		}
+		m.Store = db
+	default:
+		return &usageError{"--database-url must start with postgres:// (or be empty for the embedded store)"}
 	}
 	m.Keyring = keyring.New(master, 200_000)
 	m.Keyring.Load = m.Store.FindWorkspace
 	if err := m.bootstrap(ctx); err != nil {
 		return err
+	}
+	// Unwrap every workspace's index key now: a wrong master key must stop the
+	// start, not surface later as events that can never be read.
+	wss, err := m.Store.ListWorkspaces(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ws := range wss {
+		if err := m.Keyring.AddWorkspace(ws); err != nil {
+			return err
+		}
 	}
 	m.Metrics = metrics.New()
 	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, nil, ingest.Config{})
