@@ -3,6 +3,7 @@ package http
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -116,16 +117,26 @@ func (s *Server) collector(route collect.Route) handlerFunc {
 }
 
 func checkContentType(r *http.Request) error {
+	// The body is parsed as JSON whatever its label among these: browsers send
+	// text/plain to avoid a preflight, and RudderStack's Node SDK labels its
+	// gzipped JSON application/x-www-form-urlencoded. Anything else is refused.
 	if ct := r.Header.Get("Content-Type"); ct != "" {
+		// Parameters are not used (the body is UTF-8 JSON whatever the charset
+		// says), so a malformed one does not refuse the request; mt is still
+		// returned with ErrInvalidMediaParameter.
 		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || !(mt == "application/json" || mt == "text/plain" ||
-			(strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))) {
+		unparseable := err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter)
+		if unparseable {
+			mt = ct // name what was sent, not ""
+		}
+		if unparseable || !(mt == "application/json" || mt == "text/plain" || mt == "application/x-www-form-urlencoded" ||
+			mt == "application/octet-stream" || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json"))) {
 			return trustloop.Errorf(trustloop.EUNSUPPORTEDMEDIA, "Content-Type %q is not supported.", mt).
 				WithHint("Send JSON as application/json (or text/plain from browsers).")
 		}
 	}
-	switch enc := r.Header.Get("Content-Encoding"); enc {
-	case "", "identity", "gzip":
+	switch enc := r.Header.Get("Content-Encoding"); strings.ToLower(enc) {
+	case "", "identity", "gzip", "x-gzip":
 		return nil
 	default:
 		return trustloop.Errorf(trustloop.EUNSUPPORTEDMEDIA, "Content-Encoding %q is not supported.", enc).
@@ -133,16 +144,24 @@ func checkContentType(r *http.Request) error {
 	}
 }
 
+// isGzip reports whether the body is gzip-compressed. Content codings are
+// case-insensitive, and x-gzip is gzip (RFC 9110, 8.4.1).
+func isGzip(r *http.Request) bool {
+	enc := strings.ToLower(r.Header.Get("Content-Encoding"))
+	return enc == "gzip" || enc == "x-gzip"
+}
+
 var errTooLarge = trustloop.Errorf(trustloop.ETOOLARGE, "The request body is larger than the 500 KB limit; nothing was stored.").
 	WithHint("Send smaller batches (at most 500 KB and 2,500 events each).")
 
 // readBody reads the (decompressed) body into buf, refusing more than the limit.
 func readBody(buf *bytes.Buffer, r *http.Request) error {
-	if r.ContentLength > trustloop.MaxRequestBytes && r.Header.Get("Content-Encoding") != "gzip" {
+	gz := isGzip(r)
+	if r.ContentLength > trustloop.MaxRequestBytes && !gz {
 		return errTooLarge
 	}
 	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
+	if gz {
 		// The compressed body is limited too, so a slow trickle of compressed
 		// bytes cannot hold the handler; the decompressed size is what counts.
 		zr, _ := gzipPool.Get().(*gzip.Reader)
@@ -165,10 +184,7 @@ func readBody(buf *bytes.Buffer, r *http.Request) error {
 	}
 	n, err := buf.ReadFrom(io.LimitReader(body, trustloop.MaxRequestBytes+1))
 	if err != nil {
-		if _, ok := err.(*http.MaxBytesError); ok {
-			return errTooLarge
-		}
-		if r.Header.Get("Content-Encoding") == "gzip" {
+		if gz {
 			return trustloop.Errorf(trustloop.EINVALID, "The body is not valid gzip.").
 				WithHint("Compress the body with gzip or send it uncompressed without Content-Encoding.")
 		}
@@ -187,7 +203,9 @@ func setCORS(w http.ResponseWriter, r *http.Request) {
 	if o := r.Header.Get("Origin"); o != "" {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", o)
-		h.Set("Access-Control-Allow-Credentials", "true")
+		// Retry-After is not a CORS-safelisted response header: without this a
+		// page's script cannot see how long a 429 or 503 asks it to wait.
+		h.Set("Access-Control-Expose-Headers", "Retry-After")
 		h.Add("Vary", "Origin")
 	}
 }

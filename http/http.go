@@ -19,6 +19,8 @@ import (
 )
 
 // Ingester is what the collector hands validated messages to (ingest.Pipeline).
+// The messages' Raw bytes point into a request buffer that is reused once Ingest
+// returns: an Ingester must copy what it keeps.
 type Ingester interface {
 	Ingest(ctx context.Context, src *trustloop.Source, msgs []trustloop.Message) error
 }

@@ -236,7 +236,9 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (int
 	blinds := map[int64][][]byte{}
 	for _, r := range group {
 		for i := range r.events {
-			if e := &r.events[i]; !e.sealed {
+			// byWriter: a retry re-resolves the keys the last attempt made, as
+			// the loop below seals those events again.
+			if e := &r.events[i]; !e.sealed || e.byWriter {
 				blinds[e.ws] = append(blinds[e.ws], e.blind)
 			}
 		}

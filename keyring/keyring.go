@@ -199,6 +199,8 @@ func (k *Keyring) workspace(id int64) (*workspaceKeys, error) {
 	ws, err := k.Load(context.Background(), id)
 	if err != nil {
 		return nil, fmt.Errorf("keyring: load workspace %d: %w", id, err)
+	} else if ws == nil || ws.ID != id {
+		return nil, fmt.Errorf("keyring: load workspace %d: loader returned another workspace", id)
 	}
 	if err := k.AddWorkspace(ws); err != nil {
 		return nil, err

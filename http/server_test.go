@@ -1,0 +1,241 @@
+package http_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestHealthz(t *testing.T) {
+	s := newServer(t, options{})
+	r := s.do(t, req{method: http.MethodGet, path: "/healthz"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("status = %d, want 200", r.Status)
+	}
+	if got := strings.TrimSpace(string(r.Body)); got != `{"status":"ok"}` {
+		t.Errorf("body = %s", got)
+	}
+	// Still alive while draining: only readiness changes.
+	s.Server.Drain()
+	if r := s.do(t, req{method: http.MethodGet, path: "/healthz"}); r.Status != http.StatusOK {
+		t.Errorf("healthz while draining = %d, want 200", r.Status)
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	t.Run("ready", func(t *testing.T) {
+		s := newServer(t, options{})
+		r := s.do(t, req{method: http.MethodGet, path: "/readyz"})
+		if r.Status != http.StatusOK {
+			t.Fatalf("status = %d, want 200: %s", r.Status, r.Body)
+		}
+		if got := strings.TrimSpace(string(r.Body)); got != `{"status":"ready"}` {
+			t.Errorf("body = %s", got)
+		}
+	})
+	t.Run("draining", func(t *testing.T) {
+		s := newServer(t, options{})
+		s.Server.Drain()
+		r := s.do(t, req{method: http.MethodGet, path: "/readyz"})
+		if r.Status != http.StatusServiceUnavailable {
+			t.Fatalf("status = %d, want 503", r.Status)
+		}
+		e := r.apiError(t)
+		if e.Error.Code != "unavailable" || !strings.Contains(e.Error.Message, "Draining") {
+			t.Errorf("error = %+v", e.Error)
+		}
+		if r.Header.Get("Retry-After") != "1" {
+			t.Errorf("Retry-After = %q, want 1", r.Header.Get("Retry-After"))
+		}
+		// Draining refuses no events: in-flight and late requests are still committed.
+		mustOK(t, s.post(t, "/v1/track", msg("track", "u1", "")))
+	})
+	t.Run("storage not ready", func(t *testing.T) {
+		secret := "dial tcp 10.1.2.3:5432: connection refused (password=hunter2)"
+		s := newServer(t, options{ready: func(context.Context) error { return errors.New(secret) }})
+		r := s.do(t, req{method: http.MethodGet, path: "/readyz"})
+		if r.Status != http.StatusServiceUnavailable {
+			t.Fatalf("status = %d, want 503", r.Status)
+		}
+		e := r.apiError(t)
+		if e.Error.Code != "unavailable" || e.Error.Message != "Storage is not ready." {
+			t.Errorf("error = %+v", e.Error)
+		}
+		if strings.Contains(string(r.Body), "hunter2") || strings.Contains(string(r.Body), "10.1.2.3") {
+			t.Errorf("readiness error leaks its cause: %s", r.Body)
+		}
+		if r.Header.Get("Retry-After") == "" {
+			t.Error("no Retry-After")
+		}
+	})
+}
+
+func TestMetrics(t *testing.T) {
+	s := newServer(t, options{})
+	mustOK(t, s.post(t, "/v1/batch", batchOf(msg("track", "u1", "m1"), msg("identify", "u1", "m2"))))
+	mustOK(t, s.post(t, "/v1/track", msg("track", "u1", "m1"))) // a repeat
+	if r := s.do(t, req{path: "/v1/track", body: []byte(`{`), auth: testWriteKey}); r.Status != http.StatusBadRequest {
+		t.Fatalf("malformed: %d", r.Status)
+	}
+	text := s.metricsText(t)
+	for _, name := range []string{
+		"trustloop_events_received_total 3",
+		"trustloop_events_stored_total 2",
+		"trustloop_events_duplicate_total 1",
+		"trustloop_requests_rejected_total",
+		`trustloop_requests_rejected_total{reason="invalid"} 1`,
+		"trustloop_commit_duration_seconds",
+		`trustloop_http_request_duration_seconds_count{route="/v1/batch",status="2xx"} 1`,
+		`trustloop_http_request_duration_seconds_count{route="/v1/track",status="4xx"} 1`,
+		"trustloop_request_events_count 2",
+		"trustloop_commit_group_events",
+		"process_resident_memory_bytes",
+		"go_goroutines",
+	} {
+		if !strings.Contains(text, name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+	if ct := s.do(t, req{method: http.MethodGet, path: "/metrics"}).Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("Content-Type = %q", ct)
+	}
+}
+
+func TestMetricsBeforeTraffic(t *testing.T) {
+	// The names a dashboard or bench looks for are there from the start.
+	s := newServer(t, options{})
+	text := s.metricsText(t)
+	for _, name := range []string{"trustloop_events_received_total", "trustloop_events_stored_total",
+		"trustloop_commit_duration_seconds", "trustloop_request_events", "trustloop_commit_group_events",
+		"process_resident_memory_bytes"} {
+		if !strings.Contains(text, name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+}
+
+func TestNotFound(t *testing.T) {
+	s := newServer(t, options{})
+	for _, tc := range []struct{ method, path string }{
+		{http.MethodGet, "/"},
+		{http.MethodGet, "/nope"},
+		{http.MethodPost, "/v1/nope"},
+		{http.MethodPost, "/v1/track/extra"},
+		{http.MethodPost, "/v2/track"},
+		{http.MethodGet, "/v1"},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			var body []byte
+			if tc.method == http.MethodPost {
+				body = mustJSON(t, msg("track", "u1", ""))
+			}
+			before := s.events(t)
+			r := s.do(t, req{method: tc.method, path: tc.path, body: body, auth: testWriteKey})
+			if r.Status != http.StatusNotFound {
+				t.Fatalf("status = %d, want 404: %s", r.Status, r.Body)
+			}
+			e := r.apiError(t)
+			if e.Error.Code != "not_found" || !strings.Contains(e.Error.Message, "No such path") {
+				t.Errorf("error = %+v", e.Error)
+			}
+			if !strings.Contains(e.Error.Hint, "/openapi.json") {
+				t.Errorf("hint = %q", e.Error.Hint)
+			}
+			if s.events(t) != before {
+				t.Error("a 404 stored events")
+			}
+		})
+	}
+}
+
+func TestOpenAPIServed(t *testing.T) {
+	s := newServer(t, options{})
+	r := s.do(t, req{method: http.MethodGet, path: "/openapi.json"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("status = %d", r.Status)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	var doc struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(r.Body, &doc); err != nil {
+		t.Fatalf("not JSON: %v", err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Errorf("openapi = %q", doc.OpenAPI)
+	}
+	// The document's collector paths (which the internal TestOpenAPIDocument
+	// matches against the router) are the ones these tests cover.
+	tested := map[string]bool{}
+	for _, p := range collectorPaths {
+		tested[p.path] = true
+		if doc.Paths[p.path] == nil {
+			t.Errorf("%s is not documented", p.path)
+		}
+	}
+	for path := range doc.Paths {
+		if strings.HasPrefix(path, "/v1/") && !tested[path] {
+			t.Errorf("%s is routed but not in the tests' collectorPaths", path)
+		}
+	}
+	// Every documented GET answers 200 on the running server.
+	for path, item := range doc.Paths {
+		if _, ok := item["get"]; !ok {
+			continue
+		}
+		if r := s.do(t, req{method: http.MethodGet, path: path}); r.Status != http.StatusOK {
+			t.Errorf("GET %s = %d", path, r.Status)
+		}
+	}
+}
+
+// TestOpenAPIExamples sends every request example of the document to its path: the
+// examples must be what the server accepts.
+func TestOpenAPIExamples(t *testing.T) {
+	s := newServer(t, options{})
+	r := s.do(t, req{method: http.MethodGet, path: "/openapi.json"})
+	var doc struct {
+		Paths map[string]struct {
+			Post *struct {
+				RequestBody struct {
+					Content map[string]struct {
+						Examples map[string]struct {
+							Value json.RawMessage `json:"value"`
+						} `json:"examples"`
+					} `json:"content"`
+				} `json:"requestBody"`
+			} `json:"post"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(r.Body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for path, item := range doc.Paths {
+		if item.Post == nil {
+			continue
+		}
+		for ct, c := range item.Post.RequestBody.Content {
+			for name, ex := range c.Examples {
+				t.Run(path+" "+ct+" "+name, func(t *testing.T) {
+					n++
+					body := strings.ReplaceAll(string(ex.Value), "YOUR_WRITE_KEY", testWriteKey)
+					rq := req{path: path, body: []byte(body), headers: map[string]string{"Content-Type": ct}}
+					if !strings.Contains(string(ex.Value), "YOUR_WRITE_KEY") {
+						rq.auth = testWriteKey
+					}
+					mustOK(t, s.do(t, rq))
+				})
+			}
+		}
+	}
+	if n < 15 {
+		t.Errorf("only %d request examples; want one per collector path", n)
+	}
+}
