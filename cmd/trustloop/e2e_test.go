@@ -501,9 +501,9 @@ func TestOfficialClientLibraries(t *testing.T) {
 	_, nodeErr := exec.LookPath("node")
 	if statErr != nil || nodeErr != nil {
 		if os.Getenv("TRUSTLOOP_TEST_CLIENTS") == "1" {
-			t.Fatalf("TRUSTLOOP_TEST_CLIENTS=1 but node or %s/node_modules is missing (run npm ci there)", dir)
+			t.Fatalf("TRUSTLOOP_TEST_CLIENTS=1 but node or %s/node_modules is missing (run npm install there)", dir)
 		}
-		t.Skip("SKIPPING official client library test: needs node and `npm ci` in e2e/clients (.ci/run does both)")
+		t.Skip("SKIPPING official client library test: needs node and `npm install` in e2e/clients (.ci/run does both)")
 	}
 	dataDir := t.TempDir()
 	s := start(t, dataDir)
