@@ -26,12 +26,6 @@ func (db *DB) prepareEventStmts(ctx context.Context) error {
 			return fmt.Errorf("sqlite: prepare: %w", err)
 		}
 		db.eventStmts[n] = s
-		s, err = db.write.PrepareContext(ctx, `INSERT INTO dedupe_log (source_id, message_hash, received_at) VALUES `+
-			placeholders(n, 3))
-		if err != nil {
-			return fmt.Errorf("sqlite: prepare: %w", err)
-		}
-		db.logStmts[n] = s
 		s, err = db.write.PrepareContext(ctx, `INSERT INTO subject_keys (id, workspace_id, blind, wrapped, created_at) VALUES `+
 			placeholders(n, 5)+` ON CONFLICT DO NOTHING`)
 		if err != nil {
@@ -46,21 +40,25 @@ func (db *DB) prepareEventStmts(ctx context.Context) error {
 func (db *DB) loadDedupe(ctx context.Context) error {
 	now := db.Now()
 	db.dd = newDedupe(db.opt.DedupeWindow, db.opt.DedupeMaxEntries)
-	rows, err := db.write.QueryContext(ctx, `SELECT source_id, message_hash, received_at FROM dedupe_log WHERE received_at >= ?`,
-		now.Add(-db.opt.DedupeWindow).UnixMilli())
+	cutoff := now.Add(-db.opt.DedupeWindow).UnixMilli()
+	rows, err := db.write.QueryContext(ctx, `SELECT entries FROM dedupe_log WHERE received_at >= ?`, cutoff)
 	if err != nil {
 		return fmt.Errorf("sqlite: load dedupe: %w", err)
 	}
 	defer rows.Close()
-	var (
-		src, rec int64
-		hash     []byte
-	)
+	var packed []byte
 	for rows.Next() {
-		if err := rows.Scan(&src, &hash, &rec); err != nil {
+		if err := rows.Scan(&packed); err != nil {
 			return fmt.Errorf("sqlite: load dedupe: %w", err)
 		}
-		db.dd.add(makeKey(src, hash), rec)
+		err := readLogEntries(packed, func(src int64, hash []byte, rec int64) {
+			if rec >= cutoff {
+				db.dd.add(makeKey(src, hash), rec)
+			}
+		})
+		if err != nil {
+			return err
+		}
 	}
 	db.dd.expire(now)
 	return rows.Err()
@@ -83,14 +81,16 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 
 	fresh := make([]*trustloop.StoredEvent, 0, len(b.Events))
 	keys := make([]dedupeKey, 0, len(b.Events))
-	var batchSet hashSet
+	// A Go map, not a hashSet: hashSet memory lives outside the garbage-collected
+	// heap and must be released, which a per-commit set would leak.
+	batchSet := make(map[dedupeKey]struct{}, len(b.Events))
 	for i := range b.Events {
 		e := &b.Events[i]
 		k := makeKey(e.SourceID, e.MessageHash)
-		if db.dd.has(k) || batchSet.has(k) {
+		if _, dup := batchSet[k]; dup || db.dd.has(k) {
 			continue
 		}
-		batchSet.add(k)
+		batchSet[k] = struct{}{}
 		fresh = append(fresh, e)
 		keys = append(keys, k)
 	}
@@ -130,18 +130,23 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 		if _, err := tx.StmtContext(ctx, db.eventStmts[rows]).ExecContext(ctx, args...); err != nil {
 			return 0, fmt.Errorf("sqlite: append: events: %w", err)
 		}
-		args = args[:0]
-		for _, e := range part {
-			args = append(args, e.SourceID, e.MessageHash, ms(e.ReceivedAt))
+	}
+	if len(fresh) > 0 {
+		packed := make([]byte, 0, len(fresh)*logEntrySize)
+		var newest int64
+		for _, e := range fresh {
+			rec := ms(e.ReceivedAt)
+			newest = max(newest, rec)
+			packed = appendLogEntry(packed, e.SourceID, e.MessageHash, rec)
 		}
-		if _, err := tx.StmtContext(ctx, db.logStmts[rows]).ExecContext(ctx, args...); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO dedupe_log (received_at, entries) VALUES (?, ?)`, newest, packed); err != nil {
 			return 0, fmt.Errorf("sqlite: append: dedupe log: %w", err)
 		}
 	}
 	if now.Sub(db.lastPrune) > 10*time.Minute {
 		// Bounded, so one commit never carries a large delete.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM dedupe_log WHERE id IN
-			(SELECT id FROM dedupe_log WHERE received_at < ? ORDER BY id LIMIT 100000)`,
+			(SELECT id FROM dedupe_log WHERE received_at < ? ORDER BY id LIMIT 1000)`,
 			now.Add(-db.opt.DedupeWindow).UnixMilli()); err != nil {
 			return 0, fmt.Errorf("sqlite: append: prune dedupe log: %w", err)
 		}

@@ -40,7 +40,6 @@ type DB struct {
 	Now func() time.Time
 
 	eventStmts map[int]*sql.Stmt // multi-row event inserts by row count
-	logStmts   map[int]*sql.Stmt // multi-row dedupe_log inserts by row count
 	keyStmts   map[int]*sql.Stmt // multi-row subject_keys inserts by row count
 
 	opt       Options
@@ -100,7 +99,7 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 			Hint:    "Stop the other process or pass another --data-dir."}
 	}
 	db := &DB{path: filepath.Join(dir, FileName), lock: lock, Now: time.Now, opt: opt,
-		eventStmts: map[int]*sql.Stmt{}, logStmts: map[int]*sql.Stmt{}, keyStmts: map[int]*sql.Stmt{}}
+		eventStmts: map[int]*sql.Stmt{}, keyStmts: map[int]*sql.Stmt{}}
 	if err := db.open(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -195,20 +194,29 @@ func (db *DB) open(ctx context.Context) error {
 
 func (db *DB) checkpointer() {
 	defer close(db.ckptDone)
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
+	const pageSize = 16384
 	for {
+		var busy, logFrames, done int64
+		err := db.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &done)
+		pause := 200 * time.Millisecond
+		if err == nil && logFrames > 0 {
+			// Under sustained writes a passive checkpoint never quite catches up
+			// (the writer appends while it copies), so the WAL would never start
+			// over and would grow without end. Once it is big and the copy is
+			// nearly caught up, the writer runs a RESTART checkpoint between two
+			// commits: it then copies only the last few frames.
+			size := logFrames * pageSize
+			if size > db.opt.WALCheckpointBytes && (logFrames-done < 1024 || size > 4*db.opt.WALCheckpointBytes) {
+				db.walBig.Store(true)
+			}
+			if done < logFrames || size > db.opt.WALCheckpointBytes {
+				pause = 10 * time.Millisecond
+			}
+		}
 		select {
 		case <-db.ckptStop:
 			return
-		case <-t.C:
-			db.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
-			// Under sustained writes a passive checkpoint never catches up with
-			// the writer, so the WAL never restarts and grows without end; past a
-			// size, the writer itself checkpoints between two commits.
-			if fi, err := os.Stat(db.path + "-wal"); err == nil && fi.Size() > db.opt.WALCheckpointBytes {
-				db.walBig.Store(true)
-			}
+		case <-time.After(pause):
 		}
 	}
 }
@@ -310,9 +318,6 @@ func (db *DB) Close() error {
 	for _, s := range db.eventStmts {
 		errs = append(errs, s.Close())
 	}
-	for _, s := range db.logStmts {
-		errs = append(errs, s.Close())
-	}
 	for _, s := range db.keyStmts {
 		errs = append(errs, s.Close())
 	}
@@ -322,6 +327,11 @@ func (db *DB) Close() error {
 	if db.write != nil {
 		errs = append(errs, db.write.Close())
 	}
+	db.mu.Lock()
+	if db.dd != nil {
+		db.dd.release()
+	}
+	db.mu.Unlock()
 	if db.lock != nil {
 		errs = append(errs, db.lock.Close())
 	}

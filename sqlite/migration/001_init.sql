@@ -54,11 +54,11 @@ CREATE TABLE events (
 	payload      BLOB NOT NULL
 );
 
--- Keyed message hashes in commit order, appended with the events, read once at
--- open to rebuild the dedupe set, pruned past the dedupe window.
+-- Keyed message hashes in commit order, one packed row per group commit (see
+-- dedupe.go), read once at open to rebuild the dedupe set, pruned past the window.
+-- received_at is the newest receipt in the row.
 CREATE TABLE dedupe_log (
-	id           INTEGER PRIMARY KEY,
-	source_id    INTEGER NOT NULL,
-	message_hash BLOB NOT NULL,
-	received_at  INTEGER NOT NULL
+	id          INTEGER PRIMARY KEY,
+	received_at INTEGER NOT NULL,
+	entries     BLOB NOT NULL
 );
