@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -15,17 +16,34 @@ import (
 // holds it.
 var eventChunks = []int{256, 128, 64, 32, 16, 8, 4, 2, 1}
 
-const eventCols = 8
+// eventCols are the bound columns of one event row; the payload column itself is
+// the empty blob, since the payload is in a segment (segment.go).
+const eventCols = 10
+
+var eventRow = "(?,?,?,?,?,?,?,x'',?,?,?)"
+
+// inlineMaxBytes: a group whose payloads add up to no more than this keeps them in
+// the row instead of a segment. Small groups are what a lightly loaded collector
+// and the one-event-per-request shape make; for them the segment's own fsync
+// (one more per commit) costs more than SQLite's double write of a few pages.
+const inlineMaxBytes = 128 << 10
 
 func (db *DB) prepareEventStmts(ctx context.Context) error {
 	for _, n := range eventChunks {
 		s, err := db.write.PrepareContext(ctx, `INSERT INTO events
-			(workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload) VALUES `+
-			placeholders(n, eventCols))
+			(workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload, seg, off, len) VALUES `+
+			repeatRow(n, eventRow))
 		if err != nil {
 			return fmt.Errorf("sqlite: prepare: %w", err)
 		}
 		db.eventStmts[n] = s
+		s, err = db.write.PrepareContext(ctx, `INSERT INTO events
+			(workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload) VALUES `+
+			placeholders(n, 8))
+		if err != nil {
+			return fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		db.inlineStmts[n] = s
 		s, err = db.write.PrepareContext(ctx, `INSERT INTO subject_keys (id, workspace_id, blind, wrapped, created_at) VALUES `+
 			placeholders(n, 5)+` ON CONFLICT DO NOTHING`)
 		if err != nil {
@@ -72,8 +90,9 @@ func (db *DB) DedupeShortened() int {
 	return db.dd.shortened
 }
 
-// AppendEvents writes keys and events in one IMMEDIATE transaction, skipping
-// events whose (source, message hash) is in the dedupe set or earlier in the batch.
+// AppendEvents writes the payloads of a group to the current segment and syncs it,
+// then keys and event rows in one IMMEDIATE transaction, skipping events whose
+// (source, message hash) is in the dedupe set or earlier in the batch.
 func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -94,6 +113,41 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 		fresh = append(fresh, e)
 		keys = append(keys, k)
 	}
+
+	// Payloads first, synced, so that no committed row ever points at bytes a
+	// crash could lose; if the rows then fail, the bytes are taken back.
+	var segNum, segOff int64
+	size := 0
+	for _, e := range fresh {
+		size += len(e.Payload)
+	}
+	inline := size <= inlineMaxBytes
+	if !inline {
+		buf := db.segBuf[:0]
+		if cap(buf) < size {
+			buf = make([]byte, 0, size)
+		}
+		for _, e := range fresh {
+			buf = append(buf, e.Payload...)
+		}
+		var err error
+		if segNum, segOff, err = db.seg.appendSync(buf); err != nil {
+			return 0, err
+		}
+		if cap(buf) <= 4<<20 {
+			db.segBuf = buf // reused; larger ones are let go
+		}
+	}
+	// Until Commit is tried the rows surely are not stored, and the bytes can be
+	// taken back (a key-conflict retry writes them again). After a failed Commit
+	// they are left: bytes nobody points at are harmless, and the next open cuts
+	// them if they are the tail.
+	tried := false
+	defer func() {
+		if !tried && !inline {
+			db.seg.undo(segNum, segOff)
+		}
+	}()
 
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -118,16 +172,26 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 	}
 
 	args := make([]any, 0, eventChunks[0]*eventCols)
+	off := segOff
 	for start := 0; start < len(fresh); {
 		rows := chunk(len(fresh) - start)
 		part := fresh[start : start+rows]
 		start += rows
 		args = args[:0]
+		stmts := db.eventStmts
 		for _, e := range part {
+			if inline {
+				stmts = db.inlineStmts
+				args = append(args, e.WorkspaceID, e.SourceID, e.MessageHash, e.KeyID, int64(e.Type),
+					ms(e.ReceivedAt), ms(e.Timestamp), e.Payload)
+				continue
+			}
+			n := int64(len(e.Payload))
 			args = append(args, e.WorkspaceID, e.SourceID, e.MessageHash, e.KeyID, int64(e.Type),
-				ms(e.ReceivedAt), ms(e.Timestamp), e.Payload)
+				ms(e.ReceivedAt), ms(e.Timestamp), segNum, off, n)
+			off += n
 		}
-		if _, err := tx.StmtContext(ctx, db.eventStmts[rows]).ExecContext(ctx, args...); err != nil {
+		if _, err := tx.StmtContext(ctx, stmts[rows]).ExecContext(ctx, args...); err != nil {
 			return 0, fmt.Errorf("sqlite: append: events: %w", err)
 		}
 	}
@@ -151,6 +215,7 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 			return 0, fmt.Errorf("sqlite: append: prune dedupe log: %w", err)
 		}
 	}
+	tried = true
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlite: append: commit: %w", err)
 	}
@@ -181,7 +246,7 @@ func chunk(n int) int {
 
 // ListEvents returns events of a workspace after a log position, in order.
 func (db *DB) ListEvents(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.StoredEvent, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload
+	rows, err := db.read.QueryContext(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload, seg, off, len
 		FROM events WHERE workspace_id = ? AND seq > ? ORDER BY seq LIMIT ?`, workspaceID, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list events: %w", err)
@@ -191,8 +256,15 @@ func (db *DB) ListEvents(ctx context.Context, workspaceID, after int64, limit in
 	for rows.Next() {
 		var e trustloop.StoredEvent
 		var typ, rec, ts int64
-		if err := rows.Scan(&e.Seq, &e.WorkspaceID, &e.SourceID, &e.MessageHash, &e.KeyID, &typ, &rec, &ts, &e.Payload); err != nil {
+		var seg, off, n sql.NullInt64
+		if err := rows.Scan(&e.Seq, &e.WorkspaceID, &e.SourceID, &e.MessageHash, &e.KeyID, &typ, &rec, &ts, &e.Payload, &seg, &off, &n); err != nil {
 			return nil, fmt.Errorf("sqlite: list events: %w", err)
+		}
+		if seg.Valid {
+			var err error
+			if e.Payload, err = db.seg.readAt(seg.Int64, off.Int64, n.Int64); err != nil {
+				return nil, err
+			}
 		}
 		e.Type, e.ReceivedAt, e.Timestamp = trustloop.EventType(typ), fromMS(rec), fromMS(ts)
 		out = append(out, e)

@@ -39,14 +39,18 @@ type DB struct {
 	// Now is the clock (injected for tests).
 	Now func() time.Time
 
-	eventStmts map[int]*sql.Stmt // multi-row event inserts by row count
-	keyStmts   map[int]*sql.Stmt // multi-row subject_keys inserts by row count
+	eventStmts  map[int]*sql.Stmt // multi-row event inserts by row count
+	inlineStmts map[int]*sql.Stmt // the same with the payload in the row
+	keyStmts    map[int]*sql.Stmt // multi-row subject_keys inserts by row count
 
 	opt       Options
 	mu        sync.Mutex // one AppendEvents at a time (the pipeline has one writer anyway)
 	dd        *dedupe
 	lastPrune time.Time
 	walBig    atomic.Bool // set by the checkpointer: the WAL needs a full checkpoint
+
+	seg    *segments // the sealed payloads (segment.go)
+	segBuf []byte    // the writer's reused append buffer
 
 	ckpt     *sql.DB // the checkpointer's own connection
 	ckptStop chan struct{}
@@ -65,6 +69,9 @@ type Options struct {
 	// WALCheckpointBytes is the WAL size above which the writer folds the WAL
 	// back into the database between commits. Default 64 MiB.
 	WALCheckpointBytes int64
+	// SegmentMaxBytes is the size at which the writer starts a new payload
+	// segment (segment.go). Default 1 GiB.
+	SegmentMaxBytes int64
 }
 
 // Open opens the database in dir with default options.
@@ -85,6 +92,9 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 	if opt.WALCheckpointBytes <= 0 {
 		opt.WALCheckpointBytes = 64 << 20
 	}
+	if opt.SegmentMaxBytes <= 0 {
+		opt.SegmentMaxBytes = defaultSegmentMaxBytes
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sqlite: data dir: %w", err)
 	}
@@ -99,7 +109,7 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 			Hint:    "Stop the other process or pass another --data-dir."}
 	}
 	db := &DB{path: filepath.Join(dir, FileName), lock: lock, Now: time.Now, opt: opt,
-		eventStmts: map[int]*sql.Stmt{}, keyStmts: map[int]*sql.Stmt{}}
+		eventStmts: map[int]*sql.Stmt{}, inlineStmts: map[int]*sql.Stmt{}, keyStmts: map[int]*sql.Stmt{}}
 	if err := db.open(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -125,6 +135,10 @@ func OpenReadOnly(ctx context.Context, dir string) (*DB, error) {
 	if err := db.read.PingContext(ctx); err != nil {
 		db.read.Close()
 		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	if err := db.openSegments(ctx, true); err != nil {
+		db.read.Close()
+		return nil, err
 	}
 	return db, nil
 }
@@ -165,6 +179,9 @@ func (db *DB) open(ctx context.Context) error {
 		return err
 	}
 	if err := db.loadDedupe(ctx); err != nil {
+		return err
+	}
+	if err := db.openSegments(ctx, false); err != nil {
 		return err
 	}
 	// File permissions: the database holds only ciphertext and blind indexes, but
@@ -318,11 +335,17 @@ func (db *DB) Close() error {
 	for _, s := range db.eventStmts {
 		errs = append(errs, s.Close())
 	}
+	for _, s := range db.inlineStmts {
+		errs = append(errs, s.Close())
+	}
 	for _, s := range db.keyStmts {
 		errs = append(errs, s.Close())
 	}
 	if db.read != nil {
 		errs = append(errs, db.read.Close())
+	}
+	if db.seg != nil {
+		errs = append(errs, db.seg.close())
 	}
 	if db.write != nil {
 		errs = append(errs, db.write.Close())
@@ -338,6 +361,24 @@ func (db *DB) Close() error {
 	return errors.Join(errs...)
 }
 
+// openSegments finds where the last committed payload ends and opens the segment
+// files there, cutting off anything a crash left past it.
+func (db *DB) openSegments(ctx context.Context, readOnly bool) error {
+	var num, end int64
+	if !readOnly {
+		err := db.write.QueryRowContext(ctx, `SELECT seg, off + len FROM events WHERE seg IS NOT NULL ORDER BY seq DESC LIMIT 1`).Scan(&num, &end)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("sqlite: segments: %w", err)
+		}
+	}
+	s, err := openSegments(filepath.Dir(db.path), num, end, db.opt.SegmentMaxBytes, readOnly)
+	if err != nil {
+		return err
+	}
+	db.seg = s
+	return nil
+}
+
 // Path is the database file.
 func (db *DB) Path() string { return db.path }
 
@@ -345,9 +386,11 @@ func (db *DB) Path() string { return db.path }
 func marks(n int) string { return strings.TrimSuffix(strings.Repeat("?,", n), ",") }
 
 // placeholders returns rows parenthesized groups of cols placeholders.
-func placeholders(rows, cols int) string {
+func placeholders(rows, cols int) string { return repeatRow(rows, "("+marks(cols)+")") }
+
+// repeatRow returns rows copies of row, comma-separated.
+func repeatRow(rows int, row string) string {
 	var b strings.Builder
-	row := "(" + marks(cols) + ")"
 	for i := 0; i < rows; i++ {
 		if i > 0 {
 			b.WriteByte(',')

@@ -309,6 +309,11 @@ func testLargeBatch(t *testing.T, s trustloop.Store) {
 		if len(page) == 0 {
 			break
 		}
+		for i := range page {
+			if w := batch.Events[total+i]; !bytes.Equal(page[i].Payload, w.Payload) || !bytes.Equal(page[i].MessageHash, w.MessageHash) {
+				t.Fatalf("event %d of the large batch came back changed", total+i)
+			}
+		}
 		total += len(page)
 		after = page[len(page)-1].Seq
 	}

@@ -237,7 +237,13 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 				for j := 0; j < 50; j++ {
 					id := fmt.Sprintf("crash-%d-%d-%d-%s", w, i, j, randomHex(4))
 					b.ids = append(b.ids, id)
-					b.msgs = append(b.msgs, trackMsg(id, fmt.Sprintf("user-%d", (i*50+j)%500)))
+					m := trackMsg(id, fmt.Sprintf("user-%d", (i*50+j)%500))
+					if w%2 == 1 {
+						// Half the workers send large events, so groups both
+						// below and above the segment threshold are cut by the kill.
+						m = strings.Replace(m, `"price":12.5`, `"price":12.5,"note":"`+strings.Repeat("x", 3000)+`"`, 1)
+					}
+					b.msgs = append(b.msgs, m)
 				}
 				mu.Lock()
 				batches = append(batches, b)
@@ -262,6 +268,9 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		t.Fatal("no batch was acknowledged before the kill")
 	}
 
+	if segs, _ := filepath.Glob(filepath.Join(dataDir, "segments", "*.seg")); len(segs) == 0 {
+		t.Fatal("no payload segment was written before the kill")
+	}
 	s = start(t, dataDir)
 	// Clients retry what they sent; the acknowledged ones must not double.
 	for _, b := range batches {
@@ -354,13 +363,23 @@ func TestNoPlaintextAtRest(t *testing.T) {
 		msgs = append(msgs,
 			fmt.Sprintf(`{"type":"identify","messageId":"id-%s-%d","userId":%q,"anonymousId":%q,"traits":{"email":%q,"name":%q,"phone":%q}}`,
 				run, i, userID, anonID, email, name, phone),
-			fmt.Sprintf(`{"type":"track","messageId":"tr-%s-%d","userId":%q,"event":"Order Completed","properties":{"shipping_name":%q,"email":%q},"context":{"traits":{"email":%q}}}`,
-				run, i, userID, name, email, email))
+			fmt.Sprintf(`{"type":"track","messageId":"tr-%s-%d","userId":%q,"event":"Order Completed","properties":{"shipping_name":%q,"email":%q,"note":%q},"context":{"traits":{"email":%q}}}`,
+				run, i, userID, name, email, strings.Repeat("gift wrap please ", 40), email))
 	}
-	for i := 0; i < len(msgs); i += 100 {
-		if code := postBatch(s.url, msgs[i:i+100]); code != http.StatusOK {
+	// The first requests are small groups (payloads inside the database rows),
+	// the last one a large group (payloads in a segment file): both are scanned.
+	for i := 0; i < 100; i += 50 {
+		if code := postBatch(s.url, msgs[i:i+50]); code != http.StatusOK {
 			t.Fatalf("batch answered %d", code)
 		}
+	}
+	if code := postBatch(s.url, msgs[100:]); code != http.StatusOK {
+		t.Fatalf("batch answered %d", code)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dataDir, "segments", "*.seg")); len(segs) == 0 {
+		t.Fatal("no payload segment was written: the scan would not cover one")
+	} else if fi, err := os.Stat(segs[0]); err != nil || fi.Size() == 0 {
+		t.Fatalf("payload segment %s is empty (%v)", segs[0], err)
 	}
 	scan := func(when string) {
 		files := 0
