@@ -59,7 +59,11 @@ func (db *DB) loadDedupe(ctx context.Context) error {
 	now := db.Now()
 	db.dd = newDedupe(db.opt.DedupeWindow, db.opt.DedupeMaxEntries)
 	cutoff := now.Add(-db.opt.DedupeWindow).UnixMilli()
-	rows, err := db.write.QueryContext(ctx, `SELECT entries FROM dedupe_log WHERE received_at >= ?`, cutoff)
+	if err := db.loadRuns(ctx); err != nil {
+		return err
+	}
+	// Rows a persisted run covers are in its blocks already.
+	rows, err := db.write.QueryContext(ctx, `SELECT entries FROM dedupe_log WHERE received_at >= ? AND id > ?`, cutoff, db.coveredUpto)
 	if err != nil {
 		return fmt.Errorf("sqlite: load dedupe: %w", err)
 	}
@@ -87,7 +91,21 @@ func (db *DB) loadDedupe(ctx context.Context) error {
 func (db *DB) DedupeShortened() int {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	return db.dd.shortened
+	return db.dd.shortened + db.shortenedRuns
+}
+
+// DedupeStats says how the messageId index is held: keys in memory, keys in
+// persisted runs, and the number of runs.
+func (db *DB) DedupeStats() (memory, persisted, runs int) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	memory = db.dd.total
+	if f := db.frz; f != nil && f.set != nil {
+		memory += f.set.total
+	} else if f != nil {
+		memory += len(f.keys)
+	}
+	return memory, db.runEntries(), len(db.runs)
 }
 
 // AppendEvents writes the payloads of a group to the current segment and syncs it,
@@ -106,7 +124,12 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 	for i := range b.Events {
 		e := &b.Events[i]
 		k := makeKey(e.SourceID, e.MessageHash)
-		if _, dup := batchSet[k]; dup || db.dd.has(k) {
+		if _, dup := batchSet[k]; dup {
+			continue
+		}
+		if seen, err := db.seen(ctx, k); err != nil {
+			return 0, err
+		} else if seen {
 			continue
 		}
 		batchSet[k] = struct{}{}
@@ -195,6 +218,8 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 			return 0, fmt.Errorf("sqlite: append: events: %w", err)
 		}
 	}
+	var logID int64
+	committed := false
 	if len(fresh) > 0 {
 		packed := make([]byte, 0, len(fresh)*logEntrySize)
 		var newest int64
@@ -203,9 +228,22 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 			newest = max(newest, rec)
 			packed = appendLogEntry(packed, e.SourceID, e.MessageHash, rec)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO dedupe_log (received_at, entries) VALUES (?, ?)`, newest, packed); err != nil {
+		res, err := tx.ExecContext(ctx, `INSERT INTO dedupe_log (received_at, entries) VALUES (?, ?)`, newest, packed)
+		if err != nil {
 			return 0, fmt.Errorf("sqlite: append: dedupe log: %w", err)
 		}
+		if logID, err = res.LastInsertId(); err != nil {
+			return 0, fmt.Errorf("sqlite: append: dedupe log: %w", err)
+		}
+	}
+	defer func() {
+		if !committed {
+			db.spillAborted()
+		}
+	}()
+	done, err := db.spillStep(ctx, tx, dayOf(now.Add(-db.opt.DedupeWindow).UnixMilli()))
+	if err != nil {
+		return 0, err
 	}
 	if now.Sub(db.lastPrune) > 10*time.Minute {
 		// Bounded, so one commit never carries a large delete.
@@ -219,6 +257,8 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("sqlite: append: commit: %w", err)
 	}
+	committed = true
+	db.spillCommitted(done)
 	if now.Sub(db.lastPrune) > 10*time.Minute {
 		db.lastPrune = now
 	}
@@ -226,6 +266,11 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 		db.dd.add(keys[i], ms(e.ReceivedAt))
 	}
 	db.dd.expire(now)
+	if logID > 0 && db.frz == nil && db.dd.total >= db.opt.DedupeMemEntries {
+		// The memory level is full: it becomes a run, sorted in the background
+		// and written by the next commits.
+		db.freeze(logID)
+	}
 	if db.walBig.Load() {
 		db.walBig.Store(false)
 		// Errors here are not the commit's: it is durable already.

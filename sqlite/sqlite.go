@@ -49,6 +49,19 @@ type DB struct {
 	lastPrune time.Time
 	walBig    atomic.Bool // set by the checkpointer: the WAL needs a full checkpoint
 
+	// The persisted levels of the dedupe index (dedupe_runs.go), under mu.
+	runs          []*run
+	frz           *frozen
+	frzNext       int // blocks of frz written once the current transaction commits
+	frzReady      chan sorted
+	nextRunID     int64   // id of the next run
+	coveredUpto   int64   // dedupe_log rows up to this id are in runs
+	prunedUpto    int64   // and have been deleted up to this id
+	prunedNext    int64   // prunedUpto once the current transaction commits
+	dropRuns      []int64 // runs the current transaction deletes
+	shortenedRuns int     // runs dropped early for DedupeMaxEntries
+	dropEarly     int     // of dropRuns, those dropped early
+
 	seg    *segments // the sealed payloads (segment.go)
 	segBuf []byte    // the writer's reused append buffer
 
@@ -62,9 +75,13 @@ type Options struct {
 	// DedupeWindow is how long a messageId is remembered (API.md: at least 7
 	// days). Default 8 days.
 	DedupeWindow time.Duration
-	// DedupeMaxEntries caps the in-memory dedupe set; past it the oldest days are
-	// forgotten early (DedupeShortened counts them). Default 20 million (~0.5–0.9
-	// GB); 0 keeps the default.
+	// DedupeMemEntries is how many messageIds the dedupe index keeps in memory
+	// (~30 bytes each) before it writes them out as a sorted run (~1.3 bytes each
+	// in memory after). Default 1 million.
+	DedupeMemEntries int
+	// DedupeMaxEntries caps the whole dedupe index; past it the oldest keys are
+	// forgotten early (DedupeShortened counts it). Default 1 billion; 0 keeps the
+	// default.
 	DedupeMaxEntries int
 	// WALCheckpointBytes is the WAL size above which the writer folds the WAL
 	// back into the database between commits. Default 64 MiB.
@@ -87,7 +104,10 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 		opt.DedupeWindow = 8 * 24 * time.Hour
 	}
 	if opt.DedupeMaxEntries <= 0 {
-		opt.DedupeMaxEntries = 20_000_000
+		opt.DedupeMaxEntries = 1_000_000_000
+	}
+	if opt.DedupeMemEntries <= 0 {
+		opt.DedupeMemEntries = 1_000_000
 	}
 	if opt.WALCheckpointBytes <= 0 {
 		opt.WALCheckpointBytes = 64 << 20
@@ -354,6 +374,7 @@ func (db *DB) Close() error {
 	if db.dd != nil {
 		db.dd.release()
 	}
+	db.takeSorted(true)
 	db.mu.Unlock()
 	if db.lock != nil {
 		errs = append(errs, db.lock.Close())
