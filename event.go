@@ -126,6 +126,9 @@ type SubjectKey struct {
 type CommitBatch struct {
 	NewKeys []SubjectKey
 	Events  []StoredEvent
+	// Project, when set, is called inside the transaction once the repeats are
+	// known, and its changes are written in the same transaction.
+	Project Projector
 }
 
 // EventStore is the durable event log.

@@ -82,6 +82,10 @@ type WorkspaceStore interface {
 	// ENOTFOUND if there is none.
 	FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*Source, error)
 
+	// FindAPIKeyBySecretHash returns the API key with this secret hash (revoked
+	// ones too: the caller refuses them); ENOTFOUND if there is none.
+	FindAPIKeyBySecretHash(ctx context.Context, hash []byte) (*APIKey, error)
+
 	// Stats counts what the store holds.
 	Stats(ctx context.Context) (Stats, error)
 }
@@ -90,6 +94,7 @@ type WorkspaceStore interface {
 type Store interface {
 	EventStore
 	WorkspaceStore
+	ProfileStore
 	// Ping reports whether the store is open and usable.
 	Ping(ctx context.Context) error
 	Close() error

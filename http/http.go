@@ -16,6 +16,7 @@ import (
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/metrics"
+	"github.com/trustloop/trustloop/projection"
 )
 
 // Ingester is what the collector hands validated messages to (ingest.Pipeline).
@@ -37,6 +38,8 @@ type Config struct {
 type Server struct {
 	Store    trustloop.WorkspaceStore
 	Ingester Ingester
+	// Profiles serves the profile API; nil leaves it out.
+	Profiles *projection.Service
 	Metrics  *metrics.Metrics
 	Log      *slog.Logger
 	Config   Config
@@ -109,6 +112,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /readyz", s.route("/readyz", s.readyz))
 	mux.Handle("GET /metrics", s.Metrics.Handler())
 	mux.Handle("GET /openapi.json", s.route("/openapi.json", s.openapi))
+	s.profileRoutes(mux)
 	mux.Handle("/", s.route("other", func(w http.ResponseWriter, r *http.Request) error {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")

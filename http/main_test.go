@@ -20,9 +20,12 @@ import (
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/collect"
 	tlhttp "github.com/trustloop/trustloop/http"
+	"github.com/trustloop/trustloop/identity"
 	"github.com/trustloop/trustloop/ingest"
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/metrics"
+	"github.com/trustloop/trustloop/profile"
+	"github.com/trustloop/trustloop/projection"
 	"github.com/trustloop/trustloop/sqlite"
 )
 
@@ -70,6 +73,7 @@ type testServer struct {
 	Clock    *clock
 	WS       *trustloop.Workspace
 	Source   *trustloop.Source
+	Profiles *projection.Service
 	// ids counts the messageIds the server generated.
 	ids atomic.Int64
 }
@@ -94,16 +98,23 @@ func newServer(t *testing.T, opt options) *testServer {
 	b := &trustloop.Bootstrap{
 		Workspace: trustloop.Workspace{Name: "default", IndexKey: kr.NewIndexKey()},
 		Source:    trustloop.Source{Name: "default", WriteKeyHash: wh[:], AllowedOrigins: opt.allowedOrigins},
-		AdminKey:  trustloop.APIKey{Name: "admin", SecretHash: ah[:], Roles: []string{trustloop.RoleAdmin}},
+		// Every purpose but sharing, so a read for sharing is refused (403).
+		AdminKey: trustloop.APIKey{Name: "admin", SecretHash: ah[:], Roles: []string{trustloop.RoleAdmin},
+			Purposes: []string{"essential", "analytics", "personalization", "marketing"}},
 	}
 	if created, err := db.Bootstrap(ctx, b); err != nil || !created {
 		t.Fatalf("bootstrap: created=%v err=%v", created, err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	m := metrics.New()
-	p := ingest.New(db, kr, m, log, nil, ingest.Config{})
+	rules, err := identity.Compile(identity.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	profiles := projection.New(db, kr, rules, profile.Config{})
+	p := ingest.New(db, kr, m, log, nil, ingest.Config{Projection: profiles})
 	ts := &testServer{Store: db, Keyring: kr, Pipeline: p, Metrics: m, Clock: newClock(fixedNow),
-		WS: &b.Workspace, Source: &b.Source}
+		WS: &b.Workspace, Source: &b.Source, Profiles: profiles}
 	var ing tlhttp.Ingester = p
 	if opt.wrap != nil {
 		ing = opt.wrap(p)
@@ -112,7 +123,7 @@ func newServer(t *testing.T, opt options) *testServer {
 	if opt.ready != nil {
 		ready = opt.ready
 	}
-	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Metrics: m, Log: log, Config: opt.config,
+	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Profiles: profiles, Metrics: m, Log: log, Config: opt.config,
 		Ready: ready, Now: ts.Clock.Now,
 		NewID: func() string { return fmt.Sprintf("generated-%d", ts.ids.Add(1)) }}
 	hs := httptest.NewServer(ts.Server.Handler())

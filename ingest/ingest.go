@@ -11,6 +11,7 @@ import (
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/collect"
 	"github.com/trustloop/trustloop/keyring"
+	"github.com/trustloop/trustloop/projection"
 )
 
 // Observer is told what the writer did; the metrics package implements it.
@@ -32,6 +33,17 @@ func (nopObserver) Dropped(string, int)                    {}
 // false drops the message and counts it under reason.
 type Admitter func(src *trustloop.Source, m *trustloop.Message) (ok bool, reason string)
 
+// Projection keeps profiles up to date in the group commits (the projection
+// package implements it).
+type Projection interface {
+	// Identify extracts a message's identifiers; it runs in the request's
+	// goroutine.
+	Identify(m *trustloop.Message) []trustloop.Identifier
+	// Group returns the projector of one group commit; items are aligned with the
+	// commit's events.
+	Group(items []projection.Item) trustloop.Projector
+}
+
 // Config tunes the pipeline.
 type Config struct {
 	// MaxGroupEvents caps the events of one group commit, bounding how long one
@@ -39,6 +51,8 @@ type Config struct {
 	MaxGroupEvents int
 	// QueueRequests is how many requests may wait for the writer. Default 1024.
 	QueueRequests int
+	// Projection, when set, updates profiles in the same commits as the events.
+	Projection Projection
 }
 
 // Pipeline takes validated messages to the durable log.
@@ -49,6 +63,7 @@ type Pipeline struct {
 	log     *slog.Logger
 	cfg     Config
 	admit   Admitter
+	proj    Projection
 	queue   chan *request
 	mu      sync.RWMutex
 	closed  bool
@@ -74,6 +89,9 @@ type pending struct {
 	// again on a retry, since that key may have lost a race and not been stored.
 	byWriter bool
 	event    trustloop.StoredEvent
+	key      keyring.Key
+	msg      *trustloop.Message
+	ids      []trustloop.Identifier
 }
 
 // New starts a pipeline and its writer goroutine. admit may be nil (admit all).
@@ -87,7 +105,7 @@ func New(store trustloop.EventStore, keys *keyring.Keyring, obs Observer, log *s
 	if obs == nil {
 		obs = nopObserver{}
 	}
-	p := &Pipeline{store: store, keys: keys, obs: obs, log: log, cfg: cfg, admit: admit,
+	p := &Pipeline{store: store, keys: keys, obs: obs, log: log, cfg: cfg, admit: admit, proj: cfg.Projection,
 		queue: make(chan *request, cfg.QueueRequests), stopped: make(chan struct{})}
 	go p.writer()
 	return p
@@ -153,6 +171,9 @@ func (p *Pipeline) prepare(src *trustloop.Source, m *trustloop.Message) (pending
 		event: trustloop.StoredEvent{WorkspaceID: src.WorkspaceID, SourceID: src.ID, MessageHash: hash,
 			Type: m.Type, ReceivedAt: m.ReceivedAt, Timestamp: m.Timestamp},
 	}
+	if p.proj != nil {
+		ev.msg, ev.ids = m, p.proj.Identify(m)
+	}
 	if key, ok := p.keys.Cached(src.WorkspaceID, blind); ok {
 		ev.seal(key)
 	}
@@ -160,6 +181,7 @@ func (p *Pipeline) prepare(src *trustloop.Source, m *trustloop.Message) (pending
 }
 
 func (e *pending) seal(key keyring.Key) {
+	e.key = key
 	e.event.KeyID = key.ID
 	e.event.Payload = keyring.SealEvent(nil, key, e.plaintext, e.aad)
 	e.sealed = true
@@ -262,6 +284,17 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (int
 			}
 			batch.Events = append(batch.Events, e.event)
 		}
+	}
+	if p.proj != nil {
+		items := make([]projection.Item, 0, n)
+		for _, r := range group {
+			for i := range r.events {
+				e := &r.events[i]
+				items = append(items, projection.Item{WorkspaceID: e.ws, SourceID: e.event.SourceID, Message: e.msg,
+					MessageHash: e.event.MessageHash, KeyID: e.key.ID, Key: e.key, IDs: e.ids})
+			}
+		}
+		batch.Project = p.proj.Group(items)
 	}
 	stored, err := p.store.AppendEvents(ctx, batch)
 	if err != nil {

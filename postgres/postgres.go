@@ -135,9 +135,25 @@ func ms(t time.Time) int64 { return t.UnixMilli() }
 
 func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
 
-// AppendEvents writes keys and events in one transaction with two array-bound
-// statements, whatever the batch size.
+// AppendEvents writes keys, events and the batch's projection in one transaction,
+// with one array-bound statement per table whatever the batch size.
 func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, error) {
+	// Repeats inside the batch are dropped here, the first copy kept, so that each
+	// (source, hash) the insert returns names exactly one index of b.Events.
+	type eventKey struct {
+		source int64
+		hash   string
+	}
+	at := make(map[eventKey]int, len(b.Events))
+	unique := make([]int, 0, len(b.Events))
+	for i := range b.Events {
+		k := eventKey{b.Events[i].SourceID, string(b.Events[i].MessageHash)}
+		if _, dup := at[k]; dup {
+			continue
+		}
+		at[k] = i
+		unique = append(unique, i)
+	}
 	var stored int
 	err := retry(ctx, func() error {
 		stored = 0
@@ -162,36 +178,85 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 				return trustloop.Errorf(trustloop.ECONFLICT, "a subject key was created concurrently")
 			}
 		}
-		if n := len(b.Events); n > 0 {
-			wss, srcs, keys, types, recs, tss := make([]int64, n), make([]int64, n), make([]int64, n), make([]int16, n), make([]int64, n), make([]int64, n)
-			hashes, payloads := make([][]byte, n), make([][]byte, n)
-			for i := range b.Events {
-				e := &b.Events[i]
-				wss[i], srcs[i], hashes[i], keys[i], types[i] = e.WorkspaceID, e.SourceID, e.MessageHash, e.KeyID, int16(e.Type)
-				recs[i], tss[i], payloads[i] = ms(e.ReceivedAt), ms(e.Timestamp), e.Payload
-			}
-			tag, err := tx.Exec(ctx, `INSERT INTO events (workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload)
-				SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], $5::smallint[], $6::bigint[], $7::bigint[], $8::bytea[])
-				ON CONFLICT (source_id, message_hash) DO NOTHING`, wss, srcs, hashes, keys, types, recs, tss, payloads)
+		if len(unique) == 0 {
+			return tx.Commit(ctx)
+		}
+		n := len(unique)
+		wss, srcs, keys, types, recs, tss := make([]int64, n), make([]int64, n), make([]int64, n), make([]int16, n), make([]int64, n), make([]int64, n)
+		hashes, payloads := make([][]byte, n), make([][]byte, n)
+		for j, i := range unique {
+			e := &b.Events[i]
+			wss[j], srcs[j], hashes[j], keys[j], types[j] = e.WorkspaceID, e.SourceID, e.MessageHash, e.KeyID, int16(e.Type)
+			recs[j], tss[j], payloads[j] = ms(e.ReceivedAt), ms(e.Timestamp), e.Payload
+		}
+		const insert = `INSERT INTO events (workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload)
+			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[], $5::smallint[], $6::bigint[], $7::bigint[], $8::bytea[])
+			ON CONFLICT (source_id, message_hash) DO NOTHING`
+		if b.Project == nil {
+			tag, err := tx.Exec(ctx, insert, wss, srcs, hashes, keys, types, recs, tss, payloads)
 			if err != nil {
 				return err
 			}
 			stored = int(tag.RowsAffected())
+			return tx.Commit(ctx)
+		}
+		// The projector needs to know which events are new: the rows the insert
+		// returns are exactly those not stored before (a repeat from an earlier
+		// commit, or one a concurrent writer just stored, returns nothing).
+		rows, err := tx.Query(ctx, insert+` RETURNING source_id, message_hash`, wss, srcs, hashes, keys, types, recs, tss, payloads)
+		if err != nil {
+			return err
+		}
+		fresh := make([]int, 0, n)
+		var src int64
+		var hash []byte
+		_, err = pgx.ForEachRow(rows, []any{&src, &hash}, func() error {
+			i, ok := at[eventKey{src, string(hash)}]
+			if !ok {
+				return errors.New("postgres: append: the insert returned an event not in the batch")
+			}
+			fresh = append(fresh, i)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		stored = len(fresh)
+		if len(fresh) > 0 {
+			// RETURNING promises no order; the projector gets the batch's.
+			sort.Ints(fresh)
+			changes, err := b.Project(ctx, fresh)
+			if err != nil {
+				return err
+			}
+			if changes != nil {
+				if err := writeProjection(ctx, tx, changes); err != nil {
+					return err
+				}
+			}
 		}
 		return tx.Commit(ctx)
 	})
-	if err != nil && trustloop.ErrorCode(err) == trustloop.EINTERNAL {
-		return 0, fmt.Errorf("postgres: append: %w", err)
+	if err != nil {
+		stored = 0
+		if trustloop.ErrorCode(err) == trustloop.EINTERNAL {
+			return 0, fmt.Errorf("postgres: append: %w", err)
+		}
 	}
 	return stored, err
 }
 
 // ListEvents returns events of a workspace after a log position, in order.
 func (db *DB) ListEvents(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.StoredEvent, error) {
-	rows, err := db.pool.Query(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload
+	return db.queryEvents(ctx, "list events", `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload
 		FROM events WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, workspaceID, after, limit)
+}
+
+// queryEvents runs a query selecting the event columns.
+func (db *DB) queryEvents(ctx context.Context, op, q string, args ...any) ([]trustloop.StoredEvent, error) {
+	rows, err := db.pool.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: list events: %w", err)
+		return nil, fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	defer rows.Close()
 	var out []trustloop.StoredEvent
@@ -200,12 +265,15 @@ func (db *DB) ListEvents(ctx context.Context, workspaceID, after int64, limit in
 		var typ int16
 		var rec, ts int64
 		if err := rows.Scan(&e.Seq, &e.WorkspaceID, &e.SourceID, &e.MessageHash, &e.KeyID, &typ, &rec, &ts, &e.Payload); err != nil {
-			return nil, fmt.Errorf("postgres: list events: %w", err)
+			return nil, fmt.Errorf("postgres: %s: %w", op, err)
 		}
 		e.Type, e.ReceivedAt, e.Timestamp = trustloop.EventType(typ), fromMS(rec), fromMS(ts)
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	return out, nil
 }
 
 // FindSubjectKeys looks keys up by blind index.

@@ -117,6 +117,7 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 	now := db.Now()
 
 	fresh := make([]*trustloop.StoredEvent, 0, len(b.Events))
+	freshIdx := make([]int, 0, len(b.Events))
 	keys := make([]dedupeKey, 0, len(b.Events))
 	// A Go map, not a hashSet: hashSet memory lives outside the garbage-collected
 	// heap and must be released, which a per-commit set would leak.
@@ -134,6 +135,7 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 		}
 		batchSet[k] = struct{}{}
 		fresh = append(fresh, e)
+		freshIdx = append(freshIdx, i)
 		keys = append(keys, k)
 	}
 
@@ -218,6 +220,17 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 			return 0, fmt.Errorf("sqlite: append: events: %w", err)
 		}
 	}
+	if b.Project != nil && len(fresh) > 0 {
+		changes, err := b.Project(ctx, freshIdx)
+		if err != nil {
+			return 0, err
+		}
+		if changes != nil {
+			if err := writeProjection(ctx, tx, changes); err != nil {
+				return 0, err
+			}
+		}
+	}
 	var logID int64
 	committed := false
 	if len(fresh) > 0 {
@@ -291,8 +304,14 @@ func chunk(n int) int {
 
 // ListEvents returns events of a workspace after a log position, in order.
 func (db *DB) ListEvents(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.StoredEvent, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload, seg, off, len
+	return db.queryEvents(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload, seg, off, len
 		FROM events WHERE workspace_id = ? AND seq > ? ORDER BY seq LIMIT ?`, workspaceID, after, limit)
+}
+
+// queryEvents runs a query selecting the event columns, reading payloads that are
+// in segments.
+func (db *DB) queryEvents(ctx context.Context, q string, args ...any) ([]trustloop.StoredEvent, error) {
+	rows, err := db.read.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: list events: %w", err)
 	}

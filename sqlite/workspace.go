@@ -118,3 +118,25 @@ func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
 	}
 	return st, nil
 }
+
+// FindAPIKeyBySecretHash returns an API key by the hash of its secret.
+func (db *DB) FindAPIKeyBySecretHash(ctx context.Context, hash []byte) (*trustloop.APIKey, error) {
+	k := &trustloop.APIKey{}
+	var roles, purposes string
+	var created int64
+	var revoked sql.NullInt64
+	err := db.read.QueryRowContext(ctx, `SELECT id, workspace_id, name, secret_hash, roles, purposes, created_at, revoked_at
+		FROM api_keys WHERE secret_hash = ?`, hash).Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.SecretHash, &roles, &purposes, &created, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "API key not found.")
+	} else if err != nil {
+		return nil, fmt.Errorf("sqlite: find api key: %w", err)
+	}
+	k.Roles, k.Purposes = strings.Fields(roles), strings.Fields(purposes)
+	k.CreatedAt = fromMS(created)
+	if revoked.Valid {
+		t := fromMS(revoked.Int64)
+		k.RevokedAt = &t
+	}
+	return k, nil
+}

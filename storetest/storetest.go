@@ -30,6 +30,13 @@ func Run(t *testing.T, open Opener) {
 		{"KeyConflictWritesNothing", testKeyConflict},
 		{"LargeBatch", testLargeBatch},
 		{"Stats", testStats},
+		{"ProjectionHook", testProjectionHook},
+		{"ProjectionFailureWritesNothing", testProjectionFailure},
+		{"Identities", testIdentities},
+		{"Profiles", testProfiles},
+		{"ProfileEvents", testProfileEvents},
+		{"MergeAndSplit", testMergeAndSplit},
+		{"Audiences", testAudiences},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -24,10 +24,13 @@ import (
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/bench"
 	tlhttp "github.com/trustloop/trustloop/http"
+	"github.com/trustloop/trustloop/identity"
 	"github.com/trustloop/trustloop/ingest"
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/metrics"
 	"github.com/trustloop/trustloop/postgres"
+	"github.com/trustloop/trustloop/profile"
+	"github.com/trustloop/trustloop/projection"
 	"github.com/trustloop/trustloop/sqlite"
 )
 
@@ -257,8 +260,20 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 	}
 	m.Metrics = metrics.New()
-	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, nil, ingest.Config{})
-	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Metrics: m.Metrics, Log: m.Log,
+	icfg := ingest.Config{}
+	var profiles *projection.Service
+	if ps, ok := m.Store.(projection.Store); ok {
+		rules, err := identity.Compile(identity.DefaultConfig())
+		if err != nil {
+			return err
+		}
+		profiles = projection.New(ps, m.Keyring, rules, profile.Config{})
+		icfg.Projection = profiles
+	} else {
+		m.Log.Warn("this storage backend does not keep profiles yet; the profile API is off")
+	}
+	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, nil, icfg)
+	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Metrics: m.Metrics, Log: m.Log,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
 	if err := m.HTTP.Open(m.Addr); err != nil {

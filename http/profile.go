@@ -1,0 +1,362 @@
+package http
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/projection"
+)
+
+// The profile API (API.md): every read of personal data names a purpose, and the
+// key must be allowed to read for it. The consent issue narrows what each purpose
+// sees and records every read; until then the purpose is validated and checked
+// against the key.
+
+type ctxKey int
+
+const apiKeyCtx ctxKey = 1
+
+// authed wraps an API handler with Bearer authentication.
+func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		k, err := s.apiKey(r)
+		if err != nil {
+			return err
+		}
+		return h(w, r.WithContext(context.WithValue(r.Context(), apiKeyCtx, k)), k)
+	}
+}
+
+func (s *Server) apiKey(r *http.Request) (*trustloop.APIKey, error) {
+	auth := r.Header.Get("Authorization")
+	secret, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || strings.TrimSpace(secret) == "" {
+		return nil, trustloop.Errorf(trustloop.EUNAUTHORIZED, "An API key is required.").
+			WithHint("Send Authorization: Bearer <api key>.")
+	}
+	// Secrets are stored as SHA-256 hashes: the lookup compares hashes, never the
+	// secret, so its timing says nothing about the secret.
+	h := sha256.Sum256([]byte(strings.TrimSpace(secret)))
+	k, err := s.Store.FindAPIKeyBySecretHash(r.Context(), h[:])
+	if trustloop.ErrorCode(err) == trustloop.ENOTFOUND || (err == nil && k.RevokedAt != nil) {
+		return nil, trustloop.Errorf(trustloop.EUNAUTHORIZED, "The API key is not valid.").
+			WithHint("Check the key, or create a new one with an admin key.")
+	} else if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// purpose reads and checks the purpose of a personal-data read.
+func purpose(r *http.Request, k *trustloop.APIKey) (string, error) {
+	p := r.URL.Query().Get("purpose")
+	switch {
+	case p == "":
+		return "", trustloop.Errorf(trustloop.EINVALID, "Every read of personal data needs a purpose.").
+			WithHint("Add ?purpose=<id>; purposes: " + strings.Join(trustloop.DefaultPurposes, ", ") + ".")
+	case !trustloop.IsDefaultPurpose(p):
+		return "", trustloop.Errorf(trustloop.EINVALID, "Unknown purpose %q.", p).
+			WithHint("Purposes: " + strings.Join(trustloop.DefaultPurposes, ", ") + ".")
+	case !slices.Contains(k.Purposes, p):
+		return "", trustloop.Errorf(trustloop.EFORBIDDEN, "This API key may not read for purpose %q.", p).
+			WithHint("Use a key created for this purpose.")
+	}
+	return p, nil
+}
+
+func requireAdmin(k *trustloop.APIKey) error {
+	if !slices.Contains(k.Roles, trustloop.RoleAdmin) {
+		return trustloop.Errorf(trustloop.EFORBIDDEN, "This action needs an admin API key.")
+	}
+	return nil
+}
+
+// limit reads ?limit= within [1, max], default def.
+func limit(r *http.Request, def, max int) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > max {
+		return 0, trustloop.Errorf(trustloop.EINVALID, "limit must be a whole number from 1 to %d.", max)
+	}
+	return n, nil
+}
+
+func (s *Server) profileRoutes(mux *http.ServeMux) {
+	if s.Profiles == nil {
+		return
+	}
+	mux.Handle("GET /v1/profiles/lookup", s.route("/v1/profiles/lookup", s.authed(s.lookupProfile)))
+	mux.Handle("GET /v1/profiles/{id}", s.route("/v1/profiles/{id}", s.authed(s.getProfile)))
+	mux.Handle("GET /v1/profiles/{id}/events", s.route("/v1/profiles/{id}/events", s.authed(s.profileEvents)))
+	mux.Handle("GET /v1/profiles/{id}/merges", s.route("/v1/profiles/{id}/merges", s.authed(s.profileMerges)))
+	mux.Handle("POST /v1/profiles/{id}/split", s.route("/v1/profiles/{id}/split", s.authed(s.splitProfile)))
+	mux.Handle("GET /v1/profiles", s.route("/v1/profiles", s.authed(s.listProfiles)))
+	mux.Handle("GET /v1/audiences", s.route("/v1/audiences", s.authed(s.listAudiences)))
+	mux.Handle("POST /v1/audiences", s.route("/v1/audiences", s.authed(s.createAudience)))
+	mux.Handle("GET /v1/audiences/{id}", s.route("/v1/audiences/{id}", s.authed(s.getAudience)))
+	mux.Handle("PUT /v1/audiences/{id}", s.route("/v1/audiences/{id}", s.authed(s.updateAudience)))
+	mux.Handle("DELETE /v1/audiences/{id}", s.route("/v1/audiences/{id}", s.authed(s.deleteAudience)))
+	mux.Handle("GET /v1/audiences/{id}/members", s.route("/v1/audiences/{id}/members", s.authed(s.audienceMembers)))
+}
+
+func (s *Server) getProfile(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	id, err := projection.ParseID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if _, err := purpose(r, k); err != nil {
+		return err
+	}
+	p, err := s.Profiles.Profile(r.Context(), k.WorkspaceID, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+func (s *Server) lookupProfile(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	q := r.URL.Query().Get("identifier")
+	if q == "" {
+		return trustloop.Errorf(trustloop.EINVALID, "identifier is required.").
+			WithHint("Add ?identifier=<type>:<value>, e.g. email:jane@example.com (URL-encoded).")
+	}
+	id, err := s.Profiles.ParseIdentifier(q)
+	if err != nil {
+		return err
+	}
+	if _, err := purpose(r, k); err != nil {
+		return err
+	}
+	p, err := s.Profiles.Lookup(r.Context(), k.WorkspaceID, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+type page[T any] struct {
+	Data       []T    `json:"data"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+func (s *Server) profileEvents(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	id, err := projection.ParseID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if _, err := purpose(r, k); err != nil {
+		return err
+	}
+	n, err := limit(r, 50, 1000)
+	if err != nil {
+		return err
+	}
+	evs, next, err := s.Profiles.Events(r.Context(), k.WorkspaceID, id, r.URL.Query().Get("cursor"), n)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, page[trustloop.TimelineEvent]{Data: evs, NextCursor: next})
+	return nil
+}
+
+func (s *Server) profileMerges(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	id, err := projection.ParseID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	ms, err := s.Profiles.Merges(r.Context(), k.WorkspaceID, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, page[projection.MergeView]{Data: ms})
+	return nil
+}
+
+func readJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
+	if err != nil {
+		return trustloop.Errorf(trustloop.EINVALID, "The request body could not be read.")
+	}
+	if len(body) > 64<<10 {
+		return trustloop.Errorf(trustloop.ETOOLARGE, "The request body is over 64 KB.")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return trustloop.Errorf(trustloop.EINVALID, "The request body is not the expected JSON: %v.", err).
+			WithHint("See /openapi.json for the request's shape.")
+	}
+	return nil
+}
+
+func (s *Server) splitProfile(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	id, err := projection.ParseID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	var body struct {
+		MergeID string `json:"merge_id"`
+	}
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	mid, err := strconv.ParseInt(body.MergeID, 10, 64)
+	if err != nil || mid <= 0 {
+		return trustloop.Errorf(trustloop.EINVALID, "merge_id is required: the merge to undo.").
+			WithHint("List the profile's merges with GET /v1/profiles/{id}/merges.")
+	}
+	into, from, err := s.Profiles.Split(r.Context(), k.WorkspaceID, id, mid)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"profiles": []*projection.Profile{into, from}})
+	return nil
+}
+
+func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if _, err := purpose(r, k); err != nil {
+		return err
+	}
+	var aud int64
+	if v := r.URL.Query().Get("audience"); v != "" {
+		var err error
+		if aud, err = strconv.ParseInt(v, 10, 64); err != nil || aud <= 0 {
+			return trustloop.Errorf(trustloop.EINVALID, "audience must be an audience id.")
+		}
+	}
+	n, err := limit(r, 50, 500)
+	if err != nil {
+		return err
+	}
+	ps, next, err := s.Profiles.List(r.Context(), k.WorkspaceID, aud, r.URL.Query().Get("cursor"), n)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, page[*projection.Profile]{Data: ps, NextCursor: next})
+	return nil
+}
+
+func audienceID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, trustloop.Errorf(trustloop.EINVALID, "An audience id is a positive whole number.")
+	}
+	return id, nil
+}
+
+func (s *Server) listAudiences(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	as, err := s.Profiles.Audiences(r.Context(), k.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, page[*trustloop.Audience]{Data: as})
+	return nil
+}
+
+func (s *Server) getAudience(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	id, err := audienceID(r)
+	if err != nil {
+		return err
+	}
+	a, err := s.Profiles.Audience(r.Context(), k.WorkspaceID, id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+type audienceBody struct {
+	Name        string `json:"name"`
+	Rule        string `json:"rule"`
+	Description string `json:"description"`
+}
+
+func (s *Server) createAudience(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	var b audienceBody
+	if err := readJSON(r, &b); err != nil {
+		return err
+	}
+	a := &trustloop.Audience{WorkspaceID: k.WorkspaceID, Name: b.Name, Rule: b.Rule, Description: b.Description}
+	if err := s.Profiles.SaveAudience(r.Context(), a); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, a)
+	return nil
+}
+
+func (s *Server) updateAudience(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	id, err := audienceID(r)
+	if err != nil {
+		return err
+	}
+	var b audienceBody
+	if err := readJSON(r, &b); err != nil {
+		return err
+	}
+	a := &trustloop.Audience{ID: id, WorkspaceID: k.WorkspaceID, Name: b.Name, Rule: b.Rule, Description: b.Description}
+	if err := s.Profiles.SaveAudience(r.Context(), a); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+func (s *Server) deleteAudience(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	id, err := audienceID(r)
+	if err != nil {
+		return err
+	}
+	if err := s.Profiles.DeleteAudience(r.Context(), k.WorkspaceID, id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) audienceMembers(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	id, err := audienceID(r)
+	if err != nil {
+		return err
+	}
+	if _, err := purpose(r, k); err != nil {
+		return err
+	}
+	n, err := limit(r, 50, 500)
+	if err != nil {
+		return err
+	}
+	ps, next, err := s.Profiles.List(r.Context(), k.WorkspaceID, id, r.URL.Query().Get("cursor"), n)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, page[*projection.Profile]{Data: ps, NextCursor: next})
+	return nil
+}

@@ -1,0 +1,274 @@
+package http_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+const adminKey = "tl_admin_test"
+
+// api sends an API request with the admin key (or key, when given).
+func (s *testServer) api(t *testing.T, method, path string, body any, key ...string) *response {
+	t.Helper()
+	k := adminKey
+	if len(key) > 0 {
+		k = key[0]
+	}
+	r := req{method: method, path: path, headers: map[string]string{"Authorization": "Bearer " + k}}
+	if body != nil {
+		r.body = mustJSON(t, body)
+	}
+	if k == "" {
+		r.headers["Authorization"] = ""
+	}
+	return s.do(t, r)
+}
+
+type profileJSON struct {
+	ProfileID  string `json:"profile_id"`
+	Identities []struct {
+		Type  string `json:"type"`
+		Value string `json:"value"`
+	} `json:"identities"`
+	Traits     map[string]any       `json:"traits"`
+	Computed   map[string]any       `json:"computed"`
+	Audiences  []struct{ ID int64 } `json:"audiences"`
+	MergedFrom string               `json:"merged_from"`
+}
+
+func decode[T any](t *testing.T, r *response, want int) T {
+	t.Helper()
+	if r.Status != want {
+		t.Fatalf("status %d, want %d: %s", r.Status, want, r.Body)
+	}
+	var v T
+	if err := json.Unmarshal(r.Body, &v); err != nil {
+		t.Fatalf("body: %v: %s", err, r.Body)
+	}
+	return v
+}
+
+func (s *testServer) lookup(t *testing.T, identifier string) profileJSON {
+	t.Helper()
+	return decode[profileJSON](t, s.api(t, "GET", "/v1/profiles/lookup?purpose=analytics&identifier="+url.QueryEscape(identifier), nil), 200)
+}
+
+func (p profileJSON) has(typ, value string) bool {
+	for _, id := range p.Identities {
+		if id.Type == typ && id.Value == value {
+			return true
+		}
+	}
+	return false
+}
+
+// Anonymous browsing, then a login: one profile with both identifiers, traits and
+// computed traits, visible as soon as the collector acknowledged (read-your-writes).
+func TestProfileAnonymousThenLogin(t *testing.T) {
+	s := newServer(t, options{})
+	mustOK(t, s.post(t, "/v1/track", obj{"anonymousId": "anon-1", "event": "Product Viewed", "messageId": "m1",
+		"properties": obj{"product_id": "p-1", "category": "shoes"}}))
+	p := s.lookup(t, "anonymous_id:anon-1")
+	if p.ProfileID == "" || !p.has("anonymous_id", "anon-1") {
+		t.Fatalf("profile after the first event: %+v", p)
+	}
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "anon-1", "userId": "u-1", "messageId": "m2",
+		"traits": obj{"email": " Jane@Example.COM ", "plan": "pro"}}))
+	mustOK(t, s.post(t, "/v1/track", obj{"userId": "u-1", "event": "Order Completed", "messageId": "m3",
+		"properties": obj{"revenue": 42.5}}))
+
+	byEmail := s.lookup(t, "email:jane@example.com")
+	if byEmail.ProfileID != p.ProfileID {
+		t.Fatalf("login made profile %s, want the anonymous one %s", byEmail.ProfileID, p.ProfileID)
+	}
+	for _, want := range [][2]string{{"anonymous_id", "anon-1"}, {"user_id", "u-1"}, {"email", "jane@example.com"}} {
+		if !byEmail.has(want[0], want[1]) {
+			t.Errorf("identities %+v lack %s", byEmail.Identities, want)
+		}
+	}
+	if byEmail.Traits["plan"] != "pro" {
+		t.Errorf("traits = %v", byEmail.Traits)
+	}
+	c := byEmail.Computed
+	if c["events"] != float64(3) || c["order_count"] != float64(1) || c["lifetime_value"] != 42.5 || c["favourite_category"] != "shoes" {
+		t.Errorf("computed = %v", c)
+	}
+	// The timeline, newest first, decrypted, paged by cursor.
+	type page struct {
+		Data []struct {
+			Type    string         `json:"type"`
+			Message map[string]any `json:"message"`
+		} `json:"data"`
+		NextCursor string `json:"next_cursor"`
+	}
+	pg := decode[page](t, s.api(t, "GET", "/v1/profiles/"+p.ProfileID+"/events?purpose=analytics&limit=2", nil), 200)
+	if len(pg.Data) != 2 || pg.Data[0].Message["messageId"] != "m3" || pg.Data[1].Message["messageId"] != "m2" || pg.NextCursor == "" {
+		t.Fatalf("first page = %+v", pg)
+	}
+	pg = decode[page](t, s.api(t, "GET", "/v1/profiles/"+p.ProfileID+"/events?purpose=analytics&limit=2&cursor="+pg.NextCursor, nil), 200)
+	if len(pg.Data) != 1 || pg.Data[0].Message["messageId"] != "m1" || pg.NextCursor != "" {
+		t.Fatalf("second page = %+v", pg)
+	}
+}
+
+// Two devices joined by email merge; the merge is recorded and can be undone.
+func TestProfileMergeAndSplit(t *testing.T) {
+	s := newServer(t, options{})
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "phone-1", "messageId": "a", "traits": obj{"email": "sam@example.com"}}))
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "laptop-1", "messageId": "b", "traits": obj{"phone": "+49 170 1234567"}}))
+	phone, laptop := s.lookup(t, "anonymous_id:phone-1"), s.lookup(t, "anonymous_id:laptop-1")
+	if phone.ProfileID == laptop.ProfileID {
+		t.Fatal("two unrelated devices share a profile")
+	}
+	// The laptop now says the same email: the two are one person.
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "laptop-1", "messageId": "c", "traits": obj{"email": "sam@example.com"}}))
+	merged := s.lookup(t, "anonymous_id:laptop-1")
+	if merged.ProfileID != phone.ProfileID || !merged.has("phone", "+491701234567") || !merged.has("anonymous_id", "phone-1") {
+		t.Fatalf("after the shared email: %+v (phone profile %s)", merged, phone.ProfileID)
+	}
+	// The merged-away id answers with the survivor.
+	old := decode[profileJSON](t, s.api(t, "GET", "/v1/profiles/"+laptop.ProfileID+"?purpose=analytics", nil), 200)
+	if old.ProfileID != merged.ProfileID || old.MergedFrom != laptop.ProfileID {
+		t.Fatalf("merged-away profile answers %+v", old)
+	}
+	type merges struct {
+		Data []struct {
+			MergeID string `json:"merge_id"`
+			Into    string `json:"into"`
+			From    string `json:"from"`
+		} `json:"data"`
+	}
+	ms := decode[merges](t, s.api(t, "GET", "/v1/profiles/"+merged.ProfileID+"/merges", nil), 200)
+	if len(ms.Data) != 1 || ms.Data[0].Into != phone.ProfileID || ms.Data[0].From != laptop.ProfileID {
+		t.Fatalf("merges = %+v", ms)
+	}
+	r := s.api(t, "POST", "/v1/profiles/"+merged.ProfileID+"/split", obj{"merge_id": ms.Data[0].MergeID})
+	if r.Status != 200 {
+		t.Fatalf("split: %d %s", r.Status, r.Body)
+	}
+	back := s.lookup(t, "anonymous_id:laptop-1")
+	if back.ProfileID != laptop.ProfileID || !back.has("phone", "+491701234567") || back.has("anonymous_id", "phone-1") {
+		t.Fatalf("after split the laptop is %+v", back)
+	}
+	if got := s.lookup(t, "anonymous_id:phone-1"); got.has("phone", "+491701234567") {
+		t.Fatalf("after split the phone profile still has the laptop's phone: %+v", got)
+	}
+	if r := s.api(t, "POST", "/v1/profiles/"+merged.ProfileID+"/split", obj{"merge_id": ms.Data[0].MergeID}); r.Status != http.StatusConflict {
+		t.Fatalf("second split: %d %s", r.Status, r.Body)
+	}
+}
+
+// A shared family tablet: two users log in on one device; they stay two people.
+func TestProfileSharedDeviceStaysTwo(t *testing.T) {
+	s := newServer(t, options{})
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "tablet", "userId": "mum", "messageId": "1"}))
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "tablet", "userId": "kid", "messageId": "2"}))
+	mum, kid := s.lookup(t, "user_id:mum"), s.lookup(t, "user_id:kid")
+	if mum.ProfileID == kid.ProfileID {
+		t.Fatal("two users of one tablet were merged")
+	}
+	if !mum.has("anonymous_id", "tablet") || kid.has("anonymous_id", "tablet") {
+		t.Fatalf("the tablet belongs to the first user: mum %+v kid %+v", mum.Identities, kid.Identities)
+	}
+}
+
+func TestAudiences(t *testing.T) {
+	s := newServer(t, options{})
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "big", "messageId": "1", "traits": obj{"plan": "pro"}}))
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "small", "messageId": "2", "traits": obj{"plan": "free"}}))
+	type aud struct {
+		ID   int64  `json:"id"`
+		Name string `json:"name"`
+	}
+	a := decode[aud](t, s.api(t, "POST", "/v1/audiences", obj{"name": "Pro", "rule": `traits.plan == "pro"`}), 201)
+	type list struct {
+		Data []profileJSON `json:"data"`
+	}
+	members := decode[list](t, s.api(t, "GET", "/v1/audiences/"+itoa(a.ID)+"/members?purpose=marketing", nil), 200)
+	if len(members.Data) != 1 || !members.Data[0].has("user_id", "big") {
+		t.Fatalf("members of Pro = %+v", members)
+	}
+	// A profile that changes is evaluated again at ingest.
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "small", "messageId": "3", "traits": obj{"plan": "pro"}}))
+	members = decode[list](t, s.api(t, "GET", "/v1/profiles?purpose=marketing&audience="+itoa(a.ID), nil), 200)
+	if len(members.Data) != 2 {
+		t.Fatalf("members after the upgrade = %d", len(members.Data))
+	}
+	if p := s.lookup(t, "user_id:small"); len(p.Audiences) != 1 || p.Audiences[0].ID != a.ID {
+		t.Fatalf("profile audiences = %+v", p.Audiences)
+	}
+	// Bad rules and names are refused, and change nothing.
+	for _, body := range []obj{
+		{"name": "x", "rule": `traits.plan ==`},
+		{"name": "x", "rule": `1 + 2`},
+		{"name": "x", "rule": `nosuchvar > 1`},
+		{"name": "", "rule": `true`},
+		{"name": "Pro", "rule": `true`},
+	} {
+		r := s.api(t, "POST", "/v1/audiences", body)
+		if r.Status != 400 && r.Status != 409 {
+			t.Errorf("audience %v: status %d %s", body, r.Status, r.Body)
+		}
+		if e := r.apiError(t); e.Error.Message == "" {
+			t.Errorf("audience %v: no message", body)
+		}
+	}
+	all := decode[struct{ Data []aud }](t, s.api(t, "GET", "/v1/audiences", nil), 200)
+	if len(all.Data) != 1 {
+		t.Fatalf("audiences after refused creates = %+v", all)
+	}
+}
+
+func itoa(n int64) string { return strings.TrimSpace(string(mustJSONRaw(n))) }
+
+func mustJSONRaw(v any) []byte { b, _ := json.Marshal(v); return b }
+
+// Bad input to the profile API: each a clear error, nothing changed.
+func TestProfileAPIBadInput(t *testing.T) {
+	s := newServer(t, options{})
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "u", "messageId": "1"}))
+	p := s.lookup(t, "user_id:u")
+	for _, tc := range []struct {
+		name, method, path, key string
+		status                  int
+		code                    string
+	}{
+		{"no key", "GET", "/v1/profiles/" + p.ProfileID + "?purpose=analytics", "", 401, "unauthorized"},
+		{"wrong key", "GET", "/v1/profiles/" + p.ProfileID + "?purpose=analytics", "nope", 401, "unauthorized"},
+		{"no purpose", "GET", "/v1/profiles/" + p.ProfileID, adminKey, 400, "invalid"},
+		{"unknown purpose", "GET", "/v1/profiles/" + p.ProfileID + "?purpose=fun", adminKey, 400, "invalid"},
+		{"purpose not allowed", "GET", "/v1/profiles/" + p.ProfileID + "?purpose=sharing", adminKey, 403, "forbidden"},
+		{"bad id", "GET", "/v1/profiles/abc?purpose=analytics", adminKey, 400, "invalid"},
+		{"unknown id", "GET", "/v1/profiles/12345?purpose=analytics", adminKey, 404, "not_found"},
+		{"lookup without identifier", "GET", "/v1/profiles/lookup?purpose=analytics", adminKey, 400, "invalid"},
+		{"identifier without type", "GET", "/v1/profiles/lookup?purpose=analytics&identifier=u", adminKey, 400, "invalid"},
+		{"malformed email", "GET", "/v1/profiles/lookup?purpose=analytics&identifier=email:nope", adminKey, 400, "invalid"},
+		{"unknown identifier", "GET", "/v1/profiles/lookup?purpose=analytics&identifier=user_id:nobody", adminKey, 404, "not_found"},
+		{"malformed cursor", "GET", "/v1/profiles/" + p.ProfileID + "/events?purpose=analytics&cursor=zzz", adminKey, 400, "invalid"},
+		{"limit too big", "GET", "/v1/profiles/" + p.ProfileID + "/events?purpose=analytics&limit=5000", adminKey, 400, "invalid"},
+		{"split without body", "POST", "/v1/profiles/" + p.ProfileID + "/split", adminKey, 400, "invalid"},
+		{"unknown audience", "GET", "/v1/audiences/99/members?purpose=analytics", adminKey, 404, "not_found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.api(t, tc.method, tc.path, nil, tc.key)
+			if r.Status != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.Status, tc.status, r.Body)
+			}
+			e := r.apiError(t)
+			if e.Error.Code != tc.code || e.Error.Message == "" {
+				t.Fatalf("error %+v, want code %s with a message", e.Error, tc.code)
+			}
+			if strings.Contains(string(r.Body), "nobody") {
+				t.Fatal("the error repeats the identifier value")
+			}
+		})
+	}
+	// Nothing changed: still one profile.
+	type list struct{ Data []profileJSON }
+	if all := decode[list](t, s.api(t, "GET", "/v1/profiles?purpose=analytics", nil), 200); len(all.Data) != 1 {
+		t.Fatalf("%d profiles", len(all.Data))
+	}
+}

@@ -1,0 +1,306 @@
+package projection
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/audience"
+	"github.com/trustloop/trustloop/collect"
+	"github.com/trustloop/trustloop/keyring"
+	"github.com/trustloop/trustloop/profile"
+)
+
+// Merges lists the merges into or out of a profile (ids as strings, like profile ids).
+type MergeView struct {
+	MergeID string `json:"merge_id"`
+	Into    string `json:"into"`
+	From    string `json:"from"`
+	Moved   int    `json:"identifiers_moved"`
+	At      string `json:"at"`
+	SplitAt string `json:"split_at,omitempty"`
+}
+
+// Merges returns a profile's merge records, newest first.
+func (s *Service) Merges(ctx context.Context, ws, id int64) ([]MergeView, error) {
+	if _, err := s.Profile(ctx, ws, id); err != nil {
+		return nil, err
+	}
+	ms, err := s.store.ProfileMerges(ctx, ws, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]MergeView, 0, len(ms))
+	for _, m := range ms {
+		v := MergeView{MergeID: FormatID(m.ID), Into: FormatID(m.Into), From: FormatID(m.From), Moved: len(m.Moved),
+			At: m.At.UTC().Format("2006-01-02T15:04:05.000Z")}
+		if m.SplitAt != nil {
+			v.SplitAt = m.SplitAt.UTC().Format("2006-01-02T15:04:05.000Z")
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Split undoes a merge of profile id: the identifiers that moved go back to the
+// merged-away profile, both profiles are rebuilt from their subjects' events (so
+// events are re-attributed), and the two stay apart from then on.
+func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from *Profile, err error) {
+	m, err := s.store.FindMerge(ctx, ws, mergeID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.Into != id && m.From != id {
+		return nil, nil, trustloop.Errorf(trustloop.ENOTFOUND, "This profile has no such merge.").
+			WithHint("List the profile's merges with GET /v1/profiles/{id}/merges.")
+	}
+	if m.SplitAt != nil {
+		return nil, nil, trustloop.Errorf(trustloop.ECONFLICT, "This merge was undone already.")
+	}
+	recs, err := s.store.FindProfiles(ctx, ws, []int64{m.Into, m.From})
+	if err != nil {
+		return nil, nil, err
+	}
+	intoRec, ok1 := recs[m.Into]
+	fromRec, ok2 := recs[m.From]
+	if !ok1 || !ok2 {
+		return nil, nil, notFound()
+	}
+	if intoRec.MergedInto != 0 {
+		return nil, nil, trustloop.Errorf(trustloop.ECONFLICT, "The surviving profile was itself merged since; undo that merge first.")
+	}
+	// Which identities each side holds after the split.
+	idents, err := s.store.ProfileIdentities(ctx, ws, m.Into)
+	if err != nil {
+		return nil, nil, err
+	}
+	moved := map[string]bool{}
+	for _, b := range m.Moved {
+		moved[string(b)] = true
+	}
+	var intoIDs, fromIDs []trustloop.IdentityRecord
+	for _, ir := range idents {
+		if moved[string(ir.Blind)] {
+			fromIDs = append(fromIDs, ir)
+		} else {
+			intoIDs = append(intoIDs, ir)
+		}
+	}
+	now := s.Now().UTC()
+	if intoRec.State, err = s.rebuild(ctx, ws, intoRec, intoIDs); err != nil {
+		return nil, nil, err
+	}
+	if fromRec.State, err = s.rebuild(ctx, ws, fromRec, fromIDs); err != nil {
+		return nil, nil, err
+	}
+	fromRec.MergedInto = 0
+	intoRec.UpdatedAt, fromRec.UpdatedAt = now, now
+	if err := s.store.Split(ctx, m, intoRec, fromRec); err != nil {
+		return nil, nil, err
+	}
+	if err := s.reevaluate(ctx, ws, []int64{intoRec.ID, fromRec.ID}); err != nil {
+		return nil, nil, err
+	}
+	if into, err = s.Profile(ctx, ws, intoRec.ID); err != nil {
+		return nil, nil, err
+	}
+	from, err = s.Profile(ctx, ws, fromRec.ID)
+	return into, from, err
+}
+
+// rebuild replays the events of a set of identities' subjects into a fresh state,
+// sealed for rec.
+func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRecord, idents []trustloop.IdentityRecord) ([]byte, error) {
+	var blinds [][]byte
+	for _, ir := range idents {
+		if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
+			blinds = append(blinds, ir.Blind)
+		}
+	}
+	sks, err := s.store.FindSubjectKeys(ctx, ws, blinds)
+	if err != nil {
+		return nil, err
+	}
+	keyIDs := []int64{rec.KeyID}
+	for _, sk := range sks {
+		keyIDs = append(keyIDs, sk.ID)
+	}
+	keys, err := s.keysFor(ctx, ws, keyIDs)
+	if err != nil {
+		return nil, err
+	}
+	var events []trustloop.StoredEvent
+	for before := int64(0); ; {
+		page, err := s.store.ProfileEvents(ctx, ws, keyIDs[1:], before, 1000)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, page...)
+		if len(page) < 1000 {
+			break
+		}
+		before = page[len(page)-1].Seq
+	}
+	slices.Reverse(events) // oldest first, as they were applied
+	var st profile.State
+	for _, e := range events {
+		k, ok := keys[e.KeyID]
+		if !ok {
+			continue
+		}
+		plain, err := keyring.Open(k.DEK, e.Payload, keyring.EventAAD(nil, ws, e.SourceID, e.MessageHash))
+		if err != nil {
+			return nil, fmt.Errorf("projection: rebuild: event %d: %w", e.Seq, err)
+		}
+		m, err := messageOf(plain, e)
+		if err != nil {
+			return nil, err
+		}
+		s.profile.Apply(&st, profile.InputFrom(m, e.SourceID))
+	}
+	plain, err := st.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	key, ok := keys[rec.KeyID]
+	if !ok {
+		return nil, fmt.Errorf("projection: rebuild: profile %d has no key", rec.ID)
+	}
+	return keyring.Seal(nil, key.DEK, plain, profileAAD(ws, rec.ID)), nil
+}
+
+// messageOf turns a stored envelope back into the message the projection saw.
+func messageOf(plain []byte, e trustloop.StoredEvent) (*trustloop.Message, error) {
+	env, err := collect.OpenEnvelope(plain)
+	if err != nil {
+		return nil, fmt.Errorf("projection: event %d: %w", e.Seq, err)
+	}
+	m := &trustloop.Message{Type: e.Type, MessageID: env.MessageID, ReceivedAt: env.ReceivedAt, Timestamp: env.Timestamp,
+		Raw: env.Message, BatchContext: env.BatchContext}
+	if e.Type == trustloop.EventTrack {
+		if name, ok := collect.LookupString(env.Message, "event"); ok {
+			m.Event = name
+		}
+	}
+	return m, nil
+}
+
+// reevaluate recomputes the audience memberships of the given profiles.
+func (s *Service) reevaluate(ctx context.Context, ws int64, ids []int64) error {
+	set, err := s.audienceSet(ctx, ws)
+	if err != nil {
+		return err
+	}
+	members := map[int64][]int64{}
+	for _, id := range ids {
+		p, err := s.Profile(ctx, ws, id)
+		if err != nil {
+			return err
+		}
+		if p.id != id {
+			members[id] = nil // merged away
+			continue
+		}
+		members[id] = set.Evaluate(p.Traits, p.Computed, s.Now().UTC())
+	}
+	return s.store.SetMembers(ctx, ws, members)
+}
+
+// ReevaluateAll recomputes every live profile's memberships, a page at a time
+// (after an audience was created, changed or removed).
+func (s *Service) ReevaluateAll(ctx context.Context, ws int64) error {
+	for after := int64(0); ; {
+		page, err := s.store.ListProfiles(ctx, ws, 0, after, 500)
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		ids := make([]int64, len(page))
+		for i, p := range page {
+			ids[i] = p.ID
+		}
+		if err := s.reevaluate(ctx, ws, ids); err != nil {
+			return err
+		}
+		after = ids[len(ids)-1]
+	}
+}
+
+// SaveAudience validates and stores an audience (new when a.ID is 0), then
+// recomputes memberships.
+func (s *Service) SaveAudience(ctx context.Context, a *trustloop.Audience) error {
+	a.Name, a.Rule = strings.TrimSpace(a.Name), strings.TrimSpace(a.Rule)
+	if err := audience.Validate(toAudiences([]*trustloop.Audience{a})[0]); err != nil {
+		return err
+	}
+	var err error
+	if a.ID == 0 {
+		err = s.store.CreateAudience(ctx, a)
+	} else {
+		err = s.store.UpdateAudience(ctx, a)
+	}
+	if err != nil {
+		return err
+	}
+	s.invalidateAudiences(a.WorkspaceID)
+	return s.ReevaluateAll(ctx, a.WorkspaceID)
+}
+
+// DeleteAudience removes an audience.
+func (s *Service) DeleteAudience(ctx context.Context, ws, id int64) error {
+	if err := s.store.DeleteAudience(ctx, ws, id); err != nil {
+		return err
+	}
+	s.invalidateAudiences(ws)
+	return nil
+}
+
+// List returns a page of profiles (optionally one audience's), opened, and the
+// cursor of the next page.
+func (s *Service) List(ctx context.Context, ws, audienceID int64, cursor string, limit int) ([]*Profile, string, error) {
+	after, err := decodeCursor(cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	if audienceID != 0 {
+		if _, err := s.store.FindAudience(ctx, ws, audienceID); err != nil {
+			return nil, "", err
+		}
+	}
+	recs, err := s.store.ListProfiles(ctx, ws, audienceID, after, limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(recs) > limit {
+		recs = recs[:limit]
+		next = encodeCursor(recs[len(recs)-1].ID)
+	}
+	out := make([]*Profile, 0, len(recs))
+	for _, r := range recs {
+		p, err := s.open(ctx, r)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, p)
+	}
+	return out, next, nil
+}
+
+// Audiences lists a workspace's audiences.
+func (s *Service) Audiences(ctx context.Context, ws int64) ([]*trustloop.Audience, error) {
+	as, err := s.store.ListAudiences(ctx, ws)
+	if as == nil && err == nil {
+		as = []*trustloop.Audience{}
+	}
+	return as, err
+}
+
+// Audience returns one audience.
+func (s *Service) Audience(ctx context.Context, ws, id int64) (*trustloop.Audience, error) {
+	return s.store.FindAudience(ctx, ws, id)
+}

@@ -1,0 +1,542 @@
+package projection
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/audience"
+	"github.com/trustloop/trustloop/identity"
+	"github.com/trustloop/trustloop/keyring"
+	"github.com/trustloop/trustloop/profile"
+)
+
+// Store is what the service needs of a backend.
+type Store interface {
+	trustloop.ProfileStore
+	FindSubjectKeys(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.SubjectKey, error)
+	// FindSubjectKeysByID returns stored subject keys by id; unknown ones are
+	// missing.
+	FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.SubjectKey, error)
+	// IdentitiesOfProfiles returns the identities of several profiles at once.
+	IdentitiesOfProfiles(ctx context.Context, workspaceID int64, profileIDs []int64) ([]trustloop.IdentityRecord, error)
+}
+
+// Service keeps profiles up to date at ingest and reads them back.
+type Service struct {
+	store   Store
+	keys    *keyring.Keyring
+	rules   *identity.Rules
+	profile profile.Config
+	// Now is the clock (tests set it).
+	Now func() time.Time
+
+	mu        sync.Mutex
+	audiences map[int64]*audience.Set // per workspace, nil until loaded
+	keyByID   map[int64]keyring.Key   // unwrapped subject keys by id (bounded)
+}
+
+// New returns a service. rules and cfg apply to every workspace (per-workspace
+// configuration is a later step).
+func New(store Store, keys *keyring.Keyring, rules *identity.Rules, cfg profile.Config) *Service {
+	return &Service{store: store, keys: keys, rules: rules, profile: cfg, Now: time.Now,
+		audiences: map[int64]*audience.Set{}, keyByID: map[int64]keyring.Key{}}
+}
+
+// Item is one event of a group as the projection sees it: the message (plaintext,
+// only in memory), where it came from and the key that seals it.
+type Item struct {
+	WorkspaceID int64
+	SourceID    int64
+	Message     *trustloop.Message
+	MessageHash []byte
+	KeyID       int64
+	Key         keyring.Key
+	IDs         []trustloop.Identifier
+}
+
+// Identify extracts a message's identifiers (in the request's goroutine, so the
+// work runs in parallel across requests).
+func (s *Service) Identify(m *trustloop.Message) []trustloop.Identifier {
+	ids, _ := s.rules.FromMessage(m)
+	return ids
+}
+
+// profileAAD binds sealed profile state to its workspace and profile.
+func profileAAD(ws, id int64) []byte {
+	b := append([]byte("trustloop/profile/v1"), make([]byte, 16)...)
+	binary.BigEndian.PutUint64(b[len(b)-16:], uint64(ws))
+	binary.BigEndian.PutUint64(b[len(b)-8:], uint64(id))
+	return b
+}
+
+// identityAAD binds a sealed identifier value to its workspace and blind index.
+func identityAAD(ws int64, blind []byte) []byte {
+	b := append([]byte("trustloop/identity/v1"), make([]byte, 8)...)
+	binary.BigEndian.PutUint64(b[len(b)-8:], uint64(ws))
+	return append(b, blind...)
+}
+
+// profileEpoch is where profile ids start counting milliseconds.
+var profileEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+
+// newProfileID makes an id that grows with creation time (identity resolution
+// keeps the oldest profile of a merge, by lowest id) and needs no coordination
+// between writers: milliseconds since 2024 above 20 random bits.
+func newProfileID(now time.Time) int64 {
+	var b [4]byte
+	rand.Read(b[:])
+	return (now.UnixMilli()-profileEpoch)<<20 | int64(binary.BigEndian.Uint32(b[:])&(1<<20-1))
+}
+
+// keysFor returns unwrapped subject keys by id, from memory or the store.
+func (s *Service) keysFor(ctx context.Context, ws int64, ids []int64) (map[int64]keyring.Key, error) {
+	out := make(map[int64]keyring.Key, len(ids))
+	var missing []int64
+	s.mu.Lock()
+	for _, id := range ids {
+		if k, ok := s.keyByID[id]; ok {
+			out[id] = k
+		} else if !slices.Contains(missing, id) {
+			missing = append(missing, id)
+		}
+	}
+	s.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	found, err := s.store.FindSubjectKeysByID(ctx, ws, missing)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.keyByID) > 200_000 {
+		clear(s.keyByID) // crude bound; a miss costs one indexed read
+	}
+	for id, sk := range found {
+		k, err := s.keys.OpenSubjectKey(sk)
+		if err != nil {
+			return nil, fmt.Errorf("projection: subject key %d: %w", id, err)
+		}
+		s.keyByID[id] = k
+		out[id] = k
+	}
+	return out, nil
+}
+
+// Forget drops keys from memory (after an erasure).
+func (s *Service) Forget(ids []int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.keyByID, id)
+	}
+}
+
+// audienceSet returns the workspace's compiled audiences.
+func (s *Service) audienceSet(ctx context.Context, ws int64) (*audience.Set, error) {
+	s.mu.Lock()
+	set, ok := s.audiences[ws]
+	s.mu.Unlock()
+	if ok {
+		return set, nil
+	}
+	as, err := s.store.ListAudiences(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	set, err = audience.NewSet(toAudiences(as))
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.audiences[ws] = set
+	s.mu.Unlock()
+	return set, nil
+}
+
+func toAudiences(as []*trustloop.Audience) []*audience.Audience {
+	out := make([]*audience.Audience, len(as))
+	for i, a := range as {
+		out[i] = &audience.Audience{ID: a.ID, WorkspaceID: a.WorkspaceID, Name: a.Name, Rule: a.Rule,
+			Description: a.Description, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+	}
+	return out
+}
+
+// invalidateAudiences makes the next group reload a workspace's audiences.
+func (s *Service) invalidateAudiences(ws int64) {
+	s.mu.Lock()
+	delete(s.audiences, ws)
+	s.mu.Unlock()
+}
+
+// state is a profile as a group commit works on it.
+type state struct {
+	rec   trustloop.ProfileRecord
+	st    profile.State
+	types map[string]int // identifier types -> count, what Resolve counts
+	ids   []trustloop.Identifier
+	dirty bool
+}
+
+// view is identity.View over the store plus this group's changes.
+type view struct {
+	s      *Service
+	ctx    context.Context
+	ws     int64
+	owner  map[string]int64 // blind -> profile
+	blinds map[trustloop.Identifier][]byte
+	prof   map[int64]*state
+	sep    map[[2]int64]bool
+	err    error
+}
+
+func (v *view) blind(id trustloop.Identifier) []byte {
+	if b, ok := v.blinds[id]; ok {
+		return b
+	}
+	b, err := v.s.keys.Blind(v.ws, id.Type, id.Value)
+	if err != nil && v.err == nil {
+		v.err = err
+	}
+	v.blinds[id] = b
+	return b
+}
+
+func (v *view) Owner(id trustloop.Identifier) int64 {
+	b := v.blind(id)
+	if p, ok := v.owner[string(b)]; ok {
+		return p
+	}
+	// Not prefetched (a previousId's other reading): ask the store.
+	found, err := v.s.store.FindIdentities(v.ctx, v.ws, [][]byte{b})
+	if err != nil {
+		if v.err == nil {
+			v.err = err
+		}
+		return 0
+	}
+	p := found[string(b)].ProfileID
+	v.owner[string(b)] = p
+	return p
+}
+
+// Identifiers returns a profile's identifiers for Resolve, which counts them by
+// type: stored identifiers carry their blind index as the value, since their
+// plaintext is sealed and not needed for counting.
+func (v *view) Identifiers(p int64) []trustloop.Identifier {
+	st := v.load(p)
+	if st == nil {
+		return nil
+	}
+	return st.ids
+}
+
+func (v *view) Separated(a, b int64) bool {
+	if a > b {
+		a, b = b, a
+	}
+	k := [2]int64{a, b}
+	if sep, ok := v.sep[k]; ok {
+		return sep
+	}
+	sep, err := v.s.store.Separated(v.ctx, v.ws, a, b)
+	if err != nil && v.err == nil {
+		v.err = err
+	}
+	v.sep[k] = sep
+	return sep
+}
+
+// load returns a profile's working state, reading and opening it on first use.
+func (v *view) load(p int64) *state {
+	if st, ok := v.prof[p]; ok {
+		return st
+	}
+	if err := v.prefetch([]int64{p}); err != nil {
+		if v.err == nil {
+			v.err = err
+		}
+		return nil
+	}
+	return v.prof[p]
+}
+
+// prefetch reads and opens the given profiles and their identities in a few
+// queries.
+func (v *view) prefetch(ids []int64) error {
+	var need []int64
+	for _, id := range ids {
+		if _, ok := v.prof[id]; !ok && id != 0 && !slices.Contains(need, id) {
+			need = append(need, id)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	recs, err := v.s.store.FindProfiles(v.ctx, v.ws, need)
+	if err != nil {
+		return err
+	}
+	idents, err := v.s.store.IdentitiesOfProfiles(v.ctx, v.ws, need)
+	if err != nil {
+		return err
+	}
+	keyIDs := make([]int64, 0, len(recs))
+	for _, r := range recs {
+		keyIDs = append(keyIDs, r.KeyID)
+	}
+	keys, err := v.s.keysFor(v.ctx, v.ws, keyIDs)
+	if err != nil {
+		return err
+	}
+	for _, id := range need {
+		r, ok := recs[id]
+		if !ok {
+			return fmt.Errorf("projection: profile %d has identities but no row", id)
+		}
+		st := &state{rec: r, types: map[string]int{}}
+		key, ok := keys[r.KeyID]
+		if !ok {
+			return fmt.Errorf("projection: profile %d: its key %d is gone", id, r.KeyID)
+		}
+		plain, err := keyring.Open(key.DEK, r.State, profileAAD(v.ws, r.ID))
+		if err != nil {
+			return fmt.Errorf("projection: open profile %d: %w", id, err)
+		}
+		if err := st.st.UnmarshalBinary(plain); err != nil {
+			return fmt.Errorf("projection: profile %d: %w", id, err)
+		}
+		v.prof[id] = st
+	}
+	for _, ir := range idents {
+		if st := v.prof[ir.ProfileID]; st != nil {
+			st.ids = append(st.ids, trustloop.Identifier{Type: ir.Type, Value: hex.EncodeToString(ir.Blind)})
+			st.types[ir.Type]++
+		}
+	}
+	return nil
+}
+
+// Group prepares the projection of one group commit; its Project method is the
+// trustloop.Projector of the commit. items are aligned with the batch's events.
+func (s *Service) Group(items []Item) trustloop.Projector {
+	return func(ctx context.Context, fresh []int) (*trustloop.ProjectionChanges, error) {
+		return s.project(ctx, items, fresh)
+	}
+}
+
+func (s *Service) project(ctx context.Context, items []Item, fresh []int) (*trustloop.ProjectionChanges, error) {
+	out := &trustloop.ProjectionChanges{}
+	byWS := map[int64][]int{}
+	for _, i := range fresh {
+		byWS[items[i].WorkspaceID] = append(byWS[items[i].WorkspaceID], i)
+	}
+	for ws, idx := range byWS {
+		if err := s.projectWorkspace(ctx, ws, items, idx, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) projectWorkspace(ctx context.Context, ws int64, items []Item, idx []int, out *trustloop.ProjectionChanges) error {
+	now := s.Now().UTC()
+	v := &view{s: s, ctx: ctx, ws: ws, owner: map[string]int64{}, blinds: map[trustloop.Identifier][]byte{},
+		prof: map[int64]*state{}, sep: map[[2]int64]bool{}}
+	// Prefetch every identity the group names, and the profiles they belong to.
+	var all [][]byte
+	for _, i := range idx {
+		for _, id := range items[i].IDs {
+			all = append(all, v.blind(id))
+		}
+	}
+	if v.err != nil {
+		return v.err
+	}
+	found, err := s.store.FindIdentities(ctx, ws, all)
+	if err != nil {
+		return err
+	}
+	var owners []int64
+	for _, b := range all {
+		p := found[string(b)].ProfileID
+		v.owner[string(b)] = p
+		if p != 0 {
+			owners = append(owners, p)
+		}
+	}
+	if err := v.prefetch(owners); err != nil {
+		return err
+	}
+	keyOf := map[int64]keyring.Key{}
+	newIdent := map[string]*trustloop.IdentityRecord{}
+	for _, i := range idx {
+		it := &items[i]
+		keyOf[it.KeyID] = it.Key
+		d := s.rules.Resolve(v, it.IDs)
+		if v.err != nil {
+			return v.err
+		}
+		var target *state
+		switch {
+		case d.New:
+			id := newProfileID(now)
+			target = &state{rec: trustloop.ProfileRecord{ID: id, WorkspaceID: ws, KeyID: it.KeyID, CreatedAt: now},
+				types: map[string]int{}}
+			v.prof[id] = target
+		case d.Profile != 0:
+			target = v.load(d.Profile)
+			if target == nil {
+				return v.err
+			}
+		default:
+			continue // no usable identifier: the event belongs to no profile
+		}
+		for _, from := range d.Merge {
+			src := v.load(from)
+			if src == nil {
+				return v.err
+			}
+			m := trustloop.MergeRecord{ID: newProfileID(now), WorkspaceID: ws, Into: target.rec.ID, From: from,
+				MessageHash: it.MessageHash, At: now}
+			for _, id := range d.Linking {
+				m.Linking = append(m.Linking, v.blind(id))
+			}
+			moved, err := s.moveIdentities(ctx, v, src, target, newIdent)
+			if err != nil {
+				return err
+			}
+			m.Moved = moved
+			s.profile.Merge(&target.st, &src.st)
+			src.rec.MergedInto = target.rec.ID
+			src.st = profile.State{}
+			src.dirty = true
+			out.Merges = append(out.Merges, m)
+		}
+		for _, id := range d.Attach {
+			b := v.blind(id)
+			if v.owner[string(b)] != 0 {
+				continue
+			}
+			v.owner[string(b)] = target.rec.ID
+			target.ids = append(target.ids, trustloop.Identifier{Type: id.Type, Value: hex.EncodeToString(b)})
+			target.types[id.Type]++
+			newIdent[string(b)] = &trustloop.IdentityRecord{WorkspaceID: ws, Blind: b, Type: id.Type,
+				ProfileID: target.rec.ID, KeyID: target.rec.KeyID, FirstSeen: it.Message.ReceivedAt,
+				Sealed: s.sealIdentity(ws, b, id.Value, target, keyOf)}
+		}
+		s.profile.Apply(&target.st, profile.InputFrom(it.Message, it.SourceID))
+		target.dirty = true
+	}
+	if v.err != nil {
+		return v.err
+	}
+	set, err := s.audienceSet(ctx, ws)
+	if err != nil {
+		return err
+	}
+	// The profiles' keys: from this group's events, else from the store.
+	var keyIDs []int64
+	for _, st := range v.prof {
+		if _, ok := keyOf[st.rec.KeyID]; !ok && st.dirty {
+			keyIDs = append(keyIDs, st.rec.KeyID)
+		}
+	}
+	stored, err := s.keysFor(ctx, ws, keyIDs)
+	if err != nil {
+		return err
+	}
+	for id, k := range stored {
+		keyOf[id] = k
+	}
+	for _, st := range v.prof {
+		if !st.dirty {
+			continue
+		}
+		plain, err := st.st.MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("projection: profile %d: %w", st.rec.ID, err)
+		}
+		key, ok := keyOf[st.rec.KeyID]
+		if !ok {
+			return fmt.Errorf("projection: profile %d: no key %d", st.rec.ID, st.rec.KeyID)
+		}
+		st.rec.State = keyring.Seal(nil, key.DEK, plain, profileAAD(ws, st.rec.ID))
+		st.rec.UpdatedAt = now
+		out.Profiles = append(out.Profiles, st.rec)
+		if set.Len() > 0 {
+			if out.Members == nil {
+				out.Members = map[int64][]int64{}
+			}
+			if st.rec.MergedInto != 0 {
+				out.Members[st.rec.ID] = nil
+				continue
+			}
+			m := s.profile.Map(&st.st)
+			traits, _ := m["traits"].(map[string]any)
+			computed, _ := m["computed"].(map[string]any)
+			out.Members[st.rec.ID] = set.Evaluate(traits, computed, now)
+		}
+	}
+	for _, ir := range newIdent {
+		out.Identities = append(out.Identities, *ir)
+	}
+	return nil
+}
+
+// sealIdentity seals an identifier value under the profile's key.
+func (s *Service) sealIdentity(ws int64, blind []byte, value string, p *state, keyOf map[int64]keyring.Key) []byte {
+	key, ok := keyOf[p.rec.KeyID]
+	if !ok {
+		ks, err := s.keysFor(context.Background(), ws, []int64{p.rec.KeyID})
+		if err != nil {
+			return nil
+		}
+		key = ks[p.rec.KeyID]
+		keyOf[p.rec.KeyID] = key
+	}
+	return keyring.Seal(nil, key.DEK, []byte(value), identityAAD(ws, blind))
+}
+
+// moveIdentities moves every identity of src to dst (a merge) and returns their
+// blind indexes. Identities stay sealed under the key they were sealed with (the
+// key id travels with the row), so nothing is re-encrypted.
+func (s *Service) moveIdentities(ctx context.Context, v *view, src, dst *state, newIdent map[string]*trustloop.IdentityRecord) ([][]byte, error) {
+	recs, err := s.store.IdentitiesOfProfiles(ctx, v.ws, []int64{src.rec.ID})
+	if err != nil {
+		return nil, err
+	}
+	var moved [][]byte
+	for _, r := range recs {
+		if v.owner[string(r.Blind)] != 0 && v.owner[string(r.Blind)] != src.rec.ID {
+			continue // moved already in this group
+		}
+		r.ProfileID = dst.rec.ID
+		newIdent[string(r.Blind)] = &r
+		v.owner[string(r.Blind)] = dst.rec.ID
+		moved = append(moved, r.Blind)
+	}
+	// Identities src gained earlier in this same group are not stored yet.
+	for b, r := range newIdent {
+		if r.ProfileID == src.rec.ID {
+			r.ProfileID = dst.rec.ID
+			v.owner[b] = dst.rec.ID
+			moved = append(moved, r.Blind)
+		}
+	}
+	dst.ids = append(dst.ids, src.ids...)
+	for t, n := range src.types {
+		dst.types[t] += n
+	}
+	src.ids, src.types = nil, map[string]int{}
+	return moved, nil
+}

@@ -1,0 +1,262 @@
+package projection
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/collect"
+	"github.com/trustloop/trustloop/keyring"
+	"github.com/trustloop/trustloop/profile"
+)
+
+// Profile is a profile as the API shows it.
+type Profile struct {
+	ProfileID  string                 `json:"profile_id"`
+	Identities []trustloop.Identifier `json:"identities"`
+	Traits     map[string]any         `json:"traits"`
+	Computed   map[string]any         `json:"computed"`
+	Audiences  []AudienceRef          `json:"audiences"`
+	CreatedAt  string                 `json:"created_at"`
+	UpdatedAt  string                 `json:"updated_at"`
+	// MergedFrom is set when the id asked for was merged into this profile.
+	MergedFrom string `json:"merged_from,omitempty"`
+
+	id    int64
+	state profile.State
+}
+
+// AudienceRef names an audience a profile belongs to.
+type AudienceRef struct {
+	ID   int64  `json:"id"`
+	Name string `json:"name"`
+}
+
+// FormatID and ParseID are the API's form of profile ids: decimal strings, since
+// the ids do not fit the 53 bits JavaScript numbers hold exactly.
+func FormatID(id int64) string { return strconv.FormatInt(id, 10) }
+
+// ParseID parses a profile id from a path; EINVALID if it is not one.
+func ParseID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, trustloop.Errorf(trustloop.EINVALID, "A profile id is a positive decimal number.").
+			WithHint("Use the profile_id the API returned, or look the profile up with /v1/profiles/lookup.")
+	}
+	return id, nil
+}
+
+func notFound() error {
+	return trustloop.Errorf(trustloop.ENOTFOUND, "Profile not found.").
+		WithHint("Check the profile id, or look the profile up by an identifier with /v1/profiles/lookup.")
+}
+
+// Profile returns a profile, opened. A merged-away id answers with the profile it
+// was merged into.
+func (s *Service) Profile(ctx context.Context, ws, id int64) (*Profile, error) {
+	var mergedFrom int64
+	for hops := 0; ; hops++ {
+		recs, err := s.store.FindProfiles(ctx, ws, []int64{id})
+		if err != nil {
+			return nil, err
+		}
+		rec, ok := recs[id]
+		if !ok {
+			return nil, notFound()
+		}
+		if rec.MergedInto != 0 && hops < 16 {
+			if mergedFrom == 0 {
+				mergedFrom = id
+			}
+			id = rec.MergedInto
+			continue
+		}
+		p, err := s.open(ctx, rec)
+		if err != nil {
+			return nil, err
+		}
+		if mergedFrom != 0 {
+			p.MergedFrom = FormatID(mergedFrom)
+		}
+		return p, nil
+	}
+}
+
+func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord) (*Profile, error) {
+	ws := rec.WorkspaceID
+	idents, err := s.store.ProfileIdentities(ctx, ws, rec.ID)
+	if err != nil {
+		return nil, err
+	}
+	keyIDs := []int64{rec.KeyID}
+	for _, ir := range idents {
+		keyIDs = append(keyIDs, ir.KeyID)
+	}
+	keys, err := s.keysFor(ctx, ws, keyIDs)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := keys[rec.KeyID]
+	if !ok {
+		return nil, notFound() // its key was destroyed: the profile was erased
+	}
+	plain, err := keyring.Open(key.DEK, rec.State, profileAAD(ws, rec.ID))
+	if err != nil {
+		return nil, fmt.Errorf("projection: open profile %d: %w", rec.ID, err)
+	}
+	p := &Profile{ProfileID: FormatID(rec.ID), id: rec.ID, Identities: []trustloop.Identifier{}, Audiences: []AudienceRef{},
+		CreatedAt: rec.CreatedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"), UpdatedAt: rec.UpdatedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00")}
+	if err := p.state.UnmarshalBinary(plain); err != nil {
+		return nil, fmt.Errorf("projection: profile %d: %w", rec.ID, err)
+	}
+	for _, ir := range idents {
+		k, ok := keys[ir.KeyID]
+		if !ok {
+			continue
+		}
+		v, err := keyring.Open(k.DEK, ir.Sealed, identityAAD(ws, ir.Blind))
+		if err != nil {
+			return nil, fmt.Errorf("projection: open identity of profile %d: %w", rec.ID, err)
+		}
+		p.Identities = append(p.Identities, trustloop.Identifier{Type: ir.Type, Value: string(v)})
+	}
+	m := s.profile.Map(&p.state)
+	p.Traits, _ = m["traits"].(map[string]any)
+	p.Computed, _ = m["computed"].(map[string]any)
+	auds, err := s.store.ProfileAudiences(ctx, ws, rec.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(auds) > 0 {
+		all, err := s.store.ListAudiences(ctx, ws)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range all {
+			for _, id := range auds {
+				if a.ID == id {
+					p.Audiences = append(p.Audiences, AudienceRef{ID: a.ID, Name: a.Name})
+				}
+			}
+		}
+	}
+	return p, nil
+}
+
+// ParseIdentifier reads "type:value" as API callers write it and normalizes the
+// value; EINVALID names what is wrong (never the value).
+func (s *Service) ParseIdentifier(q string) (trustloop.Identifier, error) {
+	typ, value, ok := strings.Cut(q, ":")
+	if !ok || typ == "" {
+		return trustloop.Identifier{}, trustloop.Errorf(trustloop.EINVALID, "identifier must be written type:value, e.g. email:jane@example.com.").
+			WithHint("Types: " + strings.Join(s.rules.Types(), ", ") + ".")
+	}
+	norm, err := s.rules.Normalize(typ, value)
+	if err != nil {
+		return trustloop.Identifier{}, err
+	}
+	return trustloop.Identifier{Type: typ, Value: norm}, nil
+}
+
+// Lookup finds the profile of an identifier.
+func (s *Service) Lookup(ctx context.Context, ws int64, id trustloop.Identifier) (*Profile, error) {
+	b, err := s.keys.Blind(ws, id.Type, id.Value)
+	if err != nil {
+		return nil, err
+	}
+	found, err := s.store.FindIdentities(ctx, ws, [][]byte{b})
+	if err != nil {
+		return nil, err
+	}
+	ir, ok := found[string(b)]
+	if !ok {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No profile has this identifier.").
+			WithHint("Identifiers are matched after normalization (trimmed; emails lower-cased; phones in E.164).")
+	}
+	return s.Profile(ctx, ws, ir.ProfileID)
+}
+
+// Cursor is an opaque paging position.
+func encodeCursor(seq int64) string {
+	return base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint64([]byte{'e'}, uint64(seq)))
+}
+
+func decodeCursor(c string) (int64, error) {
+	if c == "" {
+		return 0, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) != 9 || b[0] != 'e' || int64(binary.BigEndian.Uint64(b[1:])) <= 0 {
+		return 0, trustloop.Errorf(trustloop.EINVALID, "The cursor is malformed.").
+			WithHint("Pass the next_cursor of the previous page unchanged, or none for the first page.")
+	}
+	return int64(binary.BigEndian.Uint64(b[1:])), nil
+}
+
+// Events returns a page of a profile's timeline, newest first, decrypted, and the
+// cursor of the next page ("" at the end).
+func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit int) ([]trustloop.TimelineEvent, string, error) {
+	before, err := decodeCursor(cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := s.Profile(ctx, ws, id)
+	if err != nil {
+		return nil, "", err
+	}
+	// A profile's events are its subjects': those sealed under the keys of its
+	// user and anonymous ids.
+	idents, err := s.store.ProfileIdentities(ctx, ws, p.id)
+	if err != nil {
+		return nil, "", err
+	}
+	var blinds [][]byte
+	for _, ir := range idents {
+		if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
+			blinds = append(blinds, ir.Blind)
+		}
+	}
+	sks, err := s.store.FindSubjectKeys(ctx, ws, blinds)
+	if err != nil {
+		return nil, "", err
+	}
+	var keyIDs []int64
+	for _, sk := range sks {
+		keyIDs = append(keyIDs, sk.ID)
+	}
+	evs, err := s.store.ProfileEvents(ctx, ws, keyIDs, before, limit+1)
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(evs) > limit {
+		evs = evs[:limit]
+		next = encodeCursor(evs[len(evs)-1].Seq)
+	}
+	keys, err := s.keysFor(ctx, ws, keyIDs)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]trustloop.TimelineEvent, 0, len(evs))
+	for _, e := range evs {
+		k, ok := keys[e.KeyID]
+		if !ok {
+			continue
+		}
+		plain, err := keyring.Open(k.DEK, e.Payload, keyring.EventAAD(nil, ws, e.SourceID, e.MessageHash))
+		if err != nil {
+			return nil, "", fmt.Errorf("projection: open event %d: %w", e.Seq, err)
+		}
+		env, err := collect.OpenEnvelope(plain)
+		if err != nil {
+			return nil, "", fmt.Errorf("projection: event %d: %w", e.Seq, err)
+		}
+		out = append(out, trustloop.TimelineEvent{Seq: e.Seq, Type: e.Type.String(), ReceivedAt: e.ReceivedAt,
+			Timestamp: e.Timestamp, Source: e.SourceID, Message: env.Message})
+	}
+	return out, next, nil
+}

@@ -1,0 +1,67 @@
+-- Unified profiles (issue 3): the identity graph, profile state, merges (kept so a
+-- merge can be undone), separations made by splits, audiences and memberships.
+-- Values are sealed or blind-indexed; types, ids and times are not personal data.
+CREATE TABLE profiles (
+	id           INTEGER PRIMARY KEY,
+	workspace_id INTEGER NOT NULL,
+	key_id       INTEGER NOT NULL,
+	state        BLOB NOT NULL,
+	merged_into  INTEGER NOT NULL DEFAULT 0,
+	created_at   INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL
+);
+CREATE INDEX profiles_workspace ON profiles (workspace_id, id);
+
+CREATE TABLE identities (
+	workspace_id INTEGER NOT NULL,
+	blind        BLOB NOT NULL,
+	type         TEXT NOT NULL,
+	profile_id   INTEGER NOT NULL,
+	key_id       INTEGER NOT NULL,
+	sealed       BLOB NOT NULL,
+	first_seen   INTEGER NOT NULL,
+	PRIMARY KEY (workspace_id, blind)
+) WITHOUT ROWID;
+CREATE INDEX identities_profile ON identities (profile_id);
+
+CREATE TABLE merges (
+	id           INTEGER PRIMARY KEY,
+	workspace_id INTEGER NOT NULL,
+	into_profile INTEGER NOT NULL,
+	from_profile INTEGER NOT NULL,
+	moved        BLOB NOT NULL,
+	linking      BLOB NOT NULL,
+	message_hash BLOB NOT NULL,
+	at           INTEGER NOT NULL,
+	split_at     INTEGER
+);
+CREATE INDEX merges_into ON merges (into_profile);
+CREATE INDEX merges_from ON merges (from_profile);
+
+CREATE TABLE separations (
+	workspace_id INTEGER NOT NULL,
+	a            INTEGER NOT NULL,
+	b            INTEGER NOT NULL,
+	PRIMARY KEY (workspace_id, a, b)
+) WITHOUT ROWID;
+
+CREATE TABLE audiences (
+	id           INTEGER PRIMARY KEY,
+	workspace_id INTEGER NOT NULL,
+	name         TEXT NOT NULL,
+	rule         TEXT NOT NULL,
+	description  TEXT NOT NULL DEFAULT '',
+	created_at   INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL,
+	UNIQUE (workspace_id, name)
+);
+
+CREATE TABLE audience_members (
+	audience_id INTEGER NOT NULL,
+	profile_id  INTEGER NOT NULL,
+	PRIMARY KEY (audience_id, profile_id)
+) WITHOUT ROWID;
+CREATE INDEX audience_members_profile ON audience_members (profile_id);
+
+-- A profile's timeline: its subjects' events, newest first.
+CREATE INDEX events_key ON events (key_id, seq);

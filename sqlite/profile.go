@@ -1,0 +1,525 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/trustloop/trustloop"
+)
+
+// writeProjection writes a group's profile-side changes in the commit's
+// transaction.
+func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionChanges) error {
+	for _, p := range c.Profiles {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, merged_into, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state,
+			merged_into = excluded.merged_into, updated_at = excluded.updated_at`,
+			p.ID, p.WorkspaceID, p.KeyID, p.State, p.MergedInto, ms(p.CreatedAt), ms(p.UpdatedAt)); err != nil {
+			return fmt.Errorf("sqlite: write profile: %w", err)
+		}
+	}
+	for _, id := range c.Identities {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO identities (workspace_id, blind, type, profile_id, key_id, sealed, first_seen)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, blind) DO UPDATE SET profile_id = excluded.profile_id`,
+			id.WorkspaceID, id.Blind, id.Type, id.ProfileID, id.KeyID, id.Sealed, ms(id.FirstSeen)); err != nil {
+			return fmt.Errorf("sqlite: write identity: %w", err)
+		}
+	}
+	for _, m := range c.Merges {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO merges (id, workspace_id, into_profile, from_profile, moved, linking, message_hash, at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, m.ID, m.WorkspaceID, m.Into, m.From, packBlinds(m.Moved), packBlinds(m.Linking),
+			m.MessageHash, ms(m.At)); err != nil {
+			return fmt.Errorf("sqlite: write merge: %w", err)
+		}
+	}
+	return setMembers(ctx, tx, c.Members)
+}
+
+func setMembers(ctx context.Context, tx *sql.Tx, members map[int64][]int64) error {
+	for profile, auds := range members {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM audience_members WHERE profile_id = ?`, profile); err != nil {
+			return fmt.Errorf("sqlite: members: %w", err)
+		}
+		for _, a := range auds {
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO audience_members (audience_id, profile_id) VALUES (?, ?)`, a, profile); err != nil {
+				return fmt.Errorf("sqlite: members: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// packBlinds joins blind indexes, each prefixed by its length (one byte).
+func packBlinds(bs [][]byte) []byte {
+	var out []byte
+	for _, b := range bs {
+		out = append(out, byte(len(b)))
+		out = append(out, b...)
+	}
+	return out
+}
+
+func unpackBlinds(b []byte) ([][]byte, error) {
+	var out [][]byte
+	for len(b) > 0 {
+		n := int(b[0])
+		if len(b) < 1+n {
+			return nil, errors.New("sqlite: malformed blind list")
+		}
+		out = append(out, b[1:1+n])
+		b = b[1+n:]
+	}
+	return out, nil
+}
+
+const identityCols = `workspace_id, blind, type, profile_id, key_id, sealed, first_seen`
+
+func scanIdentity(sc interface{ Scan(...any) error }) (trustloop.IdentityRecord, error) {
+	var r trustloop.IdentityRecord
+	var first int64
+	err := sc.Scan(&r.WorkspaceID, &r.Blind, &r.Type, &r.ProfileID, &r.KeyID, &r.Sealed, &first)
+	r.FirstSeen = fromMS(first)
+	return r, err
+}
+
+// FindIdentities looks identities up by blind index.
+func (db *DB) FindIdentities(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.IdentityRecord, error) {
+	out := make(map[string]trustloop.IdentityRecord, len(blinds))
+	for start := 0; start < len(blinds); start += findChunk {
+		part := blinds[start:min(start+findChunk, len(blinds))]
+		args := make([]any, 0, len(part)+1)
+		args = append(args, workspaceID)
+		for _, b := range part {
+			args = append(args, b)
+		}
+		rows, err := db.read.QueryContext(ctx, `SELECT `+identityCols+` FROM identities WHERE workspace_id = ? AND blind IN (`+marks(len(part))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: find identities: %w", err)
+		}
+		for rows.Next() {
+			r, err := scanIdentity(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: find identities: %w", err)
+			}
+			out[string(r.Blind)] = r
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: find identities: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// ProfileIdentities returns a profile's identities by first_seen.
+func (db *DB) ProfileIdentities(ctx context.Context, workspaceID, profileID int64) ([]trustloop.IdentityRecord, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT `+identityCols+` FROM identities WHERE profile_id = ? AND workspace_id = ?
+		ORDER BY first_seen, blind`, profileID, workspaceID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: profile identities: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.IdentityRecord
+	for rows.Next() {
+		r, err := scanIdentity(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: profile identities: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+const profileCols = `id, workspace_id, key_id, state, merged_into, created_at, updated_at`
+
+func scanProfile(sc interface{ Scan(...any) error }) (trustloop.ProfileRecord, error) {
+	var p trustloop.ProfileRecord
+	var created, updated int64
+	err := sc.Scan(&p.ID, &p.WorkspaceID, &p.KeyID, &p.State, &p.MergedInto, &created, &updated)
+	p.CreatedAt, p.UpdatedAt = fromMS(created), fromMS(updated)
+	return p, err
+}
+
+// FindProfiles returns profiles by id.
+func (db *DB) FindProfiles(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.ProfileRecord, error) {
+	out := make(map[int64]trustloop.ProfileRecord, len(ids))
+	for start := 0; start < len(ids); start += findChunk {
+		part := ids[start:min(start+findChunk, len(ids))]
+		args := make([]any, 0, len(part)+1)
+		args = append(args, workspaceID)
+		for _, id := range part {
+			args = append(args, id)
+		}
+		rows, err := db.read.QueryContext(ctx, `SELECT `+profileCols+` FROM profiles WHERE workspace_id = ? AND id IN (`+marks(len(part))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: find profiles: %w", err)
+		}
+		for rows.Next() {
+			p, err := scanProfile(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: find profiles: %w", err)
+			}
+			out[p.ID] = p
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: find profiles: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// ListProfiles pages through live profiles, optionally one audience's.
+func (db *DB) ListProfiles(ctx context.Context, workspaceID, audienceID, after int64, limit int) ([]trustloop.ProfileRecord, error) {
+	q := `SELECT ` + profileCols + ` FROM profiles WHERE workspace_id = ? AND merged_into = 0 AND id > ? ORDER BY id LIMIT ?`
+	args := []any{workspaceID, after, limit}
+	if audienceID != 0 {
+		q = `SELECT p.id, p.workspace_id, p.key_id, p.state, p.merged_into, p.created_at, p.updated_at
+			FROM audience_members m JOIN profiles p ON p.id = m.profile_id
+			WHERE m.audience_id = ? AND p.workspace_id = ? AND p.merged_into = 0 AND m.profile_id > ? ORDER BY m.profile_id LIMIT ?`
+		args = []any{audienceID, workspaceID, after, limit}
+	}
+	rows, err := db.read.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list profiles: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.ProfileRecord
+	for rows.Next() {
+		p, err := scanProfile(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list profiles: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// ProfileEvents returns the events sealed with the keys, newest first.
+func (db *DB) ProfileEvents(ctx context.Context, workspaceID int64, keyIDs []int64, before int64, limit int) ([]trustloop.StoredEvent, error) {
+	if len(keyIDs) == 0 {
+		return nil, nil
+	}
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	args := []any{workspaceID, before}
+	for _, k := range keyIDs {
+		args = append(args, k)
+	}
+	args = append(args, limit)
+	return db.queryEvents(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload, seg, off, len
+		FROM events WHERE workspace_id = ? AND seq < ? AND key_id IN (`+marks(len(keyIDs))+`) ORDER BY seq DESC LIMIT ?`, args...)
+}
+
+const mergeCols = `id, workspace_id, into_profile, from_profile, moved, linking, message_hash, at, split_at`
+
+func scanMerge(sc interface{ Scan(...any) error }) (*trustloop.MergeRecord, error) {
+	m := &trustloop.MergeRecord{}
+	var moved, linking []byte
+	var at int64
+	var split sql.NullInt64
+	if err := sc.Scan(&m.ID, &m.WorkspaceID, &m.Into, &m.From, &moved, &linking, &m.MessageHash, &at, &split); err != nil {
+		return nil, err
+	}
+	m.At = fromMS(at)
+	if split.Valid {
+		t := fromMS(split.Int64)
+		m.SplitAt = &t
+	}
+	var err error
+	if m.Moved, err = unpackBlinds(moved); err != nil {
+		return nil, err
+	}
+	m.Linking, err = unpackBlinds(linking)
+	return m, err
+}
+
+// FindMerge returns one merge record.
+func (db *DB) FindMerge(ctx context.Context, workspaceID, id int64) (*trustloop.MergeRecord, error) {
+	m, err := scanMerge(db.read.QueryRowContext(ctx, `SELECT `+mergeCols+` FROM merges WHERE id = ? AND workspace_id = ?`, id, workspaceID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Merge not found.").WithHint("List a profile's merges with GET /v1/profiles/{id}/merges.")
+	} else if err != nil {
+		return nil, fmt.Errorf("sqlite: find merge: %w", err)
+	}
+	return m, nil
+}
+
+// ProfileMerges returns the merges touching a profile, newest first.
+func (db *DB) ProfileMerges(ctx context.Context, workspaceID, profileID int64) ([]trustloop.MergeRecord, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT `+mergeCols+` FROM merges WHERE workspace_id = ? AND (into_profile = ? OR from_profile = ?) ORDER BY id DESC`,
+		workspaceID, profileID, profileID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: profile merges: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.MergeRecord
+	for rows.Next() {
+		m, err := scanMerge(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: profile merges: %w", err)
+		}
+		out = append(out, *m)
+	}
+	return out, rows.Err()
+}
+
+func pair(a, b int64) (int64, int64) {
+	if a > b {
+		return b, a
+	}
+	return a, b
+}
+
+// Separated reports whether a split keeps the two profiles apart.
+func (db *DB) Separated(ctx context.Context, workspaceID, a, b int64) (bool, error) {
+	a, b = pair(a, b)
+	var n int
+	if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM separations WHERE workspace_id = ? AND a = ? AND b = ?`, workspaceID, a, b).Scan(&n); err != nil {
+		return false, fmt.Errorf("sqlite: separated: %w", err)
+	}
+	return n > 0, nil
+}
+
+// Split undoes a merge. It runs on the writer connection, so it is ordered with
+// group commits (the ingest writer and a split never interleave).
+func (db *DB) Split(ctx context.Context, m *trustloop.MergeRecord, into, from trustloop.ProfileRecord) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: split: %w", err)
+	}
+	defer tx.Rollback()
+	now := ms(db.Now())
+	res, err := tx.ExecContext(ctx, `UPDATE merges SET split_at = ? WHERE id = ? AND workspace_id = ? AND split_at IS NULL`, now, m.ID, m.WorkspaceID)
+	if err != nil {
+		return fmt.Errorf("sqlite: split: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return trustloop.Errorf(trustloop.ECONFLICT, "This merge was undone already.")
+	}
+	for _, b := range m.Moved {
+		if _, err := tx.ExecContext(ctx, `UPDATE identities SET profile_id = ? WHERE workspace_id = ? AND blind = ?`, m.From, m.WorkspaceID, b); err != nil {
+			return fmt.Errorf("sqlite: split: %w", err)
+		}
+	}
+	a, b := pair(m.Into, m.From)
+	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO separations (workspace_id, a, b) VALUES (?, ?, ?)`, m.WorkspaceID, a, b); err != nil {
+		return fmt.Errorf("sqlite: split: %w", err)
+	}
+	if err := writeProjection(ctx, tx, &trustloop.ProjectionChanges{Profiles: []trustloop.ProfileRecord{into, from}}); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+const audienceCols = `id, workspace_id, name, rule, description, created_at, updated_at`
+
+func scanAudience(sc interface{ Scan(...any) error }) (*trustloop.Audience, error) {
+	a := &trustloop.Audience{}
+	var created, updated int64
+	err := sc.Scan(&a.ID, &a.WorkspaceID, &a.Name, &a.Rule, &a.Description, &created, &updated)
+	a.CreatedAt, a.UpdatedAt = fromMS(created), fromMS(updated)
+	return a, err
+}
+
+func audienceErr(err error, op string) error {
+	if err != nil && strings.Contains(err.Error(), "UNIQUE") {
+		return trustloop.Errorf(trustloop.ECONFLICT, "An audience with this name exists already.").WithHint("Choose another name or update that audience.")
+	}
+	return fmt.Errorf("sqlite: %s audience: %w", op, err)
+}
+
+// CreateAudience stores a new audience.
+func (db *DB) CreateAudience(ctx context.Context, a *trustloop.Audience) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	now := db.Now().UTC()
+	res, err := db.write.ExecContext(ctx, `INSERT INTO audiences (workspace_id, name, rule, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		a.WorkspaceID, a.Name, a.Rule, a.Description, ms(now), ms(now))
+	if err != nil {
+		return audienceErr(err, "create")
+	}
+	a.ID, _ = res.LastInsertId()
+	a.CreatedAt, a.UpdatedAt = fromMS(ms(now)), fromMS(ms(now))
+	return nil
+}
+
+// UpdateAudience replaces an audience's name, rule and description.
+func (db *DB) UpdateAudience(ctx context.Context, a *trustloop.Audience) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	now := db.Now().UTC()
+	res, err := db.write.ExecContext(ctx, `UPDATE audiences SET name = ?, rule = ?, description = ?, updated_at = ? WHERE id = ? AND workspace_id = ?`,
+		a.Name, a.Rule, a.Description, ms(now), a.ID, a.WorkspaceID)
+	if err != nil {
+		return audienceErr(err, "update")
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.")
+	}
+	a.UpdatedAt = fromMS(ms(now))
+	return nil
+}
+
+// DeleteAudience removes an audience and its memberships.
+func (db *DB) DeleteAudience(ctx context.Context, workspaceID, id int64) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: delete audience: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM audiences WHERE id = ? AND workspace_id = ?`, id, workspaceID)
+	if err != nil {
+		return fmt.Errorf("sqlite: delete audience: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.")
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM audience_members WHERE audience_id = ?`, id); err != nil {
+		return fmt.Errorf("sqlite: delete audience: %w", err)
+	}
+	return tx.Commit()
+}
+
+// ListAudiences returns a workspace's audiences.
+func (db *DB) ListAudiences(ctx context.Context, workspaceID int64) ([]*trustloop.Audience, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT `+audienceCols+` FROM audiences WHERE workspace_id = ? ORDER BY id`, workspaceID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list audiences: %w", err)
+	}
+	defer rows.Close()
+	var out []*trustloop.Audience
+	for rows.Next() {
+		a, err := scanAudience(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: list audiences: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// FindAudience returns one audience.
+func (db *DB) FindAudience(ctx context.Context, workspaceID, id int64) (*trustloop.Audience, error) {
+	a, err := scanAudience(db.read.QueryRowContext(ctx, `SELECT `+audienceCols+` FROM audiences WHERE id = ? AND workspace_id = ?`, id, workspaceID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.").WithHint("List audiences with GET /v1/audiences.")
+	} else if err != nil {
+		return nil, fmt.Errorf("sqlite: find audience: %w", err)
+	}
+	return a, nil
+}
+
+// ProfileAudiences returns a profile's audience ids, ascending.
+func (db *DB) ProfileAudiences(ctx context.Context, workspaceID, profileID int64) ([]int64, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT m.audience_id FROM audience_members m JOIN audiences a ON a.id = m.audience_id
+		WHERE m.profile_id = ? AND a.workspace_id = ?`, profileID, workspaceID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: profile audiences: %w", err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("sqlite: profile audiences: %w", err)
+		}
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, rows.Err()
+}
+
+// SetMembers replaces the memberships of the given profiles.
+func (db *DB) SetMembers(ctx context.Context, workspaceID int64, members map[int64][]int64) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: members: %w", err)
+	}
+	defer tx.Rollback()
+	if err := setMembers(ctx, tx, members); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// IdentitiesOfProfiles returns the identities of several profiles.
+func (db *DB) IdentitiesOfProfiles(ctx context.Context, workspaceID int64, profileIDs []int64) ([]trustloop.IdentityRecord, error) {
+	var out []trustloop.IdentityRecord
+	for start := 0; start < len(profileIDs); start += findChunk {
+		part := profileIDs[start:min(start+findChunk, len(profileIDs))]
+		args := make([]any, 0, len(part)+1)
+		args = append(args, workspaceID)
+		for _, id := range part {
+			args = append(args, id)
+		}
+		rows, err := db.read.QueryContext(ctx, `SELECT `+identityCols+` FROM identities WHERE workspace_id = ? AND profile_id IN (`+marks(len(part))+`)
+			ORDER BY first_seen, blind`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: identities of profiles: %w", err)
+		}
+		for rows.Next() {
+			r, err := scanIdentity(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: identities of profiles: %w", err)
+			}
+			out = append(out, r)
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: identities of profiles: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// FindSubjectKeysByID looks subject keys up by id.
+func (db *DB) FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.SubjectKey, error) {
+	out := make(map[int64]trustloop.SubjectKey, len(ids))
+	for start := 0; start < len(ids); start += findChunk {
+		part := ids[start:min(start+findChunk, len(ids))]
+		args := make([]any, 0, len(part)+1)
+		args = append(args, workspaceID)
+		for _, id := range part {
+			args = append(args, id)
+		}
+		rows, err := db.read.QueryContext(ctx, `SELECT id, blind, wrapped, created_at FROM subject_keys
+			WHERE workspace_id = ? AND id IN (`+marks(len(part))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
+		}
+		for rows.Next() {
+			k := trustloop.SubjectKey{WorkspaceID: workspaceID}
+			var created int64
+			if err := rows.Scan(&k.ID, &k.Blind, &k.Wrapped, &created); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
+			}
+			k.CreatedAt = fromMS(created)
+			out[k.ID] = k
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
+		}
+	}
+	return out, nil
+}
