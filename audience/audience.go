@@ -29,9 +29,10 @@ const (
 )
 
 // Validate checks what the API's create and update accept: a name of 1 to
-// MaxNameChars characters, not blank, without control characters; a description of at
-// most MaxDescriptionChars; a rule that compiles. It returns one EINVALID listing every
-// problem found. It does not check uniqueness, which only the store can.
+// MaxNameChars characters, not blank, without control characters or spaces at either
+// end; a description of at most MaxDescriptionChars; a rule that compiles. It returns
+// one EINVALID listing every problem found. It does not check uniqueness, which only
+// the store can.
 func Validate(a *Audience) error {
 	if a == nil {
 		return trustloop.Errorf(trustloop.EINVALID, "the audience is missing")
@@ -45,6 +46,9 @@ func Validate(a *Audience) error {
 		problems = append(problems, "the name is empty")
 	case n > MaxNameChars:
 		problems = append(problems, fmt.Sprintf("the name is longer than %d characters", MaxNameChars))
+	case strings.TrimSpace(a.Name) != a.Name:
+		// "Pro" and "Pro " would be two audiences to the store and one to a reader.
+		problems = append(problems, "the name starts or ends with spaces")
 	case strings.IndexFunc(a.Name, unicode.IsControl) >= 0:
 		// A tab or newline in a name breaks every list and log that shows it.
 		problems = append(problems, "the name contains control characters")

@@ -22,6 +22,7 @@ func TestValidate(t *testing.T) {
 		{"empty name", &Audience{Rule: rule}, "invalid audience: the name is empty", "a name of 1 to 100 characters"},
 		{"blank name", &Audience{Name: " \t ", Rule: rule}, "invalid audience: the name is empty", "a name of 1 to 100 characters"},
 		{"long name", &Audience{Name: strings.Repeat("a", 101), Rule: rule}, "invalid audience: the name is longer than 100 characters", "a name of 1 to 100"},
+		{"spaces around the name", &Audience{Name: "Pro ", Rule: rule}, "invalid audience: the name starts or ends with spaces", "a name of 1 to 100"},
 		{"control character", &Audience{Name: "Pro\ncustomers", Rule: rule}, "invalid audience: the name contains control characters", "a name of 1 to 100"},
 		{"name not UTF-8", &Audience{Name: "Pro\xff", Rule: rule}, "invalid audience: the name is not valid UTF-8", "a name of 1 to 100"},
 		{"long description", &Audience{Name: "Pro", Rule: rule, Description: strings.Repeat("d", 1001)}, "invalid audience: the description is longer than 1000 characters", "a description of at most 1000"},

@@ -127,8 +127,11 @@ func Pick(raw []byte, names []string, values [][]byte) (ok bool) {
 		if err := s.skip(); err != nil {
 			return err
 		}
+		if esc {
+			key = []byte(unquote(key, true)) // rare: decode once, not once per name
+		}
 		for i, name := range names {
-			if keyIs(key, esc, name) {
+			if string(key) == name {
 				values[i] = raw[vs:s.pos]
 			}
 		}
@@ -172,29 +175,12 @@ func (s *scanner) skip() error {
 	for i < len(d) {
 		switch d[i] {
 		case '"':
-			// skipString, inlined: strings are most of what is skipped.
-			i++
-			for {
-				for i+8 <= len(d) {
-					w := binary.LittleEndian.Uint64(d[i:])
-					if m := hasByte(w, '"') | hasByte(w, '\\'); m != 0 {
-						i += bits.TrailingZeros64(m) / 8
-						break
-					}
-					i += 8
-				}
-				for i < len(d) && d[i] != '"' && d[i] != '\\' {
-					i++
-				}
-				if i >= len(d) {
-					s.pos = len(d)
-					return errEOF
-				}
-				if d[i] == '"' {
-					break
-				}
-				i += 2
+			var err error
+			if i, err = skipString(d, i+1); err != nil {
+				s.pos = i
+				return err
 			}
+			continue
 		case '{', '[':
 			depth++
 		case '}', ']':

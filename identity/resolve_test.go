@@ -78,7 +78,9 @@ func describeDecision(d Decision) string {
 }
 
 func TestResolve(t *testing.T) {
-	r := mustCompile(t, DefaultConfig())
+	c := DefaultConfig()
+	c.Limits["phone"] = 1
+	r := mustCompile(t, c)
 	tests := []struct {
 		name      string
 		view      string
@@ -114,6 +116,11 @@ func TestResolve(t *testing.T) {
 			"anonymous_id:a1 user_id:u3", "new; attach user_id:u3; skip anonymous_id:limit"},
 		{"over a lowered limit: no merge adding to it", "1: user_id:u1 user_id:u2; 2: user_id:u3 anonymous_id:a3", nil,
 			"user_id:u1 anonymous_id:a3", "profile 1; skip anonymous_id:limit"},
+		// d9 cannot join (two user ids) and is skipped; a7 conflicted only with
+		// d9 (two phones), so it stays: dropping "the lowest contributor" first
+		// would have dropped a7 too, for a conflict that no longer exists.
+		{"only conflicts with kept identifiers count", "1: user_id:u1; 9: device_id:d9 user_id:u9 phone:+33612345679; 7: anonymous_id:a7 phone:+33612345677", nil,
+			"user_id:u1 device_id:d9 anonymous_id:a7", "profile 1; merge [7] linking user_id:u1 anonymous_id:a7; skip device_id:limit"},
 		{"previous id known as a user id", "1: user_id:p", nil, "user_id:u9 previous_id:p",
 			"new; attach user_id:u9; skip user_id:limit"},
 		{"previous id known as an anonymous id", "1: anonymous_id:p", nil, "user_id:u9 previous_id:p",

@@ -181,7 +181,7 @@ func (a *Trait) after(b *Trait) bool {
 // only if spaced) to key.
 func setTrait(s *State, key, val []byte, spaced bool, w Trait, r *Result, keys *keySet) {
 	if !utf8.Valid(key) {
-		// Encoding/json would turn the invalid bytes into U+FFFD when the state is
+		// encoding/json would turn the invalid bytes into U+FFFD when the state is
 		// sealed; doing it now keeps the key the same before and after.
 		key = []byte(strings.ToValidUTF8(string(key), "\uFFFD"))
 	}
@@ -190,6 +190,7 @@ func setTrait(s *State, key, val []byte, spaced bool, w Trait, r *Result, keys *
 		return
 	}
 	null := isNull(val)
+	copied := true
 	if !null {
 		n := len(val)
 		if spaced {
@@ -201,6 +202,9 @@ func setTrait(s *State, key, val []byte, spaced bool, w Trait, r *Result, keys *
 		}
 		if n != len(val) {
 			val = appendCompact(make([]byte, 0, n), val)
+		} else {
+			// Copied only once it wins: never keep a slice of the message.
+			copied = false
 		}
 		w.Value = val
 	}
@@ -209,17 +213,12 @@ func setTrait(s *State, key, val []byte, spaced bool, w Trait, r *Result, keys *
 	if !live {
 		cur, dead = s.Deleted[string(key)]
 	}
-	k := ""
-	if live || dead {
-		if !w.after(&cur) {
-			return
-		}
-		k = string(key)
-	} else {
-		k = string(key)
-		if !admitKey(s, k, r, keys) {
-			return
-		}
+	if (live || dead) && !w.after(&cur) {
+		return
+	}
+	k := string(key)
+	if !live && !dead && !admitKey(s, k, r, keys) {
+		return
 	}
 	r.Changed = true
 	if null {
@@ -238,7 +237,9 @@ func setTrait(s *State, key, val []byte, spaced bool, w Trait, r *Result, keys *
 	if s.Traits == nil {
 		s.Traits = make(map[string]Trait)
 	}
-	w.Value = bytes.Clone(w.Value) // never keep a slice of the message
+	if !copied {
+		w.Value = bytes.Clone(w.Value)
+	}
 	s.Traits[k] = w
 }
 
@@ -247,53 +248,78 @@ func setTrait(s *State, key, val []byte, spaced bool, w Trait, r *Result, keys *
 // first come, first served, that set does not depend on the order of events, and a
 // key once refused is never admitted later, so every kept key's value is exact.
 func admitKey(s *State, k string, r *Result, keys *keySet) bool {
-	if len(s.Traits)+len(s.Deleted) < traitKeyCap {
-		keys.add(k)
-		return true
-	}
-	keys.build(s)
-	if k > keys.sorted[len(keys.sorted)-1] {
-		r.skip(ReasonTraitKeysOverLimit)
-		return false
-	}
-	keys.add(k)
-	for len(keys.sorted) > traitKeyCap {
-		// Also trims a state from before a lower cap.
-		evict := keys.sorted[len(keys.sorted)-1]
-		keys.sorted = keys.sorted[:len(keys.sorted)-1]
-		delete(s.Traits, evict)
-		delete(s.Deleted, evict)
+	for len(s.Traits)+len(s.Deleted) >= traitKeyCap {
+		largest := keys.largest(s)
+		if k > largest {
+			r.skip(ReasonTraitKeysOverLimit)
+			return false
+		}
+		delete(s.Traits, largest)
+		delete(s.Deleted, largest)
+		keys.removeLargest()
 		r.skip(ReasonTraitEvicted)
 	}
+	keys.add(k)
 	return true
 }
 
-// keySet is the state's keys in order, built only once a profile is at the key cap
-// (which a sane profile never reaches) and kept for the rest of one Apply.
+// keySet finds a profile's largest keys once it is at the key cap (which a sane
+// profile never reaches), for the rest of one Apply. One new key costs a scan;
+// only a second eviction in the same event pays for sorting every key.
 type keySet struct {
-	sorted []string
-	built  bool
+	max     string // the largest key, when hasMax
+	hasMax  bool
+	evicted bool     // a key was evicted before the set was sorted
+	sorted  []string // every key in order, when built
+	built   bool
 }
 
-func (ks *keySet) build(s *State) {
+func (ks *keySet) largest(s *State) string {
+	if !ks.built && ks.evicted {
+		ks.built = true
+		ks.sorted = make([]string, 0, len(s.Traits)+len(s.Deleted)+1)
+		for k := range s.Traits {
+			ks.sorted = append(ks.sorted, k)
+		}
+		for k := range s.Deleted {
+			ks.sorted = append(ks.sorted, k)
+		}
+		slices.Sort(ks.sorted)
+	}
 	if ks.built {
+		return ks.sorted[len(ks.sorted)-1]
+	}
+	if !ks.hasMax {
+		for k := range s.Traits {
+			if !ks.hasMax || k > ks.max {
+				ks.max, ks.hasMax = k, true
+			}
+		}
+		for k := range s.Deleted {
+			if !ks.hasMax || k > ks.max {
+				ks.max, ks.hasMax = k, true
+			}
+		}
+	}
+	return ks.max
+}
+
+func (ks *keySet) removeLargest() {
+	if ks.built {
+		ks.sorted = ks.sorted[:len(ks.sorted)-1]
 		return
 	}
-	ks.built = true
-	ks.sorted = make([]string, 0, len(s.Traits)+len(s.Deleted)+1)
-	for k := range s.Traits {
-		ks.sorted = append(ks.sorted, k)
-	}
-	for k := range s.Deleted {
-		ks.sorted = append(ks.sorted, k)
-	}
-	slices.Sort(ks.sorted)
+	ks.hasMax, ks.evicted = false, true
 }
 
+// add records a key being added to the state.
 func (ks *keySet) add(k string) {
-	if ks.built {
+	switch {
+	case ks.built:
 		i, _ := slices.BinarySearch(ks.sorted, k)
 		ks.sorted = slices.Insert(ks.sorted, i, k)
+	case ks.hasMax && k > ks.max:
+		ks.max = k
 	}
 }
 

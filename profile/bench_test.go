@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/trustloop/trustloop"
@@ -46,5 +47,21 @@ func BenchmarkIdentifyUnchanged(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c.Apply(s, InputFrom(m, 1))
+	}
+}
+
+// BenchmarkTraitKeyCap is the pathological case: a profile at the 500-key cap and
+// an identify whose context.traits bring a new key (evicting the largest) each time.
+func BenchmarkTraitKeyCap(b *testing.B) {
+	var c Config
+	s := &State{}
+	c.Apply(s, identify(0, manyTraits(MaxTraitKeys, `1`)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		in := identify(i, "")
+		in.ContextTraits = []byte(fmt.Sprintf(`{"a%09d":1}`, MaxTraitKeys*1000-i))
+		c.Apply(s, in)
 	}
 }

@@ -45,11 +45,12 @@
 //
 // Computed traits. first_seen/last_seen are the smallest and largest event
 // timestamps; events counts all events, events_by_name by track name or else by
-// call type (a track event named "page" counts with page calls: Segment's own
-// naming makes that a non-issue in practice); channels is the set of source ids. Order events (Config.OrderEvents)
-// count in order_count, and their properties.revenue, else properties.total
-// (numbers or numeric strings, rounded to millionths, summed as integers so the sum
-// is exact and order-independent; currencies are not converted) in lifetime_value.
+// call type (a track event named "page" counts with page calls); channels is the
+// set of source ids. Order events (Config.OrderEvents) count in order_count, and
+// their properties.revenue, else properties.total (numbers or numeric strings,
+// rounded to millionths and summed as integers, so that the sum is exact and
+// order-independent; currencies are not converted) in lifetime_value. A present
+// but non-numeric revenue is skipped without falling back to total.
 // View events (Config.ViewEvents) record properties.product_id, else sku, else id
 // (string or number) with the event timestamp; last_viewed_products lists the
 // products with the latest views, most recent first, ties by product id, distinct,
@@ -67,9 +68,9 @@
 // events to one (each event applied once: the ingest layer deduplicates). The caps
 // keep this exact: the lexically-smallest rule and the (latest view, product) pairs
 // kept for last_viewed_products carry all that a later event or merge can need.
-// What is not order-independent: a Config change between events (caps and switches
-// apply from then on; rebuild from the log to apply one to history), and a sum of
-// revenue beyond ±9.2e12 units (it wraps, deterministically).
+// What is not: a Config change between events (caps and switches apply from then
+// on; rebuild from the log to apply one to history). A revenue total beyond
+// ±9.2e12 units wraps around: still the same in any order, but wrong.
 //
 // # Raw JSON
 //

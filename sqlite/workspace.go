@@ -102,7 +102,7 @@ func (db *DB) FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*trust
 	return s, nil
 }
 
-// Stats counts rows. Profiles, identities, consent records and audit entries have
+// Stats counts rows (live profiles only). Consent records and audit entries have
 // no tables yet (later issues); they count zero.
 func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
 	var st trustloop.Stats
@@ -111,6 +111,7 @@ func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
 		dst   *int64
 	}{
 		{"workspaces", &st.Workspaces}, {"sources", &st.Sources}, {"events", &st.Events}, {"subject_keys", &st.SubjectKeys},
+		{"profiles WHERE merged_into = 0", &st.Profiles}, {"identities", &st.Identities},
 	} {
 		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+c.table).Scan(c.dst); err != nil {
 			return st, fmt.Errorf("sqlite: stats: %w", err)

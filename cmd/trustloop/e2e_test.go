@@ -349,7 +349,8 @@ func TestGracefulShutdownCommitsInFlight(t *testing.T) {
 // (T5). It also opens one event to prove the values did reach the store.
 func TestNoPlaintextAtRest(t *testing.T) {
 	dataDir := t.TempDir()
-	s := start(t, dataDir)
+	// With profiles on: identities, traits and computed traits are at rest too.
+	s := start(t, dataDir, "--profiles")
 	run := randomHex(6)
 	var secrets []string
 	var msgs []string
@@ -420,6 +421,10 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	evs, err := db.ListEvents(ctx, 1, 0, 1000)
 	if err != nil || len(evs) != len(msgs) {
 		t.Fatalf("stored %d events (%v), want %d", len(evs), err, len(msgs))
+	}
+	// 200 people, each with a user id, an anonymous id, an email and a phone.
+	if st, err := db.Stats(ctx); err != nil || st.Profiles != 200 || st.Identities != 800 {
+		t.Fatalf("stats %+v (%v): want 200 profiles with 800 identities at rest", st, err)
 	}
 	e := evs[0]
 	blind, _ := keys.Blind(1, "user_id", fmt.Sprintf("uid-%s-0", run))
@@ -573,4 +578,50 @@ func TestPostgres(t *testing.T) {
 	if err := json.Unmarshal(out, &st); err != nil || st["events"] != 2 || st["workspaces"] != 1 {
 		t.Fatalf("stats on PostgreSQL = %s (%v), want 2 events (one repeat skipped)", out, err)
 	}
+}
+
+// TestProfilesEndToEnd runs the real binary with --profiles: events in through the
+// collector, the unified profile out through the API with the bootstrap admin key,
+// and again after a restart.
+func TestProfilesEndToEnd(t *testing.T) {
+	dataDir := t.TempDir()
+	s := start(t, dataDir, "--profiles")
+	run := randomHex(4)
+	msgs := []string{
+		fmt.Sprintf(`{"type":"track","messageId":"p1-%s","anonymousId":"anon-%s","event":"Product Viewed","properties":{"product_id":"sku-1"}}`, run, run),
+		fmt.Sprintf(`{"type":"identify","messageId":"p2-%s","anonymousId":"anon-%s","userId":"user-%s","traits":{"email":"E2E-%s@example.com","plan":"gold"}}`, run, run, run, run),
+	}
+	if code := postBatch(s.url, msgs); code != http.StatusOK {
+		t.Fatalf("batch answered %d", code)
+	}
+	get := func(s *server, path string) (int, map[string]any) {
+		req, _ := http.NewRequest("GET", s.url+path, nil)
+		req.Header.Set("Authorization", "Bearer e2e-admin-key")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var v map[string]any
+		json.NewDecoder(res.Body).Decode(&v)
+		return res.StatusCode, v
+	}
+	check := func(s *server) {
+		code, p := get(s, "/v1/profiles/lookup?purpose=analytics&identifier=email:e2e-"+run+"@example.com")
+		if code != 200 {
+			t.Fatalf("lookup answered %d: %v\n%s", code, p, s.log())
+		}
+		if traits, _ := p["traits"].(map[string]any); traits["plan"] != "gold" {
+			t.Fatalf("profile traits = %v", p["traits"])
+		}
+		code, evs := get(s, "/v1/profiles/"+p["profile_id"].(string)+"/events?purpose=analytics")
+		if data, _ := evs["data"].([]any); code != 200 || len(data) != 2 {
+			t.Fatalf("timeline answered %d with %v", code, evs)
+		}
+	}
+	check(s)
+	s.stop()
+	s = start(t, dataDir, "--profiles")
+	defer s.stop()
+	check(s)
 }

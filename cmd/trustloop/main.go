@@ -156,6 +156,7 @@ type Main struct {
 	MasterKeyFile string
 	RateLimit     float64
 	RateBurst     int
+	Profiles      bool
 	LogLevel      string
 	ShutdownWait  time.Duration
 	DebugAddr     string
@@ -184,6 +185,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.MasterKeyFile, "master-key-file", "", "master key file (default <data-dir>/master.key; TRUSTLOOP_MASTER_KEY, base64, wins)")
 	fs.Float64Var(&m.RateLimit, "rate-limit", 0, "events per second each write key may send (0: unlimited)")
 	fs.IntVar(&m.RateBurst, "rate-burst", 5000, "events a write key may send at once above its rate")
+	fs.BoolVar(&m.Profiles, "profiles", false, "resolve identities and keep unified profiles at ingest, and serve the profile API (in progress: costs most of the collector's throughput until profiles are written behind; see docs/performance.md)")
 	fs.StringVar(&m.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&m.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (empty: off; never expose it publicly)")
 	fs.DurationVar(&m.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
@@ -214,7 +216,7 @@ func redactURL(s string) string {
 func (m *Main) Open(ctx context.Context) error {
 	m.Log.Info("starting trustloop", "version", trustloop.Version, "addr", m.Addr, "data_dir", m.DataDir,
 		"database_url", redactURL(m.DatabaseURL), "master_key_file", m.MasterKeyFile,
-		"master_key_from_env", os.Getenv("TRUSTLOOP_MASTER_KEY") != "", "rate_limit", m.RateLimit, "rate_burst", m.RateBurst)
+		"master_key_from_env", os.Getenv("TRUSTLOOP_MASTER_KEY") != "", "rate_limit", m.RateLimit, "rate_burst", m.RateBurst, "profiles", m.Profiles)
 	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -262,14 +264,14 @@ func (m *Main) Open(ctx context.Context) error {
 	m.Metrics = metrics.New()
 	icfg := ingest.Config{}
 	var profiles *projection.Service
-	if ps, ok := m.Store.(projection.Store); ok {
+	if ps, ok := m.Store.(projection.Store); ok && m.Profiles {
 		rules, err := identity.Compile(identity.DefaultConfig())
 		if err != nil {
 			return err
 		}
 		profiles = projection.New(ps, m.Keyring, rules, profile.Config{})
 		icfg.Projection = profiles
-	} else {
+	} else if m.Profiles {
 		m.Log.Warn("this storage backend does not keep profiles yet; the profile API is off")
 	}
 	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, nil, icfg)
