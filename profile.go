@@ -15,6 +15,9 @@ type ProfileRecord struct {
 	// KeyID names the subject key State is sealed with.
 	KeyID int64
 	State []byte
+	// AppliedSeq is the log position of the newest event State reflects: replaying
+	// the log after a crash skips events up to it.
+	AppliedSeq int64
 	// MergedInto is the surviving profile once this one was merged away (the row
 	// stays so that the merge can be undone); 0 for a live profile.
 	MergedInto int64
@@ -49,21 +52,32 @@ type MergeRecord struct {
 	SplitAt *time.Time
 }
 
-// ProjectionChanges are the profile-side writes of one group commit, made in the
-// same transaction as its events (read-your-writes: once the collector
-// acknowledges, the profile shows the event).
+// ProjectionChanges are profile-side writes: those of a group commit, made in the
+// same transaction as its events (new profiles, identities, merges), and those the
+// projection writes behind (updated profile state, timeline, memberships).
 type ProjectionChanges struct {
-	Profiles   []ProfileRecord  // inserted or replaced whole
+	Profiles   []ProfileRecord  // inserted, or state and positions replaced (id, workspace and created_at stay)
 	Identities []IdentityRecord // inserted, or moved to another profile
 	Merges     []MergeRecord    // inserted (ID assigned by the caller)
 	// Members replaces the audience memberships of the listed profiles.
 	Members map[int64][]int64
+	// Timeline appends log positions to subject keys' timelines.
+	Timeline []TimelineRun
+	// UptoSeq, when not 0, records that every event up to it is reflected in what
+	// is stored.
+	UptoSeq int64
+}
+
+// TimelineRun is a batch of one subject key's event positions, ascending.
+type TimelineRun struct {
+	KeyID int64
+	Seqs  []int64
 }
 
 // Projector computes a group's projection changes inside the commit. fresh are
 // the indexes (into CommitBatch.Events) of the events being stored, repeats left
-// out. It may read the store; it must not write it.
-type Projector func(ctx context.Context, fresh []int) (*ProjectionChanges, error)
+// out, and seqs their log positions. It may read the store; it must not write it.
+type Projector func(ctx context.Context, fresh []int, seqs []int64) (*ProjectionChanges, error)
 
 // Audience is a named rule over a profile's traits and computed traits.
 type Audience struct {
@@ -89,9 +103,17 @@ type ProfileStore interface {
 	// ListProfiles returns live profiles with id > after, by id; when audienceID
 	// is not 0, only its members.
 	ListProfiles(ctx context.Context, workspaceID, audienceID, after int64, limit int) ([]ProfileRecord, error)
-	// ProfileEvents returns the events sealed with any of the keys, newest first,
-	// with Seq < before (0: from the newest).
+	// ProfileEvents returns the events of the keys' stored timelines, newest
+	// first, with Seq < before (0: from the newest).
 	ProfileEvents(ctx context.Context, workspaceID int64, keyIDs []int64, before int64, limit int) ([]StoredEvent, error)
+	// EventsBySeq returns the workspace's events at the given log positions
+	// (missing ones left out), in Seq order.
+	EventsBySeq(ctx context.Context, workspaceID int64, seqs []int64) ([]StoredEvent, error)
+	// WriteProjection writes changes in a transaction of their own (the
+	// projection's writes behind the group commits).
+	WriteProjection(ctx context.Context, c *ProjectionChanges) error
+	// ProjectedUpto returns the highest UptoSeq written (it never moves back).
+	ProjectedUpto(ctx context.Context) (int64, error)
 	// FindMerge returns a merge record; ENOTFOUND if none.
 	FindMerge(ctx context.Context, workspaceID, id int64) (*MergeRecord, error)
 	// ProfileMerges returns the merges into or out of a profile, newest first.

@@ -76,12 +76,12 @@ func LookupString(raw []byte, path ...string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	return String(v)
+	return StringValue(v)
 }
 
-// String returns the value of a raw JSON string, unescaped; ok is false when v is
-// not exactly one JSON string.
-func String(v []byte) (string, bool) {
+// StringValue returns the value of a raw JSON string, unescaped; ok is false when
+// v is not exactly one JSON string.
+func StringValue(v []byte) (string, bool) {
 	s := scanner{data: v}
 	st, en, esc, err := s.str()
 	if err != nil || s.pos != len(v) {

@@ -95,7 +95,7 @@ func (x *extraction) addRaw(typ string, v []byte) {
 	}
 	switch c := v[0]; {
 	case c == '"':
-		s, ok := collect.String(v)
+		s, ok := collect.StringValue(v)
 		if !ok {
 			x.skip(typ, ReasonNotString)
 			return

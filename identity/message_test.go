@@ -181,7 +181,18 @@ func FuzzNormalize(f *testing.F) {
 		f.Fatal(err)
 	}
 	types := []string{"email", "phone", "user_id", "anonymous_id", "device_id", PreviousID, "cookie"}
+	tricky := []string{`^null$`, `(?-i)Nil`, `ß`, `k`, `^[0-]*$`, `(?m)^x$`, `İ`, `-1`}
+	c := DefaultConfig()
+	c.Blocked = tricky
+	rb, err := Compile(c)
+	if err != nil {
+		f.Fatal(err)
+	}
+	ref := referenceBlocked(tricky)
 	f.Fuzz(func(t *testing.T, typ uint8, value string) {
+		if got, want := rb.isBlocked(value), ref.MatchString(value); got != want {
+			t.Fatalf("isBlocked(%q) = %v, the regexp says %v", value, got, want)
+		}
 		ty := types[int(typ)%len(types)]
 		v, err := r.Normalize(ty, value)
 		if err != nil {

@@ -123,9 +123,13 @@ type Rules struct {
 	// types in priority order, highest first; a type's index is its rank.
 	types []typeRule
 	index map[string]int
-	// blocked is every Blocked pattern in one anchored, case-insensitive
-	// alternation, nil when there are none.
-	blocked *regexp.Regexp
+	// blockedWords are the Blocked patterns that are plain words ("null"),
+	// compared with strings.EqualFold; blocked is the others in one anchored,
+	// case-insensitive alternation, nil when there are none. Every identifier of
+	// every event is checked twice (FromMessage, Resolve), and a regexp costs
+	// several times an EqualFold.
+	blockedWords []string
+	blocked      *regexp.Regexp
 	// traitKeys are the trait keys FromMessage reads, and traitTypes the rank of
 	// the type each is read as.
 	traitKeys   []string
@@ -224,24 +228,66 @@ func Compile(c Config) (*Rules, error) {
 		r.traitTypes = append(r.traitTypes, r.index[t])
 	}
 
-	if len(c.Blocked) > 0 {
-		alts := make([]string, len(c.Blocked))
-		for i, p := range c.Blocked {
-			if _, err := regexp.Compile(p); err != nil {
-				// The pattern itself is not echoed: it may spell out a value.
-				why := "it does not compile"
-				if se := (*syntax.Error)(nil); errors.As(err, &se) {
-					why = string(se.Code)
-				}
-				return nil, configError("Blocked[%d] is not a valid regular expression: %s.", i, why).
-					WithHint("Use RE2 syntax (https://golang.org/s/re2syntax); a pattern must match the whole normalized value.")
+	var alts []string
+	for i, p := range c.Blocked {
+		if _, err := regexp.Compile(p); err != nil {
+			// The pattern itself is not echoed: it may spell out a value.
+			why := "it does not compile"
+			if se := (*syntax.Error)(nil); errors.As(err, &se) {
+				why = string(se.Code)
 			}
-			alts[i] = "(?:" + p + ")"
+			return nil, configError("Blocked[%d] is not a valid regular expression: %s.", i, why).
+				WithHint("Use RE2 syntax (https://golang.org/s/re2syntax); a pattern must match the whole normalized value.")
 		}
-		// Each pattern compiled on its own, so none can close the group it is put in.
-		r.blocked = regexp.MustCompile(`(?i)^(?:` + strings.Join(alts, "|") + `)$`)
+		if w, ok := blockedWord(p); ok {
+			r.blockedWords = append(r.blockedWords, w)
+			continue
+		}
+		alts = append(alts, "(?:"+p+")")
+	}
+	if len(alts) > 0 {
+		// Each pattern compiled on its own, so none can close the group it is put
+		// in. Together they can still exceed the size limits of package regexp.
+		var err error
+		if r.blocked, err = regexp.Compile(`(?i)^(?:` + strings.Join(alts, "|") + `)$`); err != nil {
+			return nil, configError("Blocked patterns are too large together.").
+				WithHint("Use fewer or simpler patterns.")
+		}
 	}
 	return r, nil
+}
+
+// blockedWord returns the word a Blocked pattern matches when it is one literal,
+// anchored or not, case-insensitive (as all patterns are): "null", "^null$". A
+// pattern that turns case-insensitivity off, or is anything more, is not a word.
+func blockedWord(p string) (string, bool) {
+	re, err := syntax.Parse(p, syntax.Perl|syntax.FoldCase)
+	if err != nil {
+		return "", false
+	}
+	re = re.Simplify()
+	subs := []*syntax.Regexp{re}
+	if re.Op == syntax.OpConcat {
+		subs = re.Sub
+	}
+	// Strip the anchors the pattern wrote itself: they are implied.
+	if len(subs) > 0 && subs[0].Op == syntax.OpBeginText {
+		subs = subs[1:]
+	}
+	if len(subs) > 0 && subs[len(subs)-1].Op == syntax.OpEndText {
+		subs = subs[:len(subs)-1]
+	}
+	if len(subs) != 1 || subs[0].Op != syntax.OpLiteral {
+		return "", false
+	}
+	lit := subs[0]
+	for _, c := range lit.Rune {
+		// Letters matched case-sensitively ((?-i)) are not EqualFold's business.
+		if lit.Flags&syntax.FoldCase == 0 && unicode.SimpleFold(c) != c {
+			return "", false
+		}
+	}
+	return string(lit.Rune), true
 }
 
 func configError(format string, args ...any) *trustloop.Error {
@@ -352,10 +398,20 @@ func (r *Rules) normalizeKind(k kind, value string) (v, reason string) {
 		// lower case); what is stored must pass this check again.
 		return "", ReasonTooLong
 	}
-	if r.blocked != nil && r.blocked.MatchString(v) {
+	if r.isBlocked(v) {
 		return "", ReasonBlocked
 	}
 	return v, ""
+}
+
+// isBlocked reports whether a normalized value matches a Blocked pattern.
+func (r *Rules) isBlocked(v string) bool {
+	for _, w := range r.blockedWords {
+		if strings.EqualFold(v, w) {
+			return true
+		}
+	}
+	return r.blocked != nil && r.blocked.MatchString(v)
 }
 
 // normalizeEmail lower-cases a trimmed address and checks its shape. It is not an

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -284,4 +285,34 @@ func TestNormalizeErrorMessages(t *testing.T) {
 			t.Errorf("Normalize(%s, …) hint %+v", tt.typ, err)
 		}
 	}
+}
+
+// Plain-word patterns are compared with EqualFold instead of the regexp: the two
+// must block exactly the same values.
+func TestBlockedWordsMatchTheRegexp(t *testing.T) {
+	patterns := []string{`^null$`, `undefined`, `\Anone\z`, `-1`, `(?i)NaN`, `(?-i)Nil`, `(?m)^x$`, `nul{2}`,
+		`ß`, `k`, `^[0-]*$`, `a.c`, `(?:zz)`, `^$`, `İ`}
+	c := DefaultConfig()
+	c.Blocked = patterns
+	r := mustCompile(t, c)
+	if len(r.blockedWords) < 6 {
+		t.Fatalf("only %d words: %q", len(r.blockedWords), r.blockedWords)
+	}
+	ref := referenceBlocked(patterns)
+	values := []string{"null", "NULL", "nUlL", "null ", "xnull", "undefined", "UNDEFINED", "none", "NONE", "-1", "-2",
+		"nan", "NaN", "NAN", "Nil", "nil", "NIL", "x", "X", "nulll", "ß", "ẞ", "SS", "ss", "k", "K", "\u212a",
+		"0", "00-0", "abc", "ABC", "a\nc", "zz", "ZZ", "", "İ", "i̇", "i", "I"}
+	for _, v := range values {
+		if got, want := r.isBlocked(v), ref.MatchString(v); got != want {
+			t.Errorf("isBlocked(%q) = %v, the regexp says %v", v, got, want)
+		}
+	}
+}
+
+func referenceBlocked(patterns []string) *regexp.Regexp {
+	alts := make([]string, len(patterns))
+	for i, p := range patterns {
+		alts[i] = "(?:" + p + ")"
+	}
+	return regexp.MustCompile(`(?i)^(?:` + strings.Join(alts, "|") + `)$`)
 }

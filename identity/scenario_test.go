@@ -387,8 +387,8 @@ func tokenize(t *testing.T, line string) []string {
 }
 
 // checkGraph checks the graph's invariants: every identifier has exactly one live
-// profile and the two indexes agree; no profile is empty or over a limit; merges
-// reference profiles that existed.
+// profile and the two indexes agree; every identifier is normalized; no profile is
+// empty, over a limit, or numbered beyond the last one created.
 func checkGraph(g *Graph) error {
 	seen := map[trustloop.Identifier]int64{}
 	for _, p := range g.Profiles() {

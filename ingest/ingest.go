@@ -39,9 +39,9 @@ type Projection interface {
 	// Identify extracts a message's identifiers; it runs in the request's
 	// goroutine.
 	Identify(m *trustloop.Message) []trustloop.Identifier
-	// Group returns the projector of one group commit; items are aligned with the
-	// commit's events.
-	Group(items []projection.Item) trustloop.Projector
+	// Group prepares the projection of one group commit attempt; items are
+	// aligned with the commit's events.
+	Group(items []projection.Item) *projection.Group
 }
 
 // Config tunes the pipeline.
@@ -254,7 +254,8 @@ func (p *Pipeline) commit(group []*request, n int) error {
 	return nil
 }
 
-func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (int, error) {
+func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (stored int, err error) {
+	committed := false
 	blinds := map[int64][][]byte{}
 	for _, r := range group {
 		for i := range r.events {
@@ -294,12 +295,17 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (int
 					MessageHash: e.event.MessageHash, KeyID: e.key.ID, Key: e.key, IDs: e.ids})
 			}
 		}
-		batch.Project = p.proj.Group(items)
+		g := p.proj.Group(items)
+		batch.Project = g.Project
+		// Installed in memory only once committed, and before the requests are
+		// answered: read-your-writes.
+		defer func() { g.Done(committed) }()
 	}
-	stored, err := p.store.AppendEvents(ctx, batch)
+	stored, err = p.store.AppendEvents(ctx, batch)
 	if err != nil {
 		return 0, err
 	}
+	committed = true
 	for _, res := range resolved {
 		p.keys.Remember(res)
 	}

@@ -200,32 +200,41 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 			stored = int(tag.RowsAffected())
 			return tx.Commit(ctx)
 		}
-		// The projector needs to know which events are new: the rows the insert
-		// returns are exactly those not stored before (a repeat from an earlier
-		// commit, or one a concurrent writer just stored, returns nothing).
-		rows, err := tx.Query(ctx, insert+` RETURNING source_id, message_hash`, wss, srcs, hashes, keys, types, recs, tss, payloads)
+		// The projector needs to know which events are new, and where they went:
+		// the rows the insert returns are exactly those not stored before (a
+		// repeat from an earlier commit, or one a concurrent writer just stored,
+		// returns nothing).
+		rows, err := tx.Query(ctx, insert+` RETURNING seq, source_id, message_hash`, wss, srcs, hashes, keys, types, recs, tss, payloads)
 		if err != nil {
 			return err
 		}
-		fresh := make([]int, 0, n)
-		var src int64
+		type newEvent struct {
+			index int
+			seq   int64
+		}
+		var got []newEvent
+		var seq, src int64
 		var hash []byte
-		_, err = pgx.ForEachRow(rows, []any{&src, &hash}, func() error {
+		_, err = pgx.ForEachRow(rows, []any{&seq, &src, &hash}, func() error {
 			i, ok := at[eventKey{src, string(hash)}]
 			if !ok {
 				return errors.New("postgres: append: the insert returned an event not in the batch")
 			}
-			fresh = append(fresh, i)
+			got = append(got, newEvent{i, seq})
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		stored = len(fresh)
-		if len(fresh) > 0 {
+		stored = len(got)
+		if len(got) > 0 {
 			// RETURNING promises no order; the projector gets the batch's.
-			sort.Ints(fresh)
-			changes, err := b.Project(ctx, fresh)
+			sort.Slice(got, func(a, b int) bool { return got[a].index < got[b].index })
+			fresh, seqs := make([]int, len(got)), make([]int64, len(got))
+			for j, g := range got {
+				fresh[j], seqs[j] = g.index, g.seq
+			}
+			changes, err := b.Project(ctx, fresh, seqs)
 			if err != nil {
 				return err
 			}
@@ -392,12 +401,13 @@ func (db *DB) FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*trust
 	return s, nil
 }
 
-// Stats counts rows (see sqlite.DB.Stats for the zero columns).
+// Stats counts rows, live profiles only (see sqlite.DB.Stats for the zero columns).
 func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
 	var st trustloop.Stats
 	err := db.pool.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM workspaces), (SELECT COUNT(*) FROM sources),
-		(SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM subject_keys)`).
-		Scan(&st.Workspaces, &st.Sources, &st.Events, &st.SubjectKeys)
+		(SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM subject_keys),
+		(SELECT COUNT(*) FROM profiles WHERE merged_into = 0), (SELECT COUNT(*) FROM identities)`).
+		Scan(&st.Workspaces, &st.Sources, &st.Events, &st.SubjectKeys, &st.Profiles, &st.Identities)
 	if err != nil {
 		return st, fmt.Errorf("postgres: stats: %w", err)
 	}

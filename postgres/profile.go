@@ -2,7 +2,9 @@ package postgres
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -27,7 +29,94 @@ func writeProjection(ctx context.Context, tx pgx.Tx, c *trustloop.ProjectionChan
 	if err := writeMerges(ctx, tx, c.Merges); err != nil {
 		return err
 	}
-	return writeMembers(ctx, tx, 0, c.Members)
+	if err := writeTimeline(ctx, tx, c.Timeline); err != nil {
+		return err
+	}
+	if err := writeMembers(ctx, tx, 0, c.Members); err != nil {
+		return err
+	}
+	if c.UptoSeq > 0 {
+		// GREATEST: a late flush must not move the watermark back.
+		if _, err := tx.Exec(ctx, `UPDATE projection_state SET upto_seq = GREATEST(upto_seq, $1) WHERE id = 1`, c.UptoSeq); err != nil {
+			return fmt.Errorf("postgres: write projection state: %w", err)
+		}
+	}
+	return nil
+}
+
+// writeTimeline stores timeline runs, one row each, packed. A run that starts
+// where a stored one does replaces it, as in SQLite: it is the same run written
+// again, longer (a flush retried after a commit whose outcome was unknown).
+func writeTimeline(ctx context.Context, tx pgx.Tx, runs []trustloop.TimelineRun) error {
+	type key struct{ keyID, first int64 }
+	at := make(map[key]int, len(runs))
+	var keys, firsts []int64
+	var packed [][]byte
+	for _, r := range runs {
+		if len(r.Seqs) == 0 {
+			continue
+		}
+		k := key{r.KeyID, r.Seqs[0]}
+		if i, ok := at[k]; ok {
+			packed[i] = packSeqs(r.Seqs)
+			continue
+		}
+		at[k] = len(keys)
+		keys, firsts, packed = append(keys, r.KeyID), append(firsts, r.Seqs[0]), append(packed, packSeqs(r.Seqs))
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	// In key order, like the other tables' rows (see writeProjection).
+	order := make([]int, len(keys))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		return cmp.Or(cmp.Compare(keys[a], keys[b]), cmp.Compare(firsts[a], firsts[b]))
+	})
+	keys, firsts, packed = permute(keys, order), permute(firsts, order), permute(packed, order)
+	if _, err := tx.Exec(ctx, `INSERT INTO timeline (key_id, first_seq, seqs)
+		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])
+		ON CONFLICT (key_id, first_seq) DO UPDATE SET seqs = excluded.seqs`, keys, firsts, packed); err != nil {
+		return fmt.Errorf("postgres: write timeline: %w", err)
+	}
+	return nil
+}
+
+// permute returns s reordered: element i of the result is s[order[i]].
+func permute[T any](s []T, order []int) []T {
+	out := make([]T, len(order))
+	for i, j := range order {
+		out[i] = s[j]
+	}
+	return out
+}
+
+// packSeqs writes ascending positions as delta varints (SQLite's format).
+func packSeqs(seqs []int64) []byte {
+	var b []byte
+	prev := int64(0)
+	for _, q := range seqs {
+		b = binary.AppendUvarint(b, uint64(q-prev))
+		prev = q
+	}
+	return b
+}
+
+func unpackSeqs(b []byte) ([]int64, error) {
+	var out []int64
+	prev := int64(0)
+	for len(b) > 0 {
+		d, n := binary.Uvarint(b)
+		if n <= 0 {
+			return nil, errors.New("postgres: malformed timeline row")
+		}
+		prev += int64(d)
+		out = append(out, prev)
+		b = b[n:]
+	}
+	return out, nil
 }
 
 // writeProfiles upserts profiles. ON CONFLICT DO UPDATE may not touch one row
@@ -49,19 +138,20 @@ func writeProfiles(ctx context.Context, tx pgx.Tx, ps []trustloop.ProfileRecord)
 		at[p.ID] = len(rows)
 		rows = append(rows, p)
 	}
-	slices.SortFunc(rows, func(a, b trustloop.ProfileRecord) int { return cmpInt(a.ID, b.ID) })
+	slices.SortFunc(rows, func(a, b trustloop.ProfileRecord) int { return cmp.Compare(a.ID, b.ID) })
 	n := len(rows)
-	ids, wss, keys, merged, created, updated := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	ids, wss, keys, applied, merged := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+	created, updated := make([]int64, n), make([]int64, n)
 	states := make([][]byte, n)
 	for i, p := range rows {
-		ids[i], wss[i], keys[i], states[i], merged[i] = p.ID, p.WorkspaceID, p.KeyID, nonNil(p.State), p.MergedInto
+		ids[i], wss[i], keys[i], states[i], applied[i], merged[i] = p.ID, p.WorkspaceID, p.KeyID, nonNil(p.State), p.AppliedSeq, p.MergedInto
 		created[i], updated[i] = ms(p.CreatedAt), ms(p.UpdatedAt)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, merged_into, created_at, updated_at)
-		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[], $7::bigint[])
-		ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state,
+	if _, err := tx.Exec(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at)
+		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
+		ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state, applied_seq = excluded.applied_seq,
 		merged_into = excluded.merged_into, updated_at = excluded.updated_at`,
-		ids, wss, keys, states, merged, created, updated); err != nil {
+		ids, wss, keys, states, applied, merged, created, updated); err != nil {
 		return fmt.Errorf("postgres: write profiles: %w", err)
 	}
 	return nil
@@ -90,10 +180,7 @@ func writeIdentities(ctx context.Context, tx pgx.Tx, ids []trustloop.IdentityRec
 		rows = append(rows, r)
 	}
 	slices.SortFunc(rows, func(a, b trustloop.IdentityRecord) int {
-		if c := cmpInt(a.WorkspaceID, b.WorkspaceID); c != 0 {
-			return c
-		}
-		return bytes.Compare(a.Blind, b.Blind)
+		return cmp.Or(cmp.Compare(a.WorkspaceID, b.WorkspaceID), bytes.Compare(a.Blind, b.Blind))
 	})
 	n := len(rows)
 	wss, profiles, keys, first := make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
@@ -173,16 +260,6 @@ func writeMembers(ctx context.Context, tx pgx.Tx, workspaceID int64, members map
 		return fmt.Errorf("postgres: members: %w", err)
 	}
 	return nil
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // nonNil turns a nil slice into an empty one: pgx sends nil as NULL, which the
@@ -277,12 +354,66 @@ func (db *DB) ProfileIdentities(ctx context.Context, workspaceID, profileID int6
 	return out, nil
 }
 
-const profileCols = `p.id, p.workspace_id, p.key_id, p.state, p.merged_into, p.created_at, p.updated_at`
+// IdentitiesOfProfiles returns the identities of several profiles, by first_seen
+// (the projection loads a group's profiles with it in one statement).
+func (db *DB) IdentitiesOfProfiles(ctx context.Context, workspaceID int64, profileIDs []int64) ([]trustloop.IdentityRecord, error) {
+	if len(profileIDs) == 0 {
+		return nil, nil
+	}
+	rows, err := db.pool.Query(ctx, `SELECT `+identityCols+` FROM identities WHERE workspace_id = $1 AND profile_id = ANY($2::bigint[])
+		ORDER BY first_seen, blind`, workspaceID, profileIDs)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: identities of profiles: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.IdentityRecord
+	for rows.Next() {
+		r, err := scanIdentity(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: identities of profiles: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: identities of profiles: %w", err)
+	}
+	return out, nil
+}
+
+// FindSubjectKeysByID looks subject keys up by id (the projection unwraps the
+// keys of the events it replays).
+func (db *DB) FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.SubjectKey, error) {
+	out := make(map[int64]trustloop.SubjectKey, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := db.pool.Query(ctx, `SELECT id, blind, wrapped, created_at FROM subject_keys
+		WHERE workspace_id = $1 AND id = ANY($2::bigint[])`, workspaceID, ids)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: find subject keys: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		k := trustloop.SubjectKey{WorkspaceID: workspaceID}
+		var created int64
+		if err := rows.Scan(&k.ID, &k.Blind, &k.Wrapped, &created); err != nil {
+			return nil, fmt.Errorf("postgres: find subject keys: %w", err)
+		}
+		k.CreatedAt = fromMS(created)
+		out[k.ID] = k
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: find subject keys: %w", err)
+	}
+	return out, nil
+}
+
+const profileCols = `p.id, p.workspace_id, p.key_id, p.state, p.applied_seq, p.merged_into, p.created_at, p.updated_at`
 
 func scanProfile(sc pgx.Row) (trustloop.ProfileRecord, error) {
 	var p trustloop.ProfileRecord
 	var created, updated int64
-	err := sc.Scan(&p.ID, &p.WorkspaceID, &p.KeyID, &p.State, &p.MergedInto, &created, &updated)
+	err := sc.Scan(&p.ID, &p.WorkspaceID, &p.KeyID, &p.State, &p.AppliedSeq, &p.MergedInto, &created, &updated)
 	p.CreatedAt, p.UpdatedAt = fromMS(created), fromMS(updated)
 	return p, err
 }
@@ -336,17 +467,90 @@ func (db *DB) ListProfiles(ctx context.Context, workspaceID, audienceID, after i
 		WHERE p.workspace_id = $1 AND p.merged_into = 0 AND p.id > $2 ORDER BY p.id LIMIT $3`, workspaceID, after, limit)
 }
 
-// ProfileEvents returns the events sealed with the keys, newest first.
+// ProfileEvents returns the events of the keys' stored timelines, newest first.
 func (db *DB) ProfileEvents(ctx context.Context, workspaceID int64, keyIDs []int64, before int64, limit int) ([]trustloop.StoredEvent, error) {
-	if len(keyIDs) == 0 {
+	if len(keyIDs) == 0 || limit <= 0 {
 		return nil, nil
 	}
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
-	return db.queryEvents(ctx, "profile events", `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload
-		FROM events WHERE workspace_id = $1 AND seq < $2 AND key_id = ANY($3::bigint[]) ORDER BY seq DESC LIMIT $4`,
-		workspaceID, before, keyIDs, limit)
+	// A run holds only positions from its first on, so runs starting at or after
+	// before have none to give.
+	rows, err := db.pool.Query(ctx, `SELECT seqs FROM timeline WHERE key_id = ANY($1::bigint[]) AND first_seq < $2`, keyIDs, before)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: timeline: %w", err)
+	}
+	var seqs []int64
+	var packed []byte
+	_, err = pgx.ForEachRow(rows, []any{&packed}, func() error {
+		run, err := unpackSeqs(packed)
+		for _, q := range run {
+			if q < before {
+				seqs = append(seqs, q)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: timeline: %w", err)
+	}
+	// Newest first, a position written twice (a replay after a crash) once.
+	slices.Sort(seqs)
+	seqs = slices.Compact(seqs)
+	slices.Reverse(seqs)
+	// Positions whose event is not this workspace's (or is gone) are skipped
+	// and more are read, so that a short page still means the end.
+	var out []trustloop.StoredEvent
+	for len(seqs) > 0 && len(out) < limit {
+		n := min(len(seqs), limit-len(out))
+		evs, err := db.EventsBySeq(ctx, workspaceID, seqs[:n])
+		if err != nil {
+			return nil, err
+		}
+		seqs = seqs[n:]
+		slices.Reverse(evs)
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
+// EventsBySeq returns the workspace's events at the positions, in Seq order.
+func (db *DB) EventsBySeq(ctx context.Context, workspaceID int64, seqs []int64) ([]trustloop.StoredEvent, error) {
+	if len(seqs) == 0 {
+		return nil, nil
+	}
+	return db.queryEvents(ctx, "events by seq", `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload
+		FROM events WHERE workspace_id = $1 AND seq = ANY($2::bigint[]) ORDER BY seq`, workspaceID, seqs)
+}
+
+// WriteProjection writes changes the projection made behind the group commits,
+// in a transaction of their own.
+func (db *DB) WriteProjection(ctx context.Context, c *trustloop.ProjectionChanges) error {
+	err := retry(ctx, func() error {
+		tx, err := db.pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		if err := writeProjection(ctx, tx, c); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	})
+	if err != nil && trustloop.ErrorCode(err) == trustloop.EINTERNAL {
+		return fmt.Errorf("postgres: write projection: %w", err)
+	}
+	return err
+}
+
+// ProjectedUpto returns the projection's watermark.
+func (db *DB) ProjectedUpto(ctx context.Context) (int64, error) {
+	var n int64
+	if err := db.pool.QueryRow(ctx, `SELECT upto_seq FROM projection_state WHERE id = 1`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("postgres: projection state: %w", err)
+	}
+	return n, nil
 }
 
 const mergeCols = `id, workspace_id, into_profile, from_profile, moved, linking, message_hash, at, split_at`

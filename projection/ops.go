@@ -48,10 +48,16 @@ func (s *Service) Merges(ctx context.Context, ws, id int64) ([]MergeView, error)
 // merged-away profile, both profiles are rebuilt from their subjects' events (so
 // events are re-attributed), and the two stay apart from then on.
 func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from *Profile, err error) {
+	// The stored rows must be current before they are rebuilt, and what memory
+	// holds of the two profiles is stale after.
+	if _, err := s.Flush(ctx, true); err != nil {
+		return nil, nil, err
+	}
 	m, err := s.store.FindMerge(ctx, ws, mergeID)
 	if err != nil {
 		return nil, nil, err
 	}
+	defer s.evict(m.Into, m.From)
 	if m.Into != id && m.From != id {
 		return nil, nil, trustloop.Errorf(trustloop.ENOTFOUND, "This profile has no such merge.").
 			WithHint("List the profile's merges with GET /v1/profiles/{id}/merges.")
@@ -184,7 +190,23 @@ func messageOf(plain []byte, e trustloop.StoredEvent) (*trustloop.Message, error
 			m.Event = name
 		}
 	}
+	// The collector accepts numeric ids as their literal text; so does this.
+	m.UserID, m.AnonymousID = idText(env.Message, "userId"), idText(env.Message, "anonymousId")
 	return m, nil
+}
+
+func idText(raw []byte, name string) string {
+	v, ok := collect.Lookup(raw, name)
+	if !ok {
+		return ""
+	}
+	if s, ok := collect.StringValue(v); ok {
+		return s
+	}
+	if len(v) > 0 && (v[0] == '-' || v[0] >= '0' && v[0] <= '9') {
+		return string(v)
+	}
+	return ""
 }
 
 // reevaluate recomputes the audience memberships of the given profiles.
@@ -205,7 +227,27 @@ func (s *Service) reevaluate(ctx context.Context, ws int64, ids []int64) error {
 		}
 		members[id] = set.Evaluate(p.Traits, p.Computed, s.Now().UTC())
 	}
-	return s.store.SetMembers(ctx, ws, members)
+	if err := s.store.SetMembers(ctx, ws, members); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for id, m := range members {
+		if st := s.cache[id]; st != nil {
+			st.members = m
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// evict drops profiles from memory (after they were rewritten outside the
+// projection). Callers flush first: a dirty state would be lost.
+func (s *Service) evict(ids ...int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.cache, id)
+	}
 }
 
 // ReevaluateAll recomputes every live profile's memberships, a page at a time
@@ -270,6 +312,14 @@ func (s *Service) List(ctx context.Context, ws, audienceID int64, cursor string,
 		if _, err := s.store.FindAudience(ctx, ws, audienceID); err != nil {
 			return nil, "", err
 		}
+		// Memberships are written behind with profile state: write them now so
+		// that the listing shows every acknowledged event's effect.
+		if _, err := s.Flush(ctx, true); err != nil {
+			return nil, "", err
+		}
+	} else if _, err := s.Flush(ctx, true); err != nil {
+		// New profiles are stored at once, but listing reads stored state too.
+		return nil, "", err
 	}
 	recs, err := s.store.ListProfiles(ctx, ws, audienceID, after, limit+1)
 	if err != nil {
@@ -282,7 +332,7 @@ func (s *Service) List(ctx context.Context, ws, audienceID int64, cursor string,
 	}
 	out := make([]*Profile, 0, len(recs))
 	for _, r := range recs {
-		p, err := s.open(ctx, r)
+		p, err := s.open(ctx, r, s.cached(r.ID))
 		if err != nil {
 			return nil, "", err
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -21,6 +22,7 @@ import (
 type Store interface {
 	trustloop.ProfileStore
 	FindSubjectKeys(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.SubjectKey, error)
+	ListEvents(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.StoredEvent, error)
 	// FindSubjectKeysByID returns stored subject keys by id; unknown ones are
 	// missing.
 	FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.SubjectKey, error)
@@ -37,16 +39,33 @@ type Service struct {
 	// Now is the clock (tests set it).
 	Now func() time.Time
 
+	// FlushAfter is how long an updated profile may stay only in memory before
+	// it is written behind; MaxCached bounds the profiles kept in memory.
+	FlushAfter time.Duration
+	MaxCached  int
+
 	mu        sync.Mutex
 	audiences map[int64]*audience.Set // per workspace, nil until loaded
 	keyByID   map[int64]keyring.Key   // unwrapped subject keys by id (bounded)
+	cache     map[int64]*state        // profiles in memory: every dirty one, some clean
+	pending   map[int64]*pendingRun   // timeline positions not written yet, by key id
+	lastSeq   int64                   // the newest log position installed
+	flushMu   sync.Mutex              // one flush at a time
+}
+
+// pendingRun is a key's timeline positions held in memory.
+type pendingRun struct {
+	ws   int64
+	seqs []int64
 }
 
 // New returns a service. rules and cfg apply to every workspace (per-workspace
 // configuration is a later step).
 func New(store Store, keys *keyring.Keyring, rules *identity.Rules, cfg profile.Config) *Service {
 	return &Service{store: store, keys: keys, rules: rules, profile: cfg, Now: time.Now,
-		audiences: map[int64]*audience.Set{}, keyByID: map[int64]keyring.Key{}}
+		FlushAfter: time.Second, MaxCached: 50_000,
+		audiences: map[int64]*audience.Set{}, keyByID: map[int64]keyring.Key{},
+		cache: map[int64]*state{}, pending: map[int64]*pendingRun{}}
 }
 
 // Item is one event of a group as the projection sees it: the message (plaintext,
@@ -86,13 +105,26 @@ func identityAAD(ws int64, blind []byte) []byte {
 // profileEpoch is where profile ids start counting milliseconds.
 var profileEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 
+// lastID is the last profile or merge id this process made.
+var lastID atomic.Int64
+
 // newProfileID makes an id that grows with creation time (identity resolution
 // keeps the oldest profile of a merge, by lowest id) and needs no coordination
-// between writers: milliseconds since 2024 above 20 random bits.
+// between writers: milliseconds since 2024 above 22 random bits, and strictly
+// increasing within a process (a group makes many ids in one millisecond).
+// Writers on different nodes collide only if they pick the same 22 random bits
+// in the same millisecond.
 func newProfileID(now time.Time) int64 {
 	var b [4]byte
 	rand.Read(b[:])
-	return (now.UnixMilli()-profileEpoch)<<20 | int64(binary.BigEndian.Uint32(b[:])&(1<<20-1))
+	id := (now.UnixMilli()-profileEpoch)<<22 | int64(binary.BigEndian.Uint32(b[:])&(1<<22-1))
+	for {
+		last := lastID.Load()
+		next := max(id, last+1)
+		if lastID.CompareAndSwap(last, next) {
+			return next
+		}
+	}
 }
 
 // keysFor returns unwrapped subject keys by id, from memory or the store.
@@ -178,13 +210,37 @@ func (s *Service) invalidateAudiences(ws int64) {
 	s.mu.Unlock()
 }
 
-// state is a profile as a group commit works on it.
+// state is a profile in memory. The cache holds installed states; a group
+// commit works on clones of them (so a commit that fails changes nothing) and
+// installs the clones once its transaction has committed.
 type state struct {
-	rec   trustloop.ProfileRecord
-	st    profile.State
-	types map[string]int // identifier types -> count, what Resolve counts
-	ids   []trustloop.Identifier
-	dirty bool
+	rec     trustloop.ProfileRecord // State unused: st is the truth
+	st      profile.State
+	types   map[string]int // identifier types -> count, what Resolve counts
+	ids     []trustloop.Identifier
+	members []int64
+	// dirty: changed since last written; since: the first log position not yet
+	// written (what the watermark may not pass); dirtyAt: when it became dirty.
+	dirty   bool
+	since   int64
+	dirtyAt time.Time
+	// touched: changed by the group being projected (group clones only).
+	touched bool
+	// stored: a row exists (else the group commit inserts one).
+	stored bool
+}
+
+func (st *state) clone() *state {
+	c := *st
+	c.st = *st.st.Clone()
+	c.types = make(map[string]int, len(st.types))
+	for k, v := range st.types {
+		c.types[k] = v
+	}
+	c.ids = slices.Clone(st.ids)
+	c.members = slices.Clone(st.members)
+	c.touched = false
+	return &c
 }
 
 // view is identity.View over the store plus this group's changes.
@@ -256,9 +312,21 @@ func (v *view) Separated(a, b int64) bool {
 	return sep
 }
 
-// load returns a profile's working state, reading and opening it on first use.
+// load returns a profile's working state: this group's clone, else a clone of
+// the cached state, else read and opened from the store.
 func (v *view) load(p int64) *state {
 	if st, ok := v.prof[p]; ok {
+		return st
+	}
+	v.s.mu.Lock()
+	cached := v.s.cache[p]
+	var st *state
+	if cached != nil {
+		st = cached.clone()
+	}
+	v.s.mu.Unlock()
+	if st != nil {
+		v.prof[p] = st
 		return st
 	}
 	if err := v.prefetch([]int64{p}); err != nil {
@@ -274,11 +342,20 @@ func (v *view) load(p int64) *state {
 // queries.
 func (v *view) prefetch(ids []int64) error {
 	var need []int64
+	v.s.mu.Lock()
 	for _, id := range ids {
-		if _, ok := v.prof[id]; !ok && id != 0 && !slices.Contains(need, id) {
+		if _, ok := v.prof[id]; ok || id == 0 {
+			continue
+		}
+		if c := v.s.cache[id]; c != nil {
+			v.prof[id] = c.clone()
+			continue
+		}
+		if !slices.Contains(need, id) {
 			need = append(need, id)
 		}
 	}
+	v.s.mu.Unlock()
 	if len(need) == 0 {
 		return nil
 	}
@@ -303,7 +380,7 @@ func (v *view) prefetch(ids []int64) error {
 		if !ok {
 			return fmt.Errorf("projection: profile %d has identities but no row", id)
 		}
-		st := &state{rec: r, types: map[string]int{}}
+		st := &state{rec: r, types: map[string]int{}, stored: true}
 		key, ok := keys[r.KeyID]
 		if !ok {
 			return fmt.Errorf("projection: profile %d: its key %d is gone", id, r.KeyID)
@@ -315,6 +392,7 @@ func (v *view) prefetch(ids []int64) error {
 		if err := st.st.UnmarshalBinary(plain); err != nil {
 			return fmt.Errorf("projection: profile %d: %w", id, err)
 		}
+		st.rec.State = nil
 		v.prof[id] = st
 	}
 	for _, ir := range idents {
@@ -326,32 +404,96 @@ func (v *view) prefetch(ids []int64) error {
 	return nil
 }
 
-// Group prepares the projection of one group commit; its Project method is the
-// trustloop.Projector of the commit. items are aligned with the batch's events.
-func (s *Service) Group(items []Item) trustloop.Projector {
-	return func(ctx context.Context, fresh []int) (*trustloop.ProjectionChanges, error) {
-		return s.project(ctx, items, fresh)
-	}
+// Group is the projection of one group commit attempt.
+type Group struct {
+	s     *Service
+	items []Item
+	// installed after a successful commit:
+	prof     map[int64]*state
+	timeline map[int64]*pendingRun
+	lastSeq  int64
 }
 
-func (s *Service) project(ctx context.Context, items []Item, fresh []int) (*trustloop.ProjectionChanges, error) {
+// Group prepares the projection of one group commit attempt; items are aligned
+// with the batch's events. Its Project is the commit's trustloop.Projector, and
+// Done must be called with the commit's outcome.
+func (s *Service) Group(items []Item) *Group {
+	return &Group{s: s, items: items}
+}
+
+// Project is the trustloop.Projector of the commit.
+func (g *Group) Project(ctx context.Context, fresh []int, seqs []int64) (*trustloop.ProjectionChanges, error) {
 	out := &trustloop.ProjectionChanges{}
+	g.prof, g.timeline = map[int64]*state{}, map[int64]*pendingRun{}
 	byWS := map[int64][]int{}
-	for _, i := range fresh {
-		byWS[items[i].WorkspaceID] = append(byWS[items[i].WorkspaceID], i)
+	seqOf := make(map[int]int64, len(fresh))
+	for j, i := range fresh {
+		byWS[g.items[i].WorkspaceID] = append(byWS[g.items[i].WorkspaceID], i)
+		seqOf[i] = seqs[j]
+		g.lastSeq = max(g.lastSeq, seqs[j])
 	}
 	for ws, idx := range byWS {
-		if err := s.projectWorkspace(ctx, ws, items, idx, out); err != nil {
+		if err := g.s.projectWorkspace(ctx, ws, g, idx, seqOf, out); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func (s *Service) projectWorkspace(ctx context.Context, ws int64, items []Item, idx []int, out *trustloop.ProjectionChanges) error {
+// Done installs the group's profile states in memory if its commit succeeded
+// (read-your-writes: before the collector acknowledges), or forgets them.
+func (g *Group) Done(committed bool) {
+	if !committed || g.prof == nil {
+		return
+	}
+	s := g.s
+	now := s.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, st := range g.prof {
+		if !st.touched {
+			continue
+		}
+		if old := s.cache[id]; st.dirty && old != nil && old.dirty {
+			st.since = min(st.since, old.since)
+			st.dirtyAt = old.dirtyAt
+		} else if st.dirty {
+			st.dirtyAt = now
+		}
+		st.touched = false
+		s.cache[id] = st
+	}
+	for k, r := range g.timeline {
+		if p := s.pending[k]; p != nil {
+			p.seqs = append(p.seqs, r.seqs...)
+		} else {
+			s.pending[k] = r
+		}
+	}
+	s.lastSeq = max(s.lastSeq, g.lastSeq)
+	s.evictLocked()
+}
+
+// evictLocked drops clean profiles from memory while there are too many.
+func (s *Service) evictLocked() {
+	if len(s.cache) <= s.MaxCached {
+		return
+	}
+	for id, st := range s.cache {
+		if !st.dirty {
+			delete(s.cache, id)
+			if len(s.cache) <= s.MaxCached*9/10 {
+				return
+			}
+		}
+	}
+}
+
+func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx []int, seqOf map[int]int64, out *trustloop.ProjectionChanges) error {
+	items := g.items
 	now := s.Now().UTC()
 	v := &view{s: s, ctx: ctx, ws: ws, owner: map[string]int64{}, blinds: map[trustloop.Identifier][]byte{},
-		prof: map[int64]*state{}, sep: map[[2]int64]bool{}}
+		prof: g.prof, sep: map[[2]int64]bool{}}
 	// Prefetch every identity the group names, and the profiles they belong to.
 	var all [][]byte
 	for _, i := range idx {
@@ -379,9 +521,31 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, items []Item, 
 	}
 	keyOf := map[int64]keyring.Key{}
 	newIdent := map[string]*trustloop.IdentityRecord{}
+	var merged []*state
+	touch := func(st *state, seq int64) {
+		if !st.dirty {
+			st.dirty, st.since = true, seq
+		}
+		st.touched = true
+	}
+	s.mu.Lock()
+	for _, i := range idx {
+		// Profiles are sealed under their first subject's key: keep these at
+		// hand for the flushes that will need them.
+		if it := &items[i]; it.Key.DEK != nil && len(s.keyByID) < 200_000 {
+			s.keyByID[it.KeyID] = it.Key
+		}
+	}
+	s.mu.Unlock()
 	for _, i := range idx {
 		it := &items[i]
+		seq := seqOf[i]
 		keyOf[it.KeyID] = it.Key
+		if r := g.timeline[it.KeyID]; r != nil {
+			r.seqs = append(r.seqs, seq)
+		} else {
+			g.timeline[it.KeyID] = &pendingRun{ws: ws, seqs: []int64{seq}}
+		}
 		d := s.rules.Resolve(v, it.IDs)
 		if v.err != nil {
 			return v.err
@@ -417,9 +581,12 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, items []Item, 
 			}
 			m.Moved = moved
 			s.profile.Merge(&target.st, &src.st)
+			target.rec.AppliedSeq = max(target.rec.AppliedSeq, src.rec.AppliedSeq)
 			src.rec.MergedInto = target.rec.ID
 			src.st = profile.State{}
-			src.dirty = true
+			touch(src, seq)
+			touch(target, seq)
+			merged = append(merged, src)
 			out.Merges = append(out.Merges, m)
 		}
 		for _, id := range d.Attach {
@@ -434,8 +601,12 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, items []Item, 
 				ProfileID: target.rec.ID, KeyID: target.rec.KeyID, FirstSeen: it.Message.ReceivedAt,
 				Sealed: s.sealIdentity(ws, b, id.Value, target, keyOf)}
 		}
-		s.profile.Apply(&target.st, profile.InputFrom(it.Message, it.SourceID))
-		target.dirty = true
+		// A replay after a crash meets events the stored state has already.
+		if seq > target.rec.AppliedSeq {
+			s.profile.Apply(&target.st, profile.InputFrom(it.Message, it.SourceID))
+			target.rec.AppliedSeq = seq
+			touch(target, seq)
+		}
 	}
 	if v.err != nil {
 		return v.err
@@ -444,53 +615,69 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, items []Item, 
 	if err != nil {
 		return err
 	}
-	// The profiles' keys: from this group's events, else from the store.
-	var keyIDs []int64
 	for _, st := range v.prof {
-		if _, ok := keyOf[st.rec.KeyID]; !ok && st.dirty {
-			keyIDs = append(keyIDs, st.rec.KeyID)
-		}
-	}
-	stored, err := s.keysFor(ctx, ws, keyIDs)
-	if err != nil {
-		return err
-	}
-	for id, k := range stored {
-		keyOf[id] = k
-	}
-	for _, st := range v.prof {
-		if !st.dirty {
+		if !st.touched {
 			continue
 		}
-		plain, err := st.st.MarshalBinary()
-		if err != nil {
-			return fmt.Errorf("projection: profile %d: %w", st.rec.ID, err)
-		}
-		key, ok := keyOf[st.rec.KeyID]
-		if !ok {
-			return fmt.Errorf("projection: profile %d: no key %d", st.rec.ID, st.rec.KeyID)
-		}
-		st.rec.State = keyring.Seal(nil, key.DEK, plain, profileAAD(ws, st.rec.ID))
 		st.rec.UpdatedAt = now
-		out.Profiles = append(out.Profiles, st.rec)
+		if st.rec.MergedInto != 0 {
+			st.members = nil
+		} else if set.Len() > 0 {
+			m := s.profile.Map(&st.st)
+			traits, _ := m["traits"].(map[string]any)
+			computed, _ := m["computed"].(map[string]any)
+			st.members = set.Evaluate(traits, computed, now)
+		}
+	}
+	// New profiles and merged-away ones are written now, in the commit: the
+	// identities that point at them are. Other changed state is written behind.
+	for _, st := range v.prof {
+		if !st.touched || (st.stored && st.rec.MergedInto == 0) {
+			continue
+		}
+		rec, err := s.sealState(ctx, ws, st, keyOf)
+		if err != nil {
+			return err
+		}
+		out.Profiles = append(out.Profiles, rec)
 		if set.Len() > 0 {
 			if out.Members == nil {
 				out.Members = map[int64][]int64{}
 			}
-			if st.rec.MergedInto != 0 {
-				out.Members[st.rec.ID] = nil
-				continue
-			}
-			m := s.profile.Map(&st.st)
-			traits, _ := m["traits"].(map[string]any)
-			computed, _ := m["computed"].(map[string]any)
-			out.Members[st.rec.ID] = set.Evaluate(traits, computed, now)
+			out.Members[st.rec.ID] = st.members
 		}
+		st.stored = true
+		st.dirty = false
 	}
+	_ = merged
 	for _, ir := range newIdent {
 		out.Identities = append(out.Identities, *ir)
 	}
 	return nil
+}
+
+// sealState seals a profile's state under its key.
+func (s *Service) sealState(ctx context.Context, ws int64, st *state, keyOf map[int64]keyring.Key) (trustloop.ProfileRecord, error) {
+	rec := st.rec
+	plain, err := st.st.MarshalBinary()
+	if err != nil {
+		return rec, fmt.Errorf("projection: profile %d: %w", rec.ID, err)
+	}
+	key, ok := keyOf[rec.KeyID]
+	if !ok {
+		ks, err := s.keysFor(ctx, ws, []int64{rec.KeyID})
+		if err != nil {
+			return rec, err
+		}
+		if key, ok = ks[rec.KeyID]; !ok {
+			return rec, fmt.Errorf("projection: profile %d: no key %d", rec.ID, rec.KeyID)
+		}
+		if keyOf != nil {
+			keyOf[rec.KeyID] = key
+		}
+	}
+	rec.State = keyring.Seal(nil, key.DEK, plain, profileAAD(ws, rec.ID))
+	return rec, nil
 }
 
 // sealIdentity seals an identifier value under the profile's key.

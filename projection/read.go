@@ -1,10 +1,12 @@
 package projection
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -60,13 +62,21 @@ func notFound() error {
 func (s *Service) Profile(ctx context.Context, ws, id int64) (*Profile, error) {
 	var mergedFrom int64
 	for hops := 0; ; hops++ {
-		recs, err := s.store.FindProfiles(ctx, ws, []int64{id})
-		if err != nil {
-			return nil, err
-		}
-		rec, ok := recs[id]
-		if !ok {
-			return nil, notFound()
+		var rec trustloop.ProfileRecord
+		mem := s.cached(id)
+		if mem != nil && mem.rec.WorkspaceID == ws {
+			rec = mem.rec
+		} else {
+			mem = nil
+			recs, err := s.store.FindProfiles(ctx, ws, []int64{id})
+			if err != nil {
+				return nil, err
+			}
+			r, ok := recs[id]
+			if !ok {
+				return nil, notFound()
+			}
+			rec = r
 		}
 		if rec.MergedInto != 0 && hops < 16 {
 			if mergedFrom == 0 {
@@ -75,7 +85,7 @@ func (s *Service) Profile(ctx context.Context, ws, id int64) (*Profile, error) {
 			id = rec.MergedInto
 			continue
 		}
-		p, err := s.open(ctx, rec)
+		p, err := s.open(ctx, rec, mem)
 		if err != nil {
 			return nil, err
 		}
@@ -86,7 +96,9 @@ func (s *Service) Profile(ctx context.Context, ws, id int64) (*Profile, error) {
 	}
 }
 
-func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord) (*Profile, error) {
+// open builds the API's view of a profile: from its in-memory state when mem is
+// given (it may be newer than the stored row), else from the stored row.
+func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord, mem *state) (*Profile, error) {
 	ws := rec.WorkspaceID
 	idents, err := s.store.ProfileIdentities(ctx, ws, rec.ID)
 	if err != nil {
@@ -104,14 +116,18 @@ func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord) (*Profi
 	if !ok {
 		return nil, notFound() // its key was destroyed: the profile was erased
 	}
-	plain, err := keyring.Open(key.DEK, rec.State, profileAAD(ws, rec.ID))
-	if err != nil {
-		return nil, fmt.Errorf("projection: open profile %d: %w", rec.ID, err)
-	}
 	p := &Profile{ProfileID: FormatID(rec.ID), id: rec.ID, Identities: []trustloop.Identifier{}, Audiences: []AudienceRef{},
 		CreatedAt: rec.CreatedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"), UpdatedAt: rec.UpdatedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00")}
-	if err := p.state.UnmarshalBinary(plain); err != nil {
-		return nil, fmt.Errorf("projection: profile %d: %w", rec.ID, err)
+	if mem != nil {
+		p.state = mem.st
+	} else {
+		plain, err := keyring.Open(key.DEK, rec.State, profileAAD(ws, rec.ID))
+		if err != nil {
+			return nil, fmt.Errorf("projection: open profile %d: %w", rec.ID, err)
+		}
+		if err := p.state.UnmarshalBinary(plain); err != nil {
+			return nil, fmt.Errorf("projection: profile %d: %w", rec.ID, err)
+		}
 	}
 	for _, ir := range idents {
 		k, ok := keys[ir.KeyID]
@@ -127,8 +143,10 @@ func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord) (*Profi
 	m := s.profile.Map(&p.state)
 	p.Traits, _ = m["traits"].(map[string]any)
 	p.Computed, _ = m["computed"].(map[string]any)
-	auds, err := s.store.ProfileAudiences(ctx, ws, rec.ID)
-	if err != nil {
+	auds := []int64(nil)
+	if mem != nil {
+		auds = mem.members
+	} else if auds, err = s.store.ProfileAudiences(ctx, ws, rec.ID); err != nil {
 		return nil, err
 	}
 	if len(auds) > 0 {
@@ -232,6 +250,20 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 	if err != nil {
 		return nil, "", err
 	}
+	// Positions not yet written behind are in memory.
+	var mem []int64
+	for _, q := range s.pendingSeqs(keyIDs) {
+		if before <= 0 || q < before {
+			mem = append(mem, q)
+		}
+	}
+	if len(mem) > 0 {
+		more, err := s.store.EventsBySeq(ctx, ws, mem)
+		if err != nil {
+			return nil, "", err
+		}
+		evs = newestFirst(append(evs, more...), limit+1)
+	}
 	next := ""
 	if len(evs) > limit {
 		evs = evs[:limit]
@@ -259,4 +291,11 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 			Timestamp: e.Timestamp, Source: e.SourceID, Message: env.Message})
 	}
 	return out, next, nil
+}
+
+// newestFirst orders events newest first without repeats and keeps at most n.
+func newestFirst(evs []trustloop.StoredEvent, n int) []trustloop.StoredEvent {
+	slices.SortFunc(evs, func(a, b trustloop.StoredEvent) int { return cmp.Compare(b.Seq, a.Seq) })
+	evs = slices.CompactFunc(evs, func(a, b trustloop.StoredEvent) bool { return a.Seq == b.Seq })
+	return evs[:min(len(evs), n)]
 }

@@ -197,6 +197,7 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 	}
 
 	args := make([]any, 0, eventChunks[0]*eventCols)
+	seqs := make([]int64, 0, len(fresh))
 	off := segOff
 	for start := 0; start < len(fresh); {
 		rows := chunk(len(fresh) - start)
@@ -216,12 +217,22 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 				ms(e.ReceivedAt), ms(e.Timestamp), segNum, off, n)
 			off += n
 		}
-		if _, err := tx.StmtContext(ctx, stmts[rows]).ExecContext(ctx, args...); err != nil {
+		res, err := tx.StmtContext(ctx, stmts[rows]).ExecContext(ctx, args...)
+		if err != nil {
 			return 0, fmt.Errorf("sqlite: append: events: %w", err)
+		}
+		// One writer and seq an INTEGER PRIMARY KEY: a multi-row insert's rows take
+		// consecutive positions ending at the last rowid.
+		last, err := res.LastInsertId()
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: append: events: %w", err)
+		}
+		for i := range rows {
+			seqs = append(seqs, last-int64(rows-1-i))
 		}
 	}
 	if b.Project != nil && len(fresh) > 0 {
-		changes, err := b.Project(ctx, freshIdx)
+		changes, err := b.Project(ctx, freshIdx, seqs)
 		if err != nil {
 			return 0, err
 		}

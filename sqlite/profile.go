@@ -1,32 +1,67 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/trustloop/trustloop"
 )
 
-// writeProjection writes a group's profile-side changes in the commit's
-// transaction.
+// writeProjection writes profile-side changes in a transaction: a group
+// commit's, or a flush's. Statements are prepared once per call, not per row.
 func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionChanges) error {
-	for _, p := range c.Profiles {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, merged_into, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state,
-			merged_into = excluded.merged_into, updated_at = excluded.updated_at`,
-			p.ID, p.WorkspaceID, p.KeyID, p.State, p.MergedInto, ms(p.CreatedAt), ms(p.UpdatedAt)); err != nil {
+	if len(c.Profiles) > 0 {
+		st, err := tx.PrepareContext(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state,
+			applied_seq = excluded.applied_seq, merged_into = excluded.merged_into, updated_at = excluded.updated_at`)
+		if err != nil {
 			return fmt.Errorf("sqlite: write profile: %w", err)
 		}
+		defer st.Close()
+		for _, p := range c.Profiles {
+			if _, err := st.ExecContext(ctx, p.ID, p.WorkspaceID, p.KeyID, p.State, p.AppliedSeq, p.MergedInto, ms(p.CreatedAt), ms(p.UpdatedAt)); err != nil {
+				return fmt.Errorf("sqlite: write profile: %w", err)
+			}
+		}
 	}
-	for _, id := range c.Identities {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO identities (workspace_id, blind, type, profile_id, key_id, sealed, first_seen)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, blind) DO UPDATE SET profile_id = excluded.profile_id`,
-			id.WorkspaceID, id.Blind, id.Type, id.ProfileID, id.KeyID, id.Sealed, ms(id.FirstSeen)); err != nil {
+	if len(c.Timeline) > 0 {
+		st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO timeline (key_id, first_seq, seqs) VALUES (?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("sqlite: write timeline: %w", err)
+		}
+		defer st.Close()
+		for _, r := range c.Timeline {
+			if len(r.Seqs) == 0 {
+				continue
+			}
+			if _, err := st.ExecContext(ctx, r.KeyID, r.Seqs[0], packSeqs(r.Seqs)); err != nil {
+				return fmt.Errorf("sqlite: write timeline: %w", err)
+			}
+		}
+	}
+	if c.UptoSeq > 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE projection_state SET upto_seq = MAX(upto_seq, ?) WHERE id = 1`, c.UptoSeq); err != nil {
+			return fmt.Errorf("sqlite: write projection state: %w", err)
+		}
+	}
+	if len(c.Identities) > 0 {
+		st, err := tx.PrepareContext(ctx, `INSERT INTO identities (workspace_id, blind, type, profile_id, key_id, sealed, first_seen)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, blind) DO UPDATE SET profile_id = excluded.profile_id`)
+		if err != nil {
 			return fmt.Errorf("sqlite: write identity: %w", err)
+		}
+		defer st.Close()
+		for _, id := range c.Identities {
+			if _, err := st.ExecContext(ctx, id.WorkspaceID, id.Blind, id.Type, id.ProfileID, id.KeyID, id.Sealed, ms(id.FirstSeen)); err != nil {
+				return fmt.Errorf("sqlite: write identity: %w", err)
+			}
 		}
 	}
 	for _, m := range c.Merges {
@@ -39,13 +74,18 @@ func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionCha
 	return setMembers(ctx, tx, c.Members)
 }
 
+// setMembers replaces profiles' memberships in the workspace's audiences (0: the
+// workspace of each profile's row, as a group commit or flush knows it).
 func setMembers(ctx context.Context, tx *sql.Tx, members map[int64][]int64) error {
 	for profile, auds := range members {
+		// Only audiences of the profile's own workspace: a membership never
+		// crosses workspaces, whatever the caller passes.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM audience_members WHERE profile_id = ?`, profile); err != nil {
 			return fmt.Errorf("sqlite: members: %w", err)
 		}
 		for _, a := range auds {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO audience_members (audience_id, profile_id) VALUES (?, ?)`, a, profile); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO audience_members (audience_id, profile_id)
+				SELECT a.id, p.id FROM audiences a JOIN profiles p ON p.workspace_id = a.workspace_id WHERE a.id = ? AND p.id = ?`, a, profile); err != nil {
 				return fmt.Errorf("sqlite: members: %w", err)
 			}
 		}
@@ -55,7 +95,7 @@ func setMembers(ctx context.Context, tx *sql.Tx, members map[int64][]int64) erro
 
 // packBlinds joins blind indexes, each prefixed by its length (one byte).
 func packBlinds(bs [][]byte) []byte {
-	var out []byte
+	out := []byte{} // never NULL: the columns are NOT NULL
 	for _, b := range bs {
 		out = append(out, byte(len(b)))
 		out = append(out, b...)
@@ -136,12 +176,12 @@ func (db *DB) ProfileIdentities(ctx context.Context, workspaceID, profileID int6
 	return out, rows.Err()
 }
 
-const profileCols = `id, workspace_id, key_id, state, merged_into, created_at, updated_at`
+const profileCols = `id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at`
 
 func scanProfile(sc interface{ Scan(...any) error }) (trustloop.ProfileRecord, error) {
 	var p trustloop.ProfileRecord
 	var created, updated int64
-	err := sc.Scan(&p.ID, &p.WorkspaceID, &p.KeyID, &p.State, &p.MergedInto, &created, &updated)
+	err := sc.Scan(&p.ID, &p.WorkspaceID, &p.KeyID, &p.State, &p.AppliedSeq, &p.MergedInto, &created, &updated)
 	p.CreatedAt, p.UpdatedAt = fromMS(created), fromMS(updated)
 	return p, err
 }
@@ -182,7 +222,7 @@ func (db *DB) ListProfiles(ctx context.Context, workspaceID, audienceID, after i
 	q := `SELECT ` + profileCols + ` FROM profiles WHERE workspace_id = ? AND merged_into = 0 AND id > ? ORDER BY id LIMIT ?`
 	args := []any{workspaceID, after, limit}
 	if audienceID != 0 {
-		q = `SELECT p.id, p.workspace_id, p.key_id, p.state, p.merged_into, p.created_at, p.updated_at
+		q = `SELECT p.id, p.workspace_id, p.key_id, p.state, p.applied_seq, p.merged_into, p.created_at, p.updated_at
 			FROM audience_members m JOIN profiles p ON p.id = m.profile_id
 			WHERE m.audience_id = ? AND p.workspace_id = ? AND p.merged_into = 0 AND m.profile_id > ? ORDER BY m.profile_id LIMIT ?`
 		args = []any{audienceID, workspaceID, after, limit}
@@ -203,7 +243,7 @@ func (db *DB) ListProfiles(ctx context.Context, workspaceID, audienceID, after i
 	return out, rows.Err()
 }
 
-// ProfileEvents returns the events sealed with the keys, newest first.
+// ProfileEvents returns the events of the keys' stored timelines, newest first.
 func (db *DB) ProfileEvents(ctx context.Context, workspaceID int64, keyIDs []int64, before int64, limit int) ([]trustloop.StoredEvent, error) {
 	if len(keyIDs) == 0 {
 		return nil, nil
@@ -211,13 +251,129 @@ func (db *DB) ProfileEvents(ctx context.Context, workspaceID int64, keyIDs []int
 	if before <= 0 {
 		before = 1<<63 - 1
 	}
-	args := []any{workspaceID, before}
+	args := make([]any, 0, len(keyIDs)+1)
 	for _, k := range keyIDs {
 		args = append(args, k)
 	}
-	args = append(args, limit)
-	return db.queryEvents(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload, seg, off, len
-		FROM events WHERE workspace_id = ? AND seq < ? AND key_id IN (`+marks(len(keyIDs))+`) ORDER BY seq DESC LIMIT ?`, args...)
+	args = append(args, before)
+	rows, err := db.read.QueryContext(ctx, `SELECT seqs FROM timeline WHERE key_id IN (`+marks(len(keyIDs))+`) AND first_seq < ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: timeline: %w", err)
+	}
+	var seqs []int64
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("sqlite: timeline: %w", err)
+		}
+		for _, q := range unpackSeqs(b) {
+			if q < before {
+				seqs = append(seqs, q)
+			}
+		}
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: timeline: %w", err)
+	}
+	// Positions whose event is gone (erased) or of another workspace are skipped,
+	// so take positions until the page is full.
+	seqs = newestDistinct(seqs, len(seqs))
+	var out []trustloop.StoredEvent
+	for len(seqs) > 0 && len(out) < limit {
+		part := seqs[:min(len(seqs), limit-len(out))]
+		seqs = seqs[len(part):]
+		evs, err := db.EventsBySeq(ctx, workspaceID, part)
+		if err != nil {
+			return nil, err
+		}
+		slices.Reverse(evs)
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
+// newestDistinct sorts positions newest first, drops repeats (a replay after a
+// crash may write a position twice) and keeps at most limit.
+func newestDistinct(seqs []int64, limit int) []int64 {
+	slices.Sort(seqs)
+	seqs = slices.Compact(seqs)
+	slices.Reverse(seqs)
+	return seqs[:max(0, min(len(seqs), limit))]
+}
+
+// EventsBySeq returns events by log position, in Seq order.
+func (db *DB) EventsBySeq(ctx context.Context, workspaceID int64, seqs []int64) ([]trustloop.StoredEvent, error) {
+	var out []trustloop.StoredEvent
+	for start := 0; start < len(seqs); start += findChunk {
+		part := seqs[start:min(start+findChunk, len(seqs))]
+		args := make([]any, 0, len(part)+1)
+		args = append(args, workspaceID)
+		for _, q := range part {
+			args = append(args, q)
+		}
+		evs, err := db.queryEvents(ctx, `SELECT seq, workspace_id, source_id, message_hash, key_id, type, received_at, ts, payload, seg, off, len
+			FROM events WHERE workspace_id = ? AND seq IN (`+marks(len(part))+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+	}
+	slices.SortFunc(out, func(a, b trustloop.StoredEvent) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out, nil
+}
+
+// packSeqs writes ascending positions as delta varints.
+func packSeqs(seqs []int64) []byte {
+	var b []byte
+	prev := int64(0)
+	for _, q := range seqs {
+		b = binary.AppendUvarint(b, uint64(q-prev))
+		prev = q
+	}
+	return b
+}
+
+func unpackSeqs(b []byte) []int64 {
+	var out []int64
+	prev := int64(0)
+	for len(b) > 0 {
+		d, n := binary.Uvarint(b)
+		if n <= 0 {
+			break
+		}
+		prev += int64(d)
+		out = append(out, prev)
+		b = b[n:]
+	}
+	return out
+}
+
+// WriteProjection writes changes in their own transaction, ordered with group
+// commits on the writer connection.
+func (db *DB) WriteProjection(ctx context.Context, c *trustloop.ProjectionChanges) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: write projection: %w", err)
+	}
+	defer tx.Rollback()
+	if err := writeProjection(ctx, tx, c); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// ProjectedUpto returns the projection's watermark.
+func (db *DB) ProjectedUpto(ctx context.Context) (int64, error) {
+	var n int64
+	if err := db.read.QueryRowContext(ctx, `SELECT upto_seq FROM projection_state WHERE id = 1`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: projection state: %w", err)
+	}
+	return n, nil
 }
 
 const mergeCols = `id, workspace_id, into_profile, from_profile, moved, linking, message_hash, at, split_at`

@@ -23,7 +23,7 @@ var profileBase = time.UnixMilli(1_750_000_000_000).UTC()
 func other(b *trustloop.Bootstrap) int64 { return b.Workspace.ID + 1000 }
 
 func profileRec(b *trustloop.Bootstrap, id int64, state string) trustloop.ProfileRecord {
-	return trustloop.ProfileRecord{ID: id, WorkspaceID: b.Workspace.ID, KeyID: id * 10, State: []byte(state),
+	return trustloop.ProfileRecord{ID: id, WorkspaceID: b.Workspace.ID, KeyID: id * 10, State: []byte(state), AppliedSeq: id + 1,
 		CreatedAt: profileBase.Add(time.Duration(id) * time.Millisecond), UpdatedAt: profileBase.Add(time.Hour)}
 }
 
@@ -39,7 +39,7 @@ func project(t *testing.T, s trustloop.Store, b *trustloop.Bootstrap, c *trustlo
 	called := false
 	n, err := s.AppendEvents(context.Background(), &trustloop.CommitBatch{
 		Events: []trustloop.StoredEvent{event(b, 1, random(16), time.Now())},
-		Project: func(context.Context, []int) (*trustloop.ProjectionChanges, error) {
+		Project: func(context.Context, []int, []int64) (*trustloop.ProjectionChanges, error) {
 			called = true
 			return c, nil
 		},
@@ -51,7 +51,7 @@ func project(t *testing.T, s trustloop.Store, b *trustloop.Bootstrap, c *trustlo
 
 func sameProfile(g, w trustloop.ProfileRecord) bool {
 	return g.ID == w.ID && g.WorkspaceID == w.WorkspaceID && g.KeyID == w.KeyID && bytes.Equal(g.State, w.State) &&
-		g.MergedInto == w.MergedInto && g.CreatedAt.Equal(w.CreatedAt) && g.UpdatedAt.Equal(w.UpdatedAt)
+		g.AppliedSeq == w.AppliedSeq && g.MergedInto == w.MergedInto && g.CreatedAt.Equal(w.CreatedAt) && g.UpdatedAt.Equal(w.UpdatedAt)
 }
 
 func sameIdentity(g, w trustloop.IdentityRecord) bool {
@@ -110,12 +110,13 @@ func testProjectionHook(t *testing.T, s trustloop.Store) {
 	p := profileRec(b, 7001, "state-1")
 	ids := []trustloop.IdentityRecord{identityRec(b, "user_id", p.ID, 0), identityRec(b, "email", p.ID, time.Second)}
 	var fresh []int
+	var seqs []int64
 	calls := 0
 	n, err := s.AppendEvents(ctx, &trustloop.CommitBatch{
 		Events: []trustloop.StoredEvent{stored, e1, e2, e1},
-		Project: func(ctx context.Context, idx []int) (*trustloop.ProjectionChanges, error) {
+		Project: func(ctx context.Context, idx []int, positions []int64) (*trustloop.ProjectionChanges, error) {
 			calls++
-			fresh = slices.Clone(idx)
+			fresh, seqs = slices.Clone(idx), slices.Clone(positions)
 			// The projector may read the store (what was committed before).
 			if got, err := s.FindIdentities(ctx, b.Workspace.ID, [][]byte{ids[0].Blind}); err != nil || len(got) != 0 {
 				return nil, fmt.Errorf("FindIdentities inside the projector = %d, %v", len(got), err)
@@ -128,6 +129,15 @@ func testProjectionHook(t *testing.T, s trustloop.Store) {
 	}
 	if calls != 1 || !slices.Equal(fresh, []int{1, 2}) {
 		t.Fatalf("projector called %d times with %v; want once with [1 2]", calls, fresh)
+	}
+	// seqs are the new events' log positions, index for index.
+	all, err := s.ListEvents(ctx, b.Workspace.ID, 0, 100)
+	if err != nil || len(all) != 3 {
+		t.Fatalf("ListEvents = %d, %v; want 3", len(all), err)
+	}
+	if len(seqs) != 2 || seqs[0] != all[1].Seq || seqs[1] != all[2].Seq ||
+		!bytes.Equal(all[1].MessageHash, e1.MessageHash) || !bytes.Equal(all[2].MessageHash, e2.MessageHash) {
+		t.Fatalf("projector got positions %v; stored %d and %d", seqs, all[1].Seq, all[2].Seq)
 	}
 	// Visible as soon as AppendEvents returns.
 	if got := mustFindProfile(t, s, b, p.ID); !sameProfile(got, p) {
@@ -147,7 +157,7 @@ func testProjectionHook(t *testing.T, s trustloop.Store) {
 	calls = 0
 	n, err = s.AppendEvents(ctx, &trustloop.CommitBatch{
 		Events: []trustloop.StoredEvent{e2, stored, e1},
-		Project: func(context.Context, []int) (*trustloop.ProjectionChanges, error) {
+		Project: func(context.Context, []int, []int64) (*trustloop.ProjectionChanges, error) {
 			calls++
 			return &trustloop.ProjectionChanges{Profiles: []trustloop.ProfileRecord{profileRec(b, 7002, "x")}}, nil
 		},
@@ -158,7 +168,7 @@ func testProjectionHook(t *testing.T, s trustloop.Store) {
 	// Nor for a batch of keys only.
 	n, err = s.AppendEvents(ctx, &trustloop.CommitBatch{
 		NewKeys: []trustloop.SubjectKey{newKey(b, 22)},
-		Project: func(context.Context, []int) (*trustloop.ProjectionChanges, error) {
+		Project: func(context.Context, []int, []int64) (*trustloop.ProjectionChanges, error) {
 			calls++
 			return &trustloop.ProjectionChanges{Profiles: []trustloop.ProfileRecord{profileRec(b, 7002, "x")}}, nil
 		},
@@ -172,7 +182,7 @@ func testProjectionHook(t *testing.T, s trustloop.Store) {
 	// A nil change set is allowed.
 	if n, err := s.AppendEvents(ctx, &trustloop.CommitBatch{
 		Events:  []trustloop.StoredEvent{event(b, k.ID, random(16), now)},
-		Project: func(context.Context, []int) (*trustloop.ProjectionChanges, error) { return nil, nil },
+		Project: func(context.Context, []int, []int64) (*trustloop.ProjectionChanges, error) { return nil, nil },
 	}); err != nil || n != 1 {
 		t.Fatalf("AppendEvents with a nil projection = %d, %v; want 1", n, err)
 	}
@@ -213,7 +223,7 @@ func testProjectionFailure(t *testing.T, s trustloop.Store) {
 	_, err := s.AppendEvents(ctx, &trustloop.CommitBatch{
 		NewKeys: []trustloop.SubjectKey{k},
 		Events:  []trustloop.StoredEvent{event(b, k.ID, random(16), time.Now()), event(b, k.ID, random(16), time.Now())},
-		Project: func(context.Context, []int) (*trustloop.ProjectionChanges, error) { return nil, failed },
+		Project: func(context.Context, []int, []int64) (*trustloop.ProjectionChanges, error) { return nil, failed },
 	})
 	if !errors.Is(err, failed) {
 		t.Fatalf("AppendEvents with a failing projector: err = %v, want the projector's", err)
@@ -225,7 +235,7 @@ func testProjectionFailure(t *testing.T, s trustloop.Store) {
 	_, err = s.AppendEvents(ctx, &trustloop.CommitBatch{
 		NewKeys: []trustloop.SubjectKey{k},
 		Events:  []trustloop.StoredEvent{event(b, k.ID, random(16), time.Now())},
-		Project: func(context.Context, []int) (*trustloop.ProjectionChanges, error) {
+		Project: func(context.Context, []int, []int64) (*trustloop.ProjectionChanges, error) {
 			p := profileRec(b, 1, "changed")
 			return &trustloop.ProjectionChanges{
 				Profiles:   []trustloop.ProfileRecord{p, profileRec(b, 3, "c")},
@@ -356,7 +366,7 @@ func testProfiles(t *testing.T, s trustloop.Store) {
 	// Replaced whole; within one change set the last write wins.
 	r1, r2 := ps[1], ps[1]
 	r1.State, r1.UpdatedAt = []byte("first"), profileBase.Add(2*time.Hour)
-	r2.State, r2.KeyID, r2.MergedInto, r2.UpdatedAt = []byte("second"), 77, 101, profileBase.Add(3*time.Hour)
+	r2.State, r2.KeyID, r2.AppliedSeq, r2.MergedInto, r2.UpdatedAt = []byte("second"), 77, 4242, 101, profileBase.Add(3*time.Hour)
 	project(t, s, b, &trustloop.ProjectionChanges{Profiles: []trustloop.ProfileRecord{r1, r2}})
 	if g := mustFindProfile(t, s, b, 102); !sameProfile(g, r2) {
 		t.Fatalf("replaced profile = %+v, want %+v", g, r2)
@@ -378,15 +388,14 @@ func testProfileEvents(t *testing.T, s trustloop.Store) {
 	ctx := context.Background()
 	b := MustBootstrap(t, s)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	var evs []trustloop.StoredEvent
+	// Key 1's id in another workspace too, its event the oldest (ids are random,
+	// so only a broken read would mix workspaces up).
+	foreign := event(b, 1, random(16), now)
+	foreign.WorkspaceID = other(b)
+	evs := []trustloop.StoredEvent{foreign}
 	for i := 0; i < 9; i++ {
 		evs = append(evs, event(b, int64(1+i%3), random(16), now.Add(time.Duration(i)*time.Millisecond)))
 	}
-	// Key 1's id in another workspace (ids are random, so only a broken read
-	// would mix them up).
-	foreign := event(b, 1, random(16), now)
-	foreign.WorkspaceID = other(b)
-	evs = append(evs, foreign)
 	if n, err := s.AppendEvents(ctx, &trustloop.CommitBatch{Events: evs}); err != nil || n != len(evs) {
 		t.Fatalf("AppendEvents = %d, %v", n, err)
 	}
@@ -394,12 +403,9 @@ func testProfileEvents(t *testing.T, s trustloop.Store) {
 	if err != nil || len(all) != 9 {
 		t.Fatalf("ListEvents = %d, %v", len(all), err)
 	}
-	// Newest first, keys 1 and 3 only (keys cycle 1, 2, 3 through the batch).
-	var want []int64
-	for i := 8; i >= 0; i-- {
-		if all[i].KeyID != 2 {
-			want = append(want, all[i].Seq)
-		}
+	theirs, err := s.ListEvents(ctx, other(b), 0, 100)
+	if err != nil || len(theirs) != 1 {
+		t.Fatalf("ListEvents in the other workspace = %d, %v", len(theirs), err)
 	}
 	seqs := func(es []trustloop.StoredEvent) []int64 {
 		out := []int64{}
@@ -408,29 +414,73 @@ func testProfileEvents(t *testing.T, s trustloop.Store) {
 		}
 		return out
 	}
-	got, err := s.ProfileEvents(ctx, b.Workspace.ID, []int64{1, 3}, 0, 100)
+	at := func(idx ...int) []int64 {
+		var out []int64
+		for _, i := range idx {
+			out = append(out, all[i].Seq)
+		}
+		return out
+	}
+
+	// EventsBySeq: the workspace's events at the positions, in Seq order,
+	// unknown positions and other workspaces' events left out.
+	got, err := s.EventsBySeq(ctx, b.Workspace.ID, []int64{all[4].Seq, all[1].Seq, all[8].Seq + 1000, theirs[0].Seq, all[3].Seq})
+	if err != nil || !equalIDs(seqs(got), at(1, 3, 4)) {
+		t.Fatalf("EventsBySeq = %v, %v; want %v", seqs(got), err, at(1, 3, 4))
+	}
+	for i, w := range []trustloop.StoredEvent{all[1], all[3], all[4]} {
+		if g := got[i]; g.WorkspaceID != w.WorkspaceID || g.SourceID != w.SourceID || !bytes.Equal(g.MessageHash, w.MessageHash) ||
+			g.KeyID != w.KeyID || g.Type != w.Type || !g.ReceivedAt.Equal(w.ReceivedAt) || !g.Timestamp.Equal(w.Timestamp) ||
+			!bytes.Equal(g.Payload, w.Payload) {
+			t.Fatalf("EventsBySeq returned %+v, want %+v", g, w)
+		}
+	}
+	if got, err := s.EventsBySeq(ctx, b.Workspace.ID, nil); err != nil || len(got) != 0 {
+		t.Fatalf("EventsBySeq(none) = %v, %v", seqs(got), err)
+	}
+	if got, err := s.EventsBySeq(ctx, other(b), at(0, 1)); err != nil || len(got) != 0 {
+		t.Fatalf("EventsBySeq from another workspace = %v, %v", seqs(got), err)
+	}
+
+	// Events alone are no timeline.
+	if got, err := s.ProfileEvents(ctx, b.Workspace.ID, []int64{1, 2, 3}, 0, 100); err != nil || len(got) != 0 {
+		t.Fatalf("ProfileEvents before any timeline = %v, %v", seqs(got), err)
+	}
+	// Keys cycle 1, 2, 3 through the batch. Key 1's timeline holds the foreign
+	// event's position and not all[6]; key 3's is three runs, one repeating a
+	// position; key 2's run is written short, then again whole.
+	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{Timeline: []trustloop.TimelineRun{
+		{KeyID: 1, Seqs: append([]int64{theirs[0].Seq}, at(0, 3)...)},
+		{KeyID: 3, Seqs: at(2)}, {KeyID: 3, Seqs: at(5, 8)},
+		{KeyID: 2, Seqs: at(1)},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{Timeline: []trustloop.TimelineRun{
+		{KeyID: 3, Seqs: at(8)}, {KeyID: 2, Seqs: at(1, 4, 7)}, {KeyID: 4, Seqs: nil},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	want := at(8, 5, 3, 2, 0)
+	got, err = s.ProfileEvents(ctx, b.Workspace.ID, []int64{1, 3}, 0, 100)
 	if err != nil || !equalIDs(seqs(got), want) {
 		t.Fatalf("ProfileEvents = %v, %v; want %v", seqs(got), err, want)
-	}
-	for _, e := range got {
-		if e.WorkspaceID != b.Workspace.ID || (e.KeyID != 1 && e.KeyID != 3) {
-			t.Fatalf("ProfileEvents returned %+v", e)
-		}
 	}
 	if !bytes.Equal(got[0].Payload, all[8].Payload) || got[0].Type != all[8].Type || !got[0].ReceivedAt.Equal(all[8].ReceivedAt) {
 		t.Fatalf("ProfileEvents changed an event: %+v, want %+v", got[0], all[8])
 	}
+	if got, err := s.ProfileEvents(ctx, b.Workspace.ID, []int64{2}, 0, 100); err != nil || !equalIDs(seqs(got), at(7, 4, 1)) {
+		t.Fatalf("ProfileEvents(2) = %v, %v; want %v (the run written again whole)", seqs(got), err, at(7, 4, 1))
+	}
 	// Paging with before.
-	page1, err := s.ProfileEvents(ctx, b.Workspace.ID, []int64{1, 3}, 0, 4)
-	if err != nil || !equalIDs(seqs(page1), want[:4]) {
-		t.Fatalf("ProfileEvents page 1 = %v, %v; want %v", seqs(page1), err, want[:4])
-	}
-	page2, err := s.ProfileEvents(ctx, b.Workspace.ID, []int64{1, 3}, page1[3].Seq, 4)
-	if err != nil || !equalIDs(seqs(page2), want[4:]) {
-		t.Fatalf("ProfileEvents page 2 = %v, %v; want %v", seqs(page2), err, want[4:])
-	}
-	if got, err := s.ProfileEvents(ctx, b.Workspace.ID, []int64{1, 3}, want[5], 4); err != nil || len(got) != 0 {
-		t.Fatalf("ProfileEvents before the oldest = %v, %v", seqs(got), err)
+	for _, page := range []struct {
+		before int64
+		want   []int64
+	}{{0, at(8, 5)}, {all[5].Seq, at(3, 2)}, {all[2].Seq, at(0)}, {all[0].Seq, nil}} {
+		got, err := s.ProfileEvents(ctx, b.Workspace.ID, []int64{1, 3}, page.before, 2)
+		if err != nil || !equalIDs(seqs(got), page.want) {
+			t.Fatalf("ProfileEvents before %d = %v, %v; want %v", page.before, seqs(got), err, page.want)
+		}
 	}
 	if got, err := s.ProfileEvents(ctx, b.Workspace.ID, nil, 0, 10); err != nil || len(got) != 0 {
 		t.Fatalf("ProfileEvents(no keys) = %v, %v", seqs(got), err)
@@ -440,11 +490,109 @@ func testProfileEvents(t *testing.T, s trustloop.Store) {
 	}
 	// The other workspace sees its own event only.
 	got, err = s.ProfileEvents(ctx, other(b), []int64{1, 2, 3}, 0, 10)
-	if err != nil || len(got) != 1 || !bytes.Equal(got[0].MessageHash, foreign.MessageHash) {
+	if err != nil || len(got) != 1 || got[0].Seq != theirs[0].Seq {
 		t.Fatalf("ProfileEvents in the other workspace = %v, %v; want its one event", seqs(got), err)
 	}
 	if got, err := s.ProfileEvents(ctx, other(b)+1, []int64{1, 2, 3}, 0, 10); err != nil || len(got) != 0 {
 		t.Fatalf("ProfileEvents in an empty workspace = %v, %v", seqs(got), err)
+	}
+}
+
+// testWriteProjection: changes written behind the group commits, in their own
+// transaction, with the watermark.
+func testWriteProjection(t *testing.T, s trustloop.Store) {
+	ctx := context.Background()
+	b := MustBootstrap(t, s)
+	ws := b.Workspace.ID
+	if upto, err := s.ProjectedUpto(ctx); err != nil || upto != 0 {
+		t.Fatalf("ProjectedUpto on an empty store = %d, %v; want 0", upto, err)
+	}
+	aud := &trustloop.Audience{WorkspaceID: ws, Name: "all", Rule: "true"}
+	if err := s.CreateAudience(ctx, aud); err != nil {
+		t.Fatal(err)
+	}
+	e := event(b, 10, random(16), time.Now())
+	if _, err := s.AppendEvents(ctx, &trustloop.CommitBatch{Events: []trustloop.StoredEvent{e}}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.ListEvents(ctx, ws, 0, 10)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("ListEvents = %d, %v", len(evs), err)
+	}
+	p1, p2, p3 := profileRec(b, 1, "one"), profileRec(b, 2, "two"), profileRec(b, 3, "three")
+	p3.MergedInto = 1
+	id1, id2 := identityRec(b, "user_id", 1, 0), identityRec(b, "email", 2, 0)
+	m := trustloop.MergeRecord{ID: 77, WorkspaceID: ws, Into: 1, From: 3, Moved: [][]byte{random(32)}, Linking: [][]byte{id1.Blind},
+		MessageHash: random(16), At: profileBase}
+	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{
+		Profiles: []trustloop.ProfileRecord{p1, p2, p3}, Identities: []trustloop.IdentityRecord{id1, id2},
+		Merges: []trustloop.MergeRecord{m}, Members: map[int64][]int64{1: {aud.ID}, 2: {aud.ID}},
+		Timeline: []trustloop.TimelineRun{{KeyID: 10, Seqs: []int64{evs[0].Seq}}}, UptoSeq: 10,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []trustloop.ProfileRecord{p1, p2, p3} {
+		if g := mustFindProfile(t, s, b, w.ID); !sameProfile(g, w) {
+			t.Fatalf("profile = %+v, want %+v", g, w)
+		}
+	}
+	if got, err := s.FindIdentities(ctx, ws, [][]byte{id1.Blind, id2.Blind}); err != nil || len(got) != 2 {
+		t.Fatalf("FindIdentities = %d, %v; want 2", len(got), err)
+	}
+	if got, err := s.FindMerge(ctx, ws, 77); err != nil || !sameMerge(*got, m) {
+		t.Fatalf("FindMerge = %+v, %v; want %+v", got, err, m)
+	}
+	if ids := mustListProfiles(t, s, ws, aud.ID, 0, 10); !equalIDs(ids, []int64{1, 2}) {
+		t.Fatalf("ListProfiles(audience) = %v", ids)
+	}
+	if got, err := s.ProfileEvents(ctx, ws, []int64{10}, 0, 10); err != nil || len(got) != 1 || got[0].Seq != evs[0].Seq {
+		t.Fatalf("ProfileEvents = %d, %v; want the one event", len(got), err)
+	}
+	if upto, err := s.ProjectedUpto(ctx); err != nil || upto != 10 {
+		t.Fatalf("ProjectedUpto = %d, %v; want 10", upto, err)
+	}
+	if st, err := s.Stats(ctx); err != nil || st.Profiles != 2 || st.Identities != 2 {
+		t.Fatalf("Stats = %+v, %v; want 2 live profiles and 2 identities", st, err)
+	}
+
+	// The watermark never moves back, and 0 leaves it alone.
+	for _, upto := range []int64{5, 0} {
+		if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{UptoSeq: upto}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.ProjectedUpto(ctx); err != nil || got != 10 {
+			t.Fatalf("ProjectedUpto after writing %d = %d, %v; want 10", upto, got, err)
+		}
+	}
+	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{}); err != nil {
+		t.Fatalf("WriteProjection(nothing) = %v", err)
+	}
+
+	// One transaction: changes the store refuses (a merge id stored already)
+	// leave everything as it was.
+	changed := p1
+	changed.State = []byte("changed")
+	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{
+		Profiles: []trustloop.ProfileRecord{changed}, Identities: []trustloop.IdentityRecord{identityRec(b, "phone", 1, 0)},
+		Merges: []trustloop.MergeRecord{m}, Members: map[int64][]int64{1: nil},
+		Timeline: []trustloop.TimelineRun{{KeyID: 11, Seqs: []int64{evs[0].Seq}}}, UptoSeq: 20,
+	}); err == nil {
+		t.Fatal("WriteProjection with a duplicate merge id succeeded")
+	}
+	if g := mustFindProfile(t, s, b, 1); !sameProfile(g, p1) {
+		t.Fatalf("a failed WriteProjection changed a profile: %+v", g)
+	}
+	if upto, err := s.ProjectedUpto(ctx); err != nil || upto != 10 {
+		t.Fatalf("ProjectedUpto after a failed write = %d, %v; want 10", upto, err)
+	}
+	if got, err := s.ProfileEvents(ctx, ws, []int64{11}, 0, 10); err != nil || len(got) != 0 {
+		t.Fatalf("a failed WriteProjection wrote a timeline: %d, %v", len(got), err)
+	}
+	if ids, err := s.ProfileAudiences(ctx, ws, 1); err != nil || !equalIDs(ids, []int64{aud.ID}) {
+		t.Fatalf("a failed WriteProjection changed memberships: %v, %v", ids, err)
+	}
+	if st, err := s.Stats(ctx); err != nil || st.Identities != 2 {
+		t.Fatalf("a failed WriteProjection wrote an identity: %+v, %v", st, err)
 	}
 }
 
@@ -464,9 +612,12 @@ func testMergeAndSplit(t *testing.T, s trustloop.Store) {
 	p1, p2, p3 := profileRec(b, 1, "one"), profileRec(b, 2, "two"), profileRec(b, 3, "three")
 	i1, i2a, i2b, i3 := identityRec(b, "user_id", 1, 0), identityRec(b, "email", 2, time.Second),
 		identityRec(b, "anonymous_id", 2, 2*time.Second), identityRec(b, "user_id", 3, 3*time.Second)
+	// The same blind index in another workspace, which no split here may move.
+	foreign := i2a
+	foreign.WorkspaceID, foreign.ProfileID = other(b), 1
 	project(t, s, b, &trustloop.ProjectionChanges{
 		Profiles:   []trustloop.ProfileRecord{p1, p2, p3},
-		Identities: []trustloop.IdentityRecord{i1, i2a, i2b, i3},
+		Identities: []trustloop.IdentityRecord{i1, i2a, i2b, i3, foreign},
 	})
 	if sep, err := s.Separated(ctx, ws, 1, 2); err != nil || sep {
 		t.Fatalf("Separated before any split = %v, %v", sep, err)
@@ -548,6 +699,9 @@ func testMergeAndSplit(t *testing.T, s trustloop.Store) {
 		if ids[blind].ProfileID != want {
 			t.Fatalf("after the split an identity is on profile %d, want %d", ids[blind].ProfileID, want)
 		}
+	}
+	if got, err := s.FindIdentities(ctx, other(b), [][]byte{foreign.Blind}); err != nil || !sameIdentity(got[string(foreign.Blind)], foreign) {
+		t.Fatalf("the split moved another workspace's identity: %+v, %v", got, err)
 	}
 	for _, pair := range [][2]int64{{1, 2}, {2, 1}} {
 		if sep, err := s.Separated(ctx, ws, pair[0], pair[1]); err != nil || !sep {

@@ -35,6 +35,7 @@ func Run(t *testing.T, open Opener) {
 		{"Identities", testIdentities},
 		{"Profiles", testProfiles},
 		{"ProfileEvents", testProfileEvents},
+		{"WriteProjection", testWriteProjection},
 		{"MergeAndSplit", testMergeAndSplit},
 		{"Audiences", testAudiences},
 	} {

@@ -157,9 +157,11 @@ type Main struct {
 	RateLimit     float64
 	RateBurst     int
 	Profiles      bool
-	LogLevel      string
-	ShutdownWait  time.Duration
-	DebugAddr     string
+
+	stopProfiles func()
+	LogLevel     string
+	ShutdownWait time.Duration
+	DebugAddr    string
 
 	stderr   io.Writer
 	Log      *slog.Logger
@@ -271,6 +273,22 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 		profiles = projection.New(ps, m.Keyring, rules, profile.Config{})
 		icfg.Projection = profiles
+		// What the last run held only in memory is rebuilt from the log before
+		// the collector takes events.
+		ids := make([]int64, len(wss))
+		for i, ws := range wss {
+			ids[i] = ws.ID
+		}
+		start := time.Now()
+		n, err := profiles.Recover(ctx, ids)
+		if err != nil {
+			return fmt.Errorf("profiles: replay the log: %w", err)
+		}
+		m.Log.Info("profiles caught up with the log", "events_replayed", n, "seconds", time.Since(start).Seconds())
+		flushCtx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { profiles.Run(flushCtx, m.Log); close(done) }()
+		m.stopProfiles = func() { stop(); <-done }
 	} else if m.Profiles {
 		m.Log.Warn("this storage backend does not keep profiles yet; the profile API is off")
 	}
@@ -369,6 +387,11 @@ func (m *Main) Close() error {
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Close())
+	}
+	if m.stopProfiles != nil {
+		// After the pipeline: every committed event is in memory by then; the
+		// final flush writes it all, so the next start replays nothing.
+		m.stopProfiles()
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())

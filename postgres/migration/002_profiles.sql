@@ -1,12 +1,13 @@
 -- Unified profiles (issue 3). See sqlite/migration/004_profiles.sql for the meaning
 -- of each table; the two schemas are kept equivalent and both pass storetest.
--- Profile and merge ids are assigned by the caller (random, like key ids, so nodes
--- need no coordination); audience ids by the database.
+-- Profile and merge ids are assigned by the caller (creation time above random
+-- bits, so nodes need no coordination); audience ids by the database.
 CREATE TABLE profiles (
 	id           BIGINT PRIMARY KEY,
 	workspace_id BIGINT NOT NULL,
 	key_id       BIGINT NOT NULL,
 	state        BYTEA NOT NULL,
+	applied_seq  BIGINT NOT NULL DEFAULT 0, -- the newest event the state reflects
 	merged_into  BIGINT NOT NULL DEFAULT 0,
 	created_at   BIGINT NOT NULL,
 	updated_at   BIGINT NOT NULL
@@ -69,6 +70,21 @@ CREATE TABLE audience_members (
 );
 CREATE INDEX audience_members_profile ON audience_members (profile_id);
 
--- A profile's timeline: its subjects' events, newest first. Built inside the
--- migration's transaction, which blocks event writes while it runs on a large log.
-CREATE INDEX events_key ON events (key_id, seq);
+-- A profile's timeline: per subject key, the log positions of its events, packed
+-- (delta varints, as in SQLite), one row per flush. Written behind like profile
+-- state rather than read through an index on events (key_id, seq), which would
+-- cost every event insert an index entry in random order.
+CREATE TABLE timeline (
+	key_id    BIGINT NOT NULL,
+	first_seq BIGINT NOT NULL,
+	seqs      BYTEA NOT NULL,
+	PRIMARY KEY (key_id, first_seq)
+);
+
+-- Every event up to upto_seq is reflected in the stored profiles and timeline; a
+-- start replays the log after it (the rest of the projection was in memory).
+CREATE TABLE projection_state (
+	id       INT PRIMARY KEY CHECK (id = 1),
+	upto_seq BIGINT NOT NULL
+);
+INSERT INTO projection_state (id, upto_seq) VALUES (1, 0);

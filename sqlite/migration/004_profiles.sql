@@ -6,6 +6,7 @@ CREATE TABLE profiles (
 	workspace_id INTEGER NOT NULL,
 	key_id       INTEGER NOT NULL,
 	state        BLOB NOT NULL,
+	applied_seq  INTEGER NOT NULL DEFAULT 0, -- the newest event the state reflects
 	merged_into  INTEGER NOT NULL DEFAULT 0,
 	created_at   INTEGER NOT NULL,
 	updated_at   INTEGER NOT NULL
@@ -46,7 +47,7 @@ CREATE TABLE separations (
 ) WITHOUT ROWID;
 
 CREATE TABLE audiences (
-	id           INTEGER PRIMARY KEY,
+	id           INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: a late membership write must not land in a new audience
 	workspace_id INTEGER NOT NULL,
 	name         TEXT NOT NULL,
 	rule         TEXT NOT NULL,
@@ -63,5 +64,20 @@ CREATE TABLE audience_members (
 ) WITHOUT ROWID;
 CREATE INDEX audience_members_profile ON audience_members (profile_id);
 
--- A profile's timeline: its subjects' events, newest first.
-CREATE INDEX events_key ON events (key_id, seq);
+-- A profile's timeline: per subject key, the log positions of its events, packed
+-- (delta varints), one row per flush. Written behind like profile state, because an
+-- index on events (key_id, seq) would cost a random page write per event.
+CREATE TABLE timeline (
+	key_id    INTEGER NOT NULL,
+	first_seq INTEGER NOT NULL,
+	seqs      BLOB NOT NULL,
+	PRIMARY KEY (key_id, first_seq)
+) WITHOUT ROWID;
+
+-- Every event up to upto_seq is reflected in the stored profiles and timeline; a
+-- start replays the log after it (the rest of the projection was in memory).
+CREATE TABLE projection_state (
+	id       INTEGER PRIMARY KEY CHECK (id = 1),
+	upto_seq INTEGER NOT NULL
+);
+INSERT INTO projection_state (id, upto_seq) VALUES (1, 0);
