@@ -290,16 +290,10 @@ func (db *DB) spillStep(ctx context.Context, tx *sql.Tx, oldestDay int64) (*run,
 		}
 		db.frzNext = end
 	}
-	if db.coveredUpto > db.prunedUpto {
-		// Bounded, like every upkeep step here, so that no commit carries a large delete.
-		res, err := tx.ExecContext(ctx, `DELETE FROM dedupe_log WHERE id IN (SELECT id FROM dedupe_log WHERE id <= ? ORDER BY id LIMIT 64)`, db.coveredUpto)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: dedupe prune: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n < 64 {
-			db.prunedNext = db.coveredUpto
-		}
-	}
+	// dedupe_log rows a run covers are not deleted early: at open they are
+	// skipped by id, and the age-based prune removes them with the rest. Deleting
+	// them as runs complete (with secure_delete zeroing every freed page) cost as
+	// much I/O as writing them.
 	// Runs are in id order, oldest first: the first is the one to expire, or to
 	// drop early when the index is over its cap.
 	if len(db.runs) > 0 {
@@ -339,7 +333,6 @@ func (db *DB) spillCommitted(done *run) {
 		db.coveredUpto = max(db.coveredUpto, done.upto)
 		db.frz = nil
 	}
-	db.prunedUpto = max(db.prunedUpto, db.prunedNext)
 	for _, id := range db.dropRuns {
 		db.runs = slices.DeleteFunc(db.runs, func(r *run) bool { return r.id == id })
 	}
@@ -354,7 +347,6 @@ func (db *DB) spillAborted() {
 	if db.frz != nil {
 		db.frzNext = db.frz.written
 	}
-	db.prunedNext = db.prunedUpto
 	db.dropRuns = db.dropRuns[:0]
 	db.dropEarly = 0
 }

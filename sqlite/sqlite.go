@@ -56,8 +56,6 @@ type DB struct {
 	frzReady      chan sorted
 	nextRunID     int64   // id of the next run
 	coveredUpto   int64   // dedupe_log rows up to this id are in runs
-	prunedUpto    int64   // and have been deleted up to this id
-	prunedNext    int64   // prunedUpto once the current transaction commits
 	dropRuns      []int64 // runs the current transaction deletes
 	shortenedRuns int     // runs dropped early for DedupeMaxEntries
 	dropEarly     int     // of dropRuns, those dropped early
