@@ -41,6 +41,12 @@ func TestOpenAPIDocument(t *testing.T) {
 	}
 	// Nothing is documented that the server does not route.
 	routed := map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, "/openapi.json": true}
+	for _, p := range profilePaths {
+		routed[p] = true
+		if _, ok := paths[p]; !ok {
+			t.Errorf("profile API path %s is not documented", p)
+		}
+	}
 	for _, p := range collectorPaths {
 		routed["/v1/"+p.path] = true
 	}

@@ -91,6 +91,10 @@ func limit(r *http.Request, def, max int) (int, error) {
 	return n, nil
 }
 
+// profilePaths are the profile API's paths, as documented in openapi.json.
+var profilePaths = []string{"/v1/profiles/lookup", "/v1/profiles/{id}", "/v1/profiles/{id}/events", "/v1/profiles/{id}/merges",
+	"/v1/profiles/{id}/split", "/v1/profiles", "/v1/audiences", "/v1/audiences/{id}", "/v1/audiences/{id}/members"}
+
 func (s *Server) profileRoutes(mux *http.ServeMux) {
 	if s.Profiles == nil {
 		return

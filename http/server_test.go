@@ -179,14 +179,18 @@ func TestOpenAPIServed(t *testing.T) {
 			t.Errorf("%s is not documented", p.path)
 		}
 	}
+	api := func(path string) bool {
+		return strings.HasPrefix(path, "/v1/profiles") || strings.HasPrefix(path, "/v1/audiences")
+	}
 	for path := range doc.Paths {
-		if strings.HasPrefix(path, "/v1/") && !tested[path] {
+		if strings.HasPrefix(path, "/v1/") && !tested[path] && !api(path) {
 			t.Errorf("%s is routed but not in the tests' collectorPaths", path)
 		}
 	}
-	// Every documented GET answers 200 on the running server.
+	// Every documented GET without an API key answers 200 on the running server
+	// (the profile API's are covered by profile_test.go).
 	for path, item := range doc.Paths {
-		if _, ok := item["get"]; !ok {
+		if _, ok := item["get"]; !ok || api(path) {
 			continue
 		}
 		if r := s.do(t, req{method: http.MethodGet, path: path}); r.Status != http.StatusOK {
