@@ -112,6 +112,7 @@ func newServer(t *testing.T, opt options) *testServer {
 		t.Fatal(err)
 	}
 	profiles := projection.New(db, kr, rules, profile.Config{})
+	profiles.OnSkip = m.Skip
 	p := ingest.New(db, kr, m, log, nil, ingest.Config{Projection: profiles})
 	ts := &testServer{Store: db, Keyring: kr, Pipeline: p, Metrics: m, Clock: newClock(fixedNow),
 		WS: &b.Workspace, Source: &b.Source, Profiles: profiles}

@@ -272,3 +272,24 @@ func TestProfileAPIBadInput(t *testing.T) {
 		t.Fatalf("%d profiles", len(all.Data))
 	}
 }
+
+// A malformed email stays a trait but is not matched on, and the skip is counted
+// by reason (never by value).
+func TestProfileMalformedIdentifierCounted(t *testing.T) {
+	s := newServer(t, options{})
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "u-m", "messageId": "1", "traits": obj{"email": "not-an-email", "phone": "12"}}))
+	p := s.lookup(t, "user_id:u-m")
+	if p.has("email", "not-an-email") || p.Traits["email"] != "not-an-email" {
+		t.Fatalf("profile %+v: the malformed email must be a trait, not an identity", p)
+	}
+	m := s.metricsText(t)
+	for _, want := range []string{`trustloop_profile_skipped_total{kind="identifier",reason="malformed_email"} 1`,
+		`trustloop_profile_skipped_total{kind="identifier",reason="malformed_phone"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(m, "not-an-email") {
+		t.Fatal("a value reached the metrics")
+	}
+}

@@ -22,6 +22,9 @@ type Metrics struct {
 	CommitGroupSize  prometheus.Histogram
 	CommitDuration   prometheus.Histogram
 	RequestDuration  *prometheus.HistogramVec
+	// Skipped counts data the profile projection did not use, by kind
+	// (identifier, profile_input) and a fixed reason (malformed_email, limit, …).
+	Skipped *prometheus.CounterVec
 }
 
 // New makes the collectors and registers them, with the Go runtime and process
@@ -51,9 +54,12 @@ func New() *Metrics {
 		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "trustloop_http_request_duration_seconds", Help: "HTTP request latency by route and status class.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"route", "status"}),
+		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trustloop_profile_skipped_total", Help: "Identifiers and profile inputs the projection did not use, by kind and reason."},
+			[]string{"kind", "reason"}),
 	}
 	m.Registry.MustRegister(m.EventsReceived, m.EventsStored, m.EventsDuplicate, m.EventsDropped, m.RequestsRejected,
-		m.RequestBatchSize, m.CommitGroupSize, m.CommitDuration, m.RequestDuration,
+		m.RequestBatchSize, m.CommitGroupSize, m.CommitDuration, m.RequestDuration, m.Skipped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -75,3 +81,7 @@ func (m *Metrics) Dropped(reason string, n int) {
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
+
+// Skip implements projection's skip counter: kind and reason are fixed strings
+// of the identity and profile packages, never values.
+func (m *Metrics) Skip(kind, reason string) { m.Skipped.WithLabelValues(kind, reason).Inc() }

@@ -39,6 +39,10 @@ type Service struct {
 	// Now is the clock (tests set it).
 	Now func() time.Time
 
+	// OnSkip, when set, counts what the projection did not use: kind is
+	// "identifier" or "profile_input", reason a fixed word (never a value).
+	OnSkip func(kind, reason string)
+
 	// FlushAfter is how long an updated profile may stay only in memory before
 	// it is written behind; MaxCached bounds the profiles kept in memory.
 	FlushAfter time.Duration
@@ -83,8 +87,18 @@ type Item struct {
 // Identify extracts a message's identifiers (in the request's goroutine, so the
 // work runs in parallel across requests).
 func (s *Service) Identify(m *trustloop.Message) []trustloop.Identifier {
-	ids, _ := s.rules.FromMessage(m)
+	ids, skipped := s.rules.FromMessage(m)
+	s.skipped(skipped)
 	return ids
+}
+
+func (s *Service) skipped(sk []identity.Skip) {
+	if s.OnSkip == nil {
+		return
+	}
+	for _, k := range sk {
+		s.OnSkip("identifier", k.Reason)
+	}
 }
 
 // profileAAD binds sealed profile state to its workspace and profile.
@@ -550,6 +564,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		if v.err != nil {
 			return v.err
 		}
+		s.skipped(d.Skipped)
 		var target *state
 		switch {
 		case d.New:
@@ -603,7 +618,12 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 		// A replay after a crash meets events the stored state has already.
 		if seq > target.rec.AppliedSeq {
-			s.profile.Apply(&target.st, profile.InputFrom(it.Message, it.SourceID))
+			res := s.profile.Apply(&target.st, profile.InputFrom(it.Message, it.SourceID))
+			if s.OnSkip != nil {
+				for _, r := range res.Skipped {
+					s.OnSkip("profile_input", string(r))
+				}
+			}
 			target.rec.AppliedSeq = seq
 			touch(target, seq)
 		}

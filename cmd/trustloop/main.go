@@ -272,6 +272,7 @@ func (m *Main) Open(ctx context.Context) error {
 			return err
 		}
 		profiles = projection.New(ps, m.Keyring, rules, profile.Config{})
+		profiles.OnSkip = m.Metrics.Skip
 		icfg.Projection = profiles
 		// What the last run held only in memory is rebuilt from the log before
 		// the collector takes events.
