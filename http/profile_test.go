@@ -1,11 +1,16 @@
 package http_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/trustloop/trustloop/identity"
+	"github.com/trustloop/trustloop/profile"
+	"github.com/trustloop/trustloop/projection"
 )
 
 const adminKey = "tl_admin_test"
@@ -291,5 +296,31 @@ func TestProfileMalformedIdentifierCounted(t *testing.T) {
 	}
 	if strings.Contains(m, "not-an-email") {
 		t.Fatal("a value reached the metrics")
+	}
+}
+
+// A merge survives a crash before any flush: the survivor's merged state is
+// written in the merge's own commit (a replay does not merge again).
+func TestProfileMergeSurvivesCrash(t *testing.T) {
+	s := newServer(t, options{})
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "d1", "messageId": "a", "traits": obj{"email": "kim@example.com", "colour": "red"}}))
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "d2", "messageId": "b", "traits": obj{"size": "M"}}))
+	if _, err := s.Profiles.Flush(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	// The merge, then a "crash": a new service over the same store, nothing flushed.
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "d2", "messageId": "c", "traits": obj{"email": "kim@example.com"}}))
+	rules, _ := identity.Compile(identity.DefaultConfig())
+	fresh := projection.New(s.Store, s.Keyring, rules, profile.Config{})
+	if _, err := fresh.Recover(context.Background(), []int64{s.WS.ID}); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := fresh.ParseIdentifier("anonymous_id:d2")
+	p, err := fresh.Lookup(context.Background(), s.WS.ID, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Traits["colour"] != "red" || p.Traits["size"] != "M" || p.Computed["events"] != int64(3) {
+		t.Fatalf("after a crash the merged profile is %v / %v", p.Traits, p.Computed)
 	}
 }

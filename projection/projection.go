@@ -535,7 +535,6 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 	}
 	keyOf := map[int64]keyring.Key{}
 	newIdent := map[string]*trustloop.IdentityRecord{}
-	var merged []*state
 	touch := func(st *state, seq int64) {
 		if !st.dirty {
 			st.dirty, st.since = true, seq
@@ -601,7 +600,6 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			src.st = profile.State{}
 			touch(src, seq)
 			touch(target, seq)
-			merged = append(merged, src)
 			out.Merges = append(out.Merges, m)
 		}
 		for _, id := range d.Attach {
@@ -649,10 +647,17 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			st.members = set.Evaluate(traits, computed, now)
 		}
 	}
-	// New profiles and merged-away ones are written now, in the commit: the
-	// identities that point at them are. Other changed state is written behind.
+	// New profiles, merged-away ones and the survivors of merges are written now,
+	// in the commit: the identities that point at them are, and a merge empties
+	// the merged-away row, so its survivor must hold the merged state before a
+	// crash could lose it (a replay does not merge again). Other changed state is
+	// written behind.
+	survivors := map[int64]bool{}
+	for _, m := range out.Merges {
+		survivors[m.Into] = true
+	}
 	for _, st := range v.prof {
-		if !st.touched || (st.stored && st.rec.MergedInto == 0) {
+		if !st.touched || (st.stored && st.rec.MergedInto == 0 && !survivors[st.rec.ID]) {
 			continue
 		}
 		rec, err := s.sealState(ctx, ws, st, keyOf)
@@ -669,7 +674,6 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		st.stored = true
 		st.dirty = false
 	}
-	_ = merged
 	for _, ir := range newIdent {
 		out.Identities = append(out.Identities, *ir)
 	}
