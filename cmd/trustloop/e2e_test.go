@@ -583,9 +583,21 @@ func TestPostgres(t *testing.T) {
 // TestProfilesEndToEnd runs the real binary with --profiles: events in through the
 // collector, the unified profile out through the API with the bootstrap admin key,
 // and again after a restart.
-func TestProfilesEndToEnd(t *testing.T) {
+func TestProfilesEndToEnd(t *testing.T) { profilesEndToEnd(t) }
+
+// TestProfilesEndToEndPostgres is the same on PostgreSQL.
+func TestProfilesEndToEndPostgres(t *testing.T) {
+	base := os.Getenv("TRUSTLOOP_TEST_DATABASE_URL")
+	if base == "" {
+		t.Skip("SKIPPING PostgreSQL profiles end-to-end test: TRUSTLOOP_TEST_DATABASE_URL is not set")
+	}
+	profilesEndToEnd(t, "--database-url", freshSchema(t, base))
+}
+
+func profilesEndToEnd(t *testing.T, extra ...string) {
 	dataDir := t.TempDir()
-	s := start(t, dataDir, "--profiles")
+	args := append([]string{"--profiles"}, extra...)
+	s := start(t, dataDir, args...)
 	run := randomHex(4)
 	msgs := []string{
 		fmt.Sprintf(`{"type":"track","messageId":"p1-%s","anonymousId":"anon-%s","event":"Product Viewed","properties":{"product_id":"sku-1"}}`, run, run),
@@ -621,7 +633,7 @@ func TestProfilesEndToEnd(t *testing.T) {
 	}
 	check(s)
 	s.stop()
-	s = start(t, dataDir, "--profiles")
+	s = start(t, dataDir, args...)
 	check(s)
 
 	// Profile state is written behind: events acknowledged just before a SIGKILL
@@ -634,7 +646,7 @@ func TestProfilesEndToEnd(t *testing.T) {
 		t.Fatalf("batch answered %d", code)
 	}
 	s.kill()
-	s = start(t, dataDir, "--profiles")
+	s = start(t, dataDir, args...)
 	defer s.stop()
 	code, p := get(s, "/v1/profiles/lookup?purpose=analytics&identifier=user_id:user-"+run)
 	if code != 200 {
