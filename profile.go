@@ -66,6 +66,11 @@ type ProjectionChanges struct {
 	// UptoSeq, when not 0, records that every event up to it is reflected in what
 	// is stored.
 	UptoSeq int64
+	// Behind marks a flush's writes: a profile row is replaced only if the stored
+	// one is not newer (a group commit may have written it since the flush took
+	// its copy: a merge writes both profiles in its commit) — never a row merged
+	// away since, never one whose applied_seq is higher.
+	Behind bool
 }
 
 // TimelineRun is a batch of one subject key's event positions, ascending.

@@ -20,7 +20,7 @@ import (
 // that touch the same profiles take their row locks in the same order and do not
 // deadlock each other (a deadlock would still be retried, at the cost of a commit).
 func writeProjection(ctx context.Context, tx pgx.Tx, c *trustloop.ProjectionChanges) error {
-	if err := writeProfiles(ctx, tx, c.Profiles); err != nil {
+	if err := writeProfiles(ctx, tx, c.Profiles, c.Behind); err != nil {
 		return err
 	}
 	if err := writeIdentities(ctx, tx, c.Identities); err != nil {
@@ -123,7 +123,7 @@ func unpackSeqs(b []byte) ([]int64, error) {
 // twice in a statement, so repeats of an id are folded first into what writing
 // them one after the other would leave: the first one's workspace and creation
 // time, the last one's state.
-func writeProfiles(ctx context.Context, tx pgx.Tx, ps []trustloop.ProfileRecord) error {
+func writeProfiles(ctx context.Context, tx pgx.Tx, ps []trustloop.ProfileRecord, behind bool) error {
 	if len(ps) == 0 {
 		return nil
 	}
@@ -150,11 +150,20 @@ func writeProfiles(ctx context.Context, tx pgx.Tx, ps []trustloop.ProfileRecord)
 	if _, err := tx.Exec(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at)
 		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
 		ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state, applied_seq = excluded.applied_seq,
-		merged_into = excluded.merged_into, updated_at = excluded.updated_at`,
+		merged_into = excluded.merged_into, updated_at = excluded.updated_at`+behindGuard(behind),
 		ids, wss, keys, states, applied, merged, created, updated); err != nil {
 		return fmt.Errorf("postgres: write profiles: %w", err)
 	}
 	return nil
+}
+
+// behindGuard is the condition under which a flush may replace a stored profile
+// (see trustloop.ProjectionChanges.Behind).
+func behindGuard(behind bool) string {
+	if !behind {
+		return ""
+	}
+	return ` WHERE profiles.applied_seq <= excluded.applied_seq AND (profiles.merged_into = 0 OR excluded.merged_into <> 0)`
 }
 
 // writeIdentities inserts identities or moves them to another profile; repeats of
@@ -658,7 +667,7 @@ func (db *DB) Split(ctx context.Context, m *trustloop.MergeRecord, into, from tr
 			m.WorkspaceID, a, b); err != nil {
 			return err
 		}
-		if err := writeProfiles(ctx, tx, []trustloop.ProfileRecord{into, from}); err != nil {
+		if err := writeProfiles(ctx, tx, []trustloop.ProfileRecord{into, from}, false); err != nil {
 			return err
 		}
 		return tx.Commit(ctx)

@@ -176,7 +176,7 @@ func lookupFixture(b *testing.B, n int) *fixture {
 	f.kr.Load = f.db.FindWorkspace
 	start := time.Now()
 	ws, err := buildProfiles(ctx, f.db, f.kr, rules, n, func(done int) {
-		if done%100_000 == 0 {
+		if done%250_000 == 0 {
 			b.Logf("profiles=%d: %d built in %.1f s", n, done, time.Since(start).Seconds())
 		}
 	})

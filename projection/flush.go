@@ -116,7 +116,7 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	}
 	s.mu.Unlock()
 
-	c := &trustloop.ProjectionChanges{Profiles: recs, Timeline: runs, UptoSeq: upto}
+	c := &trustloop.ProjectionChanges{Profiles: recs, Timeline: runs, UptoSeq: upto, Behind: true}
 	if len(members) > 0 {
 		c.Members = members
 	}

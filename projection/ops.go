@@ -65,20 +65,36 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 	if m.SplitAt != nil {
 		return nil, nil, trustloop.Errorf(trustloop.ECONFLICT, "This merge was undone already.")
 	}
-	recs, err := s.store.FindProfiles(ctx, ws, []int64{m.Into, m.From})
+	// The survivor may itself have been merged since: the moved identifiers go
+	// back from wherever they are now (the live root of that chain), and those
+	// that left it since stay where they went.
+	root := m.Into
+	var intoRec trustloop.ProfileRecord
+	for hops := 0; ; hops++ {
+		recs, err := s.store.FindProfiles(ctx, ws, []int64{root})
+		if err != nil {
+			return nil, nil, err
+		}
+		r, ok := recs[root]
+		if !ok {
+			return nil, nil, notFound()
+		}
+		if r.MergedInto == 0 || hops > 64 {
+			intoRec = r
+			break
+		}
+		root = r.MergedInto
+	}
+	recs, err := s.store.FindProfiles(ctx, ws, []int64{m.From})
 	if err != nil {
 		return nil, nil, err
 	}
-	intoRec, ok1 := recs[m.Into]
-	fromRec, ok2 := recs[m.From]
-	if !ok1 || !ok2 {
+	fromRec, ok := recs[m.From]
+	if !ok {
 		return nil, nil, notFound()
 	}
-	if intoRec.MergedInto != 0 {
-		return nil, nil, trustloop.Errorf(trustloop.ECONFLICT, "The surviving profile was itself merged since; undo that merge first.")
-	}
-	// Which identities each side holds after the split.
-	idents, err := s.store.ProfileIdentities(ctx, ws, m.Into)
+	defer s.evict(root)
+	idents, err := s.store.ProfileIdentities(ctx, ws, root)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -87,9 +103,12 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 		moved[string(b)] = true
 	}
 	var intoIDs, fromIDs []trustloop.IdentityRecord
+	back := *m
+	back.Moved = nil
 	for _, ir := range idents {
 		if moved[string(ir.Blind)] {
 			fromIDs = append(fromIDs, ir)
+			back.Moved = append(back.Moved, ir.Blind)
 		} else {
 			intoIDs = append(intoIDs, ir)
 		}
@@ -103,7 +122,9 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 	}
 	fromRec.MergedInto = 0
 	intoRec.UpdatedAt, fromRec.UpdatedAt = now, now
-	if err := s.store.Split(ctx, m, intoRec, fromRec); err != nil {
+	// back: only the identifiers still on the root move; the separation is
+	// between the merge's own two profiles, as the identity rules define it.
+	if err := s.store.Split(ctx, &back, intoRec, fromRec); err != nil {
 		return nil, nil, err
 	}
 	if err := s.reevaluate(ctx, ws, []int64{intoRec.ID, fromRec.ID}); err != nil {

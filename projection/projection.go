@@ -266,6 +266,7 @@ type view struct {
 	blinds map[trustloop.Identifier][]byte
 	prof   map[int64]*state
 	sep    map[[2]int64]bool
+	merges []trustloop.MergeRecord // this group's, not stored yet
 	err    error
 }
 
@@ -310,7 +311,25 @@ func (v *view) Identifiers(p int64) []trustloop.Identifier {
 	return st.ids
 }
 
+// Separated follows the identity rules: two profiles are separated when a split
+// separated any profile merged into one (or the profile itself, through merges
+// not split) from any merged into the other, so a profile that absorbed one side
+// of a split inherits the separation.
 func (v *view) Separated(a, b int64) bool {
+	if a == b {
+		return false
+	}
+	for _, x := range v.members(a) {
+		for _, y := range v.members(b) {
+			if v.separatedPair(x, y) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (v *view) separatedPair(a, b int64) bool {
 	if a > b {
 		a, b = b, a
 	}
@@ -324,6 +343,33 @@ func (v *view) Separated(a, b int64) bool {
 	}
 	v.sep[k] = sep
 	return sep
+}
+
+// members returns p and every profile merged into it, directly or not, by merges
+// not split (from the store: merges are written in their commit; plus this
+// group's, which are not stored yet).
+func (v *view) members(p int64) []int64 {
+	out := []int64{p}
+	for i := 0; i < len(out) && i < 256; i++ {
+		ms, err := v.s.store.ProfileMerges(v.ctx, v.ws, out[i])
+		if err != nil {
+			if v.err == nil {
+				v.err = err
+			}
+			return out
+		}
+		for _, m := range ms {
+			if m.Into == out[i] && m.SplitAt == nil && !slices.Contains(out, m.From) {
+				out = append(out, m.From)
+			}
+		}
+		for _, m := range v.merges {
+			if m.Into == out[i] && !slices.Contains(out, m.From) {
+				out = append(out, m.From)
+			}
+		}
+	}
+	return out
 }
 
 // load returns a profile's working state: this group's clone, else a clone of
@@ -594,6 +640,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 				return err
 			}
 			m.Moved = moved
+			v.merges = append(v.merges, m)
 			s.profile.Merge(&target.st, &src.st)
 			target.rec.AppliedSeq = max(target.rec.AppliedSeq, src.rec.AppliedSeq)
 			src.rec.MergedInto = target.rec.ID
@@ -616,7 +663,11 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 		// A replay after a crash meets events the stored state has already.
 		if seq > target.rec.AppliedSeq {
-			res := s.profile.Apply(&target.st, profile.InputFrom(it.Message, it.SourceID))
+			// The log keeps times to the millisecond: a replay must see what the
+			// live projection saw.
+			in := profile.InputFrom(it.Message, it.SourceID)
+			in.Timestamp, in.ReceivedAt = in.Timestamp.Truncate(time.Millisecond), in.ReceivedAt.Truncate(time.Millisecond)
+			res := s.profile.Apply(&target.st, in)
 			if s.OnSkip != nil {
 				for _, r := range res.Skipped {
 					s.OnSkip("profile_input", string(r))

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -697,23 +696,11 @@ func TestWatermarkBelowUnflushed(t *testing.T) {
 	}
 }
 
-// knownBug skips a test that reproduces a bug not fixed yet, unless
-// TRUSTLOOP_KNOWN_BUGS=1.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("TRUSTLOOP_KNOWN_BUGS") != "1" {
-		t.Skip("known bug, not fixed yet (TRUSTLOOP_KNOWN_BUGS=1 runs it): " + what)
-	}
-}
-
 // A crash after a merge commit and before the flush must not lose the merged
-// profile's history. The commit writes the merged-away profile with its state
-// emptied (its history now lives in the survivor) but leaves the survivor's new
-// state to the write-behind; the replay cannot merge again (the identities moved
-// in the commit), so the merged-away profile's events before the watermark are
-// gone from the survivor.
+// profile's history: the commit empties the merged-away row and a replay cannot
+// merge again (the identities moved in the commit), so the survivor's merged
+// state must be written in that commit too (fixed in 9c01d9b).
 func TestRecoverAfterMerge(t *testing.T) {
-	knownBug(t, "projectWorkspace does not write a merge's survivor in the commit that empties the merged-away profile")
 	e := newEnv(t)
 	svc := e.service()
 	ctx := context.Background()
@@ -739,22 +726,24 @@ func TestRecoverAfterMerge(t *testing.T) {
 	}
 }
 
-// A flush that snapshots a dirty profile while a group commit merges that
-// profile away writes its stale, live state after the commit: the stored row
-// says it is live again, and a restart shows two profiles, one without
-// identities.
+// A flush that snapshots dirty profiles while a group commit merges them writes
+// its stale snapshots after the commit, over the rows the commit wrote: the
+// merged-away profile's row says it is live again, and the survivor's row loses
+// the merge — while memory holds both as clean (the commit wrote them), so no
+// later flush repairs the rows, and the watermark moves past the merge.
 func TestFlushDuringMergeCommit(t *testing.T) {
-	knownBug(t, "flushOnce writes a snapshot after a group commit that merged the profile away (race on the row)")
 	e := newEnv(t)
 	svc := e.service()
 	ctx := context.Background()
 	at := e.clock.Now()
 	e.commit(svc, identify("p1", "", "phone", at, obj{"email": "sam@example.com"}), identify("l1", "", "laptop", at, obj{"phone": "+49 170 1234567"}))
-	e.commit(svc, track("l2", "", "laptop", at, "Product Viewed", obj{"product_id": "p"})) // laptop's profile dirty
+	// Both profiles dirty in memory.
+	e.commit(svc, track("p2", "", "phone", at, "Product Viewed", obj{"product_id": "p"}), track("l2", "", "laptop", at, "Product Viewed", obj{"product_id": "q"}))
+	phone := e.lookup(svc, trustloop.IDAnonymousID, "phone").ProfileID
 	laptop := e.lookup(svc, trustloop.IDAnonymousID, "laptop").ProfileID
 
 	// The background flush (Service.Run) ticks while the writer is inside the
-	// merging commit: it takes its snapshot, then waits for the store.
+	// merging commit: it takes its snapshots, then waits for the store.
 	flushed := make(chan error, 1)
 	_, err := e.commitWith(svc, func() error {
 		go func() { _, err := svc.Flush(ctx, true); flushed <- err }()
@@ -767,24 +756,31 @@ func TestFlushDuringMergeCommit(t *testing.T) {
 	if err := <-flushed; err != nil {
 		t.Fatal(err)
 	}
+	live := e.lookup(svc, trustloop.IDAnonymousID, "laptop")
+	if live.ProfileID != phone {
+		t.Fatalf("laptop is in profile %s after the merge, want the phone's %s", live.ProfileID, phone)
+	}
+	e.checkCounts(live, 5, 0)
 	if _, err := svc.Flush(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	survivor := e.lookup(svc, trustloop.IDAnonymousID, "laptop").ProfileID
-	if survivor == laptop {
-		t.Fatal("no merge happened")
-	}
 
 	e.reopen()
+	fresh := e.service()
+	// The watermark passed the merge, so a start's Recover cannot repair it.
+	if n, err := fresh.Recover(ctx, []int64{e.ws}); err != nil || n != 0 {
+		t.Errorf("Recover = %d, %v; want nothing to replay", n, err)
+	}
 	id, _ := projection.ParseID(laptop)
-	p, err := e.service().Profile(ctx, e.ws, id)
+	p, err := fresh.Profile(ctx, e.ws, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.ProfileID != survivor || p.MergedFrom != laptop {
+	if p.ProfileID != phone || p.MergedFrom != laptop {
 		t.Errorf("merged-away profile %s after a restart answers profile %s (merged_from %q), want %s",
-			laptop, p.ProfileID, p.MergedFrom, survivor)
+			laptop, p.ProfileID, p.MergedFrom, phone)
 	}
+	e.checkCounts(e.lookup(fresh, trustloop.IDAnonymousID, "laptop"), 5, 0)
 }
 
 // A live profile keeps the collector's receive time to the nanosecond; the log
@@ -792,7 +788,6 @@ func TestFlushDuringMergeCommit(t *testing.T) {
 // (first_seen, last_seen, trait times) unless the times were whole
 // milliseconds.
 func TestRecoverNanosecondTimes(t *testing.T) {
-	knownBug(t, "live projection uses nanosecond times, the replay the envelope's milliseconds")
 	e := newEnv(t)
 	svc := e.service()
 	at := e.clock.Now().Add(123456 * time.Nanosecond)

@@ -20,7 +20,7 @@ func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionCha
 	if len(c.Profiles) > 0 {
 		st, err := tx.PrepareContext(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state,
-			applied_seq = excluded.applied_seq, merged_into = excluded.merged_into, updated_at = excluded.updated_at`)
+			applied_seq = excluded.applied_seq, merged_into = excluded.merged_into, updated_at = excluded.updated_at`+behindGuard(c.Behind))
 		if err != nil {
 			return fmt.Errorf("sqlite: write profile: %w", err)
 		}
@@ -76,6 +76,15 @@ func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionCha
 
 // setMembers replaces profiles' memberships in the workspace's audiences (0: the
 // workspace of each profile's row, as a group commit or flush knows it).
+// behindGuard is the condition under which a flush may replace a stored profile
+// (see ProjectionChanges.Behind).
+func behindGuard(behind bool) string {
+	if !behind {
+		return ""
+	}
+	return ` WHERE profiles.applied_seq <= excluded.applied_seq AND (profiles.merged_into = 0 OR excluded.merged_into <> 0)`
+}
+
 func setMembers(ctx context.Context, tx *sql.Tx, members map[int64][]int64) error {
 	for profile, auds := range members {
 		// Only audiences of the profile's own workspace: a membership never
