@@ -353,33 +353,48 @@ const findChunk = 500
 // FindSubjectKeys looks keys up by blind index.
 func (db *DB) FindSubjectKeys(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.SubjectKey, error) {
 	out := make(map[string]trustloop.SubjectKey, len(blinds))
-	for start := 0; start < len(blinds); start += findChunk {
-		part := blinds[start:min(start+findChunk, len(blinds))]
+	err := queryIn(ctx, db.read, "find subject keys", `SELECT id, blind, wrapped, created_at FROM subject_keys WHERE workspace_id = ? AND blind IN (%s)`,
+		workspaceID, blinds, func(rows *sql.Rows) error {
+			k, err := scanSubjectKey(rows, workspaceID)
+			out[string(k.Blind)] = k
+			return err
+		})
+	return out, err
+}
+
+func scanSubjectKey(rows *sql.Rows, ws int64) (trustloop.SubjectKey, error) {
+	k := trustloop.SubjectKey{WorkspaceID: ws}
+	var created int64
+	err := rows.Scan(&k.ID, &k.Blind, &k.Wrapped, &created)
+	k.CreatedAt = fromMS(created)
+	return k, err
+}
+
+// queryIn runs q (whose %s is an IN list) for the workspace and the keys, in
+// chunks of findChunk keys, calling each for every row.
+func queryIn[K any](ctx context.Context, db *sql.DB, op, q string, workspaceID int64, keys []K, each func(*sql.Rows) error) error {
+	for start := 0; start < len(keys); start += findChunk {
+		part := keys[start:min(start+findChunk, len(keys))]
 		args := make([]any, 0, len(part)+1)
 		args = append(args, workspaceID)
-		for _, b := range part {
-			args = append(args, b)
+		for _, k := range part {
+			args = append(args, k)
 		}
-		rows, err := db.read.QueryContext(ctx, `SELECT id, blind, wrapped, created_at FROM subject_keys
-			WHERE workspace_id = ? AND blind IN (`+marks(len(part))+`)`, args...)
+		rows, err := db.QueryContext(ctx, fmt.Sprintf(q, marks(len(part))), args...)
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
+			return fmt.Errorf("sqlite: %s: %w", op, err)
 		}
 		for rows.Next() {
-			k := trustloop.SubjectKey{WorkspaceID: workspaceID}
-			var created int64
-			if err := rows.Scan(&k.ID, &k.Blind, &k.Wrapped, &created); err != nil {
+			if err := each(rows); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
+				return fmt.Errorf("sqlite: %s: %w", op, err)
 			}
-			k.CreatedAt = fromMS(created)
-			out[string(k.Blind)] = k
 		}
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
+			return fmt.Errorf("sqlite: %s: %w", op, err)
 		}
 	}
-	return out, nil
+	return nil
 }

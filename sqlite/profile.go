@@ -138,32 +138,13 @@ func scanIdentity(sc interface{ Scan(...any) error }) (trustloop.IdentityRecord,
 // FindIdentities looks identities up by blind index.
 func (db *DB) FindIdentities(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.IdentityRecord, error) {
 	out := make(map[string]trustloop.IdentityRecord, len(blinds))
-	for start := 0; start < len(blinds); start += findChunk {
-		part := blinds[start:min(start+findChunk, len(blinds))]
-		args := make([]any, 0, len(part)+1)
-		args = append(args, workspaceID)
-		for _, b := range part {
-			args = append(args, b)
-		}
-		rows, err := db.read.QueryContext(ctx, `SELECT `+identityCols+` FROM identities WHERE workspace_id = ? AND blind IN (`+marks(len(part))+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: find identities: %w", err)
-		}
-		for rows.Next() {
+	err := queryIn(ctx, db.read, "find identities", `SELECT `+identityCols+` FROM identities WHERE workspace_id = ? AND blind IN (%s)`,
+		workspaceID, blinds, func(rows *sql.Rows) error {
 			r, err := scanIdentity(rows)
-			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sqlite: find identities: %w", err)
-			}
 			out[string(r.Blind)] = r
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: find identities: %w", err)
-		}
-	}
-	return out, nil
+			return err
+		})
+	return out, err
 }
 
 // ProfileIdentities returns a profile's identities by first_seen.
@@ -198,32 +179,13 @@ func scanProfile(sc interface{ Scan(...any) error }) (trustloop.ProfileRecord, e
 // FindProfiles returns profiles by id.
 func (db *DB) FindProfiles(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.ProfileRecord, error) {
 	out := make(map[int64]trustloop.ProfileRecord, len(ids))
-	for start := 0; start < len(ids); start += findChunk {
-		part := ids[start:min(start+findChunk, len(ids))]
-		args := make([]any, 0, len(part)+1)
-		args = append(args, workspaceID)
-		for _, id := range part {
-			args = append(args, id)
-		}
-		rows, err := db.read.QueryContext(ctx, `SELECT `+profileCols+` FROM profiles WHERE workspace_id = ? AND id IN (`+marks(len(part))+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: find profiles: %w", err)
-		}
-		for rows.Next() {
+	err := queryIn(ctx, db.read, "find profiles", `SELECT `+profileCols+` FROM profiles WHERE workspace_id = ? AND id IN (%s)`,
+		workspaceID, ids, func(rows *sql.Rows) error {
 			p, err := scanProfile(rows)
-			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sqlite: find profiles: %w", err)
-			}
 			out[p.ID] = p
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: find profiles: %w", err)
-		}
-	}
-	return out, nil
+			return err
+		})
+	return out, err
 }
 
 // ListProfiles pages through live profiles, optionally one audience's.
@@ -626,65 +588,23 @@ func (db *DB) SetMembers(ctx context.Context, workspaceID int64, members map[int
 // IdentitiesOfProfiles returns the identities of several profiles.
 func (db *DB) IdentitiesOfProfiles(ctx context.Context, workspaceID int64, profileIDs []int64) ([]trustloop.IdentityRecord, error) {
 	var out []trustloop.IdentityRecord
-	for start := 0; start < len(profileIDs); start += findChunk {
-		part := profileIDs[start:min(start+findChunk, len(profileIDs))]
-		args := make([]any, 0, len(part)+1)
-		args = append(args, workspaceID)
-		for _, id := range part {
-			args = append(args, id)
-		}
-		rows, err := db.read.QueryContext(ctx, `SELECT `+identityCols+` FROM identities WHERE workspace_id = ? AND profile_id IN (`+marks(len(part))+`)
-			ORDER BY first_seen, blind`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: identities of profiles: %w", err)
-		}
-		for rows.Next() {
-			r, err := scanIdentity(rows)
-			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sqlite: identities of profiles: %w", err)
-			}
-			out = append(out, r)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: identities of profiles: %w", err)
-		}
-	}
-	return out, nil
+	err := queryIn(ctx, db.read, "identities of profiles", `SELECT `+identityCols+` FROM identities WHERE workspace_id = ? AND profile_id IN (%s)
+		ORDER BY first_seen, blind`, workspaceID, profileIDs, func(rows *sql.Rows) error {
+		r, err := scanIdentity(rows)
+		out = append(out, r)
+		return err
+	})
+	return out, err
 }
 
 // FindSubjectKeysByID looks subject keys up by id.
 func (db *DB) FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.SubjectKey, error) {
 	out := make(map[int64]trustloop.SubjectKey, len(ids))
-	for start := 0; start < len(ids); start += findChunk {
-		part := ids[start:min(start+findChunk, len(ids))]
-		args := make([]any, 0, len(part)+1)
-		args = append(args, workspaceID)
-		for _, id := range part {
-			args = append(args, id)
-		}
-		rows, err := db.read.QueryContext(ctx, `SELECT id, blind, wrapped, created_at FROM subject_keys
-			WHERE workspace_id = ? AND id IN (`+marks(len(part))+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
-		}
-		for rows.Next() {
-			k := trustloop.SubjectKey{WorkspaceID: workspaceID}
-			var created int64
-			if err := rows.Scan(&k.ID, &k.Blind, &k.Wrapped, &created); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
-			}
-			k.CreatedAt = fromMS(created)
+	err := queryIn(ctx, db.read, "find subject keys", `SELECT id, blind, wrapped, created_at FROM subject_keys WHERE workspace_id = ? AND id IN (%s)`,
+		workspaceID, ids, func(rows *sql.Rows) error {
+			k, err := scanSubjectKey(rows, workspaceID)
 			out[k.ID] = k
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: find subject keys: %w", err)
-		}
-	}
-	return out, nil
+			return err
+		})
+	return out, err
 }
