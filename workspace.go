@@ -90,11 +90,22 @@ type WorkspaceStore interface {
 	Stats(ctx context.Context) (Stats, error)
 }
 
+// SettingStore keeps a workspace's named settings documents (JSON), versioned.
+type SettingStore interface {
+	// FindSetting returns a setting's value and version; ENOTFOUND if it was
+	// never set.
+	FindSetting(ctx context.Context, workspaceID int64, name string) (value []byte, version int64, err error)
+	// PutSetting stores a setting if its current version is version (0: not set
+	// yet) and returns the new version; ECONFLICT if it changed meanwhile.
+	PutSetting(ctx context.Context, workspaceID int64, name string, value []byte, version int64) (int64, error)
+}
+
 // Store is everything a storage backend provides.
 type Store interface {
 	EventStore
 	WorkspaceStore
 	ProfileStore
+	SettingStore
 	// Ping reports whether the store is open and usable.
 	Ping(ctx context.Context) error
 	Close() error

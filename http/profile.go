@@ -93,7 +93,8 @@ func limit(r *http.Request, def, max int) (int, error) {
 
 // profilePaths are the profile API's paths, as documented in openapi.json.
 var profilePaths = []string{"/v1/profiles/lookup", "/v1/profiles/{id}", "/v1/profiles/{id}/events", "/v1/profiles/{id}/merges",
-	"/v1/profiles/{id}/split", "/v1/profiles", "/v1/audiences", "/v1/audiences/{id}", "/v1/audiences/{id}/members"}
+	"/v1/profiles/{id}/split", "/v1/profiles", "/v1/audiences", "/v1/audiences/{id}", "/v1/audiences/{id}/members",
+	"/v1/settings/profiles"}
 
 func (s *Server) profileRoutes(mux *http.ServeMux) {
 	if s.Profiles == nil {
@@ -111,6 +112,37 @@ func (s *Server) profileRoutes(mux *http.ServeMux) {
 	mux.Handle("PUT /v1/audiences/{id}", s.route("/v1/audiences/{id}", s.authed(s.updateAudience)))
 	mux.Handle("DELETE /v1/audiences/{id}", s.route("/v1/audiences/{id}", s.authed(s.deleteAudience)))
 	mux.Handle("GET /v1/audiences/{id}/members", s.route("/v1/audiences/{id}/members", s.authed(s.audienceMembers)))
+	mux.Handle("GET /v1/settings/profiles", s.route("/v1/settings/profiles", s.authed(s.getSettings)))
+	mux.Handle("PUT /v1/settings/profiles", s.route("/v1/settings/profiles", s.authed(s.putSettings)))
+}
+
+func (s *Server) getSettings(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	st, err := s.Profiles.Settings(r.Context(), k.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// putSettings replaces the workspace's profile settings. The body is the whole
+// document with the version read (optimistic concurrency: 409 if it changed).
+func (s *Server) putSettings(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	var st projection.Settings
+	if err := readJSON(r, &st); err != nil {
+		return err
+	}
+	if err := s.Profiles.SaveSettings(r.Context(), k.WorkspaceID, &st); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
 }
 
 func (s *Server) getProfile(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
@@ -135,7 +167,7 @@ func (s *Server) lookupProfile(w http.ResponseWriter, r *http.Request, k *trustl
 		return trustloop.Errorf(trustloop.EINVALID, "identifier is required.").
 			WithHint("Add ?identifier=<type>:<value>, e.g. email:jane@example.com (URL-encoded).")
 	}
-	id, err := s.Profiles.ParseIdentifier(q)
+	id, err := s.Profiles.ParseIdentifier(r.Context(), k.WorkspaceID, q)
 	if err != nil {
 		return err
 	}

@@ -315,12 +315,58 @@ func TestProfileMergeSurvivesCrash(t *testing.T) {
 	if _, err := fresh.Recover(context.Background(), []int64{s.WS.ID}); err != nil {
 		t.Fatal(err)
 	}
-	id, _ := fresh.ParseIdentifier("anonymous_id:d2")
+	id, _ := fresh.ParseIdentifier(context.Background(), s.WS.ID, "anonymous_id:d2")
 	p, err := fresh.Lookup(context.Background(), s.WS.ID, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.Traits["colour"] != "red" || p.Traits["size"] != "M" || p.Computed["events"] != int64(3) {
 		t.Fatalf("after a crash the merged profile is %v / %v", p.Traits, p.Computed)
+	}
+}
+
+// A workspace configures a custom identifier type and tighter rules through the
+// settings API; invalid settings are refused and change nothing.
+func TestProfileSettings(t *testing.T) {
+	s := newServer(t, options{})
+	type settings struct {
+		Version  int64          `json:"version"`
+		Identity map[string]any `json:"identity"`
+		Computed map[string]any `json:"computed"`
+	}
+	st := decode[settings](t, s.api(t, "GET", "/v1/settings/profiles", nil), 200)
+	if st.Version != 0 || st.Identity["default_limit"] != float64(5) {
+		t.Fatalf("default settings = %+v", st)
+	}
+	for _, bad := range []obj{
+		{"version": 0, "identity": obj{"blocked": []string{"("}, "default_limit": 5}, "computed": obj{}},
+		{"version": 0, "identity": obj{"default_limit": 0}, "computed": obj{}},
+		{"version": 0, "identity": obj{"default_limit": 5, "custom_types": []obj{{"name": "email"}}}, "computed": obj{}},
+		{"version": 0, "identity": obj{"default_limit": 5}, "computed": obj{"disabled": []string{"no_such_trait"}}},
+		{"version": 0, "identity": obj{"default_limit": 5}, "computed": obj{}, "extra": 1},
+	} {
+		r := s.api(t, "PUT", "/v1/settings/profiles", bad)
+		if r.Status != 400 || r.apiError(t).Error.Message == "" {
+			t.Errorf("settings %v: %d %s", bad, r.Status, r.Body)
+		}
+	}
+	if st := decode[settings](t, s.api(t, "GET", "/v1/settings/profiles", nil), 200); st.Version != 0 {
+		t.Fatalf("refused settings changed the version to %d", st.Version)
+	}
+	st.Identity["custom_types"] = []obj{{"name": "loyalty_id", "traits": []string{"loyalty_card"}}}
+	saved := decode[settings](t, s.api(t, "PUT", "/v1/settings/profiles", st), 200)
+	if saved.Version != 1 {
+		t.Fatalf("saved version %d", saved.Version)
+	}
+	// A stale version is refused.
+	if r := s.api(t, "PUT", "/v1/settings/profiles", st); r.Status != http.StatusConflict {
+		t.Fatalf("stale PUT: %d %s", r.Status, r.Body)
+	}
+	// The store's card joins the web visitor.
+	mustOK(t, s.post(t, "/v1/identify", obj{"anonymousId": "web-1", "messageId": "1", "traits": obj{"loyalty_card": "LC-77"}}))
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "shop-9", "messageId": "2", "traits": obj{"loyalty_card": "LC-77"}}))
+	p := s.lookup(t, "loyalty_id:LC-77")
+	if !p.has("anonymous_id", "web-1") || !p.has("user_id", "shop-9") {
+		t.Fatalf("profile by loyalty card: %+v", p.Identities)
 	}
 }

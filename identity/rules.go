@@ -55,22 +55,22 @@ type Config struct {
 	// them matches entirely, ignoring case, is never used for matching. They catch
 	// the placeholders that broken clients send ("null", "undefined", a nil UUID),
 	// which would otherwise merge every visitor who sent them into one profile.
-	Blocked []string
+	Blocked []string `json:"blocked"`
 	// Limits is the maximum number of distinct identifiers of a type on one profile.
-	Limits map[string]int
+	Limits map[string]int `json:"limits"`
 	// DefaultLimit applies to the types not in Limits.
-	DefaultLimit int
+	DefaultLimit int `json:"default_limit"`
 	// Priority lists identifier types, highest first. When an event's identifiers
 	// cannot all be matched, the lowest-priority ones give way. Types left out rank
 	// after the listed ones, built-in types first, then custom types in their order.
-	Priority []string
+	Priority []string `json:"priority"`
 	// CustomTypes are the workspace's own identifier types.
-	CustomTypes []CustomType
+	CustomTypes []CustomType `json:"custom_types,omitempty"`
 	// GroupTraits makes FromMessage read the traits of group calls as identifiers
 	// of the user. Off by default: in Segment's spec a group call's traits describe
 	// the group (the company), so its email is typically shared by every member of
 	// the account, and matching on it would merge colleagues.
-	GroupTraits bool
+	GroupTraits bool `json:"group_traits,omitempty"`
 }
 
 // CustomType is a workspace-configured identifier type, such as a loyalty card
@@ -78,10 +78,10 @@ type Config struct {
 type CustomType struct {
 	// Name is the type's name: lower-case letters, digits and '_', starting with a
 	// letter, at most 64 bytes.
-	Name string
+	Name string `json:"name"`
 	// Traits are the trait keys it is read from (in traits and context.traits);
 	// none means the key equal to Name.
-	Traits []string
+	Traits []string `json:"traits,omitempty"`
 }
 
 // DefaultConfig is the configuration of a new workspace: one user id per profile (a

@@ -38,7 +38,7 @@ type Admitter func(src *trustloop.Source, m *trustloop.Message) (ok bool, reason
 type Projection interface {
 	// Identify extracts a message's identifiers; it runs in the request's
 	// goroutine.
-	Identify(m *trustloop.Message) []trustloop.Identifier
+	Identify(workspaceID int64, m *trustloop.Message) []trustloop.Identifier
 	// Group prepares the projection of one group commit attempt; items are
 	// aligned with the commit's events.
 	Group(items []projection.Item) *projection.Group
@@ -172,7 +172,7 @@ func (p *Pipeline) prepare(src *trustloop.Source, m *trustloop.Message) (pending
 			Type: m.Type, ReceivedAt: m.ReceivedAt, Timestamp: m.Timestamp},
 	}
 	if p.proj != nil {
-		ev.msg, ev.ids = m, p.proj.Identify(m)
+		ev.msg, ev.ids = m, p.proj.Identify(src.WorkspaceID, m)
 	}
 	if key, ok := p.keys.Cached(src.WorkspaceID, blind); ok {
 		ev.seal(key)

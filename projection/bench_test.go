@@ -50,7 +50,7 @@ func BenchmarkLookup(b *testing.B) {
 }
 
 // lookupFixtureVersion names the cached stores' generation (see BenchmarkLookup).
-const lookupFixtureVersion = "v1"
+const lookupFixtureVersion = "v2"
 
 // Build shape: groups of buildGroup identify events, as the ingest writer
 // commits them (it takes up to 8,192 at a time), with a flush every flushEvery

@@ -259,7 +259,7 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 		fresh = append(fresh, len(items))
 		seqs = append(seqs, e.Seq)
 		items = append(items, Item{WorkspaceID: ws, SourceID: e.SourceID, Message: m, MessageHash: e.MessageHash,
-			KeyID: e.KeyID, Key: k, IDs: s.Identify(m)})
+			KeyID: e.KeyID, Key: k, IDs: s.Identify(ws, m)})
 	}
 	g := s.Group(items)
 	c, err := g.Project(ctx, fresh, seqs)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/audience"
@@ -171,6 +172,10 @@ func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRe
 		before = page[len(page)-1].Seq
 	}
 	slices.Reverse(events) // oldest first, as they were applied
+	cfg, err := s.config(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
 	var st profile.State
 	for _, e := range events {
 		k, ok := keys[e.KeyID]
@@ -185,7 +190,9 @@ func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRe
 		if err != nil {
 			return nil, err
 		}
-		s.profile.Apply(&st, profile.InputFrom(m, e.SourceID))
+		in := profile.InputFrom(m, e.SourceID)
+		in.Timestamp, in.ReceivedAt = in.Timestamp.Truncate(time.Millisecond), in.ReceivedAt.Truncate(time.Millisecond)
+		cfg.profile.Apply(&st, in)
 	}
 	plain, err := st.MarshalBinary()
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 // Store is what the service needs of a backend.
 type Store interface {
 	trustloop.ProfileStore
+	trustloop.SettingStore
 	FindSubjectKeys(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.SubjectKey, error)
 	ListEvents(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.StoredEvent, error)
 	// FindSubjectKeysByID returns stored subject keys by id; unknown ones are
@@ -36,6 +37,9 @@ type Service struct {
 	keys    *keyring.Keyring
 	rules   *identity.Rules
 	profile profile.Config
+	// identityDefaults is what Settings shows for a workspace that never set its
+	// own (the rules above were compiled from it).
+	identityDefaults identity.Config
 	// Now is the clock (tests set it).
 	Now func() time.Time
 
@@ -52,6 +56,7 @@ type Service struct {
 	audiences map[int64]*audience.Set // per workspace, nil until loaded
 	keyByID   map[int64]keyring.Key   // unwrapped subject keys by id (bounded)
 	cache     map[int64]*state        // profiles in memory: every dirty one, some clean
+	configs   map[int64]*wsConfig     // compiled settings per workspace
 	pending   map[int64]*pendingRun   // timeline positions not written yet, by key id
 	lastSeq   int64                   // the newest log position installed
 	flushMu   sync.Mutex              // one flush at a time
@@ -67,9 +72,9 @@ type pendingRun struct {
 // configuration is a later step).
 func New(store Store, keys *keyring.Keyring, rules *identity.Rules, cfg profile.Config) *Service {
 	return &Service{store: store, keys: keys, rules: rules, profile: cfg, Now: time.Now,
-		FlushAfter: time.Second, MaxCached: 50_000,
+		FlushAfter: time.Second, MaxCached: 50_000, identityDefaults: identity.DefaultConfig(),
 		audiences: map[int64]*audience.Set{}, keyByID: map[int64]keyring.Key{},
-		cache: map[int64]*state{}, pending: map[int64]*pendingRun{}}
+		cache: map[int64]*state{}, pending: map[int64]*pendingRun{}, configs: map[int64]*wsConfig{}}
 }
 
 // Item is one event of a group as the projection sees it: the message (plaintext,
@@ -86,8 +91,12 @@ type Item struct {
 
 // Identify extracts a message's identifiers (in the request's goroutine, so the
 // work runs in parallel across requests).
-func (s *Service) Identify(m *trustloop.Message) []trustloop.Identifier {
-	ids, skipped := s.rules.FromMessage(m)
+func (s *Service) Identify(ws int64, m *trustloop.Message) []trustloop.Identifier {
+	rules := s.rules
+	if c, err := s.config(context.Background(), ws); err == nil {
+		rules = c.rules
+	} // else: the defaults; the commit's projection reports the store error
+	ids, skipped := rules.FromMessage(m)
 	s.skipped(skipped)
 	return ids
 }
@@ -552,6 +561,10 @@ func (s *Service) evictLocked() {
 func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx []int, seqOf map[int]int64, out *trustloop.ProjectionChanges) error {
 	items := g.items
 	now := s.Now().UTC()
+	cfg, err := s.config(ctx, ws)
+	if err != nil {
+		return err
+	}
 	v := &view{s: s, ctx: ctx, ws: ws, owner: map[string]int64{}, blinds: map[trustloop.Identifier][]byte{},
 		prof: g.prof, sep: map[[2]int64]bool{}}
 	// Prefetch every identity the group names, and the profiles they belong to.
@@ -605,7 +618,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		} else {
 			g.timeline[it.KeyID] = &pendingRun{ws: ws, seqs: []int64{seq}}
 		}
-		d := s.rules.Resolve(v, it.IDs)
+		d := cfg.rules.Resolve(v, it.IDs)
 		if v.err != nil {
 			return v.err
 		}
@@ -641,7 +654,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			}
 			m.Moved = moved
 			v.merges = append(v.merges, m)
-			s.profile.Merge(&target.st, &src.st)
+			cfg.profile.Merge(&target.st, &src.st)
 			target.rec.AppliedSeq = max(target.rec.AppliedSeq, src.rec.AppliedSeq)
 			src.rec.MergedInto = target.rec.ID
 			src.st = profile.State{}
@@ -667,7 +680,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			// live projection saw.
 			in := profile.InputFrom(it.Message, it.SourceID)
 			in.Timestamp, in.ReceivedAt = in.Timestamp.Truncate(time.Millisecond), in.ReceivedAt.Truncate(time.Millisecond)
-			res := s.profile.Apply(&target.st, in)
+			res := cfg.profile.Apply(&target.st, in)
 			if s.OnSkip != nil {
 				for _, r := range res.Skipped {
 					s.OnSkip("profile_input", string(r))
@@ -692,7 +705,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		if st.rec.MergedInto != 0 {
 			st.members = nil
 		} else if set.Len() > 0 {
-			m := s.profile.Map(&st.st)
+			m := cfg.profile.Map(&st.st)
 			traits, _ := m["traits"].(map[string]any)
 			computed, _ := m["computed"].(map[string]any)
 			st.members = set.Evaluate(traits, computed, now)

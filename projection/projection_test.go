@@ -179,7 +179,7 @@ func prepareGroup(ctx context.Context, db *sqlite.DB, kr *keyring.Keyring, svc *
 			Type: m.Type, ReceivedAt: m.ReceivedAt, Timestamp: m.Timestamp,
 			Payload: keyring.SealEvent(nil, key, plain, keyring.EventAAD(nil, ws, src, hash))}
 		g.items[i] = projection.Item{WorkspaceID: ws, SourceID: src, Message: m, MessageHash: hash,
-			KeyID: key.ID, Key: key, IDs: svc.Identify(m)}
+			KeyID: key.ID, Key: key, IDs: svc.Identify(ws, m)}
 	}
 	return g, nil
 }

@@ -140,7 +140,11 @@ func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord, mem *st
 		}
 		p.Identities = append(p.Identities, trustloop.Identifier{Type: ir.Type, Value: string(v)})
 	}
-	m := s.profile.Map(&p.state)
+	cfg, err := s.config(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	m := cfg.profile.Map(&p.state)
 	p.Traits, _ = m["traits"].(map[string]any)
 	p.Computed, _ = m["computed"].(map[string]any)
 	auds := []int64(nil)
@@ -167,13 +171,17 @@ func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord, mem *st
 
 // ParseIdentifier reads "type:value" as API callers write it and normalizes the
 // value; EINVALID names what is wrong (never the value).
-func (s *Service) ParseIdentifier(q string) (trustloop.Identifier, error) {
+func (s *Service) ParseIdentifier(ctx context.Context, ws int64, q string) (trustloop.Identifier, error) {
+	cfg, err := s.config(ctx, ws)
+	if err != nil {
+		return trustloop.Identifier{}, err
+	}
 	typ, value, ok := strings.Cut(q, ":")
 	if !ok || typ == "" {
 		return trustloop.Identifier{}, trustloop.Errorf(trustloop.EINVALID, "identifier must be written type:value, e.g. email:jane@example.com.").
-			WithHint("Types: " + strings.Join(s.rules.Types(), ", ") + ".")
+			WithHint("Types: " + strings.Join(cfg.rules.Types(), ", ") + ".")
 	}
-	norm, err := s.rules.Normalize(typ, value)
+	norm, err := cfg.rules.Normalize(typ, value)
 	if err != nil {
 		return trustloop.Identifier{}, err
 	}

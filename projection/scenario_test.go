@@ -677,7 +677,7 @@ func (r *scnRunner) commit(msgs []scnMsg) error {
 			Payload: keyring.SealEvent(nil, key, plain, keyring.EventAAD(nil, ws, src, hash))}
 		ids := msgs[i].ids
 		if ids == nil {
-			ids = r.svc.Identify(m)
+			ids = r.svc.Identify(ws, m)
 		}
 		if err := r.learn(ids); err != nil {
 			return err
@@ -773,7 +773,7 @@ func (r *scnRunner) candidates(ids []trustloop.Identifier) []trustloop.Identifie
 func (r *scnRunner) applyOne(m scnMsg) string {
 	ids := m.ids
 	if ids == nil {
-		ids = r.svc.Identify(&m.m)
+		ids = r.svc.Identify(r.ws, &m.m)
 	}
 	cands := r.candidates(ids)
 	before := make([]int64, len(cands))

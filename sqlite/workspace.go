@@ -141,3 +141,40 @@ func (db *DB) FindAPIKeyBySecretHash(ctx context.Context, hash []byte) (*trustlo
 	}
 	return k, nil
 }
+
+// FindSetting returns a workspace setting.
+func (db *DB) FindSetting(ctx context.Context, workspaceID int64, name string) ([]byte, int64, error) {
+	var v []byte
+	var version int64
+	err := db.read.QueryRowContext(ctx, `SELECT value, version FROM settings WHERE workspace_id = ? AND name = ?`, workspaceID, name).Scan(&v, &version)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, trustloop.Errorf(trustloop.ENOTFOUND, "The setting %q was never set.", name)
+	} else if err != nil {
+		return nil, 0, fmt.Errorf("sqlite: find setting: %w", err)
+	}
+	return v, version, nil
+}
+
+// PutSetting stores a workspace setting if its version is still version.
+func (db *DB) PutSetting(ctx context.Context, workspaceID int64, name string, value []byte, version int64) (int64, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	now := ms(db.Now())
+	var res sql.Result
+	var err error
+	if version == 0 {
+		res, err = db.write.ExecContext(ctx, `INSERT INTO settings (workspace_id, name, value, version, updated_at) VALUES (?, ?, ?, 1, ?)
+			ON CONFLICT DO NOTHING`, workspaceID, name, value, now)
+	} else {
+		res, err = db.write.ExecContext(ctx, `UPDATE settings SET value = ?, version = version + 1, updated_at = ?
+			WHERE workspace_id = ? AND name = ? AND version = ?`, value, now, workspaceID, name, version)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: put setting: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return 0, trustloop.Errorf(trustloop.ECONFLICT, "The setting %q was changed meanwhile.", name).
+			WithHint("Read it again (GET) and send your change with the version you read.")
+	}
+	return version + 1, nil
+}

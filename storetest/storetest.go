@@ -38,6 +38,7 @@ func Run(t *testing.T, open Opener) {
 		{"WriteProjection", testWriteProjection},
 		{"MergeAndSplit", testMergeAndSplit},
 		{"Audiences", testAudiences},
+		{"Settings", testSettings},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
@@ -350,5 +351,34 @@ func testStats(t *testing.T, s trustloop.Store) {
 	}
 	if st.Workspaces != 1 || st.Sources != 1 || st.Events != 3 || st.SubjectKeys != 2 {
 		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func testSettings(t *testing.T, s trustloop.Store) {
+	ctx := context.Background()
+	b := MustBootstrap(t, s)
+	ws := b.Workspace.ID
+	if _, _, err := s.FindSetting(ctx, ws, "profiles"); trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
+		t.Fatalf("unset setting: err = %v, want not_found", err)
+	}
+	v, err := s.PutSetting(ctx, ws, "profiles", []byte(`{"a":1}`), 0)
+	if err != nil || v != 1 {
+		t.Fatalf("first put = %d, %v", v, err)
+	}
+	if _, err := s.PutSetting(ctx, ws, "profiles", []byte(`{"a":2}`), 0); trustloop.ErrorCode(err) != trustloop.ECONFLICT {
+		t.Fatalf("second create: err = %v, want conflict", err)
+	}
+	if v, err = s.PutSetting(ctx, ws, "profiles", []byte(`{"a":3}`), 1); err != nil || v != 2 {
+		t.Fatalf("update = %d, %v", v, err)
+	}
+	if _, err := s.PutSetting(ctx, ws, "profiles", []byte(`{"a":4}`), 1); trustloop.ErrorCode(err) != trustloop.ECONFLICT {
+		t.Fatalf("stale update: err = %v, want conflict", err)
+	}
+	got, version, err := s.FindSetting(ctx, ws, "profiles")
+	if err != nil || version != 2 || string(got) != `{"a":3}` {
+		t.Fatalf("setting = %s v%d, %v", got, version, err)
+	}
+	if _, _, err := s.FindSetting(ctx, ws+1000, "profiles"); trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
+		t.Fatalf("another workspace sees the setting: %v", err)
 	}
 }

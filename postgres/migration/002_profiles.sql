@@ -88,3 +88,14 @@ CREATE TABLE projection_state (
 	upto_seq BIGINT NOT NULL
 );
 INSERT INTO projection_state (id, upto_seq) VALUES (1, 0);
+
+-- Workspace settings documents (JSON; e.g. "profiles": identity rules and
+-- computed traits), versioned for optimistic concurrency.
+CREATE TABLE settings (
+	workspace_id BIGINT NOT NULL,
+	name         TEXT NOT NULL,
+	value        BYTEA NOT NULL,
+	version      BIGINT NOT NULL,
+	updated_at   BIGINT NOT NULL,
+	PRIMARY KEY (workspace_id, name)
+);

@@ -81,3 +81,14 @@ CREATE TABLE projection_state (
 	upto_seq INTEGER NOT NULL
 );
 INSERT INTO projection_state (id, upto_seq) VALUES (1, 0);
+
+-- Workspace settings documents (JSON; e.g. "profiles": identity rules and
+-- computed traits), versioned for optimistic concurrency.
+CREATE TABLE settings (
+	workspace_id INTEGER NOT NULL,
+	name         TEXT NOT NULL,
+	value        BLOB NOT NULL,
+	version      INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL,
+	PRIMARY KEY (workspace_id, name)
+) WITHOUT ROWID;
