@@ -20,8 +20,20 @@ import (
 // that touch the same profiles take their row locks in the same order and do not
 // deadlock each other (a deadlock would still be retried, at the cost of a commit).
 func writeProjection(ctx context.Context, tx pgx.Tx, c *trustloop.ProjectionChanges) error {
-	if err := writeProfiles(ctx, tx, c.Profiles, c.Behind); err != nil {
+	written, err := writeProfiles(ctx, tx, c.Profiles, c.Behind)
+	if err != nil {
 		return err
+	}
+	members := c.Members
+	if c.Behind && len(members) > 0 {
+		// A flush's memberships go with its rows: where the guard kept a newer
+		// row (written by a commit since), the commit's memberships stand too.
+		members = make(map[int64][]int64, len(c.Members))
+		for id, m := range c.Members {
+			if written[id] {
+				members[id] = m
+			}
+		}
 	}
 	if err := writeIdentities(ctx, tx, c.Identities); err != nil {
 		return err
@@ -32,7 +44,7 @@ func writeProjection(ctx context.Context, tx pgx.Tx, c *trustloop.ProjectionChan
 	if err := writeTimeline(ctx, tx, c.Timeline); err != nil {
 		return err
 	}
-	if err := writeMembers(ctx, tx, 0, c.Members); err != nil {
+	if err := writeMembers(ctx, tx, 0, members); err != nil {
 		return err
 	}
 	if c.UptoSeq > 0 {
@@ -123,9 +135,9 @@ func unpackSeqs(b []byte) ([]int64, error) {
 // twice in a statement, so repeats of an id are folded first into what writing
 // them one after the other would leave: the first one's workspace and creation
 // time, the last one's state.
-func writeProfiles(ctx context.Context, tx pgx.Tx, ps []trustloop.ProfileRecord, behind bool) error {
+func writeProfiles(ctx context.Context, tx pgx.Tx, ps []trustloop.ProfileRecord, behind bool) (map[int64]bool, error) {
 	if len(ps) == 0 {
-		return nil
+		return nil, nil
 	}
 	at := make(map[int64]int, len(ps))
 	var rows []trustloop.ProfileRecord
@@ -147,14 +159,29 @@ func writeProfiles(ctx context.Context, tx pgx.Tx, ps []trustloop.ProfileRecord,
 		ids[i], wss[i], keys[i], states[i], applied[i], merged[i] = p.ID, p.WorkspaceID, p.KeyID, nonNil(p.State), p.AppliedSeq, p.MergedInto
 		created[i], updated[i] = ms(p.CreatedAt), ms(p.UpdatedAt)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at)
+	rs, err := tx.Query(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at)
 		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
 		ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state, applied_seq = excluded.applied_seq,
-		merged_into = excluded.merged_into, updated_at = excluded.updated_at`+behindGuard(behind),
-		ids, wss, keys, states, applied, merged, created, updated); err != nil {
-		return fmt.Errorf("postgres: write profiles: %w", err)
+		merged_into = excluded.merged_into, updated_at = excluded.updated_at
+		WHERE profiles.workspace_id = excluded.workspace_id`+behindGuard(behind)+` RETURNING id`,
+		ids, wss, keys, states, applied, merged, created, updated)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: write profiles: %w", err)
 	}
-	return nil
+	written := make(map[int64]bool, n)
+	for rs.Next() {
+		var id int64
+		if err := rs.Scan(&id); err != nil {
+			rs.Close()
+			return nil, fmt.Errorf("postgres: write profiles: %w", err)
+		}
+		written[id] = true
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: write profiles: %w", err)
+	}
+	return written, nil
 }
 
 // behindGuard is the condition under which a flush may replace a stored profile
@@ -163,7 +190,7 @@ func behindGuard(behind bool) string {
 	if !behind {
 		return ""
 	}
-	return ` WHERE profiles.applied_seq <= excluded.applied_seq AND (profiles.merged_into = 0 OR excluded.merged_into <> 0)`
+	return ` AND profiles.applied_seq <= excluded.applied_seq AND (profiles.merged_into = 0 OR excluded.merged_into <> 0)`
 }
 
 // writeIdentities inserts identities or moves them to another profile; repeats of
@@ -667,7 +694,7 @@ func (db *DB) Split(ctx context.Context, m *trustloop.MergeRecord, into, from tr
 			m.WorkspaceID, a, b); err != nil {
 			return err
 		}
-		if err := writeProfiles(ctx, tx, []trustloop.ProfileRecord{into, from}, false); err != nil {
+		if _, err := writeProfiles(ctx, tx, []trustloop.ProfileRecord{into, from}, false); err != nil {
 			return err
 		}
 		return tx.Commit(ctx)

@@ -89,6 +89,7 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 			break
 		}
 		picked = append(picked, snapshot{st: st, since: st.since, at: st.dirtyAt})
+		s.inflight[st.rec.ID] = true
 		// Sealed under the lock: the writer changes states only under it.
 		rec, err := s.sealState(ctx, st.rec.WorkspaceID, st, keyOf)
 		if err != nil {
@@ -120,6 +121,13 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	if len(members) > 0 {
 		c.Members = members
 	}
+	defer func() {
+		s.mu.Lock()
+		for _, p := range picked {
+			delete(s.inflight, p.st.rec.ID)
+		}
+		s.mu.Unlock()
+	}()
 	if err := s.store.WriteProjection(ctx, c); err != nil {
 		// Put it all back: the next flush tries again.
 		s.mu.Lock()
@@ -262,6 +270,8 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 			KeyID: e.KeyID, Key: k, IDs: s.Identify(ws, m)})
 	}
 	g := s.Group(items)
+	committed := false
+	defer func() { g.Done(committed) }()
 	c, err := g.Project(ctx, fresh, seqs)
 	if err != nil {
 		return err
@@ -269,6 +279,6 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 	if err := s.store.WriteProjection(ctx, c); err != nil {
 		return err
 	}
-	g.Done(true)
+	committed = true
 	return nil
 }

@@ -49,8 +49,11 @@ func (s *Service) Merges(ctx context.Context, ws, id int64) ([]MergeView, error)
 // merged-away profile, both profiles are rebuilt from their subjects' events (so
 // events are re-attributed), and the two stay apart from then on.
 func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from *Profile, err error) {
-	// The stored rows must be current before they are rebuilt, and what memory
-	// holds of the two profiles is stale after.
+	// No group may run meanwhile (its Done would install a state cloned before
+	// the split); the stored rows must be current before they are rebuilt, and
+	// what memory holds of the profiles is stale after.
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
 	if _, err := s.Flush(ctx, true); err != nil {
 		return nil, nil, err
 	}
@@ -58,7 +61,6 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 	if err != nil {
 		return nil, nil, err
 	}
-	defer s.evict(m.Into, m.From)
 	if m.Into != id && m.From != id {
 		return nil, nil, trustloop.Errorf(trustloop.ENOTFOUND, "This profile has no such merge.").
 			WithHint("List the profile's merges with GET /v1/profiles/{id}/merges.")
@@ -94,7 +96,6 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 	if !ok {
 		return nil, nil, notFound()
 	}
-	defer s.evict(root)
 	idents, err := s.store.ProfileIdentities(ctx, ws, root)
 	if err != nil {
 		return nil, nil, err
@@ -115,10 +116,10 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 		}
 	}
 	now := s.Now().UTC()
-	if intoRec.State, err = s.rebuild(ctx, ws, intoRec, intoIDs); err != nil {
+	if intoRec.State, intoRec.AppliedSeq, err = s.rebuild(ctx, ws, intoRec, intoIDs); err != nil {
 		return nil, nil, err
 	}
-	if fromRec.State, err = s.rebuild(ctx, ws, fromRec, fromIDs); err != nil {
+	if fromRec.State, fromRec.AppliedSeq, err = s.rebuild(ctx, ws, fromRec, fromIDs); err != nil {
 		return nil, nil, err
 	}
 	fromRec.MergedInto = 0
@@ -128,6 +129,7 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 	if err := s.store.Split(ctx, &back, intoRec, fromRec); err != nil {
 		return nil, nil, err
 	}
+	s.evict(m.Into, m.From, root)
 	if err := s.reevaluate(ctx, ws, []int64{intoRec.ID, fromRec.ID}); err != nil {
 		return nil, nil, err
 	}
@@ -140,7 +142,7 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 
 // rebuild replays the events of a set of identities' subjects into a fresh state,
 // sealed for rec.
-func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRecord, idents []trustloop.IdentityRecord) ([]byte, error) {
+func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRecord, idents []trustloop.IdentityRecord) (sealed []byte, applied int64, err error) {
 	var blinds [][]byte
 	for _, ir := range idents {
 		if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
@@ -149,7 +151,7 @@ func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRe
 	}
 	sks, err := s.store.FindSubjectKeys(ctx, ws, blinds)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	keyIDs := []int64{rec.KeyID}
 	for _, sk := range sks {
@@ -157,13 +159,13 @@ func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRe
 	}
 	keys, err := s.keysFor(ctx, ws, keyIDs)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var events []trustloop.StoredEvent
 	for before := int64(0); ; {
 		page, err := s.store.ProfileEvents(ctx, ws, keyIDs[1:], before, 1000)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		events = append(events, page...)
 		if len(page) < 1000 {
@@ -174,7 +176,7 @@ func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRe
 	slices.Reverse(events) // oldest first, as they were applied
 	cfg, err := s.config(ctx, ws)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var st profile.State
 	for _, e := range events {
@@ -184,25 +186,28 @@ func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRe
 		}
 		plain, err := keyring.Open(k.DEK, e.Payload, keyring.EventAAD(nil, ws, e.SourceID, e.MessageHash))
 		if err != nil {
-			return nil, fmt.Errorf("projection: rebuild: event %d: %w", e.Seq, err)
+			return nil, 0, fmt.Errorf("projection: rebuild: event %d: %w", e.Seq, err)
 		}
 		m, err := messageOf(plain, e)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		in := profile.InputFrom(m, e.SourceID)
 		in.Timestamp, in.ReceivedAt = in.Timestamp.Truncate(time.Millisecond), in.ReceivedAt.Truncate(time.Millisecond)
 		cfg.profile.Apply(&st, in)
+		applied = max(applied, e.Seq)
 	}
 	plain, err := st.MarshalBinary()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	key, ok := keys[rec.KeyID]
 	if !ok {
-		return nil, fmt.Errorf("projection: rebuild: profile %d has no key", rec.ID)
+		return nil, 0, fmt.Errorf("projection: rebuild: profile %d has no key", rec.ID)
 	}
-	return keyring.Seal(nil, key.DEK, plain, profileAAD(ws, rec.ID)), nil
+	// applied: the state reflects every event up to here, so a replay after a
+	// crash does not apply them again.
+	return keyring.Seal(nil, key.DEK, plain, profileAAD(ws, rec.ID)), max(applied, rec.AppliedSeq), nil
 }
 
 // messageOf turns a stored envelope back into the message the projection saw.

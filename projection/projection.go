@@ -60,6 +60,8 @@ type Service struct {
 	pending   map[int64]*pendingRun   // timeline positions not written yet, by key id
 	lastSeq   int64                   // the newest log position installed
 	flushMu   sync.Mutex              // one flush at a time
+	opMu      sync.Mutex              // a group (Group..Done) or an operator action, one at a time
+	inflight  map[int64]bool          // profiles a flush is writing: not to be evicted
 }
 
 // pendingRun is a key's timeline positions held in memory.
@@ -74,7 +76,8 @@ func New(store Store, keys *keyring.Keyring, rules *identity.Rules, cfg profile.
 	return &Service{store: store, keys: keys, rules: rules, profile: cfg, Now: time.Now,
 		FlushAfter: time.Second, MaxCached: 50_000, identityDefaults: identity.DefaultConfig(),
 		audiences: map[int64]*audience.Set{}, keyByID: map[int64]keyring.Key{},
-		cache: map[int64]*state{}, pending: map[int64]*pendingRun{}, configs: map[int64]*wsConfig{}}
+		cache: map[int64]*state{}, pending: map[int64]*pendingRun{}, configs: map[int64]*wsConfig{},
+		inflight: map[int64]bool{}}
 }
 
 // Item is one event of a group as the projection sees it: the message (plaintext,
@@ -476,6 +479,7 @@ func (v *view) prefetch(ids []int64) error {
 // Group is the projection of one group commit attempt.
 type Group struct {
 	s     *Service
+	done  bool
 	items []Item
 	// installed after a successful commit:
 	prof     map[int64]*state
@@ -486,7 +490,14 @@ type Group struct {
 // Group prepares the projection of one group commit attempt; items are aligned
 // with the batch's events. Its Project is the commit's trustloop.Projector, and
 // Done must be called with the commit's outcome.
+//
+// A group holds the service's operation lock from Group to Done, so operator
+// actions that rewrite profiles outside the projection (Split) never interleave
+// with a group: Done would otherwise install a state cloned before them. Callers
+// must call Done exactly once, whatever happens in between; Group is taken before
+// the store's own lock (the commit), as Split takes it before the store's.
 func (s *Service) Group(items []Item) *Group {
+	s.opMu.Lock()
 	return &Group{s: s, items: items}
 }
 
@@ -512,6 +523,11 @@ func (g *Group) Project(ctx context.Context, fresh []int, seqs []int64) (*trustl
 // Done installs the group's profile states in memory if its commit succeeded
 // (read-your-writes: before the collector acknowledges), or forgets them.
 func (g *Group) Done(committed bool) {
+	if g.done {
+		return
+	}
+	g.done = true
+	defer g.s.opMu.Unlock()
 	if !committed || g.prof == nil {
 		return
 	}
@@ -549,7 +565,7 @@ func (s *Service) evictLocked() {
 		return
 	}
 	for id, st := range s.cache {
-		if !st.dirty {
+		if !st.dirty && !s.inflight[id] {
 			delete(s.cache, id)
 			if len(s.cache) <= s.MaxCached*9/10 {
 				return
@@ -668,11 +684,14 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 				continue
 			}
 			v.owner[string(b)] = target.rec.ID
+			sealed, err := s.sealIdentity(ctx, ws, b, id.Value, target, keyOf)
+			if err != nil {
+				return err
+			}
 			target.ids = append(target.ids, trustloop.Identifier{Type: id.Type, Value: hex.EncodeToString(b)})
 			target.types[id.Type]++
 			newIdent[string(b)] = &trustloop.IdentityRecord{WorkspaceID: ws, Blind: b, Type: id.Type,
-				ProfileID: target.rec.ID, KeyID: target.rec.KeyID, FirstSeen: it.Message.ReceivedAt,
-				Sealed: s.sealIdentity(ws, b, id.Value, target, keyOf)}
+				ProfileID: target.rec.ID, KeyID: target.rec.KeyID, FirstSeen: it.Message.ReceivedAt, Sealed: sealed}
 		}
 		// A replay after a crash meets events the stored state has already.
 		if seq > target.rec.AppliedSeq {
@@ -769,17 +788,19 @@ func (s *Service) sealState(ctx context.Context, ws int64, st *state, keyOf map[
 }
 
 // sealIdentity seals an identifier value under the profile's key.
-func (s *Service) sealIdentity(ws int64, blind []byte, value string, p *state, keyOf map[int64]keyring.Key) []byte {
+func (s *Service) sealIdentity(ctx context.Context, ws int64, blind []byte, value string, p *state, keyOf map[int64]keyring.Key) ([]byte, error) {
 	key, ok := keyOf[p.rec.KeyID]
 	if !ok {
-		ks, err := s.keysFor(context.Background(), ws, []int64{p.rec.KeyID})
+		ks, err := s.keysFor(ctx, ws, []int64{p.rec.KeyID})
 		if err != nil {
-			return nil
+			return nil, err
 		}
-		key = ks[p.rec.KeyID]
+		if key, ok = ks[p.rec.KeyID]; !ok {
+			return nil, fmt.Errorf("projection: profile %d: its key %d is gone", p.rec.ID, p.rec.KeyID)
+		}
 		keyOf[p.rec.KeyID] = key
 	}
-	return keyring.Seal(nil, key.DEK, []byte(value), identityAAD(ws, blind))
+	return keyring.Seal(nil, key.DEK, []byte(value), identityAAD(ws, blind)), nil
 }
 
 // moveIdentities moves every identity of src to dst (a merge) and returns their

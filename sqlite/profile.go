@@ -17,17 +17,31 @@ import (
 // writeProjection writes profile-side changes in a transaction: a group
 // commit's, or a flush's. Statements are prepared once per call, not per row.
 func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionChanges) error {
+	members := c.Members
+	if c.Behind && len(members) > 0 {
+		members = make(map[int64][]int64, len(c.Members))
+		for id, m := range c.Members {
+			members[id] = m
+		}
+	}
 	if len(c.Profiles) > 0 {
 		st, err := tx.PrepareContext(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state,
-			applied_seq = excluded.applied_seq, merged_into = excluded.merged_into, updated_at = excluded.updated_at`+behindGuard(c.Behind))
+			applied_seq = excluded.applied_seq, merged_into = excluded.merged_into, updated_at = excluded.updated_at
+			WHERE profiles.workspace_id = excluded.workspace_id`+behindGuard(c.Behind))
 		if err != nil {
 			return fmt.Errorf("sqlite: write profile: %w", err)
 		}
 		defer st.Close()
 		for _, p := range c.Profiles {
-			if _, err := st.ExecContext(ctx, p.ID, p.WorkspaceID, p.KeyID, p.State, p.AppliedSeq, p.MergedInto, ms(p.CreatedAt), ms(p.UpdatedAt)); err != nil {
+			res, err := st.ExecContext(ctx, p.ID, p.WorkspaceID, p.KeyID, p.State, p.AppliedSeq, p.MergedInto, ms(p.CreatedAt), ms(p.UpdatedAt))
+			if err != nil {
 				return fmt.Errorf("sqlite: write profile: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 && c.Behind {
+				// The guard kept a newer row (a commit wrote it since): its
+				// memberships, written with it, stand too.
+				delete(members, p.ID)
 			}
 		}
 	}
@@ -71,7 +85,7 @@ func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionCha
 			return fmt.Errorf("sqlite: write merge: %w", err)
 		}
 	}
-	return setMembers(ctx, tx, c.Members)
+	return setMembers(ctx, tx, members)
 }
 
 // setMembers replaces profiles' memberships in the workspace's audiences (0: the
@@ -82,7 +96,7 @@ func behindGuard(behind bool) string {
 	if !behind {
 		return ""
 	}
-	return ` WHERE profiles.applied_seq <= excluded.applied_seq AND (profiles.merged_into = 0 OR excluded.merged_into <> 0)`
+	return ` AND profiles.applied_seq <= excluded.applied_seq AND (profiles.merged_into = 0 OR excluded.merged_into <> 0)`
 }
 
 func setMembers(ctx context.Context, tx *sql.Tx, members map[int64][]int64) error {

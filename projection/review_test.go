@@ -1,0 +1,92 @@
+package projection_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/projection"
+)
+
+// A split answers with, and stores memberships of, the rebuilt profiles, not
+// what memory held before it.
+func TestSplitAnswersRebuiltProfiles(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	ctx := context.Background()
+	at := e.clock.Now()
+	pro := &trustloop.Audience{WorkspaceID: e.ws, Name: "pro", Rule: `traits.plan == "pro"`}
+	if err := svc.SaveAudience(ctx, pro); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(svc, identify("a1", "", "phone", at, obj{"email": "sam@example.com", "plan": "pro"}))
+	e.commit(svc, identify("b1", "", "laptop", at.Add(time.Second), obj{"plan": "free"}))
+	e.commit(svc, identify("b2", "", "laptop", at.Add(2*time.Second), obj{"email": "sam@example.com"}))
+	p := e.lookup(svc, trustloop.IDAnonymousID, "phone")
+	id, _ := projection.ParseID(p.ProfileID)
+	ms, err := svc.Merges(ctx, e.ws, id)
+	if err != nil || len(ms) != 1 {
+		t.Fatal(ms, err)
+	}
+	mid, _ := projection.ParseID(ms[0].MergeID)
+	into, from, err := svc.Split(ctx, e.ws, id, mid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if into.Traits["plan"] != "pro" || from.ProfileID != ms[0].From || from.Traits["plan"] != "free" {
+		t.Fatalf("split answered into=%s plan=%v, from=%s (want %s) plan=%v", into.ProfileID, into.Traits["plan"], from.ProfileID, ms[0].From, from.Traits["plan"])
+	}
+	stored, _ := e.db.ProfileAudiences(ctx, e.ws, id)
+	if len(stored) != 1 || stored[0] != pro.ID {
+		t.Fatalf("stored memberships of the survivor = %v, want [%d]", stored, pro.ID)
+	}
+	fromID, _ := projection.ParseID(from.ProfileID)
+	if got, _ := e.db.ProfileAudiences(ctx, e.ws, fromID); len(got) != 0 {
+		t.Fatalf("stored memberships of the split-off profile = %v, want none", got)
+	}
+}
+
+// A flush that lost the race to a commit (its row write skipped by the guard)
+// does not write its older memberships either.
+func TestFlushLosingToCommitKeepsMemberships(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	ctx := context.Background()
+	at := e.clock.Now()
+	pro := &trustloop.Audience{WorkspaceID: e.ws, Name: "pro", Rule: `traits.plan == "pro"`}
+	if err := svc.SaveAudience(ctx, pro); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+	e.commit(svc, identify("m2", "u1", "", at.Add(time.Second), obj{"plan": "pro"})) // P dirty, in pro (memory)
+	e.commit(svc, identify("m3", "", "a2", at.Add(2*time.Second), obj{"plan": "free"}))
+	flushed := make(chan error, 1)
+	_, err := e.commitWith(svc, func() error {
+		go func() { _, err := svc.Flush(ctx, true); flushed <- err }()
+		time.Sleep(200 * time.Millisecond)
+		return nil
+	}, track("m4", "u1", "a2", at.Add(3*time.Second), "Clicked", obj{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	p := e.lookup(svc, trustloop.IDUserID, "u1")
+	id, _ := projection.ParseID(p.ProfileID)
+	stored, _ := e.db.ProfileAudiences(ctx, e.ws, id)
+	inPro := len(stored) == 1 && stored[0] == pro.ID
+	if (p.Traits["plan"] == "pro") != inPro {
+		t.Fatalf("live plan=%v but stored memberships=%v", p.Traits["plan"], stored)
+	}
+	list, _, err := svc.List(ctx, e.ws, pro.ID, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range list {
+		if q.Traits["plan"] != "pro" {
+			t.Fatalf("List(pro) has %s with plan %v", q.ProfileID, q.Traits["plan"])
+		}
+	}
+}
