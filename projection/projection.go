@@ -254,6 +254,8 @@ type state struct {
 	touched bool
 	// stored: a row exists (else the group commit inserts one).
 	stored bool
+	// idsLoaded: ids and types hold all the profile's identifiers.
+	idsLoaded bool
 }
 
 func (st *state) clone() *state {
@@ -280,6 +282,20 @@ type view struct {
 	sep    map[[2]int64]bool
 	merges []trustloop.MergeRecord // this group's, not stored yet
 	err    error
+}
+
+// soleOwner returns the profile every identifier belongs to, if they all belong
+// to one; 0 otherwise (or for an event without identifiers).
+func (v *view) soleOwner(ids []trustloop.Identifier) int64 {
+	var p int64
+	for _, id := range ids {
+		o, ok := v.owner[string(v.blind(id))]
+		if !ok || o == 0 || (p != 0 && o != p) {
+			return 0
+		}
+		p = o
+	}
+	return p
 }
 
 func (v *view) blind(id trustloop.Identifier) []byte {
@@ -320,6 +336,7 @@ func (v *view) Identifiers(p int64) []trustloop.Identifier {
 	if st == nil {
 		return nil
 	}
+	v.ensureIDs(st)
 	return st.ids
 }
 
@@ -435,10 +452,6 @@ func (v *view) prefetch(ids []int64) error {
 	if err != nil {
 		return err
 	}
-	idents, err := v.s.store.IdentitiesOfProfiles(v.ctx, v.ws, need)
-	if err != nil {
-		return err
-	}
 	keyIDs := make([]int64, 0, len(recs))
 	for _, r := range recs {
 		keyIDs = append(keyIDs, r.KeyID)
@@ -467,13 +480,34 @@ func (v *view) prefetch(ids []int64) error {
 		st.rec.State = nil
 		v.prof[id] = st
 	}
+	return nil
+}
+
+// ensureIDs loads a profile's identifiers (as Resolve counts them) if its state
+// does not have them yet. Most events need none: an event whose identifiers all
+// belong to one profile already is decided without them (see projectWorkspace).
+func (v *view) ensureIDs(st *state) {
+	if st.idsLoaded || v.err != nil {
+		return
+	}
+	idents, err := v.s.store.IdentitiesOfProfiles(v.ctx, v.ws, []int64{st.rec.ID})
+	if err != nil {
+		v.err = err
+		return
+	}
+	// Identifiers attached in this group are not stored yet; they are already in
+	// st.ids.
+	have := map[string]bool{}
+	for _, id := range st.ids {
+		have[id.Value] = true
+	}
 	for _, ir := range idents {
-		if st := v.prof[ir.ProfileID]; st != nil {
-			st.ids = append(st.ids, trustloop.Identifier{Type: ir.Type, Value: hex.EncodeToString(ir.Blind)})
+		if h := hex.EncodeToString(ir.Blind); !have[h] {
+			st.ids = append(st.ids, trustloop.Identifier{Type: ir.Type, Value: h})
 			st.types[ir.Type]++
 		}
 	}
-	return nil
+	st.idsLoaded = true
 }
 
 // Group is the projection of one group commit attempt.
@@ -634,7 +668,15 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		} else {
 			g.timeline[it.KeyID] = &pendingRun{ws: ws, seqs: []int64{seq}}
 		}
-		d := cfg.rules.Resolve(v, it.IDs)
+		// Fast path: every identifier already belongs to one profile, so the
+		// event joins it and changes nothing in the graph (what Resolve would
+		// decide, without reading the profile's identifiers).
+		var d identity.Decision
+		if p := v.soleOwner(it.IDs); p != 0 {
+			d.Profile = p
+		} else {
+			d = cfg.rules.Resolve(v, it.IDs)
+		}
 		if v.err != nil {
 			return v.err
 		}
@@ -644,7 +686,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		case d.New:
 			id := newProfileID(now)
 			target = &state{rec: trustloop.ProfileRecord{ID: id, WorkspaceID: ws, KeyID: it.KeyID, CreatedAt: now},
-				types: map[string]int{}}
+				types: map[string]int{}, idsLoaded: true}
 			v.prof[id] = target
 		case d.Profile != 0:
 			target = v.load(d.Profile)
@@ -654,11 +696,15 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		default:
 			continue // no usable identifier: the event belongs to no profile
 		}
+		if len(d.Merge) > 0 || len(d.Attach) > 0 {
+			v.ensureIDs(target)
+		}
 		for _, from := range d.Merge {
 			src := v.load(from)
 			if src == nil {
 				return v.err
 			}
+			v.ensureIDs(src)
 			m := trustloop.MergeRecord{ID: newProfileID(now), WorkspaceID: ws, Into: target.rec.ID, From: from,
 				MessageHash: it.MessageHash, At: now}
 			for _, id := range d.Linking {
