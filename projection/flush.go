@@ -1,8 +1,10 @@
 package projection
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"log/slog"
 	"time"
 
@@ -73,10 +75,7 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		}
 	}
 	s.mu.Lock()
-	var picked []snapshot
-	var recs []trustloop.ProfileRecord
-	members := map[int64][]int64{}
-	more := false
+	var eligible []*state
 	for _, st := range s.cache {
 		if !st.dirty || (!all && now.Sub(st.dirtyAt) < s.FlushAfter) {
 			continue
@@ -84,21 +83,24 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		if _, ok := keyOf[st.rec.KeyID]; !ok {
 			continue // dirtied since the keys were read: the next round takes it
 		}
-		if len(picked) == flushBatch {
-			more = true
-			break
-		}
+		eligible = append(eligible, st)
+	}
+	// In id order, a batch at a time from the lowest: profile rows are keyed by
+	// id, so a batch of neighbours rewrites each page once instead of once per
+	// profile on it (ids grow with creation time; a flush of every active
+	// profile then writes the table about once).
+	slices.SortFunc(eligible, func(a, b *state) int { return cmp.Compare(a.rec.ID, b.rec.ID) })
+	more := len(eligible) > flushBatch
+	if more {
+		eligible = eligible[:flushBatch]
+	}
+	picked := make([]snapshot, 0, len(eligible))
+	members := map[int64][]int64{}
+	for _, st := range eligible {
 		picked = append(picked, snapshot{st: st, since: st.since, at: st.dirtyAt})
 		s.inflight[st.rec.ID] = true
-		// Sealed under the lock: the writer changes states only under it.
-		rec, err := s.sealState(ctx, st.rec.WorkspaceID, st, keyOf)
-		if err != nil {
-			s.mu.Unlock()
-			return 0, false, err
-		}
-		recs = append(recs, rec)
 		if st.rec.MergedInto == 0 {
-			members[st.rec.ID] = st.members
+			members[st.rec.ID] = slices.Clone(st.members)
 		}
 		st.dirty, st.since = false, 0
 	}
@@ -108,6 +110,7 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	for k, r := range taken {
 		runs = append(runs, trustloop.TimelineRun{KeyID: k, Seqs: r.seqs})
 	}
+	slices.SortFunc(runs, func(a, b trustloop.TimelineRun) int { return cmp.Compare(a.KeyID, b.KeyID) })
 	// The watermark: nothing up to it is held only in memory once this is written.
 	upto := s.lastSeq
 	for _, st := range s.cache {
@@ -117,6 +120,18 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	}
 	s.mu.Unlock()
 
+	// Sealed outside the lock: the writer never changes an installed state (it
+	// works on clones and installs new ones), so these are stable.
+	recs := make([]trustloop.ProfileRecord, 0, len(picked))
+	var sealErr error
+	for _, p := range picked {
+		rec, err := s.sealState(ctx, p.st.rec.WorkspaceID, p.st, keyOf)
+		if err != nil {
+			sealErr = err
+			break
+		}
+		recs = append(recs, rec)
+	}
 	c := &trustloop.ProjectionChanges{Profiles: recs, Timeline: runs, UptoSeq: upto, Behind: true}
 	if len(members) > 0 {
 		c.Members = members
@@ -128,7 +143,11 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		}
 		s.mu.Unlock()
 	}()
-	if err := s.store.WriteProjection(ctx, c); err != nil {
+	err := sealErr
+	if err == nil {
+		err = s.store.WriteProjection(ctx, c)
+	}
+	if err != nil {
 		// Put it all back: the next flush tries again.
 		s.mu.Lock()
 		for _, p := range picked {
