@@ -114,6 +114,45 @@ func Members(raw []byte, fn func(key string, value []byte) error) error {
 	return err
 }
 
+// ValidMembers is Members for bytes the collector did not vouch for: it validates
+// the whole object (and that nothing but white space follows it) while walking it,
+// and calls fn with each member's name, unescaped only when it held escapes (the
+// slice is then new; otherwise it points into raw), and its raw, well-formed value.
+// It returns a value-free error when raw is not a well-formed object; fn is then
+// possibly called for the members before the fault.
+func ValidMembers(raw []byte, fn func(key, value []byte) error) error {
+	s := scanner{data: raw}
+	var ferr error
+	err := s.object(func(key []byte, esc bool) error {
+		s.ws()
+		vs := s.pos
+		if err := s.value(); err != nil {
+			return err
+		}
+		if esc {
+			key = []byte(unquote(key, true))
+		}
+		if err := fn(key, raw[vs:s.pos]); err != nil {
+			ferr = err
+			return errStop
+		}
+		return nil
+	})
+	if ferr != nil {
+		return ferr
+	}
+	if err != nil {
+		return err
+	}
+	return s.end()
+}
+
+// ValidNumber reports whether v is exactly one well-formed JSON number.
+func ValidNumber(v []byte) bool {
+	s := scanner{data: v}
+	return s.number() == nil && s.pos == len(v)
+}
+
 // Pick reads several members of the object raw in one pass: values[i] is set to the
 // raw value of the member names[i], or nil when there is none. It does not allocate.
 // ok is false when raw is not an object (values are then all nil); len(values) must

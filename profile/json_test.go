@@ -58,7 +58,7 @@ func TestReadMembers(t *testing.T) {
 	}
 }
 
-// TestScannerAgreesWithEncodingJSON: the validating scanner accepts exactly what
+// TestScannerAgreesWithEncodingJSON: readMembers (collect.ValidMembers) accepts exactly what
 // encoding/json accepts, on JSON-ish random text.
 func TestScannerAgreesWithEncodingJSON(t *testing.T) {
 	alphabet := []string{`{`, `}`, `[`, `]`, `,`, `:`, `"a"`, `"\u00e9"`, `"\"`, `"\q"`, `1`, `-0.5e2`, `01`, `true`, `nul`, `null`, " ", `"`, "\x01"}
