@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -227,9 +228,7 @@ func TestAudiences(t *testing.T) {
 	}
 }
 
-func itoa(n int64) string { return strings.TrimSpace(string(mustJSONRaw(n))) }
-
-func mustJSONRaw(v any) []byte { b, _ := json.Marshal(v); return b }
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // Bad input to the profile API: each a clear error, nothing changed.
 func TestProfileAPIBadInput(t *testing.T) {

@@ -66,7 +66,6 @@ type Service struct {
 
 // pendingRun is a key's timeline positions held in memory.
 type pendingRun struct {
-	ws   int64
 	seqs []int64
 }
 
@@ -666,7 +665,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		if r := g.timeline[it.KeyID]; r != nil {
 			r.seqs = append(r.seqs, seq)
 		} else {
-			g.timeline[it.KeyID] = &pendingRun{ws: ws, seqs: []int64{seq}}
+			g.timeline[it.KeyID] = &pendingRun{seqs: []int64{seq}}
 		}
 		// Fast path: every identifier already belongs to one profile, so the
 		// event joins it and changes nothing in the graph (what Resolve would
