@@ -350,10 +350,10 @@ func (s *Service) List(ctx context.Context, ws, audienceID int64, cursor string,
 		if _, err := s.Flush(ctx, true); err != nil {
 			return nil, "", err
 		}
-	} else if _, err := s.Flush(ctx, true); err != nil {
-		// New profiles are stored at once, but listing reads stored state too.
-		return nil, "", err
 	}
+	// Without an audience no flush is needed: new and merged profiles are stored
+	// in their commit, and each listed profile is opened from memory when memory
+	// has a newer state.
 	recs, err := s.store.ListProfiles(ctx, ws, audienceID, after, limit+1)
 	if err != nil {
 		return nil, "", err
