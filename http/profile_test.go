@@ -369,3 +369,15 @@ func TestProfileSettings(t *testing.T) {
 		t.Fatalf("profile by loyalty card: %+v", p.Identities)
 	}
 }
+
+// Listing shows acknowledged changes that are still only in memory (written behind).
+func TestProfileListReadsYourWrites(t *testing.T) {
+	s := newServer(t, options{})
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "l-1", "messageId": "1", "traits": obj{"tier": "bronze"}}))
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "l-1", "messageId": "2", "traits": obj{"tier": "gold"}}))
+	type list struct{ Data []profileJSON }
+	all := decode[list](t, s.api(t, "GET", "/v1/profiles?purpose=analytics", nil), 200)
+	if len(all.Data) != 1 || all.Data[0].Traits["tier"] != "gold" {
+		t.Fatalf("listing = %+v, want the one profile with tier gold", all.Data)
+	}
+}
