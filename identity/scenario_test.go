@@ -3,6 +3,7 @@ package identity
 import (
 	"flag"
 	"fmt"
+	"github.com/trustloop/trustloop/identity/identitytest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -50,51 +51,14 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
-// scriptCase is one command of a script, with the text before its expected output
-// kept verbatim for -rewrite.
-type scriptCase struct {
-	line   int // of the command
-	head   string
-	cmd    string
-	input  []string
-	expect string
-}
+type scriptCase = identitytest.Case
 
-func parseScript(t *testing.T, file string) (cases []scriptCase, tail string) {
-	data, err := os.ReadFile(file)
+func parseScript(t *testing.T, file string) ([]scriptCase, string) {
+	cases, tail, err := identitytest.ParseScript(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.SplitAfter(string(data), "\n")
-	var head strings.Builder
-	for i := 0; i < len(lines); {
-		l := strings.TrimRight(lines[i], "\n")
-		if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
-			head.WriteString(lines[i])
-			i++
-			continue
-		}
-		c := scriptCase{line: i + 1, cmd: strings.TrimSpace(l)}
-		head.WriteString(lines[i])
-		i++
-		for ; i < len(lines) && strings.TrimRight(lines[i], "\n") != "----"; i++ {
-			c.input = append(c.input, strings.TrimRight(lines[i], "\n"))
-			head.WriteString(lines[i])
-		}
-		if i == len(lines) {
-			t.Fatalf("%s:%d: no ---- after the command", file, c.line)
-		}
-		head.WriteString(lines[i])
-		i++
-		var expect []string
-		for ; i < len(lines) && strings.TrimSpace(lines[i]) != ""; i++ {
-			expect = append(expect, strings.TrimRight(lines[i], "\n"))
-		}
-		c.head, c.expect = head.String(), strings.Join(expect, "\n")
-		head.Reset()
-		cases = append(cases, c)
-	}
-	return cases, head.String()
+	return cases, tail
 }
 
 func runScript(t *testing.T, file string) {
@@ -108,11 +72,11 @@ func runScript(t *testing.T, file string) {
 			got = "ok"
 		}
 		if err := checkGraph(s.g); err != nil {
-			t.Errorf("%s:%d: %s: graph invariant broken: %v", file, c.line, c.cmd, err)
+			t.Errorf("%s:%d: %s: graph invariant broken: %v", file, c.Line, c.Cmd, err)
 		}
-		out.WriteString(c.head + got + "\n")
-		if !*rewrite && got != c.expect {
-			t.Errorf("%s:%d: %s\n--- want\n%s\n--- got\n%s", file, c.line, c.cmd, c.expect, got)
+		out.WriteString(c.Head + got + "\n")
+		if !*rewrite && got != c.Expect {
+			t.Errorf("%s:%d: %s\n--- want\n%s\n--- got\n%s", file, c.Line, c.Cmd, c.Expect, got)
 		}
 	}
 	if *rewrite {
@@ -142,11 +106,11 @@ func (s *script) compile() string {
 }
 
 func (s *script) run(c scriptCase) string {
-	args := tokenize(s.t, c.cmd)
+	args := tokenize(s.t, c.Cmd)
 	switch args[0] {
 	case "config":
 		if s.applied {
-			s.t.Fatalf("line %d: config after the first event", c.line)
+			s.t.Fatalf("line %d: config after the first event", c.Line)
 		}
 		return s.configure(args[1:])
 	case "event":
@@ -159,17 +123,17 @@ func (s *script) run(c scriptCase) string {
 	case "replay":
 		ids, ok := s.events[args[1]]
 		if !ok {
-			s.t.Fatalf("line %d: no event %s", c.line, args[1])
+			s.t.Fatalf("line %d: no event %s", c.Line, args[1])
 		}
 		return s.apply(args[1], ids)
 	case "message":
-		return s.decode(args[1], `{"batch":[`+strings.Join(c.input, "\n")+`]}`)
+		return s.decode(args[1], `{"batch":[`+strings.Join(c.Input, "\n")+`]}`)
 	case "batch":
-		return s.decode(args[1], strings.Join(c.input, "\n"))
+		return s.decode(args[1], strings.Join(c.Input, "\n"))
 	case "split":
 		id, err := strconv.ParseInt(args[1], 10, 64)
 		if err != nil {
-			s.t.Fatalf("line %d: %v", c.line, err)
+			s.t.Fatalf("line %d: %v", c.Line, err)
 		}
 		if err := s.g.Split(id); err != nil {
 			return "error: " + trustloop.ErrorCode(err) + ": " + trustloop.ErrorMessage(err)
@@ -200,7 +164,7 @@ func (s *script) run(c scriptCase) string {
 	case "profile-of":
 		return strconv.FormatInt(s.g.ProfileOf(parseID(s.t, args[1])), 10)
 	}
-	s.t.Fatalf("line %d: unknown command %q", c.line, args[0])
+	s.t.Fatalf("line %d: unknown command %q", c.Line, args[0])
 	return ""
 }
 
@@ -314,76 +278,12 @@ func (s *script) describe(d Decision, before int) string {
 	return b.String()
 }
 
-func idList(ids []trustloop.Identifier) string {
-	if len(ids) == 0 {
-		return "(none)"
-	}
-	parts := make([]string, len(ids))
-	for i, id := range ids {
-		v := id.Value
-		if v == "" || strings.ContainsAny(v, " \t\"") {
-			v = strconv.Quote(v)
-		}
-		parts[i] = id.Type + ":" + v
-	}
-	return strings.Join(parts, " ")
-}
-
 func skipList(skips []Skip) string {
 	parts := make([]string, len(skips))
 	for i, s := range skips {
 		parts[i] = s.String()
 	}
 	return strings.Join(parts, " ")
-}
-
-// parseID reads "type:value", the value possibly a Go-quoted string.
-func parseID(t *testing.T, a string) trustloop.Identifier {
-	typ, v, ok := strings.Cut(a, ":")
-	if !ok {
-		t.Fatalf("identifier %q is not type:value", a)
-	}
-	if strings.HasPrefix(v, `"`) {
-		u, err := strconv.Unquote(v)
-		if err != nil {
-			t.Fatalf("identifier %q: %v", a, err)
-		}
-		v = u
-	}
-	return trustloop.Identifier{Type: typ, Value: v}
-}
-
-// tokenize splits a command line at spaces outside double quotes.
-func tokenize(t *testing.T, line string) []string {
-	var out []string
-	var cur strings.Builder
-	inQuote, esc, started := false, false, false
-	for _, c := range line {
-		switch {
-		case esc:
-			esc = false
-		case inQuote && c == '\\':
-			esc = true
-		case c == '"':
-			inQuote = !inQuote
-		case !inQuote && (c == ' ' || c == '\t'):
-			if started {
-				out = append(out, cur.String())
-				cur.Reset()
-				started = false
-			}
-			continue
-		}
-		cur.WriteRune(c)
-		started = true
-	}
-	if inQuote {
-		t.Fatalf("unterminated quote in %q", line)
-	}
-	if started {
-		out = append(out, cur.String())
-	}
-	return out
 }
 
 // checkGraph checks the graph's invariants: every identifier has exactly one live
@@ -424,3 +324,21 @@ func checkGraph(g *Graph) error {
 	}
 	return nil
 }
+
+func parseID(t *testing.T, a string) trustloop.Identifier {
+	id, err := identitytest.ParseID(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func tokenize(t *testing.T, line string) []string {
+	out, err := identitytest.Tokenize(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func idList(ids []trustloop.Identifier) string { return identitytest.IDList(ids) }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/trustloop/trustloop/identity/identitytest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -156,109 +157,14 @@ func scnOpenPostgres(t *testing.T) scnStore {
 	return db
 }
 
-// scnCase is one command of a script and its expected output.
-type scnCase struct {
-	line   int
-	cmd    string
-	input  []string
-	expect string
-}
+type scnCase = identitytest.Case
 
-// scnParse reads a script as identity/scenario_test.go's parseScript does.
 func scnParse(t *testing.T, file string) []scnCase {
-	data, err := os.ReadFile(file)
+	cases, _, err := identitytest.ParseScript(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(string(data), "\n")
-	var cases []scnCase
-	for i := 0; i < len(lines); {
-		l := lines[i]
-		if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
-			i++
-			continue
-		}
-		c := scnCase{line: i + 1, cmd: strings.TrimSpace(l)}
-		i++
-		for ; i < len(lines) && lines[i] != "----"; i++ {
-			c.input = append(c.input, lines[i])
-		}
-		if i == len(lines) {
-			t.Fatalf("%s:%d: no ---- after the command", file, c.line)
-		}
-		i++
-		var expect []string
-		for ; i < len(lines) && strings.TrimSpace(lines[i]) != ""; i++ {
-			expect = append(expect, lines[i])
-		}
-		c.expect = strings.Join(expect, "\n")
-		cases = append(cases, c)
-	}
 	return cases
-}
-
-// scnTokenize splits a command line at spaces outside double quotes.
-func scnTokenize(t *testing.T, line string) []string {
-	var out []string
-	var cur strings.Builder
-	inQuote, esc, started := false, false, false
-	for _, c := range line {
-		switch {
-		case esc:
-			esc = false
-		case inQuote && c == '\\':
-			esc = true
-		case c == '"':
-			inQuote = !inQuote
-		case !inQuote && (c == ' ' || c == '\t'):
-			if started {
-				out = append(out, cur.String())
-				cur.Reset()
-				started = false
-			}
-			continue
-		}
-		cur.WriteRune(c)
-		started = true
-	}
-	if inQuote {
-		t.Fatalf("unterminated quote in %q", line)
-	}
-	if started {
-		out = append(out, cur.String())
-	}
-	return out
-}
-
-// scnParseID reads "type:value", the value possibly a Go-quoted string.
-func scnParseID(t *testing.T, a string) trustloop.Identifier {
-	typ, v, ok := strings.Cut(a, ":")
-	if !ok {
-		t.Fatalf("identifier %q is not type:value", a)
-	}
-	if strings.HasPrefix(v, `"`) {
-		u, err := strconv.Unquote(v)
-		if err != nil {
-			t.Fatalf("identifier %q: %v", a, err)
-		}
-		v = u
-	}
-	return trustloop.Identifier{Type: typ, Value: v}
-}
-
-func scnIDList(ids []trustloop.Identifier) string {
-	if len(ids) == 0 {
-		return "(none)"
-	}
-	parts := make([]string, len(ids))
-	for i, id := range ids {
-		v := id.Value
-		if v == "" || strings.ContainsAny(v, " \t\"") {
-			v = strconv.Quote(v)
-		}
-		parts[i] = id.Type + ":" + v
-	}
-	return strings.Join(parts, " ")
 }
 
 func scnCompareIDs(a, b trustloop.Identifier) int {
@@ -310,7 +216,7 @@ func scnRunScript(t *testing.T, file string, open func(t *testing.T) scnStore, g
 		t.Fatalf("default config: %s", out)
 	}
 	for _, c := range cases {
-		args := scnTokenize(t, c.cmd)
+		args := scnTokenize(t, c.Cmd)
 		got, compared := r.run(c, args)
 		if !compared {
 			continue
@@ -319,7 +225,7 @@ func scnRunScript(t *testing.T, file string, open func(t *testing.T) scnStore, g
 		if got == "" {
 			got = "ok"
 		}
-		want := c.expect
+		want := c.Expect
 		switch args[0] {
 		case "event", "replay", "message", "batch":
 			want = scnWithoutSkips(want)
@@ -327,11 +233,11 @@ func scnRunScript(t *testing.T, file string, open func(t *testing.T) scnStore, g
 			want, got = scnErrorCode(want), scnErrorCode(got)
 		}
 		if got != want {
-			t.Errorf("%s:%d: %s\n--- want\n%s\n--- got\n%s", file, c.line, c.cmd, want, got)
+			t.Errorf("%s:%d: %s\n--- want\n%s\n--- got\n%s", file, c.Line, c.Cmd, want, got)
 		}
 		if r.svc != nil && !(r.grouped && len(r.pending) > 0) {
 			if err := r.check(); err != nil {
-				t.Errorf("%s:%d: %s: store invariant broken: %v", file, c.line, c.cmd, err)
+				t.Errorf("%s:%d: %s: store invariant broken: %v", file, c.Line, c.Cmd, err)
 			}
 		}
 	}
@@ -450,7 +356,7 @@ func (r *scnRunner) run(c scnCase, args []string) (out string, compared bool) {
 	t := r.t
 	if args[0] == "config" {
 		if r.svc != nil {
-			t.Fatalf("%s:%d: config after the first event", r.file, c.line)
+			t.Fatalf("%s:%d: config after the first event", r.file, c.Line)
 		}
 		return r.configure(args[1:]), true
 	}
@@ -467,15 +373,15 @@ func (r *scnRunner) run(c scnCase, args []string) (out string, compared bool) {
 	case "replay":
 		m, ok := r.events[args[1]]
 		if !ok {
-			t.Fatalf("%s:%d: no event %s", r.file, c.line, args[1])
+			t.Fatalf("%s:%d: no event %s", r.file, c.Line, args[1])
 		}
 		r.msgN++
 		m.m.MessageID = fmt.Sprintf("%s~replay%d", m.m.MessageID, r.msgN)
 		return r.apply([]scnMsg{m}, nil)
 	case "message":
-		return r.decode(c, args[1], `{"batch":[`+strings.Join(c.input, "\n")+`]}`)
+		return r.decode(c, args[1], `{"batch":[`+strings.Join(c.Input, "\n")+`]}`)
 	case "batch":
-		return r.decode(c, args[1], strings.Join(c.input, "\n"))
+		return r.decode(c, args[1], strings.Join(c.Input, "\n"))
 	}
 	// Every other command reads the store: commit what is pending first.
 	r.flushPending()
@@ -483,7 +389,7 @@ func (r *scnRunner) run(c scnCase, args []string) (out string, compared bool) {
 	case "split":
 		n, err := strconv.ParseInt(args[1], 10, 64)
 		if err != nil {
-			t.Fatalf("%s:%d: %v", r.file, c.line, err)
+			t.Fatalf("%s:%d: %v", r.file, c.Line, err)
 		}
 		return r.split(n), true
 	case "partition":
@@ -493,7 +399,7 @@ func (r *scnRunner) run(c scnCase, args []string) (out string, compared bool) {
 	case "profile-of":
 		return r.profileOf(scnParseID(t, args[1])), true
 	}
-	t.Fatalf("%s:%d: unknown command %q", r.file, c.line, args[0])
+	t.Fatalf("%s:%d: unknown command %q", r.file, c.Line, args[0])
 	return "", false
 }
 
@@ -564,7 +470,7 @@ func (r *scnRunner) eventMessage(c scnCase, name string, ids []trustloop.Identif
 	}
 	m, err := r.decodeOne(obj)
 	if err != nil {
-		r.t.Skipf("%s:%d: event %s cannot be ingested (%v): a message needs a userId or an anonymousId", r.file, c.line, name, err)
+		r.t.Skipf("%s:%d: event %s cannot be ingested (%v): a message needs a userId or an anonymousId", r.file, c.Line, name, err)
 	}
 	return scnMsg{m: m, ids: slices.Clone(ids), name: name}
 }
@@ -588,7 +494,7 @@ func (r *scnRunner) decode(c scnCase, name, body string) (string, bool) {
 	req, err := collect.Decode([]byte(body), collect.Batch, collect.Options{ReceivedAt: r.at,
 		NewID: func() string { n++; return fmt.Sprintf("%s-%d", name, n) }})
 	if err != nil {
-		r.t.Skipf("%s:%d: %s does not decode (%v); the Graph test prints the error, the collector refuses the request", r.file, c.line, name, err)
+		r.t.Skipf("%s:%d: %s does not decode (%v); the Graph test prints the error, the collector refuses the request", r.file, c.Line, name, err)
 	}
 	msgs := make([]scnMsg, len(req.Messages))
 	heads := make([]string, len(req.Messages))
@@ -1080,3 +986,21 @@ func (r *scnRunner) check() error {
 	}
 	return nil
 }
+
+func scnTokenize(t *testing.T, line string) []string {
+	out, err := identitytest.Tokenize(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func scnParseID(t *testing.T, a string) trustloop.Identifier {
+	id, err := identitytest.ParseID(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func scnIDList(ids []trustloop.Identifier) string { return identitytest.IDList(ids) }
