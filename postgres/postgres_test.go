@@ -4,15 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/trustloop/trustloop/postgres/pgtest"
+
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/postgres"
 	"github.com/trustloop/trustloop/projection"
@@ -31,43 +29,7 @@ func MustOpen(tb testing.TB) *postgres.DB {
 	return db
 }
 
-// mustSchema makes the fresh schema and returns the URL that opens it, so that a
-// test can open it more than once (several nodes on one database).
-func mustSchema(tb testing.TB) string {
-	tb.Helper()
-	base := os.Getenv("TRUSTLOOP_TEST_DATABASE_URL")
-	if base == "" {
-		tb.Skip("SKIPPING PostgreSQL suite: TRUSTLOOP_TEST_DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		tb.Fatalf("TRUSTLOOP_TEST_DATABASE_URL is set but PostgreSQL is unreachable: %v", err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "tltest_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func mustSchema(tb testing.TB) string { return pgtest.Schema(tb, "PostgreSQL suite") }
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) trustloop.Store { return MustOpen(t) })

@@ -3,13 +3,10 @@ package projection_test
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/trustloop/trustloop/identity/identitytest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/trustloop/trustloop/identity/identitytest"
+	"github.com/trustloop/trustloop/postgres/pgtest"
+
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/collect"
 	"github.com/trustloop/trustloop/identity"
@@ -115,42 +114,10 @@ func scnOpenSQLite(t *testing.T) scnStore {
 	return db
 }
 
-// scnOpenPostgres opens a store in a fresh schema of the test database, dropped
-// when the test ends (as postgres_test.go's MustOpen does).
+// scnOpenPostgres opens a store in a fresh schema of the test database.
 func scnOpenPostgres(t *testing.T) scnStore {
 	t.Helper()
-	base := os.Getenv("TRUSTLOOP_TEST_DATABASE_URL")
-	if base == "" {
-		t.Skip("SKIPPING PostgreSQL identity scenarios: TRUSTLOOP_TEST_DATABASE_URL is not set")
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("TRUSTLOOP_TEST_DATABASE_URL is set but PostgreSQL is unreachable: %v", err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "tlscn_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		c.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	db, err := postgres.Open(ctx, u.String())
+	db, err := postgres.Open(context.Background(), pgtest.Schema(t, "PostgreSQL identity scenarios"))
 	if err != nil {
 		t.Fatalf("open postgres: %v", err)
 	}

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trustloop/trustloop/postgres/pgtest"
+
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/collect"
 	"github.com/trustloop/trustloop/keyring"
@@ -560,11 +562,7 @@ func TestOfficialClientLibraries(t *testing.T) {
 
 // TestPostgres runs the same binary on PostgreSQL: bootstrap, a batch, stats.
 func TestPostgres(t *testing.T) {
-	base := os.Getenv("TRUSTLOOP_TEST_DATABASE_URL")
-	if base == "" {
-		t.Skip("SKIPPING PostgreSQL end-to-end test: TRUSTLOOP_TEST_DATABASE_URL is not set")
-	}
-	url := freshSchema(t, base)
+	url := pgtest.Schema(t, "PostgreSQL end-to-end test")
 	s := start(t, t.TempDir(), "--database-url", url)
 	if code := postBatch(s.url, []string{trackMsg("pg-1", "u1"), trackMsg("pg-2", "u2"), trackMsg("pg-1", "u1")}); code != http.StatusOK {
 		t.Fatalf("batch answered %d:\n%s", code, s.log())
@@ -587,11 +585,7 @@ func TestProfilesEndToEnd(t *testing.T) { profilesEndToEnd(t) }
 
 // TestProfilesEndToEndPostgres is the same on PostgreSQL.
 func TestProfilesEndToEndPostgres(t *testing.T) {
-	base := os.Getenv("TRUSTLOOP_TEST_DATABASE_URL")
-	if base == "" {
-		t.Skip("SKIPPING PostgreSQL profiles end-to-end test: TRUSTLOOP_TEST_DATABASE_URL is not set")
-	}
-	profilesEndToEnd(t, "--database-url", freshSchema(t, base))
+	profilesEndToEnd(t, "--database-url", pgtest.Schema(t, "PostgreSQL profiles end-to-end test"))
 }
 
 func profilesEndToEnd(t *testing.T, extra ...string) {
