@@ -288,22 +288,32 @@ func (db *DB) queryEvents(ctx context.Context, op, q string, args ...any) ([]tru
 // FindSubjectKeys looks keys up by blind index.
 func (db *DB) FindSubjectKeys(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.SubjectKey, error) {
 	out := make(map[string]trustloop.SubjectKey, len(blinds))
+	err := db.subjectKeys(ctx, workspaceID, `blind = ANY($2::bytea[])`, blinds, func(k trustloop.SubjectKey) { out[string(k.Blind)] = k })
+	return out, err
+}
+
+// subjectKeys runs a subject_keys query of the workspace filtered by where (with
+// arg as $2), calling each for every key.
+func (db *DB) subjectKeys(ctx context.Context, workspaceID int64, where string, arg any, each func(trustloop.SubjectKey)) error {
 	rows, err := db.pool.Query(ctx, `SELECT id, blind, wrapped, created_at FROM subject_keys
-		WHERE workspace_id = $1 AND blind = ANY($2::bytea[])`, workspaceID, blinds)
+		WHERE workspace_id = $1 AND `+where, workspaceID, arg)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: find subject keys: %w", err)
+		return fmt.Errorf("postgres: find subject keys: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		k := trustloop.SubjectKey{WorkspaceID: workspaceID}
 		var created int64
 		if err := rows.Scan(&k.ID, &k.Blind, &k.Wrapped, &created); err != nil {
-			return nil, fmt.Errorf("postgres: find subject keys: %w", err)
+			return fmt.Errorf("postgres: find subject keys: %w", err)
 		}
 		k.CreatedAt = fromMS(created)
-		out[string(k.Blind)] = k
+		each(k)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("postgres: find subject keys: %w", err)
+	}
+	return nil
 }
 
 // Bootstrap creates the first workspace, source and admin key on an empty store.

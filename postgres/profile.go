@@ -423,25 +423,8 @@ func (db *DB) FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := db.pool.Query(ctx, `SELECT id, blind, wrapped, created_at FROM subject_keys
-		WHERE workspace_id = $1 AND id = ANY($2::bigint[])`, workspaceID, ids)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: find subject keys: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		k := trustloop.SubjectKey{WorkspaceID: workspaceID}
-		var created int64
-		if err := rows.Scan(&k.ID, &k.Blind, &k.Wrapped, &created); err != nil {
-			return nil, fmt.Errorf("postgres: find subject keys: %w", err)
-		}
-		k.CreatedAt = fromMS(created)
-		out[k.ID] = k
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: find subject keys: %w", err)
-	}
-	return out, nil
+	err := db.subjectKeys(ctx, workspaceID, `id = ANY($2::bigint[])`, ids, func(k trustloop.SubjectKey) { out[k.ID] = k })
+	return out, err
 }
 
 const profileCols = `p.id, p.workspace_id, p.key_id, p.state, p.applied_seq, p.merged_into, p.created_at, p.updated_at`
