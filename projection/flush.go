@@ -3,7 +3,6 @@ package projection
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -275,14 +274,11 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 		if !ok {
 			continue // the subject was erased
 		}
-		plain, err := keyring.Open(k.DEK, e.Payload, keyring.EventAAD(nil, ws, e.SourceID, e.MessageHash))
-		if err != nil {
-			return fmt.Errorf("projection: replay: event %d: %w", e.Seq, err)
-		}
-		m, err := messageOf(plain, e)
+		env, err := openEvent(ws, e, k)
 		if err != nil {
 			return err
 		}
+		m := messageOf(env, e)
 		fresh = append(fresh, len(items))
 		seqs = append(seqs, e.Seq)
 		items = append(items, Item{WorkspaceID: ws, SourceID: e.SourceID, Message: m, MessageHash: e.MessageHash,

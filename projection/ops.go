@@ -143,27 +143,17 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 // rebuild replays the events of a set of identities' subjects into a fresh state,
 // sealed for rec.
 func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRecord, idents []trustloop.IdentityRecord) (sealed []byte, applied int64, err error) {
-	var blinds [][]byte
-	for _, ir := range idents {
-		if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
-			blinds = append(blinds, ir.Blind)
-		}
-	}
-	sks, err := s.store.FindSubjectKeys(ctx, ws, blinds)
+	subjects, err := s.subjectKeyIDs(ctx, ws, idents)
 	if err != nil {
 		return nil, 0, err
 	}
-	keyIDs := []int64{rec.KeyID}
-	for _, sk := range sks {
-		keyIDs = append(keyIDs, sk.ID)
-	}
-	keys, err := s.keysFor(ctx, ws, keyIDs)
+	keys, err := s.keysFor(ctx, ws, append([]int64{rec.KeyID}, subjects...))
 	if err != nil {
 		return nil, 0, err
 	}
 	var events []trustloop.StoredEvent
 	for before := int64(0); ; {
-		page, err := s.store.ProfileEvents(ctx, ws, keyIDs[1:], before, 1000)
+		page, err := s.store.ProfileEvents(ctx, ws, subjects, before, 1000)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -184,17 +174,11 @@ func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRe
 		if !ok {
 			continue
 		}
-		plain, err := keyring.Open(k.DEK, e.Payload, keyring.EventAAD(nil, ws, e.SourceID, e.MessageHash))
-		if err != nil {
-			return nil, 0, fmt.Errorf("projection: rebuild: event %d: %w", e.Seq, err)
-		}
-		m, err := messageOf(plain, e)
+		env, err := openEvent(ws, e, k)
 		if err != nil {
 			return nil, 0, err
 		}
-		in := profile.InputFrom(m, e.SourceID)
-		in.Timestamp, in.ReceivedAt = in.Timestamp.Truncate(time.Millisecond), in.ReceivedAt.Truncate(time.Millisecond)
-		cfg.profile.Apply(&st, in)
+		cfg.profile.Apply(&st, inputOf(messageOf(env, e), e.SourceID))
 		applied = max(applied, e.Seq)
 	}
 	plain, err := st.MarshalBinary()
@@ -211,11 +195,7 @@ func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRe
 }
 
 // messageOf turns a stored envelope back into the message the projection saw.
-func messageOf(plain []byte, e trustloop.StoredEvent) (*trustloop.Message, error) {
-	env, err := collect.OpenEnvelope(plain)
-	if err != nil {
-		return nil, fmt.Errorf("projection: event %d: %w", e.Seq, err)
-	}
+func messageOf(env *collect.Envelope, e trustloop.StoredEvent) *trustloop.Message {
 	m := &trustloop.Message{Type: e.Type, MessageID: env.MessageID, ReceivedAt: env.ReceivedAt, Timestamp: env.Timestamp,
 		Raw: env.Message, BatchContext: env.BatchContext}
 	if e.Type == trustloop.EventTrack {
@@ -225,7 +205,7 @@ func messageOf(plain []byte, e trustloop.StoredEvent) (*trustloop.Message, error
 	}
 	// The collector accepts numeric ids as their literal text; so does this.
 	m.UserID, m.AnonymousID = idText(env.Message, "userId"), idText(env.Message, "anonymousId")
-	return m, nil
+	return m
 }
 
 func idText(raw []byte, name string) string {
@@ -386,4 +366,46 @@ func (s *Service) Audiences(ctx context.Context, ws int64) ([]*trustloop.Audienc
 // Audience returns one audience.
 func (s *Service) Audience(ctx context.Context, ws, id int64) (*trustloop.Audience, error) {
 	return s.store.FindAudience(ctx, ws, id)
+}
+
+// openEvent opens a stored event's sealed envelope with its subject key.
+func openEvent(ws int64, e trustloop.StoredEvent, k keyring.Key) (*collect.Envelope, error) {
+	plain, err := keyring.Open(k.DEK, e.Payload, keyring.EventAAD(nil, ws, e.SourceID, e.MessageHash))
+	if err != nil {
+		return nil, fmt.Errorf("projection: open event %d: %w", e.Seq, err)
+	}
+	env, err := collect.OpenEnvelope(plain)
+	if err != nil {
+		return nil, fmt.Errorf("projection: event %d: %w", e.Seq, err)
+	}
+	return env, nil
+}
+
+// inputOf is the profile rules' input of a message. The log keeps times to the
+// millisecond, so they are cut to it here: a replay or rebuild from the log then
+// sees exactly what the live projection saw.
+func inputOf(m *trustloop.Message, sourceID int64) profile.Input {
+	in := profile.InputFrom(m, sourceID)
+	in.Timestamp, in.ReceivedAt = in.Timestamp.Truncate(time.Millisecond), in.ReceivedAt.Truncate(time.Millisecond)
+	return in
+}
+
+// subjectKeyIDs returns the subject keys of a profile's user and anonymous ids:
+// a profile's events are those sealed under them.
+func (s *Service) subjectKeyIDs(ctx context.Context, ws int64, idents []trustloop.IdentityRecord) ([]int64, error) {
+	var blinds [][]byte
+	for _, ir := range idents {
+		if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
+			blinds = append(blinds, ir.Blind)
+		}
+	}
+	sks, err := s.store.FindSubjectKeys(ctx, ws, blinds)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, 0, len(sks))
+	for _, sk := range sks {
+		ids = append(ids, sk.ID)
+	}
+	return ids, nil
 }

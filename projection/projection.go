@@ -740,11 +740,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 		// A replay after a crash meets events the stored state has already.
 		if seq > target.rec.AppliedSeq {
-			// The log keeps times to the millisecond: a replay must see what the
-			// live projection saw.
-			in := profile.InputFrom(it.Message, it.SourceID)
-			in.Timestamp, in.ReceivedAt = in.Timestamp.Truncate(time.Millisecond), in.ReceivedAt.Truncate(time.Millisecond)
-			res := cfg.profile.Apply(&target.st, in)
+			res := cfg.profile.Apply(&target.st, inputOf(it.Message, it.SourceID))
 			if s.OnSkip != nil {
 				for _, r := range res.Skipped {
 					s.OnSkip("profile_input", string(r))

@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/trustloop/trustloop"
-	"github.com/trustloop/trustloop/collect"
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/profile"
 )
@@ -240,19 +239,9 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 	if err != nil {
 		return nil, "", err
 	}
-	var blinds [][]byte
-	for _, ir := range idents {
-		if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
-			blinds = append(blinds, ir.Blind)
-		}
-	}
-	sks, err := s.store.FindSubjectKeys(ctx, ws, blinds)
+	keyIDs, err := s.subjectKeyIDs(ctx, ws, idents)
 	if err != nil {
 		return nil, "", err
-	}
-	var keyIDs []int64
-	for _, sk := range sks {
-		keyIDs = append(keyIDs, sk.ID)
 	}
 	evs, err := s.store.ProfileEvents(ctx, ws, keyIDs, before, limit+1)
 	if err != nil {
@@ -287,13 +276,9 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 		if !ok {
 			continue
 		}
-		plain, err := keyring.Open(k.DEK, e.Payload, keyring.EventAAD(nil, ws, e.SourceID, e.MessageHash))
+		env, err := openEvent(ws, e, k)
 		if err != nil {
-			return nil, "", fmt.Errorf("projection: open event %d: %w", e.Seq, err)
-		}
-		env, err := collect.OpenEnvelope(plain)
-		if err != nil {
-			return nil, "", fmt.Errorf("projection: event %d: %w", e.Seq, err)
+			return nil, "", err
 		}
 		out = append(out, trustloop.TimelineEvent{Seq: e.Seq, Type: e.Type.String(), ReceivedAt: e.ReceivedAt,
 			Timestamp: e.Timestamp, Source: e.SourceID, Message: env.Message})
