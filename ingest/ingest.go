@@ -11,6 +11,7 @@ import (
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/collect"
 	"github.com/trustloop/trustloop/keyring"
+	"github.com/trustloop/trustloop/profile"
 	"github.com/trustloop/trustloop/projection"
 )
 
@@ -36,9 +37,9 @@ type Admitter func(src *trustloop.Source, m *trustloop.Message) (ok bool, reason
 // Projection keeps profiles up to date in the group commits (the projection
 // package implements it).
 type Projection interface {
-	// Identify extracts a message's identifiers; it runs in the request's
-	// goroutine.
-	Identify(workspaceID int64, m *trustloop.Message) []trustloop.Identifier
+	// Prepare does the per-message work that needs no store (identifiers, the
+	// profile input); it runs in the request's goroutine.
+	Prepare(workspaceID int64, m *trustloop.Message, sourceID int64) ([]trustloop.Identifier, *profile.Input)
 	// Group prepares the projection of one group commit attempt; items are
 	// aligned with the commit's events.
 	Group(items []projection.Item) *projection.Group
@@ -92,6 +93,7 @@ type pending struct {
 	key      keyring.Key
 	msg      *trustloop.Message
 	ids      []trustloop.Identifier
+	input    *profile.Input
 }
 
 // New starts a pipeline and its writer goroutine. admit may be nil (admit all).
@@ -172,7 +174,8 @@ func (p *Pipeline) prepare(src *trustloop.Source, m *trustloop.Message) (pending
 			Type: m.Type, ReceivedAt: m.ReceivedAt, Timestamp: m.Timestamp},
 	}
 	if p.proj != nil {
-		ev.msg, ev.ids = m, p.proj.Identify(src.WorkspaceID, m)
+		ev.ids, ev.input = p.proj.Prepare(src.WorkspaceID, m, src.ID)
+		ev.msg = m
 	}
 	if key, ok := p.keys.Cached(src.WorkspaceID, blind); ok {
 		ev.seal(key)
@@ -292,7 +295,7 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 			for i := range r.events {
 				e := &r.events[i]
 				items = append(items, projection.Item{WorkspaceID: e.ws, SourceID: e.event.SourceID, Message: e.msg,
-					MessageHash: e.event.MessageHash, KeyID: e.key.ID, Key: e.key, IDs: e.ids})
+					MessageHash: e.event.MessageHash, KeyID: e.key.ID, Key: e.key, IDs: e.ids, Input: e.input})
 			}
 		}
 		g := p.proj.Group(items)

@@ -89,6 +89,17 @@ type Item struct {
 	KeyID       int64
 	Key         keyring.Key
 	IDs         []trustloop.Identifier
+	// Input is the profile rules' input, when the caller made it beforehand
+	// (Prepare); nil: made from Message in the commit.
+	Input *profile.Input
+}
+
+// Prepare does the per-message work that needs no store: the identifiers and the
+// profile rules' input. Ingest calls it in the request's goroutine, so this work
+// runs in parallel across requests instead of on the single writer.
+func (s *Service) Prepare(ws int64, m *trustloop.Message, sourceID int64) ([]trustloop.Identifier, *profile.Input) {
+	in := inputOf(m, sourceID)
+	return s.Identify(ws, m), &in
 }
 
 // Identify extracts a message's identifiers (in the request's goroutine, so the
@@ -740,7 +751,12 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 		// A replay after a crash meets events the stored state has already.
 		if seq > target.rec.AppliedSeq {
-			res := cfg.profile.Apply(&target.st, inputOf(it.Message, it.SourceID))
+			in := it.Input
+			if in == nil {
+				made := inputOf(it.Message, it.SourceID)
+				in = &made
+			}
+			res := cfg.profile.Apply(&target.st, *in)
 			if s.OnSkip != nil {
 				for _, r := range res.Skipped {
 					s.OnSkip("profile_input", string(r))
