@@ -309,7 +309,7 @@ func (g *generator) uuid(dst []byte) []byte {
 	return dst
 }
 
-func (g *generator) ids(dst []byte) []byte {
+func (g *generator) ids(dst []byte) ([]byte, int) {
 	u := g.r.IntN(g.users)
 	dst = append(dst, `"anonymousId":"anon-`...)
 	dst = strconv.AppendInt(dst, int64(u), 36)
@@ -319,7 +319,7 @@ func (g *generator) ids(dst []byte) []byte {
 		dst = strconv.AppendInt(dst, int64(u), 10)
 		dst = append(dst, '"')
 	}
-	return dst
+	return dst, u
 }
 
 func (g *generator) context(dst []byte) []byte {
@@ -332,7 +332,8 @@ func (g *generator) message(dst []byte, typ string, now time.Time) []byte {
 	dst = append(dst, `","messageId":"`...)
 	dst = g.uuid(dst)
 	dst = append(dst, `",`...)
-	dst = g.ids(dst)
+	var u int
+	dst, u = g.ids(dst)
 	dst = append(dst, `,"timestamp":"`...)
 	dst = now.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")
 	dst = append(dst, `",`...)
@@ -353,7 +354,9 @@ func (g *generator) message(dst []byte, typ string, now time.Time) []byte {
 	case "page":
 		dst = append(dst, `"name":"Product Detail","properties":{"path":"/p/1","title":"Online-Shop"},`...)
 	case "identify":
-		u := g.r.IntN(g.users)
+		// The visitor's own address: a shop's identify names the person whose
+		// ids the event carries (a random other user's address would make every
+		// identify a merge attempt between strangers).
 		dst = append(dst, `"traits":{"email":"customer`...)
 		dst = strconv.AppendInt(dst, int64(u), 10)
 		dst = append(dst, `@example.com","first_name":"Alex","plan":"loyalty"},`...)
