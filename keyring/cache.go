@@ -1,15 +1,16 @@
 package keyring
 
-import "sync"
+import (
+	"sync"
 
-// keyCache keeps recently used subject keys in memory. It is a two-generation
-// cache: when the young map is full it becomes the old one and the previous old is
-// dropped; a hit in the old map moves the entry back. That bounds memory at twice
-// the size with O(1) operations and no per-entry bookkeeping.
+	"github.com/trustloop/trustloop/cache"
+)
+
+// keyCache keeps recently used subject keys in memory (see cache.TwoGen for the
+// bound), for the request goroutines and the writer at once.
 type keyCache struct {
-	mu         sync.Mutex
-	size       int
-	young, old map[cacheKey]Key
+	mu sync.Mutex
+	c  *cache.TwoGen[cacheKey, Key]
 }
 
 type cacheKey struct {
@@ -18,10 +19,7 @@ type cacheKey struct {
 }
 
 func newKeyCache(size int) *keyCache {
-	if size < 1 {
-		size = 1
-	}
-	return &keyCache{size: size, young: map[cacheKey]Key{}, old: map[cacheKey]Key{}}
+	return &keyCache{c: cache.NewTwoGen[cacheKey, Key](size)}
 }
 
 func mkKey(ws int64, blind []byte) cacheKey {
@@ -31,37 +29,19 @@ func mkKey(ws int64, blind []byte) cacheKey {
 }
 
 func (c *keyCache) get(ws int64, blind []byte) (Key, bool) {
-	k := mkKey(ws, blind)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if v, ok := c.young[k]; ok {
-		return v, true
-	}
-	if v, ok := c.old[k]; ok {
-		delete(c.old, k)
-		c.putLocked(k, v)
-		return v, true
-	}
-	return Key{}, false
+	return c.c.Get(mkKey(ws, blind))
 }
 
 func (c *keyCache) put(ws int64, blind []byte, v Key) {
 	c.mu.Lock()
-	c.putLocked(mkKey(ws, blind), v)
+	c.c.Put(mkKey(ws, blind), v)
 	c.mu.Unlock()
 }
 
-func (c *keyCache) putLocked(k cacheKey, v Key) {
-	if len(c.young) >= c.size {
-		c.old, c.young = c.young, make(map[cacheKey]Key, c.size)
-	}
-	c.young[k] = v
-}
-
 func (c *keyCache) remove(ws int64, blind []byte) {
-	k := mkKey(ws, blind)
 	c.mu.Lock()
-	delete(c.young, k)
-	delete(c.old, k)
+	c.c.Remove(mkKey(ws, blind))
 	c.mu.Unlock()
 }

@@ -16,7 +16,7 @@ func blindOf(i int) []byte {
 func (c *keyCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.young) + len(c.old)
+	return c.c.Len()
 }
 
 func TestKeyCacheGetPut(t *testing.T) {
