@@ -66,11 +66,21 @@ type ProjectionChanges struct {
 	// UptoSeq, when not 0, records that every event up to it is reflected in what
 	// is stored.
 	UptoSeq int64
+	// TimelineUpto, when not 0, records that every event up to it has its
+	// position in the stored timelines (timelines are written behind longer than
+	// profile state, and rebuilt from EventKeys alone after a crash).
+	TimelineUpto int64
 	// Behind marks a flush's writes: a profile row is replaced only if the stored
 	// one is not newer (a group commit may have written it since the flush took
 	// its copy: a merge writes both profiles in its commit) — never a row merged
 	// away since, never one whose applied_seq is higher.
 	Behind bool
+}
+
+// EventKey is an event's log position and subject key.
+type EventKey struct {
+	Seq   int64
+	KeyID int64
 }
 
 // TimelineRun is a batch of one subject key's event positions, ascending.
@@ -119,6 +129,13 @@ type ProfileStore interface {
 	WriteProjection(ctx context.Context, c *ProjectionChanges) error
 	// ProjectedUpto returns the highest UptoSeq written (it never moves back).
 	ProjectedUpto(ctx context.Context) (int64, error)
+	// TimelineUpto returns the highest TimelineUpto written (it never moves
+	// back).
+	TimelineUpto(ctx context.Context) (int64, error)
+	// EventKeys returns the log positions and subject keys of the workspace's
+	// events after a position, in order: what a timeline needs, without the
+	// payloads.
+	EventKeys(ctx context.Context, workspaceID, after int64, limit int) ([]EventKey, error)
 	// FindMerge returns a merge record; ENOTFOUND if none.
 	FindMerge(ctx context.Context, workspaceID, id int64) (*MergeRecord, error)
 	// ProfileMerges returns the merges into or out of a profile, newest first.

@@ -53,6 +53,11 @@ func writeProjection(ctx context.Context, tx pgx.Tx, c *trustloop.ProjectionChan
 			return fmt.Errorf("postgres: write projection state: %w", err)
 		}
 	}
+	if c.TimelineUpto > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE projection_state SET timeline_upto = GREATEST(timeline_upto, $1) WHERE id = 1`, c.TimelineUpto); err != nil {
+			return fmt.Errorf("postgres: write projection state: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -561,6 +566,37 @@ func (db *DB) WriteProjection(ctx context.Context, c *trustloop.ProjectionChange
 		return fmt.Errorf("postgres: write projection: %w", err)
 	}
 	return err
+}
+
+// TimelineUpto returns the timelines' watermark.
+func (db *DB) TimelineUpto(ctx context.Context) (int64, error) {
+	var n int64
+	if err := db.pool.QueryRow(ctx, `SELECT timeline_upto FROM projection_state WHERE id = 1`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("postgres: projection state: %w", err)
+	}
+	return n, nil
+}
+
+// EventKeys returns events' positions and keys after a position.
+func (db *DB) EventKeys(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.EventKey, error) {
+	rows, err := db.pool.Query(ctx, `SELECT seq, key_id FROM events WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+		workspaceID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: event keys: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.EventKey
+	for rows.Next() {
+		var k trustloop.EventKey
+		if err := rows.Scan(&k.Seq, &k.KeyID); err != nil {
+			return nil, fmt.Errorf("postgres: event keys: %w", err)
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: event keys: %w", err)
+	}
+	return out, nil
 }
 
 // ProjectedUpto returns the projection's watermark.

@@ -47,94 +47,66 @@ func (s *Service) Flush(ctx context.Context, all bool) (int, error) {
 }
 
 type snapshot struct {
-	st    *state
-	since int64
-	at    time.Time
+	st      *state
+	since   int64
+	at      time.Time
+	members bool // its memberships are written too
 }
 
 func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	now := s.Now()
-	// The keys first, outside the lock (keysFor takes it).
-	need := map[int64][]int64{}
 	s.mu.Lock()
-	for _, st := range s.cache {
-		if st.dirty {
-			need[st.rec.WorkspaceID] = append(need[st.rec.WorkspaceID], st.rec.KeyID)
-		}
-	}
-	s.mu.Unlock()
-	keyOf := map[int64]keyring.Key{}
-	for ws, ids := range need {
-		ks, err := s.keysFor(ctx, ws, ids)
-		if err != nil {
-			return 0, false, err
-		}
-		for id, k := range ks {
-			keyOf[id] = k
-		}
-	}
-	s.mu.Lock()
-	var eligible []*state
-	for _, st := range s.cache {
-		if !st.dirty || (!all && now.Sub(st.dirtyAt) < s.FlushAfter) {
-			continue
-		}
-		if _, ok := keyOf[st.rec.KeyID]; !ok {
-			continue // dirtied since the keys were read: the next round takes it
-		}
-		eligible = append(eligible, st)
-	}
-	// In id order, a batch at a time from the lowest: profile rows are keyed by
-	// id, so a batch of neighbours rewrites each page once instead of once per
-	// profile on it (ids grow with creation time; a flush of every active
-	// profile then writes the table about once).
-	slices.SortFunc(eligible, func(a, b *state) int { return cmp.Compare(a.rec.ID, b.rec.ID) })
-	more := len(eligible) > flushBatch
-	if more {
-		eligible = eligible[:flushBatch]
-	}
-	picked := make([]snapshot, 0, len(eligible))
+	// From the front of the queue: the profiles dirty longest (all of them when
+	// all is set), a batch at a time.
+	var picked []snapshot
 	members := map[int64][]int64{}
-	for _, st := range eligible {
-		picked = append(picked, snapshot{st: st, since: st.since, at: st.dirtyAt})
-		s.inflight[st.rec.ID] = true
-		if st.rec.MergedInto == 0 {
-			members[st.rec.ID] = slices.Clone(st.members)
+	for s.dirtyHead < len(s.dirtyQ) && len(picked) < flushBatch {
+		e := s.dirtyQ[s.dirtyHead]
+		if !all && now.Sub(e.at) < s.FlushAfter {
+			break
 		}
+		s.dirtyHead++
+		st := s.cache[e.id]
+		if st == nil || !st.dirty {
+			continue // written since (by a commit, or through an earlier entry)
+		}
+		p := snapshot{st: st, since: st.since, at: st.dirtyAt}
+		if st.membersDirty && st.rec.MergedInto == 0 {
+			members[st.rec.ID] = slices.Clone(st.members)
+			p.members, st.membersDirty = true, false
+		}
+		picked = append(picked, p)
+		s.inflight[st.rec.ID] = true
 		st.dirty, st.since = false, 0
 	}
-	var runs []trustloop.TimelineRun
-	taken := s.pending
-	s.pending = map[int64]*pendingRun{}
+	more := s.dirtyHead < len(s.dirtyQ) && (all || now.Sub(s.dirtyQ[s.dirtyHead].at) >= s.FlushAfter)
+	if s.dirtyHead > 4096 && s.dirtyHead*2 > len(s.dirtyQ) {
+		s.dirtyQ, s.dirtyHead = slices.Clone(s.dirtyQ[s.dirtyHead:]), 0
+	}
+	taken, tlUpto := s.takeRuns(now, all)
+	runs := make([]trustloop.TimelineRun, 0, len(taken))
 	for k, r := range taken {
 		runs = append(runs, trustloop.TimelineRun{KeyID: k, Seqs: r.seqs})
 	}
-	slices.SortFunc(runs, func(a, b trustloop.TimelineRun) int { return cmp.Compare(a.KeyID, b.KeyID) })
-	// The watermark: nothing up to it is held only in memory once this is written.
+	// The watermark: nothing up to it is held only in memory once this is
+	// written. The queue is in log order, so its front is the oldest position
+	// still only in memory (an entry of a profile clean by now only holds the
+	// watermark back until the next flush drops it).
 	upto := s.lastSeq
-	for _, st := range s.cache {
-		if st.dirty {
-			upto = min(upto, st.since-1)
-		}
+	if s.dirtyHead < len(s.dirtyQ) {
+		upto = min(upto, s.dirtyQ[s.dirtyHead].since-1)
 	}
 	s.mu.Unlock()
+	if len(picked) == 0 && len(runs) == 0 && upto <= s.wroteUpto && tlUpto <= s.wroteTimeline {
+		return 0, false, nil // nothing new: no transaction, no fsync
+	}
+	slices.SortFunc(runs, func(a, b trustloop.TimelineRun) int { return cmp.Compare(a.KeyID, b.KeyID) })
+	// In id order: profile rows are keyed by id, so a batch of neighbours
+	// rewrites each page once instead of once per profile on it (ids grow with
+	// creation time; a flush of every active profile then writes the table about
+	// once).
+	slices.SortFunc(picked, func(a, b snapshot) int { return cmp.Compare(a.st.rec.ID, b.st.rec.ID) })
 
-	// Sealed outside the lock: the writer never changes an installed state (it
-	// works on clones and installs new ones), so these are stable.
-	recs := make([]trustloop.ProfileRecord, 0, len(picked))
-	var sealErr error
-	for _, p := range picked {
-		rec, err := s.sealState(ctx, p.st.rec.WorkspaceID, p.st, keyOf)
-		if err != nil {
-			sealErr = err
-			break
-		}
-		recs = append(recs, rec)
-	}
-	c := &trustloop.ProjectionChanges{Profiles: recs, Timeline: runs, UptoSeq: upto, Behind: true}
-	if len(members) > 0 {
-		c.Members = members
-	}
 	defer func() {
 		s.mu.Lock()
 		for _, p := range picked {
@@ -142,37 +114,42 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		}
 		s.mu.Unlock()
 	}()
-	err := sealErr
-	if err == nil {
-		err = s.store.WriteProjection(ctx, c)
-	}
-	if err != nil {
-		// Put it all back: the next flush tries again.
-		s.mu.Lock()
+	// Keys and sealing outside the lock: the writer never changes an installed
+	// state (it works on clones and installs new ones), so these are stable.
+	recs := make([]trustloop.ProfileRecord, 0, len(picked))
+	err := func() error {
+		need := map[int64][]int64{}
 		for _, p := range picked {
-			// The cache may hold a newer state of the profile by now (a group
-			// installed one); it includes what was not written.
-			cur := s.cache[p.st.rec.ID]
-			if cur == nil {
-				cur = p.st
-				s.cache[cur.rec.ID] = cur
-			}
-			if cur.dirty {
-				cur.since = min(cur.since, p.since)
-			} else {
-				cur.dirty, cur.since = true, p.since
-			}
-			cur.dirtyAt = p.at
+			need[p.st.rec.WorkspaceID] = append(need[p.st.rec.WorkspaceID], p.st.rec.KeyID)
 		}
-		for k, r := range taken {
-			if cur := s.pending[k]; cur != nil {
-				r.seqs = append(r.seqs, cur.seqs...)
+		keyOf := map[int64]keyring.Key{}
+		for ws, ids := range need {
+			ks, err := s.keysFor(ctx, ws, ids)
+			if err != nil {
+				return err
 			}
-			s.pending[k] = r
+			for id, k := range ks {
+				keyOf[id] = k
+			}
 		}
-		s.mu.Unlock()
+		for _, p := range picked {
+			rec, err := s.sealState(ctx, p.st.rec.WorkspaceID, p.st, keyOf)
+			if err != nil {
+				return err
+			}
+			recs = append(recs, rec)
+		}
+		c := &trustloop.ProjectionChanges{Profiles: recs, Timeline: runs, UptoSeq: upto, TimelineUpto: tlUpto, Behind: true}
+		if len(members) > 0 {
+			c.Members = members
+		}
+		return s.store.WriteProjection(ctx, c)
+	}()
+	if err != nil {
+		s.putBack(picked, taken)
 		return 0, false, err
 	}
+	s.wroteUpto, s.wroteTimeline = max(s.wroteUpto, upto), max(s.wroteTimeline, tlUpto)
 	s.mu.Lock()
 	for _, p := range picked {
 		p.st.stored = true
@@ -180,6 +157,36 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	s.evictLocked()
 	s.mu.Unlock()
 	return len(recs), more, nil
+}
+
+// putBack undoes a failed flush: the profiles are dirty again from where they
+// were, at the front of the queue, and the timeline positions pending again.
+func (s *Service) putBack(picked []snapshot, taken map[int64]*pendingRun) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	back := make([]dirtyEntry, 0, len(picked)+len(s.dirtyQ)-s.dirtyHead)
+	for _, p := range picked {
+		// The cache may hold a newer state of the profile by now (a group
+		// installed one); it includes what was not written.
+		cur := s.cache[p.st.rec.ID]
+		if cur == nil {
+			cur = p.st
+			s.cache[cur.rec.ID] = cur
+		}
+		if cur.dirty {
+			cur.since = min(cur.since, p.since)
+		} else {
+			cur.dirty, cur.since = true, p.since
+		}
+		cur.dirtyAt = p.at
+		if p.members {
+			cur.membersDirty = true
+		}
+		back = append(back, dirtyEntry{id: cur.rec.ID, since: p.since, at: p.at})
+	}
+	slices.SortFunc(back, func(a, b dirtyEntry) int { return cmp.Compare(a.since, b.since) })
+	s.dirtyQ, s.dirtyHead = append(back, s.dirtyQ[s.dirtyHead:]...), 0
+	s.putBackRuns(taken)
 }
 
 // Run flushes in the background until ctx ends, then flushes everything.
@@ -231,6 +238,36 @@ func (s *Service) Recover(ctx context.Context, workspaces []int64) (int, error) 
 	upto, err := s.store.ProjectedUpto(ctx)
 	if err != nil {
 		return 0, err
+	}
+	// Timeline positions first, from the key ids alone; the replay below then
+	// adds none.
+	tlUpto, err := s.store.TimelineUpto(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, ws := range workspaces {
+		for after := tlUpto; ; {
+			keys, err := s.store.EventKeys(ctx, ws, after, 10_000)
+			if err != nil {
+				return 0, err
+			}
+			if len(keys) == 0 {
+				break
+			}
+			runs := map[int64]*pendingRun{}
+			for _, k := range keys {
+				if r := runs[k.KeyID]; r != nil {
+					r.seqs = append(r.seqs, k.Seq)
+				} else {
+					runs[k.KeyID] = &pendingRun{seqs: []int64{k.Seq}}
+				}
+			}
+			after = keys[len(keys)-1].Seq
+			s.mu.Lock()
+			s.addPending(runs, s.Now())
+			s.lastSeq = max(s.lastSeq, after)
+			s.mu.Unlock()
+		}
 	}
 	replayed := 0
 	for _, ws := range workspaces {
@@ -285,6 +322,7 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 			KeyID: e.KeyID, Key: k, IDs: s.Identify(ws, m)})
 	}
 	g := s.Group(items)
+	g.noTimeline = true
 	committed := false
 	defer func() { g.Done(committed) }()
 	c, err := g.Project(ctx, fresh, seqs)
@@ -296,4 +334,90 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 	}
 	committed = true
 	return nil
+}
+
+// addPending appends timeline positions (ascending, after every pending one) to
+// the keys' runs; s.mu is held.
+func (s *Service) addPending(runs map[int64]*pendingRun, now time.Time) {
+	var started []tlEntry
+	for k, r := range runs {
+		if len(r.seqs) == 0 {
+			continue
+		}
+		p := s.pending[k]
+		before := 0
+		if p != nil {
+			before = len(p.seqs)
+			p.seqs = append(p.seqs, r.seqs...)
+		} else {
+			p = &pendingRun{seqs: r.seqs, at: now}
+			s.pending[k] = p
+			started = append(started, tlEntry{key: k, first: r.seqs[0], at: now})
+		}
+		if before < timelineRunMax && len(p.seqs) >= timelineRunMax {
+			s.full = append(s.full, k)
+		}
+	}
+	slices.SortFunc(started, func(a, b tlEntry) int { return cmp.Compare(a.first, b.first) })
+	s.tlQ = append(s.tlQ, started...)
+}
+
+// takeRuns removes from memory the timeline runs a flush writes: full ones, and
+// those older than TimelineAfter (all when all is set). It returns them and the
+// timeline watermark; s.mu is held.
+func (s *Service) takeRuns(now time.Time, all bool) (map[int64]*pendingRun, int64) {
+	taken := map[int64]*pendingRun{}
+	take := func(k int64) {
+		if r := s.pending[k]; r != nil {
+			taken[k] = r
+			delete(s.pending, k)
+		}
+	}
+	if all {
+		for k := range s.pending {
+			take(k)
+		}
+	}
+	for _, k := range s.full {
+		if r := s.pending[k]; r != nil && len(r.seqs) >= timelineRunMax {
+			take(k)
+		}
+	}
+	s.full = s.full[:0]
+	for s.tlHead < len(s.tlQ) {
+		e := s.tlQ[s.tlHead]
+		if r := s.pending[e.key]; r != nil && r.seqs[0] == e.first {
+			if now.Sub(e.at) < s.TimelineAfter {
+				break
+			}
+			take(e.key)
+		}
+		s.tlHead++ // taken, or written already (stale)
+	}
+	if s.tlHead > 4096 && s.tlHead*2 > len(s.tlQ) {
+		s.tlQ, s.tlHead = slices.Clone(s.tlQ[s.tlHead:]), 0
+	}
+	upto := s.lastSeq
+	if s.tlHead < len(s.tlQ) {
+		upto = min(upto, s.tlQ[s.tlHead].first-1)
+	}
+	return taken, upto
+}
+
+// putBackRuns returns runs a failed flush took to memory, in front of what came
+// since; s.mu is held.
+func (s *Service) putBackRuns(taken map[int64]*pendingRun) {
+	back := make([]tlEntry, 0, len(taken))
+	for k, r := range taken {
+		if cur := s.pending[k]; cur != nil {
+			r.seqs = append(r.seqs, cur.seqs...)
+		}
+		s.pending[k] = r
+		back = append(back, tlEntry{key: k, first: r.seqs[0], at: r.at})
+		if len(r.seqs) >= timelineRunMax {
+			s.full = append(s.full, k)
+		}
+	}
+	slices.SortFunc(back, func(a, b tlEntry) int { return cmp.Compare(a.first, b.first) })
+	s.tlQ, s.tlHead = append(back, s.tlQ[s.tlHead:]...), 0
 }

@@ -130,6 +130,9 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 		return nil, nil, err
 	}
 	s.evict(m.Into, m.From, root)
+	s.mu.Lock()
+	s.owners.Clear() // identities moved back (splits are rare: start over)
+	s.mu.Unlock()
 	if err := s.reevaluate(ctx, ws, []int64{intoRec.ID, fromRec.ID}); err != nil {
 		return nil, nil, err
 	}
@@ -246,7 +249,7 @@ func (s *Service) reevaluate(ctx context.Context, ws int64, ids []int64) error {
 	s.mu.Lock()
 	for id, m := range members {
 		if st := s.cache[id]; st != nil {
-			st.members = m
+			st.members, st.membersKnown = m, true
 		}
 	}
 	s.mu.Unlock()

@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/audience"
+	"github.com/trustloop/trustloop/cache"
 	"github.com/trustloop/trustloop/identity"
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/profile"
@@ -62,21 +64,82 @@ type Service struct {
 	flushMu   sync.Mutex              // one flush at a time
 	opMu      sync.Mutex              // a group (Group..Done) or an operator action, one at a time
 	inflight  map[int64]bool          // profiles a flush is writing: not to be evicted
+	// owners caches the identity graph: which profile each blind index belongs
+	// to, as committed (installed by Done, like profile states). A group asks the
+	// store only for the identifiers not in it — in steady state, those of new
+	// visitors. Only this service changes identities (groups, Split), under
+	// opMu, so the cache cannot go stale on one node.
+	owners *cache.TwoGen[ownerKey, int64]
+	// dirtyQ lists the profiles in the order they became dirty, from dirtyHead
+	// (so by log position and by time): a flush takes from the front and the
+	// watermark is the front's position, with no scan of the cache. An entry
+	// whose profile is clean by the time it is taken is dropped.
+	dirtyQ    []dirtyEntry
+	dirtyHead int
+	// tlQ lists pending timeline runs in the order they were started, from
+	// tlHead, as dirtyQ does profiles; full lists keys whose run reached
+	// timelineRunMax. An entry whose run was written since is dropped.
+	tlQ    []tlEntry
+	tlHead int
+	full   []int64
+	// TimelineAfter is how long a timeline run may stay only in memory.
+	TimelineAfter time.Duration
+	// written: the watermarks last written (a flush with nothing new to write
+	// writes nothing).
+	wroteUpto, wroteTimeline int64
 }
 
-// pendingRun is a key's timeline positions held in memory.
+type dirtyEntry struct {
+	id    int64
+	since int64
+	at    time.Time
+}
+
+type ownerKey struct {
+	ws    int64
+	blind [keyring.BlindSize]byte
+}
+
+func mkOwnerKey(ws int64, blind []byte) ownerKey {
+	k := ownerKey{ws: ws}
+	copy(k.blind[:], blind)
+	return k
+}
+
+// ownersCached bounds the owner cache (per generation: up to twice this many
+// identifiers, ~80 bytes each).
+const ownersCached = 500_000
+
+// pendingRun is a key's timeline positions held in memory, since at.
 type pendingRun struct {
 	seqs []int64
+	at   time.Time
+}
+
+// Timelines are written behind longer than profile state: a run of a key's
+// positions is written once it holds timelineRunMax positions or is TimelineAfter
+// old. Written with every flush, a customer active every few seconds cost one
+// timeline row per event (measured: as many rows as events), a random page
+// write each. Their own watermark (TimelineUpto) lets a start rebuild what was
+// held in memory from the events' key ids alone (EventKeys), without replaying
+// the profiles.
+const timelineRunMax = 64
+
+// tlEntry is a run in the order runs were started (so by first position).
+type tlEntry struct {
+	key   int64
+	first int64
+	at    time.Time
 }
 
 // New returns a service. rules and cfg apply to every workspace (per-workspace
 // configuration is a later step).
 func New(store Store, keys *keyring.Keyring, rules *identity.Rules, cfg profile.Config) *Service {
 	return &Service{store: store, keys: keys, rules: rules, profile: cfg, Now: time.Now,
-		FlushAfter: time.Second, MaxCached: 50_000, identityDefaults: identity.DefaultConfig(),
+		FlushAfter: time.Second, TimelineAfter: time.Minute, MaxCached: 50_000, identityDefaults: identity.DefaultConfig(),
 		audiences: map[int64]*audience.Set{}, keyByID: map[int64]keyring.Key{},
 		cache: map[int64]*state{}, pending: map[int64]*pendingRun{}, configs: map[int64]*wsConfig{},
-		inflight: map[int64]bool{}}
+		inflight: map[int64]bool{}, owners: cache.NewTwoGen[ownerKey, int64](ownersCached)}
 }
 
 // Item is one event of a group as the projection sees it: the message (plaintext,
@@ -266,6 +329,10 @@ type state struct {
 	stored bool
 	// idsLoaded: ids and types hold all the profile's identifiers.
 	idsLoaded bool
+	// membersDirty: members changed since they were last written;
+	// membersKnown: members are what is stored (false for a state read from the
+	// store, whose memberships were not read).
+	membersDirty, membersKnown bool
 }
 
 func (st *state) clone() *state {
@@ -527,8 +594,12 @@ type Group struct {
 	items []Item
 	// installed after a successful commit:
 	prof     map[int64]*state
+	views    []*view // one per workspace: their owner maps are installed
 	timeline map[int64]*pendingRun
 	lastSeq  int64
+	// noTimeline: the group is a replay, whose timeline positions Recover
+	// rebuilt already.
+	noTimeline bool
 }
 
 // Group prepares the projection of one group commit attempt; items are aligned
@@ -548,7 +619,7 @@ func (s *Service) Group(items []Item) *Group {
 // Project is the trustloop.Projector of the commit.
 func (g *Group) Project(ctx context.Context, fresh []int, seqs []int64) (*trustloop.ProjectionChanges, error) {
 	out := &trustloop.ProjectionChanges{}
-	g.prof, g.timeline = map[int64]*state{}, map[int64]*pendingRun{}
+	g.prof, g.timeline, g.views = map[int64]*state{}, map[int64]*pendingRun{}, nil
 	byWS := map[int64][]int{}
 	seqOf := make(map[int]int64, len(fresh))
 	for j, i := range fresh {
@@ -579,6 +650,7 @@ func (g *Group) Done(committed bool) {
 	now := s.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var fresh []dirtyEntry
 	for id, st := range g.prof {
 		if !st.touched {
 			continue
@@ -588,15 +660,20 @@ func (g *Group) Done(committed bool) {
 			st.dirtyAt = old.dirtyAt
 		} else if st.dirty {
 			st.dirtyAt = now
+			fresh = append(fresh, dirtyEntry{id: id, since: st.since, at: now})
 		}
 		st.touched = false
 		s.cache[id] = st
 	}
-	for k, r := range g.timeline {
-		if p := s.pending[k]; p != nil {
-			p.seqs = append(p.seqs, r.seqs...)
-		} else {
-			s.pending[k] = r
+	// In log order, so the queue's front is always its oldest position.
+	slices.SortFunc(fresh, func(a, b dirtyEntry) int { return cmp.Compare(a.since, b.since) })
+	s.dirtyQ = append(s.dirtyQ, fresh...)
+	s.addPending(g.timeline, now)
+	for _, v := range g.views {
+		for b, p := range v.owner {
+			if p != 0 {
+				s.owners.Put(mkOwnerKey(v.ws, []byte(b)), p)
+			}
 		}
 	}
 	s.lastSeq = max(s.lastSeq, g.lastSeq)
@@ -627,26 +704,44 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 	}
 	v := &view{s: s, ctx: ctx, ws: ws, owner: map[string]int64{}, blinds: map[trustloop.Identifier][]byte{},
 		prof: g.prof, sep: map[[2]int64]bool{}}
-	// Prefetch every identity the group names, and the profiles they belong to.
-	var all [][]byte
+	g.views = append(g.views, v)
+	// Every identity the group names: from the owner cache, else the store; then
+	// the profiles they belong to.
+	var owners []int64
+	var miss [][]byte
+	all := make([][]byte, 0, 2*len(idx))
 	for _, i := range idx {
 		for _, id := range items[i].IDs {
 			all = append(all, v.blind(id))
 		}
 	}
+	s.mu.Lock()
+	for _, b := range all {
+		if _, ok := v.owner[string(b)]; ok {
+			continue
+		}
+		if p, ok := s.owners.Get(mkOwnerKey(ws, b)); ok {
+			v.owner[string(b)] = p
+			owners = append(owners, p)
+		} else {
+			v.owner[string(b)] = 0 // until the store says otherwise
+			miss = append(miss, b)
+		}
+	}
+	s.mu.Unlock()
 	if v.err != nil {
 		return v.err
 	}
-	found, err := s.store.FindIdentities(ctx, ws, all)
-	if err != nil {
-		return err
-	}
-	var owners []int64
-	for _, b := range all {
-		p := found[string(b)].ProfileID
-		v.owner[string(b)] = p
-		if p != 0 {
-			owners = append(owners, p)
+	if len(miss) > 0 {
+		found, err := s.store.FindIdentities(ctx, ws, miss)
+		if err != nil {
+			return err
+		}
+		for _, b := range miss {
+			if p := found[string(b)].ProfileID; p != 0 {
+				v.owner[string(b)] = p
+				owners = append(owners, p)
+			}
 		}
 	}
 	if err := v.prefetch(owners); err != nil {
@@ -673,7 +768,9 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		it := &items[i]
 		seq := seqOf[i]
 		keyOf[it.KeyID] = it.Key
-		if r := g.timeline[it.KeyID]; r != nil {
+		if g.noTimeline {
+			// Recover rebuilt the positions.
+		} else if r := g.timeline[it.KeyID]; r != nil {
 			r.seqs = append(r.seqs, seq)
 		} else {
 			g.timeline[it.KeyID] = &pendingRun{seqs: []int64{seq}}
@@ -778,13 +875,15 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			continue
 		}
 		st.rec.UpdatedAt = now
-		if st.rec.MergedInto != 0 {
-			st.members = nil
-		} else if set.Len() > 0 {
+		var members []int64
+		if st.rec.MergedInto == 0 && set.Len() > 0 {
 			m := cfg.profile.Map(&st.st)
 			traits, _ := m["traits"].(map[string]any)
 			computed, _ := m["computed"].(map[string]any)
-			st.members = set.Evaluate(traits, computed, now)
+			members = set.Evaluate(traits, computed, now)
+		}
+		if !st.membersKnown || !slices.Equal(members, st.members) {
+			st.members, st.membersDirty, st.membersKnown = members, true, true
 		}
 	}
 	// New profiles, merged-away ones and the survivors of merges are written now,
@@ -812,7 +911,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			out.Members[st.rec.ID] = st.members
 		}
 		st.stored = true
-		st.dirty = false
+		st.dirty, st.membersDirty = false, false
 	}
 	for _, ir := range newIdent {
 		out.Identities = append(out.Identities, *ir)

@@ -50,15 +50,9 @@ func TestSplitAnswersRebuiltProfiles(t *testing.T) {
 // A flush that lost the race to a commit (its row write skipped by the guard)
 // does not write its older memberships either.
 func TestFlushLosingToCommitKeepsMemberships(t *testing.T) {
-	e := newEnv(t)
-	svc := e.service()
+	e, svc, pro := proCustomer(t)
 	ctx := context.Background()
 	at := e.clock.Now()
-	pro := &trustloop.Audience{WorkspaceID: e.ws, Name: "pro", Rule: `traits.plan == "pro"`}
-	if err := svc.SaveAudience(ctx, pro); err != nil {
-		t.Fatal(err)
-	}
-	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
 	e.commit(svc, identify("m2", "u1", "", at.Add(time.Second), obj{"plan": "pro"})) // P dirty, in pro (memory)
 	e.commit(svc, identify("m3", "", "a2", at.Add(2*time.Second), obj{"plan": "free"}))
 	flushed := make(chan error, 1)
@@ -89,4 +83,53 @@ func TestFlushLosingToCommitKeepsMemberships(t *testing.T) {
 			t.Fatalf("List(pro) has %s with plan %v", q.ProfileID, q.Traits["plan"])
 		}
 	}
+}
+
+// A profile read back from the store (after a restart, or evicted from memory)
+// that leaves an audience must lose its stored membership: flushes write
+// memberships only when they change, and the state read back does not carry the
+// stored ones.
+func TestLeavingAnAudienceAfterRestart(t *testing.T) {
+	e, svc, _ := proCustomer(t)
+	ctx := context.Background()
+	at := e.clock.Now()
+	e.commit(svc, identify("m2", "u1", "", at.Add(time.Second), obj{"plan": "pro"}))
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := projection.ParseID(e.lookup(svc, trustloop.IDUserID, "u1").ProfileID)
+	if stored, _ := e.db.ProfileAudiences(ctx, e.ws, id); len(stored) != 1 {
+		t.Fatalf("memberships after joining = %v, want [pro]", stored)
+	}
+	e.reopen()
+	svc = e.service()
+	e.commit(svc, identify("m3", "u1", "", at.Add(2*time.Second), obj{"plan": "free"}))
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if stored, _ := e.db.ProfileAudiences(ctx, e.ws, id); len(stored) != 0 {
+		t.Fatalf("memberships after leaving = %v, want none", stored)
+	}
+	// And a flush without change writes none (nor loses them).
+	e.commit(svc, identify("m4", "u1", "", at.Add(3*time.Second), obj{"plan": "pro"}))
+	e.commit(svc, track("m5", "u1", "", at.Add(4*time.Second), "Clicked", obj{}))
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if stored, _ := e.db.ProfileAudiences(ctx, e.ws, id); len(stored) != 1 {
+		t.Fatalf("memberships after joining again = %v, want [pro]", stored)
+	}
+}
+
+// proCustomer is a store with an audience "pro" and a customer u1 on the free
+// plan (event m1, at the clock's time).
+func proCustomer(t *testing.T) (*env, *projection.Service, *trustloop.Audience) {
+	e := newEnv(t)
+	svc := e.service()
+	pro := &trustloop.Audience{WorkspaceID: e.ws, Name: "pro", Rule: `traits.plan == "pro"`}
+	if err := svc.SaveAudience(context.Background(), pro); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(svc, identify("m1", "u1", "", e.clock.Now(), obj{"plan": "free"}))
+	return e, svc, pro
 }

@@ -65,6 +65,11 @@ func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionCha
 			return fmt.Errorf("sqlite: write projection state: %w", err)
 		}
 	}
+	if c.TimelineUpto > 0 {
+		if _, err := tx.ExecContext(ctx, `UPDATE projection_state SET timeline_upto = MAX(timeline_upto, ?) WHERE id = 1`, c.TimelineUpto); err != nil {
+			return fmt.Errorf("sqlite: write projection state: %w", err)
+		}
+	}
 	if len(c.Identities) > 0 {
 		st, err := tx.PrepareContext(ctx, `INSERT INTO identities (workspace_id, blind, type, profile_id, key_id, sealed, first_seen)
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace_id, blind) DO UPDATE SET profile_id = excluded.profile_id`)
@@ -350,6 +355,37 @@ func (db *DB) WriteProjection(ctx context.Context, c *trustloop.ProjectionChange
 		return err
 	}
 	return tx.Commit()
+}
+
+// TimelineUpto returns the timelines' watermark.
+func (db *DB) TimelineUpto(ctx context.Context) (int64, error) {
+	var n int64
+	if err := db.read.QueryRowContext(ctx, `SELECT timeline_upto FROM projection_state WHERE id = 1`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: projection state: %w", err)
+	}
+	return n, nil
+}
+
+// EventKeys returns events' positions and keys after a position.
+func (db *DB) EventKeys(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.EventKey, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT seq, key_id FROM events WHERE workspace_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
+		workspaceID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: event keys: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.EventKey
+	for rows.Next() {
+		var k trustloop.EventKey
+		if err := rows.Scan(&k.Seq, &k.KeyID); err != nil {
+			return nil, fmt.Errorf("sqlite: event keys: %w", err)
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: event keys: %w", err)
+	}
+	return out, nil
 }
 
 // ProjectedUpto returns the projection's watermark.

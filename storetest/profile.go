@@ -422,6 +422,24 @@ func testProfileEvents(t *testing.T, s trustloop.Store) {
 		return out
 	}
 
+	// EventKeys: positions and keys after a position, in order, this workspace's
+	// only, a page at a time.
+	keys, err := s.EventKeys(ctx, b.Workspace.ID, all[2].Seq, 4)
+	if err != nil || len(keys) != 4 {
+		t.Fatalf("EventKeys = %d, %v; want 4", len(keys), err)
+	}
+	for i, k := range keys {
+		if w := all[3+i]; k.Seq != w.Seq || k.KeyID != w.KeyID {
+			t.Fatalf("EventKeys[%d] = %+v, want seq %d key %d", i, k, w.Seq, w.KeyID)
+		}
+	}
+	if keys, err := s.EventKeys(ctx, b.Workspace.ID, all[8].Seq, 10); err != nil || len(keys) != 0 {
+		t.Fatalf("EventKeys after the last = %v, %v; want none", keys, err)
+	}
+	if keys, err := s.EventKeys(ctx, other(b), 0, 10); err != nil || len(keys) != 1 || keys[0].Seq != theirs[0].Seq {
+		t.Fatalf("EventKeys in the other workspace = %v, %v; want its one event", keys, err)
+	}
+
 	// EventsBySeq: the workspace's events at the positions, in Seq order,
 	// unknown positions and other workspaces' events left out.
 	got, err := s.EventsBySeq(ctx, b.Workspace.ID, []int64{all[4].Seq, all[1].Seq, all[8].Seq + 1000, theirs[0].Seq, all[3].Seq})
@@ -507,6 +525,9 @@ func testWriteProjection(t *testing.T, s trustloop.Store) {
 	if upto, err := s.ProjectedUpto(ctx); err != nil || upto != 0 {
 		t.Fatalf("ProjectedUpto on an empty store = %d, %v; want 0", upto, err)
 	}
+	if upto, err := s.TimelineUpto(ctx); err != nil || upto != 0 {
+		t.Fatalf("TimelineUpto on an empty store = %d, %v; want 0", upto, err)
+	}
 	aud := &trustloop.Audience{WorkspaceID: ws, Name: "all", Rule: "true"}
 	if err := s.CreateAudience(ctx, aud); err != nil {
 		t.Fatal(err)
@@ -527,7 +548,7 @@ func testWriteProjection(t *testing.T, s trustloop.Store) {
 	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{
 		Profiles: []trustloop.ProfileRecord{p1, p2, p3}, Identities: []trustloop.IdentityRecord{id1, id2},
 		Merges: []trustloop.MergeRecord{m}, Members: map[int64][]int64{1: {aud.ID}, 2: {aud.ID}},
-		Timeline: []trustloop.TimelineRun{{KeyID: 10, Seqs: []int64{evs[0].Seq}}}, UptoSeq: 10,
+		Timeline: []trustloop.TimelineRun{{KeyID: 10, Seqs: []int64{evs[0].Seq}}}, UptoSeq: 10, TimelineUpto: 7,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -555,13 +576,20 @@ func testWriteProjection(t *testing.T, s trustloop.Store) {
 		t.Fatalf("Stats = %+v, %v; want 2 live profiles and 2 identities", st, err)
 	}
 
-	// The watermark never moves back, and 0 leaves it alone.
+	if upto, err := s.TimelineUpto(ctx); err != nil || upto != 7 {
+		t.Fatalf("TimelineUpto = %d, %v; want 7 (its own watermark)", upto, err)
+	}
+
+	// The watermarks never move back, and 0 leaves them alone.
 	for _, upto := range []int64{5, 0} {
-		if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{UptoSeq: upto}); err != nil {
+		if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{UptoSeq: upto, TimelineUpto: upto}); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := s.ProjectedUpto(ctx); err != nil || got != 10 {
 			t.Fatalf("ProjectedUpto after writing %d = %d, %v; want 10", upto, got, err)
+		}
+		if got, err := s.TimelineUpto(ctx); err != nil || got != 7 {
+			t.Fatalf("TimelineUpto after writing %d = %d, %v; want 7", upto, got, err)
 		}
 	}
 	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{}); err != nil {
@@ -575,7 +603,7 @@ func testWriteProjection(t *testing.T, s trustloop.Store) {
 	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{
 		Profiles: []trustloop.ProfileRecord{changed}, Identities: []trustloop.IdentityRecord{identityRec(b, "phone", 1, 0)},
 		Merges: []trustloop.MergeRecord{m}, Members: map[int64][]int64{1: nil},
-		Timeline: []trustloop.TimelineRun{{KeyID: 11, Seqs: []int64{evs[0].Seq}}}, UptoSeq: 20,
+		Timeline: []trustloop.TimelineRun{{KeyID: 11, Seqs: []int64{evs[0].Seq}}}, UptoSeq: 20, TimelineUpto: 20,
 	}); err == nil {
 		t.Fatal("WriteProjection with a duplicate merge id succeeded")
 	}
@@ -584,6 +612,9 @@ func testWriteProjection(t *testing.T, s trustloop.Store) {
 	}
 	if upto, err := s.ProjectedUpto(ctx); err != nil || upto != 10 {
 		t.Fatalf("ProjectedUpto after a failed write = %d, %v; want 10", upto, err)
+	}
+	if upto, err := s.TimelineUpto(ctx); err != nil || upto != 7 {
+		t.Fatalf("TimelineUpto after a failed write = %d, %v; want 7", upto, err)
 	}
 	if got, err := s.ProfileEvents(ctx, ws, []int64{11}, 0, 10); err != nil || len(got) != 0 {
 		t.Fatalf("a failed WriteProjection wrote a timeline: %d, %v", len(got), err)

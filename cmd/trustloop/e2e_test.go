@@ -489,7 +489,8 @@ func TestCommands(t *testing.T) {
 	if out, err := exec.Command(binary, "help").Output(); err != nil || !strings.Contains(string(out), "trustloop serve") {
 		t.Fatalf("help: %q, %v", out, err)
 	}
-	for _, args := range [][]string{{"frobnicate"}, {}, {"serve", "--no-such-flag"}, {"serve", "--log-level", "loud"}} {
+	for _, args := range [][]string{{"frobnicate"}, {}, {"serve", "--no-such-flag"}, {"serve", "--log-level", "loud"},
+		{"serve", "--profiles-cached", "10"}, {"serve", "--profiles-flush-after", "0s"}} {
 		cmd := exec.Command(binary, args...)
 		out, _ := cmd.CombinedOutput()
 		if cmd.ProcessState.ExitCode() != 2 {

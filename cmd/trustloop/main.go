@@ -157,6 +157,9 @@ type Main struct {
 	RateLimit     float64
 	RateBurst     int
 	Profiles      bool
+	// ProfilesCached and ProfilesFlushAfter tune the projection (see its flags).
+	ProfilesCached     int
+	ProfilesFlushAfter time.Duration
 
 	stopProfiles func()
 	LogLevel     string
@@ -188,6 +191,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.Float64Var(&m.RateLimit, "rate-limit", 0, "events per second each write key may send (0: unlimited)")
 	fs.IntVar(&m.RateBurst, "rate-burst", 5000, "events a write key may send at once above its rate")
 	fs.BoolVar(&m.Profiles, "profiles", false, "resolve identities and keep unified profiles at ingest, and serve the profile API (in progress: costs most of the collector's throughput until profiles are written behind; see docs/performance.md)")
+	fs.IntVar(&m.ProfilesCached, "profiles-cached", 200_000, "with --profiles: profiles kept in memory (~1.5 KB each; the active ones should fit)")
+	fs.DurationVar(&m.ProfilesFlushAfter, "profiles-flush-after", time.Second, "with --profiles: how long a changed profile may stay only in memory before it is written (the log replays it after a crash; longer writes less under load)")
 	fs.StringVar(&m.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&m.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (empty: off; never expose it publicly)")
 	fs.DurationVar(&m.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
@@ -196,6 +201,12 @@ func (m *Main) ParseFlags(args []string) error {
 	}
 	if m.MasterKeyFile == "" {
 		m.MasterKeyFile = filepath.Join(m.DataDir, "master.key")
+	}
+	if m.ProfilesCached < 1000 {
+		return &usageError{fmt.Sprintf("--profiles-cached %d: want at least 1000 profiles", m.ProfilesCached)}
+	}
+	if m.ProfilesFlushAfter < 10*time.Millisecond || m.ProfilesFlushAfter > 10*time.Minute {
+		return &usageError{fmt.Sprintf("--profiles-flush-after %s: want 10ms to 10m", m.ProfilesFlushAfter)}
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(m.LogLevel)); err != nil {
@@ -273,6 +284,7 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 		profiles = projection.New(ps, m.Keyring, rules, profile.Config{})
 		profiles.OnSkip = m.Metrics.Skip
+		profiles.MaxCached, profiles.FlushAfter = m.ProfilesCached, m.ProfilesFlushAfter
 		icfg.Projection = profiles
 		// What the last run held only in memory is rebuilt from the log before
 		// the collector takes events.

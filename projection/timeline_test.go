@@ -1,0 +1,181 @@
+package projection_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/profile"
+	"github.com/trustloop/trustloop/projection"
+)
+
+// serviceOver is e.service over another store (a wrapper of e.db).
+func (e *env) serviceOver(store projection.Store) *projection.Service {
+	svc := projection.New(store, e.kr, e.rules, profile.Config{})
+	svc.Now = e.clock.Now
+	return svc
+}
+
+func (e *env) timelineUpto() int64 {
+	e.t.Helper()
+	n, err := e.db.TimelineUpto(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// Timeline runs stay in memory longer than profile state: a flush writes the
+// profiles but not the young short runs, reads still see every event, and after
+// a crash Recover rebuilds the runs from the events' keys without replaying a
+// profile or counting an event twice. Once old enough, they are written.
+func TestTimelineWrittenBehindLonger(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	last := e.someHistory(svc)
+	want := e.snapshot(svc)
+	e.clock.Advance(2 * time.Second)
+	if _, err := svc.Flush(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	newest := last[len(last)-1]
+	if up := e.projectedUpto(); up != newest {
+		t.Fatalf("ProjectedUpto = %d, want %d: the profiles are written", up, newest)
+	}
+	if up := e.timelineUpto(); up != 0 {
+		t.Fatalf("TimelineUpto = %d, want 0: the runs are young and short", up)
+	}
+	e.sameAs(want, e.snapshot(svc), true)
+
+	e.reopen() // a crash: the runs were only in memory
+	svc2 := e.service()
+	svc2.Now = e.clock.Now
+	n, err := svc2.Recover(context.Background(), []int64{e.ws})
+	if err != nil || n != 0 {
+		t.Fatalf("Recover = %d, %v; want no profile replay", n, err)
+	}
+	// Recover ends with a full flush: the rebuilt runs are stored now.
+	if up := e.timelineUpto(); up != newest {
+		t.Fatalf("TimelineUpto after Recover = %d, want %d", up, newest)
+	}
+	e.sameAs(want, e.snapshot(svc2), false)
+
+	// Without a crash, a run is written once it is TimelineAfter old.
+	svc3 := e.service()
+	seqs := e.commit(svc3, track("t1", "u-9", "", e.clock.Now(), "Clicked", obj{}))
+	e.clock.Advance(2 * time.Second)
+	if _, err := svc3.Flush(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if up := e.timelineUpto(); up >= seqs[0] {
+		t.Fatalf("TimelineUpto = %d, not below the young run at %d", up, seqs[0])
+	}
+	e.clock.Advance(svc3.TimelineAfter)
+	if _, err := svc3.Flush(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if up := e.timelineUpto(); up != seqs[0] {
+		t.Fatalf("TimelineUpto = %d, want %d once the run is old", up, seqs[0])
+	}
+	if evs, err := e.db.ProfileEvents(context.Background(), e.ws, []int64{e.keyOf(t, "u-9")}, 0, 10); err != nil || len(evs) != 1 {
+		t.Fatalf("stored timeline of u-9 = %d events, %v; want 1", len(evs), err)
+	}
+}
+
+func (e *env) keyOf(t *testing.T, user string) int64 {
+	t.Helper()
+	b, err := e.kr.Blind(e.ws, trustloop.IDUserID, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, err := e.db.FindSubjectKeys(context.Background(), e.ws, [][]byte{b})
+	if err != nil || len(found) != 1 {
+		t.Fatalf("subject key of %s: %v, %v", user, found, err)
+	}
+	return found[string(b)].ID
+}
+
+// A run that reaches 64 positions is written at the next flush, however young;
+// the rest of a key's events start a new run.
+func TestTimelineFullRunWritten(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	at := e.clock.Now()
+	var msgs []trustloop.Message
+	for i := range 70 {
+		msgs = append(msgs, track(fmt.Sprintf("f%d", i), "u-1", "", at.Add(time.Duration(i)*time.Millisecond), "Clicked", obj{}))
+	}
+	seqs := e.commit(svc, msgs[:64]...)
+	if _, err := svc.Flush(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if up := e.timelineUpto(); up != seqs[63] {
+		t.Fatalf("TimelineUpto = %d, want %d: the full run is written", up, seqs[63])
+	}
+	// The next events start a new, young run, which holds the watermark.
+	e.commit(svc, msgs[64:]...)
+	if _, err := svc.Flush(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if up := e.timelineUpto(); up != seqs[63] {
+		t.Fatalf("TimelineUpto = %d, want %d", up, seqs[63])
+	}
+	stored, err := e.db.ProfileEvents(context.Background(), e.ws, []int64{e.keyOf(t, "u-1")}, 0, 100)
+	if err != nil || len(stored) != 64 {
+		t.Fatalf("stored timeline = %d events, %v; want 64", len(stored), err)
+	}
+	p := e.lookup(svc, trustloop.IDUserID, "u-1")
+	if got := len(e.events(svc, p)); got != 70 {
+		t.Fatalf("timeline read = %d events, want 70 (64 stored, 6 in memory)", got)
+	}
+}
+
+// failingStore fails WriteProjection while fail is set.
+type failingStore struct {
+	projection.Store
+	fail bool
+}
+
+var errWrite = errors.New("injected write failure")
+
+func (f *failingStore) WriteProjection(ctx context.Context, c *trustloop.ProjectionChanges) error {
+	if f.fail {
+		return errWrite
+	}
+	return f.Store.WriteProjection(ctx, c)
+}
+
+// A flush that fails puts every profile and timeline run back: the next one
+// writes them all, each position once, and the watermarks end where they would
+// have.
+func TestFailedFlushPutsTimelineBack(t *testing.T) {
+	e := newEnv(t)
+	fs := &failingStore{Store: e.db, fail: true}
+	svc := e.serviceOver(fs)
+	last := e.someHistory(svc)
+	want := e.snapshot(svc)
+	if _, err := svc.Flush(context.Background(), true); !errors.Is(err, errWrite) {
+		t.Fatalf("Flush = %v, want the injected failure", err)
+	}
+	e.sameAs(want, e.snapshot(svc), true)
+	// More events for the same keys meanwhile, then a flush that works.
+	e.clock.Advance(time.Second)
+	more := e.commit(svc, track("x1", "u-1", "", e.clock.Now(), "Clicked", obj{}))
+	fs.fail = false
+	if _, err := svc.Flush(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	newest := max(last[len(last)-1], more[0])
+	if up, tl := e.projectedUpto(), e.timelineUpto(); up != newest || tl != newest {
+		t.Fatalf("watermarks = %d, %d; want %d", up, tl, newest)
+	}
+	e.reopen()
+	fresh := e.service()
+	p := e.lookup(fresh, trustloop.IDEmail, "one@example.com")
+	if got := fmt.Sprint(messageIDs(t, e.events(fresh, p))); got != "[x1 h8 h6 h4 h3 h1]" {
+		t.Fatalf("stored timeline = %s", got)
+	}
+}
