@@ -37,9 +37,9 @@ type Admitter func(src *trustloop.Source, m *trustloop.Message) (ok bool, reason
 // Projection keeps profiles up to date in the group commits (the projection
 // package implements it).
 type Projection interface {
-	// Prepare does the per-message work that needs no store (identifiers, the
-	// profile input); it runs in the request's goroutine.
-	Prepare(workspaceID int64, m *trustloop.Message, sourceID int64) ([]trustloop.Identifier, *profile.Input)
+	// Prepare does the per-message work that needs no store (identifiers, their
+	// blind indexes, the profile input); it runs in the request's goroutine.
+	Prepare(workspaceID int64, m *trustloop.Message, sourceID int64) ([]trustloop.Identifier, [][]byte, *profile.Input)
 	// Group prepares the projection of one group commit attempt; items are
 	// aligned with the commit's events.
 	Group(items []projection.Item) *projection.Group
@@ -93,6 +93,7 @@ type pending struct {
 	key      keyring.Key
 	msg      *trustloop.Message
 	ids      []trustloop.Identifier
+	blinds   [][]byte
 	input    *profile.Input
 }
 
@@ -174,7 +175,7 @@ func (p *Pipeline) prepare(src *trustloop.Source, m *trustloop.Message) (pending
 			Type: m.Type, ReceivedAt: m.ReceivedAt, Timestamp: m.Timestamp},
 	}
 	if p.proj != nil {
-		ev.ids, ev.input = p.proj.Prepare(src.WorkspaceID, m, src.ID)
+		ev.ids, ev.blinds, ev.input = p.proj.Prepare(src.WorkspaceID, m, src.ID)
 		ev.msg = m
 	}
 	if key, ok := p.keys.Cached(src.WorkspaceID, blind); ok {
@@ -295,7 +296,7 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 			for i := range r.events {
 				e := &r.events[i]
 				items = append(items, projection.Item{WorkspaceID: e.ws, SourceID: e.event.SourceID, Message: e.msg,
-					MessageHash: e.event.MessageHash, KeyID: e.key.ID, Key: e.key, IDs: e.ids, Input: e.input})
+					MessageHash: e.event.MessageHash, KeyID: e.key.ID, Key: e.key, IDs: e.ids, Blinds: e.blinds, Input: e.input})
 			}
 		}
 		g := p.proj.Group(items)

@@ -2,7 +2,9 @@ package profile
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"maps"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -10,8 +12,23 @@ import (
 	"github.com/trustloop/trustloop"
 )
 
-// The sealed form of a State, version 1, is JSON with short member names and times
-// as int64 Unix nanoseconds (0: unset):
+// The sealed form of a State. Version 2 (written since 2026-11-25) is binary:
+//
+//	0x02
+//	traits      uvarint n, then n × (key, value, at, receivedAt, sourceID)
+//	tombstones  the same, with empty values
+//	computed    firstSeen lastSeen events, byEvent (uvarint n, n × (name, count)),
+//	            otherEvents, sources (uvarint n, n × id), orders, revenueMicros,
+//	            lastViewed (uvarint n, n × (product, at)), categories (as byEvent),
+//	            otherCategories
+//
+// strings and values are a uvarint length and the bytes, numbers and times
+// (int64 Unix nanoseconds, 0: unset) are varints, and map entries come in key
+// order, so equal states encode to equal bytes. Why not JSON any more: the
+// projection encodes a profile at every flush and keeps hot profiles encoded in
+// memory, and encoding/json was 7 % of a loaded server's CPU (docs/performance.md).
+//
+// Version 1, still read, is JSON with short member names:
 //
 //	{"v":1,
 //	 "t":{key:{"v":value,"a":at,"r":receivedAt,"s":sourceID}},   live traits
@@ -20,11 +37,13 @@ import (
 //	      "s":[sourceID],"o":orders,"m":revenueMicros,
 //	      "pv":[{"p":product,"a":at}],"k":{category:count},"ko":other}}
 //
-// JSON, not a binary layout, because the state is sealed whole and read whole, and
-// JSON keeps it inspectable when a seal is opened for debugging; maps are written
-// with sorted keys, so equal states encode to equal bytes. A change of layout bumps
-// the version; readers refuse versions they do not know.
+// Both decode to the same wire form and are checked by the same code. Readers
+// refuse versions they do not know.
 const stateVersion = 1
+
+// stateV2 is the first byte of a version 2 state (a version 1 state starts with
+// '{').
+const stateV2 = 0x02
 
 type wireState struct {
 	V int                  `json:"v"`
@@ -82,80 +101,221 @@ func fromNanos(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-// MarshalBinary encodes s for sealing at rest. Errors name a field, never a value.
+// MarshalBinary encodes s for sealing at rest (version 2). Errors name a field,
+// never a value.
 func (s *State) MarshalBinary() ([]byte, error) {
-	w := wireState{V: stateVersion}
-	var ok bool
-	traits := func(m map[string]Trait, field string) (map[string]wireTrait, error) {
-		if len(m) == 0 {
-			return nil, nil
-		}
-		out := make(map[string]wireTrait, len(m))
-		for k, t := range m {
-			var wt wireTrait
-			wt.V, wt.S = t.Value, t.SourceID
-			if wt.A, ok = nanos(t.At); !ok || wt.A == 0 {
-				return nil, corrupt(field + " time")
-			}
-			if wt.R, ok = nanos(t.ReceivedAt); !ok {
-				return nil, corrupt(field + " time")
-			}
-			if !utf8.ValidString(k) {
-				return nil, corrupt(field + " key")
-			}
-			out[k] = wt
-		}
-		return out, nil
-	}
+	return s.AppendBinary(make([]byte, 0, 512))
+}
+
+// AppendBinary appends what MarshalBinary returns to b.
+func (s *State) AppendBinary(b []byte) ([]byte, error) {
+	b = append(b, stateV2)
 	var err error
-	if w.T, err = traits(s.Traits, "trait"); err != nil {
+	if b, err = appendTraits(b, s.Traits, true, "trait"); err != nil {
 		return nil, err
 	}
-	if w.D, err = traits(s.Deleted, "tombstone"); err != nil {
+	if b, err = appendTraits(b, s.Deleted, false, "tombstone"); err != nil {
 		return nil, err
-	}
-	for _, t := range s.Traits {
-		if t.Value == nil {
-			return nil, corrupt("trait value")
-		}
 	}
 	c := &s.Computed
-	wc := &w.C
-	if wc.F, ok = nanos(c.FirstSeen); !ok {
+	f, ok := nanos(c.FirstSeen)
+	if !ok {
 		return nil, corrupt("first_seen")
 	}
-	if wc.L, ok = nanos(c.LastSeen); !ok {
+	l, ok := nanos(c.LastSeen)
+	if !ok {
 		return nil, corrupt("last_seen")
 	}
-	wc.N, wc.E, wc.EO = c.Events, c.ByEvent, c.OtherEvents
-	wc.S, wc.O, wc.M = c.Sources, c.Orders, c.RevenueMicros
-	wc.K, wc.KO = c.Categories, c.OtherCategories
-	if len(c.LastViewed) > 0 {
-		wc.PV = make([]wireView, len(c.LastViewed))
-		for i, v := range c.LastViewed {
-			wc.PV[i].P = v.Product
-			if wc.PV[i].A, ok = nanos(v.At); !ok || wc.PV[i].A == 0 {
-				return nil, corrupt("last_viewed time")
-			}
+	b = binary.AppendVarint(b, f)
+	b = binary.AppendVarint(b, l)
+	b = binary.AppendVarint(b, c.Events)
+	b = appendCounts(b, c.ByEvent)
+	b = binary.AppendVarint(b, c.OtherEvents)
+	b = binary.AppendUvarint(b, uint64(len(c.Sources)))
+	for _, id := range c.Sources {
+		b = binary.AppendVarint(b, id)
+	}
+	b = binary.AppendVarint(b, c.Orders)
+	b = binary.AppendVarint(b, c.RevenueMicros)
+	b = binary.AppendUvarint(b, uint64(len(c.LastViewed)))
+	for _, v := range c.LastViewed {
+		a, ok := nanos(v.At)
+		if !ok || a == 0 {
+			return nil, corrupt("last_viewed time")
+		}
+		b = appendString(b, v.Product)
+		b = binary.AppendVarint(b, a)
+	}
+	b = appendCounts(b, c.Categories)
+	return binary.AppendVarint(b, c.OtherCategories), nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendTraits(b []byte, m map[string]Trait, live bool, field string) ([]byte, error) {
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		t := m[k]
+		if !utf8.ValidString(k) {
+			return nil, corrupt(field + " key")
+		}
+		if live && (t.Value == nil || !json.Valid(t.Value)) {
+			return nil, corrupt(field + " value")
+		}
+		a, ok := nanos(t.At)
+		if !ok || a == 0 {
+			return nil, corrupt(field + " time")
+		}
+		r, ok := nanos(t.ReceivedAt)
+		if !ok {
+			return nil, corrupt(field + " time")
+		}
+		b = appendString(b, k)
+		if live {
+			b = binary.AppendUvarint(b, uint64(len(t.Value)))
+			b = append(b, t.Value...)
+		} else {
+			b = append(b, 0)
+		}
+		b = binary.AppendVarint(b, a)
+		b = binary.AppendVarint(b, r)
+		b = binary.AppendVarint(b, t.SourceID)
+	}
+	return b, nil
+}
+
+func appendCounts(b []byte, m map[string]int64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(m)))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		b = appendString(b, k)
+		b = binary.AppendVarint(b, m[k])
+	}
+	return b
+}
+
+// reader decodes version 2; the first error sticks.
+type reader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.bad, r.b = true, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads a length of items each at least min bytes long: a count the rest
+// of the input cannot hold is corrupt (and must not size an allocation).
+func (r *reader) count(min int) int {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 || v > uint64(len(r.b)-n)/uint64(min) {
+		r.bad, r.b = true, nil
+		return 0
+	}
+	r.b = r.b[n:]
+	return int(v)
+}
+
+func (r *reader) bytes() []byte {
+	n := r.count(1)
+	if r.bad {
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) traits() map[string]wireTrait {
+	n := r.count(5)
+	if n == 0 {
+		return nil
+	}
+	m := make(map[string]wireTrait, n)
+	for range n {
+		k := string(r.bytes())
+		var t wireTrait
+		if v := r.bytes(); len(v) > 0 {
+			t.V = bytes.Clone(v)
+		}
+		t.A, t.R, t.S = r.varint(), r.varint(), r.varint()
+		if _, dup := m[k]; dup || r.bad {
+			r.bad = true
+			return nil
+		}
+		m[k] = t
+	}
+	return m
+}
+
+func (r *reader) counts() map[string]int64 {
+	n := r.count(2)
+	if n == 0 {
+		return nil
+	}
+	m := make(map[string]int64, n)
+	for range n {
+		k := string(r.bytes())
+		if _, dup := m[k]; dup || r.bad {
+			r.bad = true
+			return nil
+		}
+		m[k] = r.varint()
+	}
+	return m
+}
+
+// decodeV2 reads a version 2 state (after its first byte) into the wire form.
+func decodeV2(b []byte, w *wireState) bool {
+	r := &reader{b: b}
+	w.V = stateVersion
+	w.T, w.D = r.traits(), r.traits()
+	c := &w.C
+	c.F, c.L, c.N = r.varint(), r.varint(), r.varint()
+	c.E, c.EO = r.counts(), r.varint()
+	if n := r.count(1); n > 0 {
+		c.S = make([]int64, n)
+		for i := range c.S {
+			c.S[i] = r.varint()
 		}
 	}
-	// Not json.Marshal: it would rewrite <, > and & inside trait values as \u003c
-	// and so on, and a value must come back byte for byte (ties compare bytes).
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(&w); err != nil {
-		// Only an invalid trait value can get here; json's message would quote it.
-		return nil, corrupt("trait value")
+	c.O, c.M = r.varint(), r.varint()
+	if n := r.count(2); n > 0 {
+		c.PV = make([]wireView, n)
+		for i := range c.PV {
+			c.PV[i] = wireView{P: string(r.bytes()), A: r.varint()}
+		}
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
+	c.K, c.KO = r.counts(), r.varint()
+	if r.bad || len(r.b) != 0 {
+		return false
+	}
+	// Live values are JSON (version 1's decoder checked this by parsing).
+	for _, t := range w.T {
+		if !json.Valid(t.V) {
+			return false
+		}
+	}
+	return true
 }
 
 // UnmarshalBinary decodes what MarshalBinary encoded and checks the invariants the
 // rules rely on; errors name a field, never a value.
 func (s *State) UnmarshalBinary(b []byte) error {
 	var w wireState
-	if err := json.Unmarshal(b, &w); err != nil {
+	if len(b) > 0 && b[0] == stateV2 {
+		if !decodeV2(b[1:], &w) {
+			return trustloop.Errorf(trustloop.EINTERNAL, "profile state: malformed encoding")
+		}
+	} else if err := json.Unmarshal(b, &w); err != nil {
 		// encoding/json's messages can quote the input: never pass them on.
 		return trustloop.Errorf(trustloop.EINTERNAL, "profile state: malformed encoding")
 	}
@@ -169,7 +329,7 @@ func (s *State) UnmarshalBinary(b []byte) error {
 		}
 		r := make(map[string]Trait, len(m))
 		for k, wt := range m {
-			if k == "" || len(k) > MaxNameBytes {
+			if k == "" || len(k) > MaxNameBytes || !utf8.ValidString(k) {
 				return nil, corrupt(field + " key")
 			}
 			if live != (wt.V != nil) || (live && isNull(wt.V)) {

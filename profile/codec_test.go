@@ -16,18 +16,94 @@ func TestMarshalFormat(t *testing.T) {
 		track(4, "Product Viewed", `{"product_id":"p"}`),
 	)
 	b := encode(t, s)
-	want := `{"v":1,` +
+	if b[0] != stateV2 {
+		t.Fatalf("first byte %#x, want version 2", b[0])
+	}
+	var back State
+	if err := back.UnmarshalBinary(b); err != nil || !sameState(t, &back, s) {
+		t.Fatalf("version 2 round trip: %v", err)
+	}
+	// Equal states, equal bytes (map order does not leak in).
+	for range 20 {
+		if again := encode(t, back.Clone()); string(again) != string(b) {
+			t.Fatal("equal states encoded to different bytes")
+		}
+	}
+	// Version 1 (JSON), as stores written before hold it, reads to the same state.
+	v1 := `{"v":1,` +
 		`"t":{"plan":{"v":"<pro & co>","a":1714564801000000000,"r":1714564802000000000,"s":1}},` +
 		`"d":{"gone":{"a":1714564802000000000,"r":1714564803000000000,"s":1}},` +
 		`"c":{"f":1714564801000000000,"l":1714564804000000000,"n":4,` +
 		`"e":{"Order Completed":1,"Product Viewed":1,"identify":2},"s":[1],"o":1,"m":5000000,` +
 		`"pv":[{"p":"p","a":1714564804000000000}],"k":{"c":1}}}`
-	if string(b) != want {
-		t.Errorf("MarshalBinary =\n%s\nwant\n%s", b, want)
+	var old State
+	if err := old.UnmarshalBinary([]byte(v1)); err != nil || !sameState(t, &old, s) {
+		t.Fatalf("version 1 state: %v", err)
 	}
-	if b := encode(t, &State{}); string(b) != `{"v":1,"c":{}}` {
-		t.Errorf("empty state = %s", b)
+	// The empty state: no traits, no tombstones, and eleven zero numbers and
+	// empty lists.
+	if b := encode(t, &State{}); string(b) != "\x02"+strings.Repeat("\x00", 13) {
+		t.Errorf("empty state = %x", b)
 	}
+}
+
+// Corrupt version 2 input is refused with an error that names no value, and
+// changes nothing.
+func TestUnmarshalV2Errors(t *testing.T) {
+	const secret = "jane@example.com"
+	s, _ := applyAll(Config{},
+		identify(1, `{"email":"`+secret+`"}`),
+		track(2, "Product Viewed", `{"product_id":"p","category":"c"}`))
+	good := encode(t, s)
+	dupKey := encode(t, &State{Computed: Computed{ByEvent: map[string]int64{"a": 1, "b": 2}}})
+	dupKey[bytesIndex(dupKey, 'b')] = 'a'
+	badJSON := slicesReplace(encode(t, s), []byte(`"`+secret+`"`), []byte(`{`+secret+`"`))
+	tests := []struct {
+		name string
+		in   []byte
+	}{
+		{"truncated", good[:len(good)-1]},
+		{"trailing bytes", append(bytesClone(good), 0)},
+		{"only the version", []byte{stateV2}},
+		{"huge count", append([]byte{stateV2}, 0xff, 0xff, 0xff, 0xff, 0x0f)},
+		{"repeated key", dupKey},
+		{"value not JSON", badJSON},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := State{Traits: map[string]Trait{"keep": {}}}
+			err := st.UnmarshalBinary(tt.in)
+			if trustloop.ErrorCode(err) != trustloop.EINTERNAL {
+				t.Fatalf("error %v, want EINTERNAL", err)
+			}
+			if strings.Contains(err.Error(), "jane") {
+				t.Errorf("error quotes the data: %v", err)
+			}
+			if _, ok := st.Traits["keep"]; !ok || len(st.Traits) != 1 {
+				t.Error("a failed UnmarshalBinary changed the state")
+			}
+		})
+	}
+}
+
+func bytesIndex(b []byte, c byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == c {
+			return i
+		}
+	}
+	panic("byte not found")
+}
+
+func bytesClone(b []byte) []byte { return append([]byte(nil), b...) }
+
+// slicesReplace replaces old by new in b, same length.
+func slicesReplace(b, old, new []byte) []byte {
+	s := strings.Replace(string(b), string(old), string(new), 1)
+	if len(s) != len(b) || s == string(b) {
+		panic("replace did not apply")
+	}
+	return []byte(s)
 }
 
 func TestUnmarshalErrors(t *testing.T) {

@@ -152,17 +152,31 @@ type Item struct {
 	KeyID       int64
 	Key         keyring.Key
 	IDs         []trustloop.Identifier
+	// Blinds are the IDs' blind indexes, aligned, when the caller made them
+	// beforehand (Prepare); nil: made in the commit.
+	Blinds [][]byte
 	// Input is the profile rules' input, when the caller made it beforehand
 	// (Prepare); nil: made from Message in the commit.
 	Input *profile.Input
 }
 
-// Prepare does the per-message work that needs no store: the identifiers and the
-// profile rules' input. Ingest calls it in the request's goroutine, so this work
-// runs in parallel across requests instead of on the single writer.
-func (s *Service) Prepare(ws int64, m *trustloop.Message, sourceID int64) ([]trustloop.Identifier, *profile.Input) {
+// Prepare does the per-message work that needs no store: the identifiers, their
+// blind indexes (an HMAC each) and the profile rules' input. Ingest calls it in
+// the request's goroutine, so this work runs in parallel across requests instead
+// of on the single writer. A blind index that cannot be made is left to the
+// commit, which reports the error.
+func (s *Service) Prepare(ws int64, m *trustloop.Message, sourceID int64) ([]trustloop.Identifier, [][]byte, *profile.Input) {
 	in := inputOf(m, sourceID)
-	return s.Identify(ws, m), &in
+	ids := s.Identify(ws, m)
+	blinds := make([][]byte, len(ids))
+	for i, id := range ids {
+		b, err := s.keys.Blind(ws, id.Type, id.Value)
+		if err != nil {
+			return ids, nil, &in
+		}
+		blinds[i] = b
+	}
+	return ids, blinds, &in
 }
 
 // Identify extracts a message's identifiers (in the request's goroutine, so the
@@ -711,7 +725,11 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 	var miss [][]byte
 	all := make([][]byte, 0, 2*len(idx))
 	for _, i := range idx {
-		for _, id := range items[i].IDs {
+		it := &items[i]
+		for j, id := range it.IDs {
+			if len(it.Blinds) == len(it.IDs) {
+				v.blinds[id] = it.Blinds[j]
+			}
 			all = append(all, v.blind(id))
 		}
 	}

@@ -24,26 +24,8 @@ func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionCha
 			members[id] = m
 		}
 	}
-	if len(c.Profiles) > 0 {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state,
-			applied_seq = excluded.applied_seq, merged_into = excluded.merged_into, updated_at = excluded.updated_at
-			WHERE profiles.workspace_id = excluded.workspace_id`+behindGuard(c.Behind))
-		if err != nil {
-			return fmt.Errorf("sqlite: write profile: %w", err)
-		}
-		defer st.Close()
-		for _, p := range c.Profiles {
-			res, err := st.ExecContext(ctx, p.ID, p.WorkspaceID, p.KeyID, p.State, p.AppliedSeq, p.MergedInto, ms(p.CreatedAt), ms(p.UpdatedAt))
-			if err != nil {
-				return fmt.Errorf("sqlite: write profile: %w", err)
-			}
-			if n, _ := res.RowsAffected(); n == 0 && c.Behind {
-				// The guard kept a newer row (a commit wrote it since): its
-				// memberships, written with it, stand too.
-				delete(members, p.ID)
-			}
-		}
+	if err := writeProfiles(ctx, tx, c, members); err != nil {
+		return err
 	}
 	if len(c.Timeline) > 0 {
 		st, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO timeline (key_id, first_seq, seqs) VALUES (?, ?, ?)`)
@@ -91,6 +73,72 @@ func writeProjection(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionCha
 		}
 	}
 	return setMembers(ctx, tx, members)
+}
+
+// profileRows is how many profile rows one statement writes: a flush writes
+// thousands, and each statement costs more than its row.
+const profileRows = 64
+
+// writeProfiles inserts or replaces profile rows, profileRows per statement.
+// A row whose memberships are written too goes alone, so that its guard's outcome
+// is known (see below).
+func writeProfiles(ctx context.Context, tx *sql.Tx, c *trustloop.ProjectionChanges, members map[int64][]int64) error {
+	if len(c.Profiles) == 0 {
+		return nil
+	}
+	stmts := map[int]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	exec := func(rows []trustloop.ProfileRecord) (int64, error) {
+		st := stmts[len(rows)]
+		if st == nil {
+			var err error
+			st, err = tx.PrepareContext(ctx, `INSERT INTO profiles (id, workspace_id, key_id, state, applied_seq, merged_into, created_at, updated_at)
+				VALUES `+strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?), ", len(rows)), ", ")+`
+				ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id, state = excluded.state,
+				applied_seq = excluded.applied_seq, merged_into = excluded.merged_into, updated_at = excluded.updated_at
+				WHERE profiles.workspace_id = excluded.workspace_id`+behindGuard(c.Behind))
+			if err != nil {
+				return 0, err
+			}
+			stmts[len(rows)] = st
+		}
+		args := make([]any, 0, 8*len(rows))
+		for _, p := range rows {
+			args = append(args, p.ID, p.WorkspaceID, p.KeyID, p.State, p.AppliedSeq, p.MergedInto, ms(p.CreatedAt), ms(p.UpdatedAt))
+		}
+		res, err := st.ExecContext(ctx, args...)
+		if err != nil {
+			return 0, err
+		}
+		return res.RowsAffected()
+	}
+	var batch []trustloop.ProfileRecord
+	for i, p := range c.Profiles {
+		if _, ok := members[p.ID]; ok && c.Behind {
+			n, err := exec([]trustloop.ProfileRecord{p})
+			if err != nil {
+				return fmt.Errorf("sqlite: write profile: %w", err)
+			}
+			if n == 0 {
+				// The guard kept a newer row (a commit wrote it since): its
+				// memberships, written with it, stand too.
+				delete(members, p.ID)
+			}
+		} else {
+			batch = append(batch, p)
+		}
+		if len(batch) == profileRows || (i == len(c.Profiles)-1 && len(batch) > 0) {
+			if _, err := exec(batch); err != nil {
+				return fmt.Errorf("sqlite: write profile: %w", err)
+			}
+			batch = batch[:0]
+		}
+	}
+	return nil
 }
 
 // setMembers replaces profiles' memberships in the workspace's audiences (0: the

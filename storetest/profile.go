@@ -934,3 +934,64 @@ func testAudiences(t *testing.T, s trustloop.Store) {
 		t.Fatalf("the other workspace's audience after deletes here = %+v, %v", a, err)
 	}
 }
+
+// testFlushManyProfiles writes more profiles at once than a statement takes, as a
+// flush does, then a behind write where the guard keeps some stored rows (their
+// applied_seq is newer) and replaces the others; one row carries memberships.
+func testFlushManyProfiles(t *testing.T, s trustloop.Store) {
+	ctx := context.Background()
+	b := MustBootstrap(t, s)
+	ws := b.Workspace.ID
+	aud := &trustloop.Audience{WorkspaceID: ws, Name: "all", Rule: "true"}
+	if err := s.CreateAudience(ctx, aud); err != nil {
+		t.Fatal(err)
+	}
+	const n = 150
+	var first []trustloop.ProfileRecord
+	for id := int64(1); id <= n; id++ {
+		first = append(first, profileRec(b, id, fmt.Sprintf("v1-%d", id)))
+	}
+	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{Profiles: first}); err != nil {
+		t.Fatal(err)
+	}
+	var second []trustloop.ProfileRecord
+	for _, p := range first {
+		p.State = []byte(fmt.Sprintf("v2-%d", p.ID))
+		if p.ID%3 == 0 {
+			p.AppliedSeq-- // older than stored: the guard keeps the row
+		} else {
+			p.AppliedSeq++
+		}
+		second = append(second, p)
+	}
+	if err := s.WriteProjection(ctx, &trustloop.ProjectionChanges{Profiles: second, Behind: true,
+		Members: map[int64][]int64{3: {aud.ID}, 4: {aud.ID}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.FindProfiles(ctx, ws, func() []int64 {
+		var ids []int64
+		for id := int64(1); id <= n; id++ {
+			ids = append(ids, id)
+		}
+		return ids
+	}())
+	if err != nil || len(got) != n {
+		t.Fatalf("FindProfiles = %d, %v; want %d", len(got), err, n)
+	}
+	for id := int64(1); id <= n; id++ {
+		want := fmt.Sprintf("v2-%d", id)
+		if id%3 == 0 {
+			want = fmt.Sprintf("v1-%d", id)
+		}
+		if string(got[id].State) != want {
+			t.Fatalf("profile %d state = %q, want %q", id, got[id].State, want)
+		}
+	}
+	// 3's row was kept, so its memberships were not written; 4's were.
+	if ids, err := s.ProfileAudiences(ctx, ws, 3); err != nil || len(ids) != 0 {
+		t.Fatalf("memberships of the kept row = %v, %v; want none", ids, err)
+	}
+	if ids, err := s.ProfileAudiences(ctx, ws, 4); err != nil || !equalIDs(ids, []int64{aud.ID}) {
+		t.Fatalf("memberships of the replaced row = %v, %v; want [%d]", ids, err, aud.ID)
+	}
+}

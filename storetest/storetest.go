@@ -36,6 +36,7 @@ func Run(t *testing.T, open Opener) {
 		{"Profiles", testProfiles},
 		{"ProfileEvents", testProfileEvents},
 		{"WriteProjection", testWriteProjection},
+		{"FlushManyProfiles", testFlushManyProfiles},
 		{"MergeAndSplit", testMergeAndSplit},
 		{"Audiences", testAudiences},
 		{"Settings", testSettings},
