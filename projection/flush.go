@@ -221,14 +221,16 @@ func (s *Service) pendingSeqs(keyIDs []int64) []int64 {
 	return out
 }
 
-// cached returns a copy of a profile's in-memory state, if it is in memory.
-func (s *Service) cached(id int64) *state {
+// cached returns a working copy of a profile's in-memory state, if it is in
+// memory.
+func (s *Service) cached(id int64) (*state, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st := s.cache[id]; st != nil {
-		return st.clone()
+	st := s.cache[id]
+	s.mu.Unlock()
+	if st == nil {
+		return nil, nil
 	}
-	return nil
+	return st.clone()
 }
 
 // Recover replays the log after the watermark into the profiles, as a start after

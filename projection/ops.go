@@ -348,7 +348,11 @@ func (s *Service) List(ctx context.Context, ws, audienceID int64, cursor string,
 	}
 	out := make([]*Profile, 0, len(recs))
 	for _, r := range recs {
-		p, err := s.open(ctx, r, s.cached(r.ID))
+		mem, err := s.cached(r.ID)
+		if err != nil {
+			return nil, "", err
+		}
+		p, err := s.open(ctx, r, mem)
 		if err != nil {
 			return nil, "", err
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -324,12 +325,19 @@ func (s *Service) invalidateAudiences(ws int64) {
 }
 
 // state is a profile in memory. The cache holds installed states; a group
-// commit works on clones of them (so a commit that fails changes nothing) and
-// installs the clones once its transaction has committed.
+// commit works on working copies of them (so a commit that fails changes
+// nothing) and installs them once its transaction has committed.
+//
+// An installed state keeps the profile encoded (enc, profile.State's binary
+// form), a working copy decoded (st): a hundred thousand decoded profiles are
+// maps of strings the GC scans at every cycle (a quarter of a loaded server's
+// CPU went to GC), and encoding one is no dearer than the deep copy a working
+// copy needed anyway; flushes seal enc as it is.
 type state struct {
-	rec     trustloop.ProfileRecord // State unused: st is the truth
-	st      profile.State
-	types   map[string]int // identifier types -> count, what Resolve counts
+	rec     trustloop.ProfileRecord // State unused: st or enc is the truth
+	st      profile.State           // working copies
+	enc     []byte                  // installed states, and working copies once projected
+	types   map[string]int          // identifier types -> count, what Resolve counts (nil: none)
 	ids     []trustloop.Identifier
 	members []int64
 	// dirty: changed since last written; since: the first log position not yet
@@ -349,17 +357,26 @@ type state struct {
 	membersDirty, membersKnown bool
 }
 
-func (st *state) clone() *state {
-	c := *st
-	c.st = *st.st.Clone()
-	c.types = make(map[string]int, len(st.types))
-	for k, v := range st.types {
-		c.types[k] = v
+// addType counts n more identifiers of a type.
+func (st *state) addType(t string, n int) {
+	if st.types == nil {
+		st.types = map[string]int{}
 	}
+	st.types[t] += n
+}
+
+// clone returns a working copy of an installed state.
+func (st *state) clone() (*state, error) {
+	c := *st
+	c.st = profile.State{}
+	if err := c.st.UnmarshalBinary(st.enc); err != nil {
+		return nil, fmt.Errorf("projection: profile %d: %w", st.rec.ID, err)
+	}
+	c.types = maps.Clone(st.types)
 	c.ids = slices.Clone(st.ids)
 	c.members = slices.Clone(st.members)
 	c.touched = false
-	return &c
+	return &c, nil
 }
 
 // view is identity.View over the store plus this group's changes.
@@ -500,12 +517,17 @@ func (v *view) load(p int64) *state {
 	}
 	v.s.mu.Lock()
 	cached := v.s.cache[p]
-	var st *state
-	if cached != nil {
-		st = cached.clone()
-	}
 	v.s.mu.Unlock()
-	if st != nil {
+	if cached != nil {
+		// Installed states are never changed in place (groups install new
+		// ones), so this one can be decoded outside the lock.
+		st, err := cached.clone()
+		if err != nil {
+			if v.err == nil {
+				v.err = err
+			}
+			return nil
+		}
 		v.prof[p] = st
 		return st
 	}
@@ -522,13 +544,14 @@ func (v *view) load(p int64) *state {
 // queries.
 func (v *view) prefetch(ids []int64) error {
 	var need []int64
+	var hit []*state
 	v.s.mu.Lock()
 	for _, id := range ids {
 		if _, ok := v.prof[id]; ok || id == 0 {
 			continue
 		}
 		if c := v.s.cache[id]; c != nil {
-			v.prof[id] = c.clone()
+			hit = append(hit, c)
 			continue
 		}
 		if !slices.Contains(need, id) {
@@ -536,6 +559,16 @@ func (v *view) prefetch(ids []int64) error {
 		}
 	}
 	v.s.mu.Unlock()
+	for _, c := range hit {
+		if _, ok := v.prof[c.rec.ID]; ok {
+			continue // named twice
+		}
+		w, err := c.clone()
+		if err != nil {
+			return err
+		}
+		v.prof[c.rec.ID] = w
+	}
 	if len(need) == 0 {
 		return nil
 	}
@@ -556,7 +589,7 @@ func (v *view) prefetch(ids []int64) error {
 		if !ok {
 			return fmt.Errorf("projection: profile %d has identities but no row", id)
 		}
-		st := &state{rec: r, types: map[string]int{}, stored: true}
+		st := &state{rec: r, stored: true}
 		key, ok := keys[r.KeyID]
 		if !ok {
 			return fmt.Errorf("projection: profile %d: its key %d is gone", id, r.KeyID)
@@ -595,7 +628,7 @@ func (v *view) ensureIDs(st *state) {
 	for _, ir := range idents {
 		if h := hex.EncodeToString(ir.Blind); !have[h] {
 			st.ids = append(st.ids, trustloop.Identifier{Type: ir.Type, Value: h})
-			st.types[ir.Type]++
+			st.addType(ir.Type, 1)
 		}
 	}
 	st.idsLoaded = true
@@ -677,6 +710,7 @@ func (g *Group) Done(committed bool) {
 			fresh = append(fresh, dirtyEntry{id: id, since: st.since, at: now})
 		}
 		st.touched = false
+		st.st = profile.State{} // installed: enc only
 		s.cache[id] = st
 	}
 	// In log order, so the queue's front is always its oldest position.
@@ -811,7 +845,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		case d.New:
 			id := newProfileID(now)
 			target = &state{rec: trustloop.ProfileRecord{ID: id, WorkspaceID: ws, KeyID: it.KeyID, CreatedAt: now},
-				types: map[string]int{}, idsLoaded: true}
+				idsLoaded: true}
 			v.prof[id] = target
 		case d.Profile != 0:
 			target = v.load(d.Profile)
@@ -860,7 +894,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 				return err
 			}
 			target.ids = append(target.ids, trustloop.Identifier{Type: id.Type, Value: hex.EncodeToString(b)})
-			target.types[id.Type]++
+			target.addType(id.Type, 1)
 			newIdent[string(b)] = &trustloop.IdentityRecord{WorkspaceID: ws, Blind: b, Type: id.Type,
 				ProfileID: target.rec.ID, KeyID: target.rec.KeyID, FirstSeen: it.Message.ReceivedAt, Sealed: sealed}
 		}
@@ -903,6 +937,11 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		if !st.membersKnown || !slices.Equal(members, st.members) {
 			st.members, st.membersDirty, st.membersKnown = members, true, true
 		}
+		// Encoded now, so that a state that cannot be fails the commit, not
+		// its installation.
+		if st.enc, err = st.st.AppendBinary(make([]byte, 0, len(st.enc)+64)); err != nil {
+			return fmt.Errorf("projection: profile %d: %w", st.rec.ID, err)
+		}
 	}
 	// New profiles, merged-away ones and the survivors of merges are written now,
 	// in the commit: the identities that point at them are, and a merge empties
@@ -937,13 +976,10 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 	return nil
 }
 
-// sealState seals a profile's state under its key.
+// sealState seals a profile's encoded state under its key.
 func (s *Service) sealState(ctx context.Context, ws int64, st *state, keyOf map[int64]keyring.Key) (trustloop.ProfileRecord, error) {
 	rec := st.rec
-	plain, err := st.st.MarshalBinary()
-	if err != nil {
-		return rec, fmt.Errorf("projection: profile %d: %w", rec.ID, err)
-	}
+	plain := st.enc
 	key, ok := keyOf[rec.KeyID]
 	if !ok {
 		ks, err := s.keysFor(ctx, ws, []int64{rec.KeyID})
@@ -1005,8 +1041,8 @@ func (s *Service) moveIdentities(ctx context.Context, v *view, src, dst *state, 
 	}
 	dst.ids = append(dst.ids, src.ids...)
 	for t, n := range src.types {
-		dst.types[t] += n
+		dst.addType(t, n)
 	}
-	src.ids, src.types = nil, map[string]int{}
+	src.ids, src.types = nil, nil
 	return moved, nil
 }

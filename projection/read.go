@@ -62,7 +62,10 @@ func (s *Service) Profile(ctx context.Context, ws, id int64) (*Profile, error) {
 	var mergedFrom int64
 	for hops := 0; ; hops++ {
 		var rec trustloop.ProfileRecord
-		mem := s.cached(id)
+		mem, err := s.cached(id)
+		if err != nil {
+			return nil, err
+		}
 		if mem != nil && mem.rec.WorkspaceID == ws {
 			rec = mem.rec
 		} else {
