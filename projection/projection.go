@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -390,6 +391,18 @@ type view struct {
 	sep    map[[2]int64]bool
 	merges []trustloop.MergeRecord // this group's, not stored yet
 	err    error
+	// deferred holds, per profile not loaded yet, the events that join it by
+	// the fast path: applied when the profile is loaded (load), else at the
+	// end of the group, in parallel across profiles (finishDeferred).
+	deferred map[int64][]deferredEvent
+	apply    func(st *state, e deferredEvent)
+}
+
+// deferredEvent is an event of the group (index into its items) and its log
+// position.
+type deferredEvent struct {
+	i   int
+	seq int64
 }
 
 // soleOwner returns the profile every identifier belongs to, if they all belong
@@ -529,6 +542,7 @@ func (v *view) load(p int64) *state {
 			return nil
 		}
 		v.prof[p] = st
+		v.catchUp(st)
 		return st
 	}
 	if err := v.prefetch([]int64{p}); err != nil {
@@ -537,38 +551,38 @@ func (v *view) load(p int64) *state {
 		}
 		return nil
 	}
-	return v.prof[p]
+	st := v.prof[p]
+	v.catchUp(st)
+	return st
 }
 
-// prefetch reads and opens the given profiles and their identities in a few
-// queries.
+// catchUp applies the events deferred for a profile now loaded, first: an event
+// must not be applied after a later one (applied_seq would skip it).
+func (v *view) catchUp(st *state) {
+	if evs := v.deferred[st.rec.ID]; st != nil && len(evs) > 0 {
+		delete(v.deferred, st.rec.ID)
+		for _, e := range evs {
+			v.apply(st, e)
+		}
+	}
+}
+
+// prefetch reads and opens the given profiles not in memory, in one query.
 func (v *view) prefetch(ids []int64) error {
 	var need []int64
-	var hit []*state
 	v.s.mu.Lock()
 	for _, id := range ids {
 		if _, ok := v.prof[id]; ok || id == 0 {
 			continue
 		}
 		if c := v.s.cache[id]; c != nil {
-			hit = append(hit, c)
-			continue
+			continue // load takes it from memory when it is needed
 		}
 		if !slices.Contains(need, id) {
 			need = append(need, id)
 		}
 	}
 	v.s.mu.Unlock()
-	for _, c := range hit {
-		if _, ok := v.prof[c.rec.ID]; ok {
-			continue // named twice
-		}
-		w, err := c.clone()
-		if err != nil {
-			return err
-		}
-		v.prof[c.rec.ID] = w
-	}
 	if len(need) == 0 {
 		return nil
 	}
@@ -751,7 +765,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		return err
 	}
 	v := &view{s: s, ctx: ctx, ws: ws, owner: map[string]int64{}, blinds: map[trustloop.Identifier][]byte{},
-		prof: g.prof, sep: map[[2]int64]bool{}}
+		prof: g.prof, sep: map[[2]int64]bool{}, deferred: map[int64][]deferredEvent{}}
 	g.views = append(g.views, v)
 	// Every identity the group names: from the owner cache, else the store; then
 	// the profiles they belong to.
@@ -807,6 +821,28 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 		st.touched = true
 	}
+	// apply applies one event to a profile's working copy; it runs in the
+	// parallel part too, so it touches nothing but st.
+	v.apply = func(st *state, e deferredEvent) {
+		// A replay after a crash meets events the stored state has already.
+		if e.seq <= st.rec.AppliedSeq {
+			return
+		}
+		it := &items[e.i]
+		in := it.Input
+		if in == nil {
+			made := inputOf(it.Message, it.SourceID)
+			in = &made
+		}
+		res := cfg.profile.Apply(&st.st, *in)
+		if s.OnSkip != nil {
+			for _, r := range res.Skipped {
+				s.OnSkip("profile_input", string(r))
+			}
+		}
+		st.rec.AppliedSeq = e.seq
+		touch(st, e.seq)
+	}
 	s.mu.Lock()
 	for _, i := range idx {
 		// Profiles are sealed under their first subject's key: keep these at
@@ -832,6 +868,12 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		// decide, without reading the profile's identifiers).
 		var d identity.Decision
 		if p := v.soleOwner(it.IDs); p != 0 {
+			if _, loaded := v.prof[p]; !loaded {
+				// Nothing but the profile rules to run: later, and for many
+				// profiles at once in parallel (finishDeferred).
+				v.deferred[p] = append(v.deferred[p], deferredEvent{i: i, seq: seq})
+				continue
+			}
 			d.Profile = p
 		} else {
 			d = cfg.rules.Resolve(v, it.IDs)
@@ -898,22 +940,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			newIdent[string(b)] = &trustloop.IdentityRecord{WorkspaceID: ws, Blind: b, Type: id.Type,
 				ProfileID: target.rec.ID, KeyID: target.rec.KeyID, FirstSeen: it.Message.ReceivedAt, Sealed: sealed}
 		}
-		// A replay after a crash meets events the stored state has already.
-		if seq > target.rec.AppliedSeq {
-			in := it.Input
-			if in == nil {
-				made := inputOf(it.Message, it.SourceID)
-				in = &made
-			}
-			res := cfg.profile.Apply(&target.st, *in)
-			if s.OnSkip != nil {
-				for _, r := range res.Skipped {
-					s.OnSkip("profile_input", string(r))
-				}
-			}
-			target.rec.AppliedSeq = seq
-			touch(target, seq)
-		}
+		v.apply(target, deferredEvent{i: i, seq: seq})
 	}
 	if v.err != nil {
 		return v.err
@@ -922,10 +949,10 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 	if err != nil {
 		return err
 	}
-	for _, st := range v.prof {
-		if !st.touched {
-			continue
-		}
+	// finish evaluates a changed profile's audiences and encodes it (now, so
+	// that a state that cannot be encoded fails the commit, not its
+	// installation); like apply it touches nothing but st.
+	finish := func(st *state) error {
 		st.rec.UpdatedAt = now
 		var members []int64
 		if st.rec.MergedInto == 0 && set.Len() > 0 {
@@ -937,10 +964,21 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		if !st.membersKnown || !slices.Equal(members, st.members) {
 			st.members, st.membersDirty, st.membersKnown = members, true, true
 		}
-		// Encoded now, so that a state that cannot be fails the commit, not
-		// its installation.
+		var err error
 		if st.enc, err = st.st.AppendBinary(make([]byte, 0, len(st.enc)+64)); err != nil {
 			return fmt.Errorf("projection: profile %d: %w", st.rec.ID, err)
+		}
+		return nil
+	}
+	finished, err := v.finishDeferred(finish)
+	if err != nil {
+		return err
+	}
+	for _, st := range v.prof {
+		if st.touched && !finished[st.rec.ID] {
+			if err := finish(st); err != nil {
+				return err
+			}
 		}
 	}
 	// New profiles, merged-away ones and the survivors of merges are written now,
@@ -1045,4 +1083,78 @@ func (s *Service) moveIdentities(ctx context.Context, v *view, src, dst *state, 
 	}
 	src.ids, src.types = nil, nil
 	return moved, nil
+}
+
+// parallelFrom is the number of profiles from which finishDeferred spreads its
+// work over the CPUs (below it, starting goroutines costs more than it saves).
+const parallelFrom = 64
+
+// finishDeferred loads the profiles with deferred events, applies them and
+// finishes the profiles (finish), across the CPUs: each profile's work is its
+// own (a working copy decoded from its installed state, the profile rules, the
+// audiences, the encoding), and this was most of a group's time on the single
+// writer. It returns the profiles it finished. A profile gone from memory since
+// the group began (evicted: it was clean) is loaded from the store afterwards,
+// in order, as load would.
+func (v *view) finishDeferred(finish func(*state) error) (map[int64]bool, error) {
+	type job struct {
+		p   int64
+		evs []deferredEvent
+		st  *state
+		err error
+	}
+	jobs := make([]job, 0, len(v.deferred))
+	v.s.mu.Lock()
+	for p, evs := range v.deferred {
+		jobs = append(jobs, job{p: p, evs: evs, st: v.s.cache[p]})
+	}
+	v.s.mu.Unlock()
+	work := func(j *job) {
+		if j.st == nil {
+			return
+		}
+		w, err := j.st.clone()
+		if err != nil {
+			j.err = err
+			return
+		}
+		for _, e := range j.evs {
+			v.apply(w, e)
+		}
+		j.err, j.st = finish(w), w
+	}
+	workers := min(runtime.GOMAXPROCS(0), 4, len(jobs)/parallelFrom+1)
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := next.Add(1) - 1; k < int64(len(jobs)); k = next.Add(1) - 1 {
+				work(&jobs[k])
+			}
+		}()
+	}
+	wg.Wait()
+	finished := make(map[int64]bool, len(jobs))
+	for k := range jobs {
+		j := &jobs[k]
+		if j.err != nil {
+			return nil, j.err
+		}
+		if j.st == nil {
+			continue
+		}
+		delete(v.deferred, j.p)
+		v.prof[j.p] = j.st
+		finished[j.p] = true
+	}
+	// What was not in memory: loaded (its deferred events applied by load),
+	// finished by the caller.
+	for p := range v.deferred {
+		if v.load(p) == nil {
+			return nil, v.err
+		}
+	}
+	return finished, nil
 }

@@ -179,3 +179,56 @@ func TestFailedFlushPutsTimelineBack(t *testing.T) {
 		t.Fatalf("stored timeline = %s", got)
 	}
 }
+
+// A group joining many known profiles finishes them in parallel: every event
+// counted once, in order with the group's slow-path events for the same
+// profiles (a new identifier attached between two fast-path events), and the
+// timelines complete.
+func TestLargeGroupAcrossProfiles(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	at := e.clock.Now()
+	const users = 300
+	var first []trustloop.Message
+	for u := range users {
+		first = append(first, identify(fmt.Sprintf("i%d", u), fmt.Sprintf("u%d", u), "", at, obj{"plan": "free"}))
+	}
+	e.commit(svc, first...)
+	var msgs []trustloop.Message
+	for round := range 3 {
+		for u := range users {
+			ts := at.Add(time.Duration(round+1) * time.Second)
+			if round == 1 && u%10 == 0 {
+				// Slow path: a device id not seen before, attached to u's profile.
+				msgs = append(msgs, track(fmt.Sprintf("t%d-%d", round, u), fmt.Sprintf("u%d", u), fmt.Sprintf("dev%d", u), ts,
+					"Order Completed", obj{"revenue": 2}))
+				continue
+			}
+			msgs = append(msgs, track(fmt.Sprintf("t%d-%d", round, u), fmt.Sprintf("u%d", u), "", ts, "Product Viewed",
+				obj{"product_id": fmt.Sprintf("p%d", round)}))
+		}
+	}
+	e.commit(svc, msgs...)
+	check := func(svc *projection.Service, when string) {
+		for _, u := range []int{0, 1, 10, 157, 299} {
+			p := e.lookup(svc, trustloop.IDUserID, fmt.Sprintf("u%d", u))
+			orders := int64(0)
+			if u%10 == 0 {
+				orders = 1
+			}
+			e.checkCounts(p, 4, orders)
+			if got := len(e.events(svc, p)); got != 4 {
+				t.Fatalf("%s: u%d timeline = %d events, want 4", when, u, got)
+			}
+			if u%10 == 0 && len(p.Identities) != 2 {
+				t.Fatalf("%s: u%d identities = %v, want user id and anonymous id", when, u, p.Identities)
+			}
+		}
+	}
+	check(svc, "in memory")
+	if _, err := svc.Flush(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen()
+	check(e.service(), "stored")
+}
