@@ -37,7 +37,7 @@ func TestTimelineWrittenBehindLonger(t *testing.T) {
 	svc := e.service()
 	last := e.someHistory(svc)
 	want := e.snapshot(svc)
-	e.clock.Advance(2 * time.Second)
+	e.clock.Advance(svc.FlushAfter + time.Second)
 	if _, err := svc.Flush(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestTimelineWrittenBehindLonger(t *testing.T) {
 	// Without a crash, a run is written once it is TimelineAfter old.
 	svc3 := e.service()
 	seqs := e.commit(svc3, track("t1", "u-9", "", e.clock.Now(), "Clicked", obj{}))
-	e.clock.Advance(2 * time.Second)
+	e.clock.Advance(svc3.FlushAfter + time.Second)
 	if _, err := svc3.Flush(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,10 @@
 # Reproduces the collector figures of docs/performance.md: for each shape, a fresh
 # server on an empty data directory (durable commits and encryption on, as always)
 # and `trustloop bench` beside it on the same machine, run RUNS times.
-# Usage: scripts/perf.sh [RUNS] [DURATION]
+# Usage: scripts/perf.sh [RUNS] [DURATION] [profiles]
+# With "profiles", the batch shape runs twice: on a collector-only server and on a
+# server with --profiles (identity resolution and profiles at ingest), back to back,
+# so that the two are compared on the same machine state.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -11,14 +14,15 @@ bin=$(mktemp -d)/trustloop
 go build -o "$bin" ./cmd/trustloop
 port=18181
 
+serve_flags=()
 run_shape() {
   local shape=$1; shift
   local dir; dir=$(mktemp -d)
-  "$bin" serve --data-dir "$dir" --addr "127.0.0.1:$port" 2>"$dir.log" &
+  "$bin" serve --data-dir "$dir" --addr "127.0.0.1:$port" "${serve_flags[@]}" 2>"$dir.log" &
   local pid=$!
   for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   for i in $(seq 1 "$runs"); do
-    echo "--- $shape run $i: trustloop bench --shape $shape $* --duration $duration --warmup 10s"
+    echo "--- $shape ${serve_flags[*]} run $i: trustloop bench --shape $shape $* --duration $duration --warmup 10s"
     "$bin" bench --data-dir "$dir" --url "http://127.0.0.1:$port" --shape "$shape" "$@" \
       --duration "$duration" --warmup 10s
   done
@@ -26,5 +30,11 @@ run_shape() {
   rm -rf "$dir" "$dir.log"
 }
 
+if [ "${3:-}" = profiles ]; then
+  run_shape batch --batch 100 --concurrency 16
+  serve_flags=(--profiles)
+  run_shape batch --batch 100 --concurrency 16
+  exit 0
+fi
 run_shape batch --batch 100 --concurrency 16
 run_shape track --concurrency 64
