@@ -200,11 +200,13 @@ func appendCounts(b []byte, m map[string]int64) []byte {
 type reader struct {
 	b   []byte
 	bad bool
+	tmp [binary.MaxVarintLen64]byte
 }
 
 func (r *reader) varint() int64 {
 	v, n := binary.Varint(r.b)
-	if n <= 0 {
+	// Only the shortest form: one state, one encoding.
+	if n <= 0 || n != len(binary.AppendVarint(r.tmp[:0], v)) {
 		r.bad, r.b = true, nil
 		return 0
 	}
@@ -216,7 +218,7 @@ func (r *reader) varint() int64 {
 // of the input cannot hold is corrupt (and must not size an allocation).
 func (r *reader) count(min int) int {
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 || v > uint64(len(r.b)-n)/uint64(min) {
+	if n <= 0 || n != len(binary.AppendUvarint(r.tmp[:0], v)) || v > uint64(len(r.b)-n)/uint64(min) {
 		r.bad, r.b = true, nil
 		return 0
 	}
@@ -240,18 +242,20 @@ func (r *reader) traits() map[string]wireTrait {
 		return nil
 	}
 	m := make(map[string]wireTrait, n)
-	for range n {
+	prev := ""
+	for i := range n {
 		k := string(r.bytes())
 		var t wireTrait
 		if v := r.bytes(); len(v) > 0 {
 			t.V = bytes.Clone(v)
 		}
 		t.A, t.R, t.S = r.varint(), r.varint(), r.varint()
-		if _, dup := m[k]; dup || r.bad {
+		// Keys strictly ascending, as written: no repeats, one encoding.
+		if (i > 0 && k <= prev) || r.bad {
 			r.bad = true
 			return nil
 		}
-		m[k] = t
+		m[k], prev = t, k
 	}
 	return m
 }
@@ -262,13 +266,14 @@ func (r *reader) counts() map[string]int64 {
 		return nil
 	}
 	m := make(map[string]int64, n)
-	for range n {
+	prev := ""
+	for i := range n {
 		k := string(r.bytes())
-		if _, dup := m[k]; dup || r.bad {
+		if (i > 0 && k <= prev) || !utf8.ValidString(k) || r.bad {
 			r.bad = true
 			return nil
 		}
-		m[k] = r.varint()
+		m[k], prev = r.varint(), k
 	}
 	return m
 }
@@ -292,6 +297,9 @@ func decodeV2(b []byte, w *wireState) bool {
 		c.PV = make([]wireView, n)
 		for i := range c.PV {
 			c.PV[i] = wireView{P: string(r.bytes()), A: r.varint()}
+			if !utf8.ValidString(c.PV[i].P) {
+				return false
+			}
 		}
 	}
 	c.K, c.KO = r.counts(), r.varint()

@@ -225,12 +225,15 @@ func (s *Service) pendingSeqs(keyIDs []int64) []int64 {
 // memory.
 func (s *Service) cached(id int64) (*state, error) {
 	s.mu.Lock()
-	st := s.cache[id]
+	var st *state
+	if c := s.cache[id]; c != nil {
+		st = c.copyLocked()
+	}
 	s.mu.Unlock()
 	if st == nil {
 		return nil, nil
 	}
-	return st.clone()
+	return st, st.decode()
 }
 
 // Recover replays the log after the watermark into the profiles, as a start after

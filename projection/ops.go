@@ -227,6 +227,10 @@ func idText(raw []byte, name string) string {
 
 // reevaluate recomputes the audience memberships of the given profiles.
 func (s *Service) reevaluate(ctx context.Context, ws int64, ids []int64) error {
+	// No flush meanwhile: one holding memberships evaluated before would write
+	// them over these, and flushes write memberships only when they change.
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	set, err := s.audienceSet(ctx, ws)
 	if err != nil {
 		return err
@@ -249,7 +253,7 @@ func (s *Service) reevaluate(ctx context.Context, ws int64, ids []int64) error {
 	s.mu.Lock()
 	for id, m := range members {
 		if st := s.cache[id]; st != nil {
-			st.members, st.membersKnown = m, true
+			st.members, st.membersKnown, st.membersDirty = m, true, false
 		}
 	}
 	s.mu.Unlock()

@@ -366,18 +366,25 @@ func (st *state) addType(t string, n int) {
 	st.types[t] += n
 }
 
-// clone returns a working copy of an installed state.
-func (st *state) clone() (*state, error) {
+// copyLocked starts a working copy of an installed state; s.mu is held (the
+// flusher and putBack change an installed state's flags, reevaluate its
+// members). decode finishes it outside the lock: enc itself is never changed.
+func (st *state) copyLocked() *state {
 	c := *st
 	c.st = profile.State{}
-	if err := c.st.UnmarshalBinary(st.enc); err != nil {
-		return nil, fmt.Errorf("projection: profile %d: %w", st.rec.ID, err)
-	}
 	c.types = maps.Clone(st.types)
 	c.ids = slices.Clone(st.ids)
 	c.members = slices.Clone(st.members)
 	c.touched = false
-	return &c, nil
+	return &c
+}
+
+// decode fills a working copy's st from its enc.
+func (st *state) decode() error {
+	if err := st.st.UnmarshalBinary(st.enc); err != nil {
+		return fmt.Errorf("projection: profile %d: %w", st.rec.ID, err)
+	}
+	return nil
 }
 
 // view is identity.View over the store plus this group's changes.
@@ -529,13 +536,13 @@ func (v *view) load(p int64) *state {
 		return st
 	}
 	v.s.mu.Lock()
-	cached := v.s.cache[p]
+	var st *state
+	if cached := v.s.cache[p]; cached != nil {
+		st = cached.copyLocked()
+	}
 	v.s.mu.Unlock()
-	if cached != nil {
-		// Installed states are never changed in place (groups install new
-		// ones), so this one can be decoded outside the lock.
-		st, err := cached.clone()
-		if err != nil {
+	if st != nil {
+		if err := st.decode(); err != nil {
 			if v.err == nil {
 				v.err = err
 			}
@@ -551,7 +558,7 @@ func (v *view) load(p int64) *state {
 		}
 		return nil
 	}
-	st := v.prof[p]
+	st = v.prof[p]
 	v.catchUp(st)
 	return st
 }
@@ -559,7 +566,10 @@ func (v *view) load(p int64) *state {
 // catchUp applies the events deferred for a profile now loaded, first: an event
 // must not be applied after a later one (applied_seq would skip it).
 func (v *view) catchUp(st *state) {
-	if evs := v.deferred[st.rec.ID]; st != nil && len(evs) > 0 {
+	if st == nil {
+		return
+	}
+	if evs := v.deferred[st.rec.ID]; len(evs) > 0 {
 		delete(v.deferred, st.rec.ID)
 		for _, e := range evs {
 			v.apply(st, e)
@@ -716,7 +726,13 @@ func (g *Group) Done(committed bool) {
 		if !st.touched {
 			continue
 		}
-		if old := s.cache[id]; st.dirty && old != nil && old.dirty {
+		old := s.cache[id]
+		if old != nil && old.membersDirty && st.dirty {
+			// Memberships a flush failed to write (put back after this copy
+			// was taken), unless this group's commit wrote them (not dirty).
+			st.membersDirty = true
+		}
+		if st.dirty && old != nil && old.dirty {
 			st.since = min(st.since, old.since)
 			st.dirtyAt = old.dirtyAt
 		} else if st.dirty {
@@ -1106,22 +1122,24 @@ func (v *view) finishDeferred(finish func(*state) error) (map[int64]bool, error)
 	jobs := make([]job, 0, len(v.deferred))
 	v.s.mu.Lock()
 	for p, evs := range v.deferred {
-		jobs = append(jobs, job{p: p, evs: evs, st: v.s.cache[p]})
+		j := job{p: p, evs: evs}
+		if c := v.s.cache[p]; c != nil {
+			j.st = c.copyLocked()
+		}
+		jobs = append(jobs, j)
 	}
 	v.s.mu.Unlock()
 	work := func(j *job) {
 		if j.st == nil {
 			return
 		}
-		w, err := j.st.clone()
-		if err != nil {
-			j.err = err
+		if j.err = j.st.decode(); j.err != nil {
 			return
 		}
 		for _, e := range j.evs {
-			v.apply(w, e)
+			v.apply(j.st, e)
 		}
-		j.err, j.st = finish(w), w
+		j.err = finish(j.st)
 	}
 	workers := min(runtime.GOMAXPROCS(0), 4, len(jobs)/parallelFrom+1)
 	var wg sync.WaitGroup

@@ -2,6 +2,9 @@ package projection_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,4 +135,121 @@ func proCustomer(t *testing.T) (*env, *projection.Service, *trustloop.Audience) 
 	}
 	e.commit(svc, identify("m1", "u1", "", e.clock.Now(), obj{"plan": "free"}))
 	return e, svc, pro
+}
+
+// blockingStore holds the first WriteProjection until released, then fails it;
+// later ones go through.
+type blockingStore struct {
+	projection.Store
+	entered, release chan struct{}
+	done             bool
+}
+
+func (b *blockingStore) WriteProjection(ctx context.Context, c *trustloop.ProjectionChanges) error {
+	if b.done {
+		return b.Store.WriteProjection(ctx, c)
+	}
+	b.done = true
+	close(b.entered)
+	<-b.release
+	return errWrite
+}
+
+// A flush that takes a profile's changed memberships and fails after a group
+// copied the profile (without them): the group's state, installed after, must
+// still have them to write.
+func TestFailedFlushKeepsMembershipsAcrossAGroup(t *testing.T) {
+	e := newEnv(t)
+	bs := &blockingStore{Store: e.db, entered: make(chan struct{}), release: make(chan struct{})}
+	svc := e.serviceOver(bs)
+	ctx := context.Background()
+	at := e.clock.Now()
+	pro := &trustloop.Audience{WorkspaceID: e.ws, Name: "pro", Rule: `traits.plan == "pro"`}
+	if err := svc.SaveAudience(ctx, pro); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+	e.commit(svc, identify("m2", "u1", "", at.Add(time.Second), obj{"plan": "pro"})) // joins pro, in memory
+	flushed := make(chan error, 1)
+	go func() { _, err := svc.Flush(ctx, true); flushed <- err }()
+	<-bs.entered // the flush holds u1's memberships
+	if _, err := e.commitWith(svc, func() error {
+		close(bs.release) // the group has its copy of u1: now the flush fails
+		if err := <-flushed; !errors.Is(err, errWrite) {
+			t.Errorf("Flush = %v, want the injected failure", err)
+		}
+		return nil
+	}, track("m3", "u1", "", at.Add(2*time.Second), "Clicked", obj{})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := projection.ParseID(e.lookup(svc, trustloop.IDUserID, "u1").ProfileID)
+	if stored, _ := e.db.ProfileAudiences(ctx, e.ws, id); len(stored) != 1 || stored[0] != pro.ID {
+		t.Fatalf("stored memberships = %v, want [pro]", stored)
+	}
+}
+
+// Flushes, audience changes and API reads run while groups commit (as they do
+// in a server): meant for the race detector (`go test -race`, run by CI), and
+// every event is counted once at the end.
+func TestFlushesAndReadsDuringGroups(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	ctx := context.Background()
+	at := e.clock.Now()
+	const users, groups = 20, 60
+	var first []trustloop.Message
+	for u := range users {
+		first = append(first, identify(fmt.Sprintf("i%d", u), fmt.Sprintf("u%d", u), "", at, obj{"plan": "free"}))
+	}
+	e.commit(svc, first...)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	background := func(f func(i int) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := f(i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	background(func(int) error { _, err := svc.Flush(ctx, true); return err })
+	background(func(i int) error {
+		_, err := svc.Lookup(ctx, e.ws, trustloop.Identifier{Type: trustloop.IDUserID, Value: fmt.Sprintf("u%d", i%users)})
+		return err
+	})
+	background(func(i int) error {
+		time.Sleep(5 * time.Millisecond)
+		a := &trustloop.Audience{WorkspaceID: e.ws, Name: fmt.Sprintf("a%d", i), Rule: fmt.Sprintf(`computed.events > %d`, i%4)}
+		return svc.SaveAudience(ctx, a)
+	})
+	for g := range groups {
+		var msgs []trustloop.Message
+		for u := range users {
+			msgs = append(msgs, track(fmt.Sprintf("g%d-%d", g, u), fmt.Sprintf("u%d", u), "", at.Add(time.Duration(g+1)*time.Millisecond),
+				"Clicked", obj{}))
+		}
+		e.commit(svc, msgs...)
+	}
+	close(stop)
+	wg.Wait()
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen()
+	fresh := e.service()
+	for u := range users {
+		e.checkCounts(e.lookup(fresh, trustloop.IDUserID, fmt.Sprintf("u%d", u)), groups+1, 0)
+	}
 }
