@@ -4,7 +4,10 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -277,7 +280,7 @@ func (s *Service) Recover(ctx context.Context, workspaces []int64) (int, error) 
 	replayed := 0
 	for _, ws := range workspaces {
 		for after := upto; ; {
-			evs, err := s.store.ListEvents(ctx, ws, after, 1000)
+			evs, err := s.store.ListEvents(ctx, ws, after, 5000)
 			if err != nil {
 				return replayed, err
 			}
@@ -308,23 +311,48 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 	if err != nil {
 		return err
 	}
+	// Opening and reading each event is its own work: across the CPUs, as the
+	// request goroutines do it at ingest.
+	all := make([]Item, len(evs))
+	errs := make([]error, len(evs))
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), 4) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(evs); i = int(next.Add(1) - 1) {
+				e := evs[i]
+				k, ok := keys[e.KeyID]
+				if !ok {
+					continue // the subject was erased
+				}
+				env, err := openEvent(ws, e, k)
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				m := messageOf(env, e)
+				it := Item{WorkspaceID: ws, SourceID: e.SourceID, Message: m, MessageHash: e.MessageHash, KeyID: e.KeyID, Key: k}
+				it.IDs, it.Blinds, it.Input = s.Prepare(ws, m, e.SourceID)
+				all[i] = it
+			}
+		}()
+	}
+	wg.Wait()
 	items := make([]Item, 0, len(evs))
 	fresh := make([]int, 0, len(evs))
 	seqs := make([]int64, 0, len(evs))
-	for _, e := range evs {
-		k, ok := keys[e.KeyID]
-		if !ok {
+	for i, e := range evs {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		if all[i].Message == nil {
 			continue // the subject was erased
 		}
-		env, err := openEvent(ws, e, k)
-		if err != nil {
-			return err
-		}
-		m := messageOf(env, e)
 		fresh = append(fresh, len(items))
 		seqs = append(seqs, e.Seq)
-		items = append(items, Item{WorkspaceID: ws, SourceID: e.SourceID, Message: m, MessageHash: e.MessageHash,
-			KeyID: e.KeyID, Key: k, IDs: s.Identify(ws, m)})
+		items = append(items, all[i])
 	}
 	g := s.Group(items)
 	g.noTimeline = true
