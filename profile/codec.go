@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"maps"
 	"slices"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -155,9 +155,21 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// sortedKeys returns m's keys in order, in buf when they fit (a state is
+// encoded at every group that touches it: no garbage for the few keys of a map).
+func sortedKeys[V any](m map[string]V, buf *[16]string) []string {
+	keys := buf[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 func appendTraits(b []byte, m map[string]Trait, live bool, field string) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(len(m)))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
+	var buf [16]string
+	for _, k := range sortedKeys(m, &buf) {
 		t := m[k]
 		if !utf8.ValidString(k) {
 			return nil, corrupt(field + " key")
@@ -189,11 +201,43 @@ func appendTraits(b []byte, m map[string]Trait, live bool, field string) ([]byte
 
 func appendCounts(b []byte, m map[string]int64) []byte {
 	b = binary.AppendUvarint(b, uint64(len(m)))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
+	var buf [16]string
+	for _, k := range sortedKeys(m, &buf) {
 		b = appendString(b, k)
 		b = binary.AppendVarint(b, m[k])
 	}
 	return b
+}
+
+// names interns the counters' names of decoded states (event names and
+// categories): few distinct ones, decoded at every group that touches a
+// profile, so they are allocated once instead of each time. Bounded: past
+// maxNames, names are allocated as usual. Not trait keys: a trait key could be
+// personal (a caller's choice), and this table outlives every profile.
+var names struct {
+	sync.RWMutex
+	m map[string]string
+}
+
+const maxNames = 50_000
+
+func intern(b []byte) string {
+	names.RLock()
+	s, ok := names.m[string(b)] // no allocation for the lookup
+	names.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	names.Lock()
+	if names.m == nil {
+		names.m = map[string]string{}
+	}
+	if len(names.m) < maxNames {
+		names.m[s] = s
+	}
+	names.Unlock()
+	return s
 }
 
 // reader decodes version 2; the first error sticks.
@@ -268,7 +312,7 @@ func (r *reader) counts() map[string]int64 {
 	m := make(map[string]int64, n)
 	prev := ""
 	for i := range n {
-		k := string(r.bytes())
+		k := intern(r.bytes())
 		if (i > 0 && k <= prev) || !utf8.ValidString(k) || r.bad {
 			r.bad = true
 			return nil
