@@ -2,6 +2,8 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
+	"path/filepath"
 	"testing"
 
 	"github.com/trustloop/trustloop"
@@ -53,5 +55,42 @@ func TestReopenKeepsData(t *testing.T) {
 	defer db.Close()
 	if _, err := db.FindWorkspace(ctx, b.Workspace.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A store from before the timeline watermark (migration 005) had its timelines
+// written with the profiles, up to upto_seq: the migration starts the new
+// watermark there, so the first start does not rebuild every timeline from the
+// beginning of the log.
+func TestTimelineWatermarkMigration(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sqlite.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	// Back to the schema before 005, with a profile watermark at 42.
+	raw, err := sql.Open("sqlite", filepath.Join(dir, "trustloop.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`ALTER TABLE projection_state DROP COLUMN timeline_upto`,
+		`UPDATE projection_state SET upto_seq = 42`,
+		`DELETE FROM schema_migrations WHERE name = 'migration/005_timeline_upto.sql'`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+	db, err = sqlite.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if up, err := db.TimelineUpto(ctx); err != nil || up != 42 {
+		t.Fatalf("TimelineUpto after the migration = %d, %v; want 42 (the profile watermark)", up, err)
 	}
 }
