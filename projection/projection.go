@@ -393,6 +393,9 @@ type view struct {
 	ctx    context.Context
 	ws     int64
 	owner  map[string]int64 // blind -> profile
+	// changed lists the blinds whose owner did not come from the owner cache
+	// (read from the store, attached or moved): what Done installs there.
+	changed []string
 	blinds map[trustloop.Identifier][]byte
 	prof   map[int64]*state
 	sep    map[[2]int64]bool
@@ -426,6 +429,12 @@ func (v *view) soleOwner(ids []trustloop.Identifier) int64 {
 	return p
 }
 
+// setOwner records an owner the owner cache does not have yet.
+func (v *view) setOwner(b string, p int64) {
+	v.owner[b] = p
+	v.changed = append(v.changed, b)
+}
+
 func (v *view) blind(id trustloop.Identifier) []byte {
 	if b, ok := v.blinds[id]; ok {
 		return b
@@ -452,7 +461,7 @@ func (v *view) Owner(id trustloop.Identifier) int64 {
 		return 0
 	}
 	p := found[string(b)].ProfileID
-	v.owner[string(b)] = p
+	v.setOwner(string(b), p)
 	return p
 }
 
@@ -751,8 +760,8 @@ func (g *Group) Done(committed bool) {
 	s.dirtyQ = append(s.dirtyQ, fresh...)
 	s.addPending(g.timeline, now)
 	for _, v := range g.views {
-		for b, p := range v.owner {
-			if p != 0 {
+		for _, b := range v.changed {
+			if p := v.owner[b]; p != 0 {
 				s.owners.Put(mkOwnerKey(v.ws, []byte(b)), p)
 			}
 		}
@@ -827,7 +836,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 		for _, b := range miss {
 			if p := found[string(b)].ProfileID; p != 0 {
-				v.owner[string(b)] = p
+				v.setOwner(string(b), p)
 				owners = append(owners, p)
 			}
 		}
@@ -952,7 +961,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			if v.owner[string(b)] != 0 {
 				continue
 			}
-			v.owner[string(b)] = target.rec.ID
+			v.setOwner(string(b), target.rec.ID)
 			sealed, err := s.sealIdentity(ctx, ws, b, id.Value, target, keyOf)
 			if err != nil {
 				return err
@@ -1088,14 +1097,14 @@ func (s *Service) moveIdentities(ctx context.Context, v *view, src, dst *state, 
 		}
 		r.ProfileID = dst.rec.ID
 		newIdent[string(r.Blind)] = &r
-		v.owner[string(r.Blind)] = dst.rec.ID
+		v.setOwner(string(r.Blind), dst.rec.ID)
 		moved = append(moved, r.Blind)
 	}
 	// Identities src gained earlier in this same group are not stored yet.
 	for b, r := range newIdent {
 		if r.ProfileID == src.rec.ID {
 			r.ProfileID = dst.rec.ID
-			v.owner[b] = dst.rec.ID
+			v.setOwner(b, dst.rec.ID)
 			moved = append(moved, r.Blind)
 		}
 	}
