@@ -389,18 +389,18 @@ func (st *state) decode() error {
 
 // view is identity.View over the store plus this group's changes.
 type view struct {
-	s      *Service
-	ctx    context.Context
-	ws     int64
-	owner  map[string]int64 // blind -> profile
+	s     *Service
+	ctx   context.Context
+	ws    int64
+	owner map[string]int64 // blind -> profile
 	// changed lists the blinds whose owner did not come from the owner cache
 	// (read from the store, attached or moved): what Done installs there.
 	changed []string
-	blinds map[trustloop.Identifier][]byte
-	prof   map[int64]*state
-	sep    map[[2]int64]bool
-	merges []trustloop.MergeRecord // this group's, not stored yet
-	err    error
+	blinds  map[trustloop.Identifier][]byte
+	prof    map[int64]*state
+	sep     map[[2]int64]bool
+	merges  []trustloop.MergeRecord // this group's, not stored yet
+	err     error
 	// deferred holds, per profile not loaded yet, the events that join it by
 	// the fast path: applied when the profile is loaded (load), else at the
 	// end of the group, in parallel across profiles (finishDeferred).
