@@ -82,46 +82,36 @@ func numberValue(v []byte) bool { return collect.ValidNumber(v) }
 // its strings, so that equal values written with different spacing store (and
 // compare, for last-write-wins ties) as the same bytes.
 func appendCompact(dst, v []byte) []byte {
-	in := false
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if in {
-			dst = append(dst, c)
-			switch c {
-			case '\\':
-				if i+1 < len(v) {
-					i++
-					dst = append(dst, v[i])
-				}
-			case '"':
-				in = false
-			}
-			continue
-		}
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		case '"':
-			in = true
-		}
-		dst = append(dst, c)
-	}
+	dst, _ = compact(dst, v, true)
 	return dst
 }
 
 // compactLen is the length appendCompact would produce; it lets oversized values
 // be refused before anything is copied.
 func compactLen(v []byte) int {
+	_, n := compact(nil, v, false)
+	return n
+}
+
+// compact is the one walk behind appendCompact and compactLen: it counts the
+// bytes kept and, when keep is set, appends them to dst.
+func compact(dst, v []byte, keep bool) ([]byte, int) {
 	n, in := 0, false
+	emit := func(c byte) {
+		n++
+		if keep {
+			dst = append(dst, c)
+		}
+	}
 	for i := 0; i < len(v); i++ {
 		c := v[i]
 		if in {
-			n++
+			emit(c)
 			switch c {
 			case '\\':
 				if i+1 < len(v) {
 					i++
-					n++
+					emit(v[i])
 				}
 			case '"':
 				in = false
@@ -134,9 +124,9 @@ func compactLen(v []byte) int {
 		case '"':
 			in = true
 		}
-		n++
+		emit(c)
 	}
-	return n
+	return dst, n
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
