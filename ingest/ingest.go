@@ -39,7 +39,7 @@ type Admitter func(src *trustloop.Source, m *trustloop.Message) (ok bool, reason
 type Projection interface {
 	// Prepare does the per-message work that needs no store (identifiers, their
 	// blind indexes, the profile input); it runs in the request's goroutine.
-	Prepare(workspaceID int64, m *trustloop.Message, sourceID int64) ([]trustloop.Identifier, [][]byte, *profile.Input)
+	Prepare(workspaceID int64, m *trustloop.Message, sourceID int64, subject []byte) ([]trustloop.Identifier, [][]byte, *profile.Input)
 	// Group prepares the projection of one group commit attempt; items are
 	// aligned with the commit's events.
 	Group(items []projection.Item) *projection.Group
@@ -175,7 +175,7 @@ func (p *Pipeline) prepare(src *trustloop.Source, m *trustloop.Message) (pending
 			Type: m.Type, ReceivedAt: m.ReceivedAt, Timestamp: m.Timestamp},
 	}
 	if p.proj != nil {
-		ev.ids, ev.blinds, ev.input = p.proj.Prepare(src.WorkspaceID, m, src.ID)
+		ev.ids, ev.blinds, ev.input = p.proj.Prepare(src.WorkspaceID, m, src.ID, blind)
 		ev.msg = m
 	}
 	if key, ok := p.keys.Cached(src.WorkspaceID, blind); ok {

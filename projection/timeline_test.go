@@ -1,6 +1,7 @@
 package projection_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -231,4 +232,34 @@ func TestLargeGroupAcrossProfiles(t *testing.T) {
 	}
 	e.reopen()
 	check(e.service(), "stored")
+}
+
+// Prepare takes the subject's blind index the caller made instead of a second
+// HMAC, for the identifier equal to the subject only: the blind indexes are the
+// ones it makes itself.
+func TestPrepareReusesTheSubjectBlind(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	at := e.clock.Now()
+	for _, m := range []trustloop.Message{
+		track("p1", "u-1", "a-1", at, "Clicked", obj{}),
+		track("p2", "", "a-2", at, "Clicked", obj{}),
+		track("p3", " u-3 ", "a-3", at, "Clicked", obj{}), // normalized: not the subject's value
+	} {
+		typ, value := m.Subject()
+		subject, err := e.kr.Blind(e.ws, typ, value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, want, _ := svc.Prepare(e.ws, &m, e.src, nil)
+		_, got, _ := svc.Prepare(e.ws, &m, e.src, subject)
+		if len(got) != len(ids) || len(want) != len(ids) {
+			t.Fatalf("%s: %d blinds for %d identifiers", m.MessageID, len(got), len(ids))
+		}
+		for i := range ids {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("%s: blind of %s differs with the subject's given", m.MessageID, ids[i].Type)
+			}
+		}
+	}
 }
