@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -149,6 +151,10 @@ type Keyring struct {
 
 type workspaceKeys struct {
 	hmacs sync.Pool // of hash.Hash keyed with the workspace index key
+	// signing is the workspace's Ed25519 key (consent receipts, audit
+	// checkpoints), derived from the index key so that it needs no storage of
+	// its own and survives a master key rotation that re-wraps the index key.
+	signing ed25519.PrivateKey
 }
 
 // New returns a keyring over the master key, caching up to cacheSize subject keys.
@@ -180,7 +186,11 @@ func (k *Keyring) AddWorkspace(ws *trustloop.Workspace) error {
 	if err != nil {
 		return fmt.Errorf("workspace %d index key: %w (is this the master key the store was created with?)", ws.ID, err)
 	}
-	w := &workspaceKeys{}
+	seed, err := hkdf.Key(sha256.New, key, nil, "trustloop/workspace-signing-key/v1", ed25519.SeedSize)
+	if err != nil {
+		return fmt.Errorf("workspace %d signing key: %w", ws.ID, err)
+	}
+	w := &workspaceKeys{signing: ed25519.NewKeyFromSeed(seed)}
 	w.hmacs.New = func() any { return hmac.New(sha256.New, key) }
 	k.workspaces[ws.ID] = w
 	return nil
@@ -208,6 +218,17 @@ func (k *Keyring) workspace(id int64) (*workspaceKeys, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.workspaces[id], nil
+}
+
+// SigningKey returns the workspace's Ed25519 signing key: it signs consent
+// receipts and audit checkpoints, so anyone holding its public half can verify
+// them offline. It is derived (HKDF-SHA256) from the workspace index key.
+func (k *Keyring) SigningKey(workspaceID int64) (ed25519.PrivateKey, error) {
+	w, err := k.workspace(workspaceID)
+	if err != nil {
+		return nil, err
+	}
+	return w.signing, nil
 }
 
 // keyed computes HMAC(index key, label 0x00 value) into dst.

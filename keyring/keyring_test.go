@@ -636,3 +636,30 @@ func TestSealEvent(t *testing.T) {
 		}
 	}
 }
+
+func TestSigningKeyPerWorkspaceAndStable(t *testing.T) {
+	master := keyring.NewKey()
+	k1, k2 := keyring.New(master, 16), keyring.New(master, 16)
+	wrapped := k1.NewIndexKey()
+	other := k1.NewIndexKey()
+	for _, k := range []*keyring.Keyring{k1, k2} {
+		if err := k.AddWorkspace(&trustloop.Workspace{ID: 1, IndexKey: wrapped}); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.AddWorkspace(&trustloop.Workspace{ID: 2, IndexKey: other}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _ := k1.SigningKey(1)
+	b, _ := k2.SigningKey(1)
+	c, _ := k1.SigningKey(2)
+	if !a.Equal(b) {
+		t.Fatal("the same workspace gave two signing keys across restarts")
+	}
+	if a.Equal(c) {
+		t.Fatal("two workspaces share a signing key")
+	}
+	if _, err := k1.SigningKey(3); err == nil {
+		t.Fatal("an unknown workspace got a signing key")
+	}
+}
