@@ -167,10 +167,12 @@ type ProfileStore interface {
 
 // TimelineEvent is one event of a profile as the API shows it.
 type TimelineEvent struct {
-	Seq        int64           `json:"-"`
-	Type       string          `json:"type"`
-	ReceivedAt time.Time       `json:"received_at"`
-	Timestamp  time.Time       `json:"timestamp"`
-	Source     int64           `json:"source_id"`
-	Message    json.RawMessage `json:"message"`
+	Seq        int64     `json:"-"`
+	Type       string    `json:"type"`
+	ReceivedAt time.Time `json:"received_at"`
+	Timestamp  time.Time `json:"timestamp"`
+	Source     int64     `json:"source_id"`
+	// Purposes are the purposes the event was collected for.
+	Purposes []string        `json:"purposes,omitempty"`
+	Message  json.RawMessage `json:"message"`
 }

@@ -86,6 +86,18 @@ type WorkspaceStore interface {
 	// ones too: the caller refuses them); ENOTFOUND if there is none.
 	FindAPIKeyBySecretHash(ctx context.Context, hash []byte) (*APIKey, error)
 
+	// CreateAPIKey stores a new key (its secret hashed), filling in ID and
+	// CreatedAt.
+	CreateAPIKey(ctx context.Context, k *APIKey) error
+
+	// ListAPIKeys returns a workspace's keys, revoked ones too, by id.
+	ListAPIKeys(ctx context.Context, workspaceID int64) ([]*APIKey, error)
+
+	// RevokeAPIKey marks a key of the workspace revoked at the given time;
+	// ENOTFOUND if the workspace has no such key, ECONFLICT if it is the
+	// workspace's last active admin key (a workspace must keep a way in).
+	RevokeAPIKey(ctx context.Context, workspaceID, id int64, at time.Time) error
+
 	// Stats counts what the store holds.
 	Stats(ctx context.Context) (Stats, error)
 }
@@ -106,6 +118,8 @@ type Store interface {
 	WorkspaceStore
 	ProfileStore
 	SettingStore
+	ConsentStore
+	AuditStore
 	// Ping reports whether the store is open and usable.
 	Ping(ctx context.Context) error
 	Close() error

@@ -15,9 +15,12 @@ import (
 //	{"v":1,"type":"track","messageId":"…","receivedAt":"…","timestamp":"…",
 //	 "originalTimestamp":"…","sentAt":"…","gpc":true,
 //	 "consent":{"categoryPreferences":{…},"tcString":"…"},
+//	 "purposes":["essential","analytics"],
 //	 "batchContext":{…},"message":{…}}
 //
-// originalTimestamp, sentAt, gpc, consent and batchContext are left out when empty.
+// originalTimestamp, sentAt, gpc, consent, purposes and batchContext are left out
+// when empty. purposes are those the event may serve, decided at collection (T3:
+// a read for a purpose uses only events collected while it was allowed).
 // The consent member records the signals as they were applied at collection (from
 // the message's context, else the batch's), the evidence the consent issue builds on.
 const envelopeVersion = 1
@@ -53,6 +56,16 @@ func AppendEnvelope(dst []byte, m *trustloop.Message) []byte {
 			dst = appendString(append(dst, `"tcString":`...), m.Consent.TCString)
 		}
 		dst = append(dst, '}')
+	}
+	if m.Purposes != nil {
+		dst = append(dst, `,"purposes":[`...)
+		for i, p := range m.Purposes {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, p)
+		}
+		dst = append(dst, ']')
 	}
 	if len(m.BatchContext) > 0 {
 		dst = append(append(dst, `,"batchContext":`...), m.BatchContext...)
@@ -102,8 +115,11 @@ type Envelope struct {
 	SentAt            *time.Time       `json:"sentAt,omitempty"`
 	GPC               bool             `json:"gpc,omitempty"`
 	Consent           *EnvelopeConsent `json:"consent,omitempty"`
-	BatchContext      json.RawMessage  `json:"batchContext,omitempty"`
-	Message           json.RawMessage  `json:"message"`
+	// Purposes are the purposes the event may serve, decided at collection
+	// (absent in events collected before consent enforcement).
+	Purposes     []string        `json:"purposes,omitempty"`
+	BatchContext json.RawMessage `json:"batchContext,omitempty"`
+	Message      json.RawMessage `json:"message"`
 }
 
 // EnvelopeConsent is the consent context recorded with an event.

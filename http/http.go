@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/consent"
 	"github.com/trustloop/trustloop/metrics"
 	"github.com/trustloop/trustloop/projection"
 )
@@ -40,9 +41,12 @@ type Server struct {
 	Ingester Ingester
 	// Profiles serves the profile API; nil leaves it out.
 	Profiles *projection.Service
-	Metrics  *metrics.Metrics
-	Log      *slog.Logger
-	Config   Config
+	// Consent serves the purpose catalog and consent API and decides what each
+	// read may see; nil leaves them out (reads then check purposes by name).
+	Consent *consent.Service
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	Config  Config
 	// Ready reports whether storage is open and migrated; nil means ready.
 	Ready func(context.Context) error
 	// Now and NewID are injected for tests.
@@ -113,6 +117,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", s.Metrics.Handler())
 	mux.Handle("GET /openapi.json", s.route("/openapi.json", s.openapi))
 	s.profileRoutes(mux)
+	s.consentRoutes(mux)
+	s.apiKeyRoutes(mux)
 	mux.Handle("/", s.route("other", func(w http.ResponseWriter, r *http.Request) error {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")
@@ -269,4 +275,11 @@ func (s *Server) source(ctx context.Context, writeKey string) (*trustloop.Source
 	// A short lifetime bounds how long a revoked key keeps working on this node.
 	s.sources.Store(string(h[:]), &sourceEntry{src: src, expires: now.Add(30 * time.Second)})
 	return src, nil
+}
+
+func (s *Server) now() time.Time {
+	if s.Now == nil {
+		return time.Now()
+	}
+	return s.Now()
 }

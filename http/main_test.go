@@ -19,6 +19,7 @@ import (
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/collect"
+	"github.com/trustloop/trustloop/consent"
 	tlhttp "github.com/trustloop/trustloop/http"
 	"github.com/trustloop/trustloop/identity"
 	"github.com/trustloop/trustloop/ingest"
@@ -59,6 +60,9 @@ type options struct {
 	// wrap, when set, wraps the real pipeline as the server's Ingester.
 	wrap  func(tlhttp.Ingester) tlhttp.Ingester
 	ready func(context.Context) error
+	// regime, when set, enforces consent (the consent service, the collector's
+	// admission and purpose-bound reads) with the workspace in this regime.
+	regime string
 }
 
 // testServer is a whole collector in process: SQLite store, keyring, pipeline,
@@ -74,6 +78,7 @@ type testServer struct {
 	WS       *trustloop.Workspace
 	Source   *trustloop.Source
 	Profiles *projection.Service
+	Consent  *consent.Service
 	// ids counts the messageIds the server generated.
 	ids atomic.Int64
 }
@@ -113,9 +118,28 @@ func newServer(t *testing.T, opt options) *testServer {
 	}
 	profiles := projection.New(db, kr, rules, profile.Config{})
 	profiles.OnSkip = m.Skip
-	p := ingest.New(db, kr, m, log, nil, ingest.Config{Projection: profiles})
+	var (
+		cs    *consent.Service
+		admit ingest.Admitter
+	)
+	if opt.regime != "" {
+		if err := kr.AddWorkspace(&b.Workspace); err != nil {
+			t.Fatal(err)
+		}
+		cs = consent.New(db, kr, log, 1000)
+		c := consent.DefaultCatalog()
+		c.Regime = opt.regime
+		if _, err := cs.PutCatalog(ctx, b.Workspace.ID, c, 0); err != nil {
+			t.Fatal(err)
+		}
+		admit = func(ctx context.Context, src *trustloop.Source, m *trustloop.Message, hash, user, anon []byte) ([]string, error) {
+			a, err := cs.Admit(ctx, src, m, hash, user, anon)
+			return a.Purposes, err
+		}
+	}
+	p := ingest.New(db, kr, m, log, admit, ingest.Config{Projection: profiles})
 	ts := &testServer{Store: db, Keyring: kr, Pipeline: p, Metrics: m, Clock: newClock(fixedNow),
-		WS: &b.Workspace, Source: &b.Source, Profiles: profiles}
+		WS: &b.Workspace, Source: &b.Source, Profiles: profiles, Consent: cs}
 	var ing tlhttp.Ingester = p
 	if opt.wrap != nil {
 		ing = opt.wrap(p)
@@ -124,7 +148,7 @@ func newServer(t *testing.T, opt options) *testServer {
 	if opt.ready != nil {
 		ready = opt.ready
 	}
-	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Profiles: profiles, Metrics: m, Log: log, Config: opt.config,
+	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Profiles: profiles, Consent: cs, Metrics: m, Log: log, Config: opt.config,
 		Ready: ready, Now: ts.Clock.Now,
 		NewID: func() string { return fmt.Sprintf("generated-%d", ts.ids.Add(1)) }}
 	hs := httptest.NewServer(ts.Server.Handler())

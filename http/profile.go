@@ -150,14 +150,19 @@ func (s *Server) getProfile(w http.ResponseWriter, r *http.Request, k *trustloop
 	if err != nil {
 		return err
 	}
-	if _, err := purpose(r, k); err != nil {
+	pp, c, err := s.readPurpose(r, k)
+	if err != nil {
 		return err
 	}
 	p, err := s.Profiles.Profile(r.Context(), k.WorkspaceID, id)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, p)
+	v, err := s.profileFor(r.Context(), k, pp, c, p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
@@ -171,14 +176,19 @@ func (s *Server) lookupProfile(w http.ResponseWriter, r *http.Request, k *trustl
 	if err != nil {
 		return err
 	}
-	if _, err := purpose(r, k); err != nil {
+	pp, c, err := s.readPurpose(r, k)
+	if err != nil {
 		return err
 	}
 	p, err := s.Profiles.Lookup(r.Context(), k.WorkspaceID, id)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, p)
+	v, err := s.profileFor(r.Context(), k, pp, c, p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
@@ -192,14 +202,27 @@ func (s *Server) profileEvents(w http.ResponseWriter, r *http.Request, k *trustl
 	if err != nil {
 		return err
 	}
-	if _, err := purpose(r, k); err != nil {
+	pp, c, err := s.readPurpose(r, k)
+	if err != nil {
 		return err
 	}
 	n, err := limit(r, 50, 1000)
 	if err != nil {
 		return err
 	}
-	evs, next, err := s.Profiles.Events(r.Context(), k.WorkspaceID, id, r.URL.Query().Get("cursor"), n)
+	var keep func([]string) bool
+	if c != nil {
+		p, err := s.Profiles.Profile(r.Context(), k.WorkspaceID, id)
+		if err != nil {
+			return err
+		}
+		a, err := s.decideRead(r.Context(), k.WorkspaceID, pp, c, p.Subjects())
+		if err != nil {
+			return err
+		}
+		keep = a.keepEvent
+	}
+	evs, next, err := s.Profiles.Events(r.Context(), k.WorkspaceID, id, r.URL.Query().Get("cursor"), n, keep)
 	if err != nil {
 		return err
 	}
@@ -223,13 +246,22 @@ func (s *Server) profileMerges(w http.ResponseWriter, r *http.Request, k *trustl
 	return nil
 }
 
-func readJSON(r *http.Request, v any) error {
+// readAPIBody reads a JSON request body of up to 64 KB.
+func readAPIBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
 	if err != nil {
-		return trustloop.Errorf(trustloop.EINVALID, "The request body could not be read.")
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The request body could not be read.")
 	}
 	if len(body) > 64<<10 {
-		return trustloop.Errorf(trustloop.ETOOLARGE, "The request body is over 64 KB.")
+		return nil, trustloop.Errorf(trustloop.ETOOLARGE, "The request body is over 64 KB.")
+	}
+	return body, nil
+}
+
+func readJSON(r *http.Request, v any) error {
+	body, err := readAPIBody(r)
+	if err != nil {
+		return err
 	}
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
@@ -268,7 +300,8 @@ func (s *Server) splitProfile(w http.ResponseWriter, r *http.Request, k *trustlo
 }
 
 func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
-	if _, err := purpose(r, k); err != nil {
+	pp, c, err := s.readPurpose(r, k)
+	if err != nil {
 		return err
 	}
 	var aud int64
@@ -286,7 +319,11 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, page[*projection.Profile]{Data: ps, NextCursor: next})
+	vs, err := s.profilesFor(r.Context(), k, pp, c, ps)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, page[*profileView]{Data: vs, NextCursor: next})
 	return nil
 }
 
@@ -382,7 +419,8 @@ func (s *Server) audienceMembers(w http.ResponseWriter, r *http.Request, k *trus
 	if err != nil {
 		return err
 	}
-	if _, err := purpose(r, k); err != nil {
+	pp, c, err := s.readPurpose(r, k)
+	if err != nil {
 		return err
 	}
 	n, err := limit(r, 50, 500)
@@ -393,6 +431,10 @@ func (s *Server) audienceMembers(w http.ResponseWriter, r *http.Request, k *trus
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, page[*projection.Profile]{Data: ps, NextCursor: next})
+	vs, err := s.profilesFor(r.Context(), k, pp, c, ps)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, page[*profileView]{Data: vs, NextCursor: next})
 	return nil
 }

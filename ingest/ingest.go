@@ -29,10 +29,13 @@ type nopObserver struct{}
 func (nopObserver) Committed(int, int, int, time.Duration) {}
 func (nopObserver) Dropped(string, int)                    {}
 
-// Admitter decides at collection whether a message may be stored as personal data.
-// It is the consent stage of the pipeline (T2: minimize at the door). Returning
-// false drops the message and counts it under reason.
-type Admitter func(src *trustloop.Source, m *trustloop.Message) (ok bool, reason string)
+// Admitter decides at collection which purposes a message may serve. It is the
+// consent stage of the pipeline (T2: minimize at the door): no purposes drops
+// the message (counted as "no_consent"). It gets the keyed hash of the messageId
+// and the blind indexes of the message's user id and anonymous id (nil when
+// absent). An error fails the request: consent that cannot be read is not
+// assumed (T1).
+type Admitter func(ctx context.Context, src *trustloop.Source, m *trustloop.Message, msgHash, userBlind, anonBlind []byte) (purposes []string, err error)
 
 // Projection keeps profiles up to date in the group commits (the projection
 // package implements it).
@@ -95,6 +98,8 @@ type pending struct {
 	ids      []trustloop.Identifier
 	blinds   [][]byte
 	input    *profile.Input
+	// dropped: the consent stage refused it; it is counted, not stored.
+	dropped bool
 }
 
 // New starts a pipeline and its writer goroutine. admit may be nil (admit all).
@@ -124,15 +129,13 @@ func (p *Pipeline) Ingest(ctx context.Context, src *trustloop.Source, msgs []tru
 	req := &request{events: make([]pending, 0, len(msgs)), done: make(chan error, 1)}
 	for i := range msgs {
 		m := &msgs[i]
-		if p.admit != nil {
-			if ok, reason := p.admit(src, m); !ok {
-				p.obs.Dropped(reason, 1)
-				continue
-			}
-		}
-		ev, err := p.prepare(src, m)
+		ev, err := p.prepare(ctx, src, m)
 		if err != nil {
 			return err
+		}
+		if ev.dropped {
+			p.obs.Dropped("no_consent", 1)
+			continue
 		}
 		req.events = append(req.events, ev)
 	}
@@ -156,7 +159,7 @@ func (p *Pipeline) Ingest(ctx context.Context, src *trustloop.Source, msgs []tru
 	return <-req.done
 }
 
-func (p *Pipeline) prepare(src *trustloop.Source, m *trustloop.Message) (pending, error) {
+func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustloop.Message) (pending, error) {
 	idType, id := m.Subject()
 	blind, err := p.keys.Blind(src.WorkspaceID, idType, id)
 	if err != nil {
@@ -165,6 +168,24 @@ func (p *Pipeline) prepare(src *trustloop.Source, m *trustloop.Message) (pending
 	hash, err := p.keys.MessageHash(src.WorkspaceID, m.MessageID)
 	if err != nil {
 		return pending{}, err
+	}
+	if p.admit != nil {
+		userBlind, anonBlind := blind, []byte(nil)
+		if m.UserID == "" {
+			userBlind, anonBlind = nil, blind
+		} else if m.AnonymousID != "" {
+			if anonBlind, err = p.keys.Blind(src.WorkspaceID, "anonymous_id", m.AnonymousID); err != nil {
+				return pending{}, err
+			}
+		}
+		purposes, err := p.admit(ctx, src, m, hash, userBlind, anonBlind)
+		if err != nil {
+			return pending{}, err
+		}
+		if len(purposes) == 0 {
+			return pending{dropped: true}, nil
+		}
+		m.Purposes = purposes
 	}
 	ev := pending{
 		ws:        src.WorkspaceID,

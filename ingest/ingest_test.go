@@ -638,11 +638,14 @@ func TestCloseDrainsQueue(t *testing.T) {
 }
 
 func TestAdmitterDrops(t *testing.T) {
-	admit := func(src *trustloop.Source, m *trustloop.Message) (bool, string) {
-		if m.Event == "Secret" {
-			return false, "no_consent"
+	admit := func(_ context.Context, src *trustloop.Source, m *trustloop.Message, msgHash, userBlind, anonBlind []byte) ([]string, error) {
+		if len(msgHash) == 0 || (userBlind == nil && anonBlind == nil) {
+			t.Errorf("the admitter got no message hash or subject")
 		}
-		return true, ""
+		if m.Event == "Secret" {
+			return nil, nil
+		}
+		return []string{"analytics"}, nil
 	}
 	e := newEnv(t, admit, Config{})
 	secret := msg("s1", "alice")

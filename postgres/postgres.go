@@ -411,13 +411,14 @@ func (db *DB) FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*trust
 	return s, nil
 }
 
-// Stats counts rows, live profiles only (see sqlite.DB.Stats for the zero columns).
+// Stats counts rows, live profiles only.
 func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
 	var st trustloop.Stats
 	err := db.pool.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM workspaces), (SELECT COUNT(*) FROM sources),
 		(SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM subject_keys),
-		(SELECT COUNT(*) FROM profiles WHERE merged_into = 0), (SELECT COUNT(*) FROM identities)`).
-		Scan(&st.Workspaces, &st.Sources, &st.Events, &st.SubjectKeys, &st.Profiles, &st.Identities)
+		(SELECT COUNT(*) FROM profiles WHERE merged_into = 0), (SELECT COUNT(*) FROM identities),
+		(SELECT COUNT(*) FROM consent_records)`).
+		Scan(&st.Workspaces, &st.Sources, &st.Events, &st.SubjectKeys, &st.Profiles, &st.Identities, &st.ConsentRecords)
 	if err != nil {
 		return st, fmt.Errorf("postgres: stats: %w", err)
 	}

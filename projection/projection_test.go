@@ -290,7 +290,7 @@ func (e *env) events(svc *projection.Service, p *projection.Profile) []trustloop
 	var all []trustloop.TimelineEvent
 	cursor := ""
 	for range 1000 {
-		page, next, err := svc.Events(context.Background(), e.ws, id, cursor, 2)
+		page, next, err := svc.Events(context.Background(), e.ws, id, cursor, 2, nil)
 		if err != nil {
 			e.t.Fatalf("events: %v", err)
 		}

@@ -29,7 +29,17 @@ type Profile struct {
 
 	id    int64
 	state profile.State
+	// subjects are the blind indexes of its user and anonymous ids: the
+	// subjects its consent is stored under.
+	subjects [][]byte
 }
+
+// ID returns the profile's id.
+func (p *Profile) ID() int64 { return p.id }
+
+// Subjects returns the blind indexes of the profile's user and anonymous ids,
+// under which its consent is recorded.
+func (p *Profile) Subjects() [][]byte { return p.subjects }
 
 // AudienceRef names an audience a profile belongs to.
 type AudienceRef struct {
@@ -132,6 +142,9 @@ func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord, mem *st
 		}
 	}
 	for _, ir := range idents {
+		if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
+			p.subjects = append(p.subjects, ir.Blind)
+		}
 		k, ok := keys[ir.KeyID]
 		if !ok {
 			continue
@@ -226,8 +239,10 @@ func decodeCursor(c string) (int64, error) {
 }
 
 // Events returns a page of a profile's timeline, newest first, decrypted, and the
-// cursor of the next page ("" at the end).
-func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit int) ([]trustloop.TimelineEvent, string, error) {
+// cursor of the next page ("" at the end). When keep is not nil, only events it
+// keeps (by the purposes they were collected for) are returned, so a page may
+// hold fewer than limit events while a next cursor remains.
+func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit int, keep func(purposes []string) bool) ([]trustloop.TimelineEvent, string, error) {
 	before, err := decodeCursor(cursor)
 	if err != nil {
 		return nil, "", err
@@ -283,8 +298,11 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 		if err != nil {
 			return nil, "", err
 		}
+		if keep != nil && !keep(env.Purposes) {
+			continue
+		}
 		out = append(out, trustloop.TimelineEvent{Seq: e.Seq, Type: e.Type.String(), ReceivedAt: e.ReceivedAt,
-			Timestamp: e.Timestamp, Source: e.SourceID, Message: env.Message})
+			Timestamp: e.Timestamp, Source: e.SourceID, Purposes: env.Purposes, Message: env.Message})
 	}
 	return out, next, nil
 }

@@ -18,7 +18,9 @@ serve_flags=()
 run_shape() {
   local shape=$1; shift
   local dir; dir=$(mktemp -d)
-  "$bin" serve --data-dir "$dir" --addr "127.0.0.1:$port" "${serve_flags[@]}" 2>"$dir.log" &
+  # opt_out: the load carries no consent update per visitor, and the figures are
+  # about storing events (under opt_in without consent they would all be dropped).
+  "$bin" serve --data-dir "$dir" --addr "127.0.0.1:$port" --regime opt_out "${serve_flags[@]}" 2>"$dir.log" &
   local pid=$!
   for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
   for i in $(seq 1 "$runs"); do

@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/trustloop/trustloop"
 )
@@ -102,8 +104,7 @@ func (db *DB) FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*trust
 	return s, nil
 }
 
-// Stats counts rows (live profiles only). Consent records and audit entries have
-// no tables yet (later issues); they count zero.
+// Stats counts rows (live profiles only).
 func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
 	var st trustloop.Stats
 	for _, c := range []struct {
@@ -112,6 +113,7 @@ func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
 	}{
 		{"workspaces", &st.Workspaces}, {"sources", &st.Sources}, {"events", &st.Events}, {"subject_keys", &st.SubjectKeys},
 		{"profiles WHERE merged_into = 0", &st.Profiles}, {"identities", &st.Identities},
+		{"consent_records", &st.ConsentRecords},
 	} {
 		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+c.table).Scan(c.dst); err != nil {
 			return st, fmt.Errorf("sqlite: stats: %w", err)
@@ -177,4 +179,83 @@ func (db *DB) PutSetting(ctx context.Context, workspaceID int64, name string, va
 			WithHint("Read it again (GET) and send your change with the version you read.")
 	}
 	return version + 1, nil
+}
+
+// CreateAPIKey stores a new API key.
+func (db *DB) CreateAPIKey(ctx context.Context, k *trustloop.APIKey) error {
+	k.CreatedAt = db.Now().UTC().Truncate(time.Millisecond)
+	res, err := db.write.ExecContext(ctx, `INSERT INTO api_keys (workspace_id, name, secret_hash, roles, purposes, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		k.WorkspaceID, k.Name, k.SecretHash, strings.Join(k.Roles, " "), strings.Join(k.Purposes, " "), ms(k.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("sqlite: create api key: %w", err)
+	}
+	k.ID, _ = res.LastInsertId()
+	return nil
+}
+
+// ListAPIKeys returns a workspace's keys.
+func (db *DB) ListAPIKeys(ctx context.Context, workspaceID int64) ([]*trustloop.APIKey, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT id, workspace_id, name, secret_hash, roles, purposes, created_at, revoked_at
+		FROM api_keys WHERE workspace_id = ? ORDER BY id`, workspaceID)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list api keys: %w", err)
+	}
+	defer rows.Close()
+	var out []*trustloop.APIKey
+	for rows.Next() {
+		k := &trustloop.APIKey{}
+		var roles, purposes string
+		var created int64
+		var revoked sql.NullInt64
+		if err := rows.Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.SecretHash, &roles, &purposes, &created, &revoked); err != nil {
+			return nil, fmt.Errorf("sqlite: list api keys: %w", err)
+		}
+		k.Roles, k.Purposes, k.CreatedAt = strings.Fields(roles), strings.Fields(purposes), fromMS(created)
+		if revoked.Valid {
+			t := fromMS(revoked.Int64)
+			k.RevokedAt = &t
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// RevokeAPIKey revokes a key unless it is the workspace's last active admin key.
+func (db *DB) RevokeAPIKey(ctx context.Context, workspaceID, id int64, at time.Time) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: revoke api key: %w", err)
+	}
+	defer tx.Rollback()
+	var roles string
+	var revoked sql.NullInt64
+	err = tx.QueryRowContext(ctx, `SELECT roles, revoked_at FROM api_keys WHERE workspace_id = ? AND id = ?`, workspaceID, id).Scan(&roles, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return trustloop.Errorf(trustloop.ENOTFOUND, "No API key with this id in the workspace.").WithHint("GET /v1/api-keys lists them.")
+	} else if err != nil {
+		return fmt.Errorf("sqlite: revoke api key: %w", err)
+	}
+	if revoked.Valid {
+		return nil
+	}
+	if slices.Contains(strings.Fields(roles), trustloop.RoleAdmin) {
+		var admins int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM api_keys WHERE workspace_id = ? AND revoked_at IS NULL
+			AND (' ' || roles || ' ') LIKE '% admin %'`, workspaceID).Scan(&admins); err != nil {
+			return fmt.Errorf("sqlite: revoke api key: %w", err)
+		}
+		if admins <= 1 {
+			return trustloop.Errorf(trustloop.ECONFLICT, "This is the workspace's last active admin key.").
+				WithHint("Create another admin key first, then revoke this one.")
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE workspace_id = ? AND id = ?`, ms(at), workspaceID, id); err != nil {
+		return fmt.Errorf("sqlite: revoke api key: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: revoke api key: %w", err)
+	}
+	return nil
 }

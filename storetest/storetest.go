@@ -40,6 +40,13 @@ func Run(t *testing.T, open Opener) {
 		{"MergeAndSplit", testMergeAndSplit},
 		{"Audiences", testAudiences},
 		{"Settings", testSettings},
+		{"AuditAppend", testAuditAppend},
+		{"AuditInvalidWritesNothing", testAuditInvalid},
+		{"AuditWorkspaces", testAuditWorkspaces},
+		{"AuditConcurrent", testAuditConcurrent},
+		{"AuditCheckpoints", testAuditCheckpoints},
+		{"Consent", testConsent},
+		{"APIKeys", testAPIKeys},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -67,7 +67,9 @@ func start(t *testing.T, dataDir string, extraArgs ...string) *server {
 	t.Helper()
 	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir}, extraArgs...)
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "TRUSTLOOP_BOOTSTRAP_WRITE_KEY="+writeKey, "TRUSTLOOP_BOOTSTRAP_ADMIN_KEY=e2e-admin-key")
+	// The opt-out regime: these tests are about collection and profiles; the
+	// consent tests pass --regime opt_in, which wins over the environment.
+	cmd.Env = append(os.Environ(), "TRUSTLOOP_BOOTSTRAP_WRITE_KEY="+writeKey, "TRUSTLOOP_BOOTSTRAP_ADMIN_KEY=e2e-admin-key", "TRUSTLOOP_REGIME=opt_out")
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	s := &server{t: t, cmd: cmd, dataDir: dataDir, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
@@ -614,14 +616,14 @@ func profilesEndToEnd(t *testing.T, extra ...string) {
 		return res.StatusCode, v
 	}
 	check := func(s *server) {
-		code, p := get(s, "/v1/profiles/lookup?purpose=analytics&identifier=email:e2e-"+run+"@example.com")
+		code, p := get(s, "/v1/profiles/lookup?purpose=marketing&identifier=email:e2e-"+run+"@example.com")
 		if code != 200 {
 			t.Fatalf("lookup answered %d: %v\n%s", code, p, s.log())
 		}
 		if traits, _ := p["traits"].(map[string]any); traits["plan"] != "gold" {
 			t.Fatalf("profile traits = %v", p["traits"])
 		}
-		code, evs := get(s, "/v1/profiles/"+p["profile_id"].(string)+"/events?purpose=analytics")
+		code, evs := get(s, "/v1/profiles/"+p["profile_id"].(string)+"/events?purpose=marketing")
 		if data, _ := evs["data"].([]any); code != 200 || len(data) != 2 {
 			t.Fatalf("timeline answered %d with %v", code, evs)
 		}
@@ -651,7 +653,7 @@ func profilesEndToEnd(t *testing.T, extra ...string) {
 	if c["events"] != float64(5) || c["order_count"] != float64(3) || c["lifetime_value"] != float64(30) {
 		t.Fatalf("after SIGKILL and restart the profile's computed traits are %v, want 5 events, 3 orders, 30", c)
 	}
-	code, evs := get(s, "/v1/profiles/"+p["profile_id"].(string)+"/events?purpose=analytics")
+	code, evs := get(s, "/v1/profiles/"+p["profile_id"].(string)+"/events?purpose=marketing")
 	if data, _ := evs["data"].([]any); code != 200 || len(data) != 5 {
 		t.Fatalf("timeline after the kill: %d with %v", code, evs)
 	}

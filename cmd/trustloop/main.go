@@ -23,6 +23,7 @@ import (
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/bench"
+	"github.com/trustloop/trustloop/consent"
 	tlhttp "github.com/trustloop/trustloop/http"
 	"github.com/trustloop/trustloop/identity"
 	"github.com/trustloop/trustloop/ingest"
@@ -160,6 +161,8 @@ type Main struct {
 	// ProfilesCached and ProfilesFlushAfter tune the projection (see its flags).
 	ProfilesCached     int
 	ProfilesFlushAfter time.Duration
+	// Regime is the consent regime of the workspace made on first start.
+	Regime string
 
 	stopProfiles func()
 	LogLevel     string
@@ -173,6 +176,7 @@ type Main struct {
 	Pipeline *ingest.Pipeline
 	Metrics  *metrics.Metrics
 	HTTP     *tlhttp.Server
+	Consent  *consent.Service
 }
 
 // NewMain returns a Main with defaults.
@@ -193,6 +197,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&m.Profiles, "profiles", false, "resolve identities and keep unified profiles at ingest, and serve the profile API (off by default: it costs more than half of the collector's batch throughput; see docs/performance.md)")
 	fs.IntVar(&m.ProfilesCached, "profiles-cached", 200_000, "with --profiles: profiles kept in memory (~1.5 KB each; the active ones should fit)")
 	fs.DurationVar(&m.ProfilesFlushAfter, "profiles-flush-after", 5*time.Second, "with --profiles: how long a changed profile may stay only in memory before it is written (the log replays it after a crash; longer writes less under load)")
+	fs.StringVar(&m.Regime, "regime", consent.RegimeOptIn, "consent regime of the workspace created on first start: opt_in (GDPR-style: nothing but essential without consent) or opt_out (CCPA-style); later changes go through PUT /v1/purposes")
 	fs.StringVar(&m.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&m.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (empty: off; never expose it publicly)")
 	fs.DurationVar(&m.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
@@ -207,6 +212,9 @@ func (m *Main) ParseFlags(args []string) error {
 	}
 	if m.ProfilesFlushAfter < 10*time.Millisecond || m.ProfilesFlushAfter > 10*time.Minute {
 		return &usageError{fmt.Sprintf("--profiles-flush-after %s: want 10ms to 10m", m.ProfilesFlushAfter)}
+	}
+	if m.Regime != consent.RegimeOptIn && m.Regime != consent.RegimeOptOut {
+		return &usageError{fmt.Sprintf("--regime %q: want opt_in or opt_out", m.Regime)}
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(m.LogLevel)); err != nil {
@@ -260,6 +268,12 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.Keyring = keyring.New(master, 200_000)
 	m.Keyring.Load = m.Store.FindWorkspace
+	m.Consent = consent.New(m.Store, m.Keyring, m.Log, 200_000)
+	if _, shared := m.Store.(*postgres.DB); shared {
+		// Other nodes change consent too: what this node cached is re-read
+		// after a second (reads of personal data always decide afresh).
+		m.Consent.StaleAfter = time.Second
+	}
 	if err := m.bootstrap(ctx); err != nil {
 		return err
 	}
@@ -305,8 +319,12 @@ func (m *Main) Open(ctx context.Context) error {
 	} else if m.Profiles {
 		m.Log.Warn("this storage backend does not keep profiles yet; the profile API is off")
 	}
-	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, nil, icfg)
-	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Metrics: m.Metrics, Log: m.Log,
+	admit := func(ctx context.Context, src *trustloop.Source, msg *trustloop.Message, hash, user, anon []byte) ([]string, error) {
+		a, err := m.Consent.Admit(ctx, src, msg, hash, user, anon)
+		return a.Purposes, err
+	}
+	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, admit, icfg)
+	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Consent: m.Consent, Metrics: m.Metrics, Log: m.Log,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
 	if err := m.HTTP.Open(m.Addr); err != nil {
@@ -344,6 +362,16 @@ func (m *Main) bootstrap(ctx context.Context) error {
 	}
 	if !created {
 		return nil
+	}
+	if m.Regime == consent.RegimeOptOut {
+		if err := m.Keyring.AddWorkspace(&b.Workspace); err != nil {
+			return err
+		}
+		c := consent.DefaultCatalog()
+		c.Regime = consent.RegimeOptOut
+		if _, err := m.Consent.PutCatalog(ctx, b.Workspace.ID, c, 0); err != nil {
+			return fmt.Errorf("bootstrap: purpose catalog: %w", err)
+		}
 	}
 	creds := fmt.Sprintf("# Trustloop bootstrap credentials, shown once. Keep them safe, then delete this file.\n"+
 		"workspace=default\nwrite_key=%s\nadmin_api_key=%s\n", writeKey, adminKey)

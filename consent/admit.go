@@ -1,0 +1,120 @@
+package consent
+
+import (
+	"context"
+	"encoding/hex"
+
+	"github.com/trustloop/trustloop"
+)
+
+// Admission is the decision for one collected message.
+type Admission struct {
+	// Purposes are the purposes the event may serve; empty means it is not
+	// stored as personal data (T2).
+	Purposes []string
+	// Recorded counts consent records the message caused (a preference update,
+	// a GPC opt-out).
+	Recorded int
+}
+
+// Admit decides at collection which purposes a message may serve (T1, T2):
+// stored consent of its subjects (userBlind, anonBlind: the blind indexes of its
+// user id and anonymous id, nil when absent), else the regime's default,
+// narrowed by its own consent context, Sec-GPC and TC string. Before deciding it
+// stores what the message says about consent: a "Segment Consent Preference
+// Updated" event's preferences (method banner, or tcf for its TC string's
+// answers) and a GPC opt-out (method gpc), for every subject it names, so the
+// message itself and all that follow are decided under them.
+func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop.Message, msgHash, userBlind, anonBlind []byte) (Admission, error) {
+	var a Admission
+	ws := src.WorkspaceID
+	k, err := s.Catalog(ctx, ws)
+	if err != nil {
+		return a, err
+	}
+	st, latest, err := s.Stored(ctx, k, ws, userBlind, anonBlind)
+	if err != nil {
+		return a, err
+	}
+	sig := s.Signals(k, &m.Consent, "")
+	subjects := make([][]byte, 0, 2)
+	for _, b := range [][]byte{userBlind, anonBlind} {
+		if b != nil {
+			subjects = append(subjects, b)
+		}
+	}
+	evidence := "message:" + hex.EncodeToString(msgHash)
+	recorded := false
+	if m.Type == trustloop.EventTrack && m.Event == ConsentPreferenceUpdated {
+		changes := s.preferenceChanges(k, sig, latest)
+		for method, cs := range changes {
+			if len(cs) == 0 {
+				continue
+			}
+			if _, recs, err := s.Record(ctx, ws, subjects, cs, Meta{Method: method, SourceID: src.ID, Evidence: evidence}); err != nil {
+				return a, err
+			} else {
+				a.Recorded += len(recs)
+				recorded = true
+			}
+		}
+	}
+	if m.Consent.GPC {
+		var cs []Change
+		for i := range k.Len() {
+			bit := Set(1) << i
+			if k.gpc&bit != 0 && (st.Refused|st.Withdrawn)&bit == 0 {
+				cs = append(cs, Change{Purpose: k.ID(i), State: newState(false, latest[k.ID(i)].State)})
+			}
+		}
+		if len(cs) > 0 {
+			_, recs, err := s.Record(ctx, ws, subjects, cs, Meta{Method: trustloop.MethodGPC, SourceID: src.ID, Evidence: evidence})
+			if err != nil {
+				return a, err
+			}
+			a.Recorded += len(recs)
+			recorded = true
+		}
+	}
+	if recorded {
+		if st, _, err = s.Stored(ctx, k, ws, userBlind, anonBlind); err != nil {
+			return a, err
+		}
+	}
+	if serves := k.Serves(k.Decide(st, sig), EventCategories(m)); serves != 0 {
+		a.Purposes = k.Names(serves)
+	}
+	return a, nil
+}
+
+// preferenceChanges returns, by method, what a preference update changes: the
+// categoryPreferences (banner) and a TC string's answers for TCF-mapped
+// purposes (tcf). Answers equal to the stored state are not recorded again.
+func (s *Service) preferenceChanges(k *Compiled, sig Signals, latest map[string]trustloop.ConsentRecord) map[string][]Change {
+	out := map[string][]Change{}
+	seen := Set(0)
+	add := func(method string, i int, yes bool) {
+		id := k.ID(i)
+		if k.contract.Has(i) || seen.Has(i) {
+			return
+		}
+		seen |= 1 << i
+		before := latest[id].State
+		st := newState(yes, before)
+		if st == before || (!yes && before == trustloop.ConsentRefused) {
+			return
+		}
+		out[method] = append(out[method], Change{Purpose: id, State: st})
+	}
+	for m := sig.PrefsSet; m != 0; m &= m - 1 {
+		i := trailing(m)
+		add(trustloop.MethodBanner, i, sig.PrefsTrue.Has(i))
+	}
+	if sig.TCF.Present {
+		for m := k.tcfMapped; m != 0; m &= m - 1 {
+			i := trailing(m)
+			add(trustloop.MethodTCF, i, !sig.TCF.Malformed && k.tcfNeed[i]&^sig.TCF.Consented == 0)
+		}
+	}
+	return out
+}

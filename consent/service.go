@@ -1,0 +1,452 @@
+package consent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/cache"
+	"github.com/trustloop/trustloop/consent/tcf"
+	"github.com/trustloop/trustloop/keyring"
+)
+
+// Store is what the Service needs of a storage backend.
+type Store interface {
+	trustloop.ConsentStore
+	trustloop.SettingStore
+}
+
+// Service keeps each workspace's compiled catalog and its subjects' stored
+// consent at hand, decides at collection and records changes. It is safe for
+// concurrent use.
+type Service struct {
+	store Store
+	keys  *keyring.Keyring
+	log   *slog.Logger
+	// Now is the clock (tests set it).
+	Now func() time.Time
+	// StaleAfter bounds how long cached stored consent and catalogs are trusted
+	// when other nodes may change them (a shared PostgreSQL store); changes made
+	// through this node are seen at once.
+	StaleAfter time.Duration
+	// OnChange, when set, is called with every appended record (after commit);
+	// the audit log is wired here.
+	OnChange func(ctx context.Context, recs []trustloop.ConsentRecord)
+
+	mu       sync.Mutex
+	catalogs map[int64]*catalogEntry
+	subjects *cache.TwoGen[subjectKey, *subjectEntry]
+	tcfs     *cache.TwoGen[string, TCF]
+}
+
+type catalogEntry struct {
+	compiled *Compiled
+	loaded   time.Time
+}
+
+type subjectKey struct {
+	ws    int64
+	blind [keyring.BlindSize]byte
+}
+
+// subjectEntry is a subject's latest record per purpose.
+type subjectEntry struct {
+	latest map[string]trustloop.ConsentRecord
+	loaded time.Time
+}
+
+// New returns a service over store, caching up to about 2 × cached subjects.
+func New(store Store, keys *keyring.Keyring, log *slog.Logger, cached int) *Service {
+	return &Service{store: store, keys: keys, log: log, Now: time.Now, StaleAfter: time.Hour,
+		catalogs: map[int64]*catalogEntry{}, subjects: cache.NewTwoGen[subjectKey, *subjectEntry](cached),
+		tcfs: cache.NewTwoGen[string, TCF](4096)}
+}
+
+func skey(ws int64, blind []byte) subjectKey {
+	k := subjectKey{ws: ws}
+	copy(k.blind[:], blind)
+	return k
+}
+
+// Catalog returns a workspace's compiled catalog (the defaults until edited).
+func (s *Service) Catalog(ctx context.Context, ws int64) (*Compiled, error) {
+	now := s.Now()
+	s.mu.Lock()
+	e := s.catalogs[ws]
+	s.mu.Unlock()
+	if e != nil && now.Sub(e.loaded) < min(s.StaleAfter, 5*time.Second) {
+		return e.compiled, nil
+	}
+	c, err := s.loadCatalog(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	if e != nil && e.compiled.Catalog.Version == c.Version {
+		s.mu.Lock()
+		e.loaded = now
+		s.mu.Unlock()
+		return e.compiled, nil
+	}
+	k, err := Compile(c)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.catalogs[ws] = &catalogEntry{compiled: k, loaded: now}
+	s.mu.Unlock()
+	return k, nil
+}
+
+func (s *Service) loadCatalog(ctx context.Context, ws int64) (*Catalog, error) {
+	v, version, err := s.store.FindSetting(ctx, ws, SettingName)
+	if trustloop.ErrorCode(err) == trustloop.ENOTFOUND {
+		return DefaultCatalog(), nil
+	} else if err != nil {
+		return nil, err
+	}
+	var c Catalog
+	if err := json.Unmarshal(v, &c); err != nil {
+		return nil, fmt.Errorf("consent: stored catalog of workspace %d: %w", ws, err)
+	}
+	c.Version = version
+	return &c, nil
+}
+
+// PutCatalog replaces a workspace's catalog if its version is still version
+// (optimistic concurrency; ECONFLICT otherwise) and returns the stored catalog
+// with its new version.
+func (s *Service) PutCatalog(ctx context.Context, ws int64, c *Catalog, version int64) (*Catalog, error) {
+	prev, err := s.loadCatalog(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	if version != prev.Version {
+		return nil, trustloop.Errorf(trustloop.ECONFLICT, "The catalog changed meanwhile (version %d, not %d).", prev.Version, version).
+			WithHint("Read it again, apply your edit and send it with the new version.")
+	}
+	err = Validate(c, prev, func(purpose string) (bool, error) {
+		return s.store.ConsentPurposeUsed(ctx, ws, purpose)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Version = 0
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	nv, err := s.store.PutSetting(ctx, ws, SettingName, b, version)
+	if err != nil {
+		return nil, err
+	}
+	c.Version = nv
+	k, err := Compile(c)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.catalogs[ws] = &catalogEntry{compiled: k, loaded: s.Now()}
+	s.mu.Unlock()
+	return c, nil
+}
+
+// latest returns a subject's latest record per purpose, cached.
+func (s *Service) latest(ctx context.Context, ws int64, blind []byte) (map[string]trustloop.ConsentRecord, error) {
+	key := skey(ws, blind)
+	now := s.Now()
+	s.mu.Lock()
+	e, ok := s.subjects.Get(key)
+	s.mu.Unlock()
+	if ok && now.Sub(e.loaded) < s.StaleAfter {
+		return e.latest, nil
+	}
+	recs, err := s.store.ConsentRecords(ctx, ws, blind)
+	if err != nil {
+		return nil, err
+	}
+	e = &subjectEntry{loaded: now}
+	if len(recs) > 0 {
+		e.latest = foldLatest(recs)
+	}
+	s.mu.Lock()
+	s.subjects.Put(key, e)
+	s.mu.Unlock()
+	return e.latest, nil
+}
+
+// foldLatest keeps each purpose's last record in chain order.
+func foldLatest(recs []trustloop.ConsentRecord) map[string]trustloop.ConsentRecord {
+	out := make(map[string]trustloop.ConsentRecord, 4)
+	for _, r := range recs {
+		out[r.Purpose] = r
+	}
+	return out
+}
+
+// merged folds several subjects' latest records: per purpose the most recent
+// (by time) wins, so a choice made while anonymous carries over to the login and
+// back.
+func merged(sets ...map[string]trustloop.ConsentRecord) map[string]trustloop.ConsentRecord {
+	var out map[string]trustloop.ConsentRecord
+	n := 0
+	for _, m := range sets {
+		if len(m) > 0 {
+			n++
+			out = m
+		}
+	}
+	if n <= 1 {
+		return out
+	}
+	out = map[string]trustloop.ConsentRecord{}
+	for _, m := range sets {
+		for p, r := range m {
+			if have, ok := out[p]; !ok || r.At.After(have.At) {
+				out[p] = r
+			}
+		}
+	}
+	return out
+}
+
+// Fold turns latest records into Stored for catalog k at now: a given consent
+// past its expiry counts as expired.
+func (k *Compiled) Fold(latest map[string]trustloop.ConsentRecord, now time.Time) Stored {
+	var st Stored
+	for p, r := range latest {
+		i, ok := k.index[p]
+		if !ok {
+			continue
+		}
+		bit := Set(1) << i
+		switch r.State {
+		case trustloop.ConsentGiven:
+			if !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt) {
+				st.Expired |= bit
+			} else {
+				st.Given |= bit
+			}
+		case trustloop.ConsentRefused:
+			st.Refused |= bit
+		case trustloop.ConsentWithdrawn:
+			st.Withdrawn |= bit
+		default: // expired, or a state this build does not know: no
+			st.Expired |= bit
+		}
+	}
+	return st
+}
+
+// Stored returns the stored consent of the subjects (blind indexes; nil ones
+// are skipped) under catalog k.
+func (s *Service) Stored(ctx context.Context, k *Compiled, ws int64, blinds ...[]byte) (Stored, map[string]trustloop.ConsentRecord, error) {
+	var sets [4]map[string]trustloop.ConsentRecord
+	n := 0
+	for _, b := range blinds {
+		if b == nil || n == len(sets) {
+			continue
+		}
+		l, err := s.latest(ctx, ws, b)
+		if err != nil {
+			return Stored{}, nil, err
+		}
+		sets[n] = l
+		n++
+	}
+	m := merged(sets[:n]...)
+	return k.Fold(m, s.Now()), m, nil
+}
+
+// TCFOf decodes a TC string for the decision (cached: a visitor sends the same
+// string with every event).
+func (s *Service) TCFOf(str string) TCF {
+	if str == "" {
+		return TCF{}
+	}
+	s.mu.Lock()
+	t, ok := s.tcfs.Get(str)
+	s.mu.Unlock()
+	if ok {
+		return t
+	}
+	t = TCF{Present: true}
+	if d, err := tcf.Decode(str); err != nil {
+		t.Malformed = true
+	} else {
+		for n := 1; n <= 24; n++ {
+			if d.HasPublisherSegment {
+				if d.PublisherPurposeConsent(n) {
+					t.Consented |= 1 << (n - 1)
+				}
+			} else if d.PurposeConsent(n) {
+				t.Consented |= 1 << (n - 1)
+			}
+		}
+	}
+	s.mu.Lock()
+	s.tcfs.Put(str, t)
+	s.mu.Unlock()
+	return t
+}
+
+// Signals returns an event's consent signals under catalog k.
+func (s *Service) Signals(k *Compiled, c *trustloop.ConsentSignals, jurisdiction string) Signals {
+	sig := Signals{Regime: k.Regime(jurisdiction), GPC: c.GPC, TCF: s.TCFOf(c.TCString)}
+	if c.CategoryPreferences != nil {
+		sig.PrefsSet, sig.PrefsTrue = k.Preferences(c.CategoryPreferences)
+	}
+	return sig
+}
+
+// Meta describes where a change came from.
+type Meta struct {
+	Method        string
+	NoticeVersion string
+	Jurisdiction  string
+	SourceID      int64
+	Evidence      string
+}
+
+// Change is one purpose's new state.
+type Change struct {
+	Purpose string
+	State   string
+}
+
+// Record appends changes for every subject (blind indexes) in one transaction,
+// with a signed receipt, and returns the receipt's JWS. Changes to contract
+// purposes are refused: they cannot be switched off.
+func (s *Service) Record(ctx context.Context, ws int64, subjects [][]byte, changes []Change, meta Meta) (jws string, recs []trustloop.ConsentRecord, err error) {
+	k, err := s.Catalog(ctx, ws)
+	if err != nil {
+		return "", nil, err
+	}
+	if !slices.Contains(trustloop.ConsentMethods, meta.Method) {
+		return "", nil, trustloop.Errorf(trustloop.EINVALID, "Unknown consent method %q.", meta.Method).
+			WithHint("Methods: preference_center, banner, api, gpc, tcf, import.")
+	}
+	if len(meta.NoticeVersion) > 100 || len(meta.Jurisdiction) > 16 {
+		return "", nil, trustloop.Errorf(trustloop.EINVALID, "notice_version is at most 100 and jurisdiction at most 16 characters.")
+	}
+	if len(changes) == 0 || len(subjects) == 0 {
+		return "", nil, trustloop.Errorf(trustloop.EINVALID, "Nothing to record: name at least one purpose.")
+	}
+	key, err := s.keys.SigningKey(ws)
+	if err != nil {
+		return "", nil, err
+	}
+	now := s.Now().UTC().Truncate(time.Millisecond)
+	var expires time.Time
+	if ttl := k.Catalog.ConsentTTLDays; ttl > 0 {
+		expires = now.AddDate(0, 0, ttl)
+	}
+	body := &ReceiptBody{Version: 1, ReceiptID: NewReceiptID(), WorkspaceID: ws, IssuedAt: now, Method: meta.Method,
+		NoticeVersion: meta.NoticeVersion, Jurisdiction: meta.Jurisdiction}
+	for _, c := range changes {
+		i, ok := k.Index(c.Purpose)
+		if !ok {
+			return "", nil, trustloop.Errorf(trustloop.EINVALID, "Unknown purpose %q.", c.Purpose).
+				WithHint("GET /v1/purposes lists the catalog.")
+		}
+		if k.contract.Has(i) {
+			return "", nil, trustloop.Errorf(trustloop.EINVALID, "Purpose %q rests on the contract and cannot be switched on or off.", c.Purpose).
+				WithHint("Leave it out; it is always allowed for what the customer asked for.")
+		}
+		body.Changes = append(body.Changes, ReceiptChange(c))
+		for _, sub := range subjects {
+			r := trustloop.ConsentRecord{WorkspaceID: ws, Subject: sub, Purpose: c.Purpose, State: c.State, At: now,
+				Method: meta.Method, NoticeVersion: meta.NoticeVersion, Jurisdiction: meta.Jurisdiction,
+				SourceID: meta.SourceID, Evidence: meta.Evidence, ReceiptID: body.ReceiptID}
+			if c.State == trustloop.ConsentGiven && !expires.IsZero() {
+				r.ExpiresAt = expires
+				body.ExpiresAt = &expires
+			}
+			recs = append(recs, r)
+		}
+	}
+	err = s.store.AppendConsent(ctx, recs, func(done []trustloop.ConsentRecord) (*trustloop.ConsentReceipt, error) {
+		body.Records = body.Records[:0]
+		for _, r := range done {
+			body.Records = append(body.Records, ReceiptRecord{Subject: hex.EncodeToString(r.Subject), Seq: r.Seq,
+				Purpose: r.Purpose, Hash: hex.EncodeToString(r.Hash)})
+		}
+		var err error
+		jws, err = SignReceipt(key, body)
+		if err != nil {
+			return nil, err
+		}
+		copy(recs, done)
+		return &trustloop.ConsentReceipt{ID: body.ReceiptID, WorkspaceID: ws, Subject: subjects[0], At: now, Body: []byte(jws)}, nil
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	s.mu.Lock()
+	for _, sub := range subjects {
+		s.subjects.Remove(skey(ws, sub))
+	}
+	s.mu.Unlock()
+	if s.OnChange != nil {
+		s.OnChange(ctx, recs)
+	}
+	return jws, recs, nil
+}
+
+// newState is the state a yes or no becomes: a no after a yes is a withdrawal,
+// any other no a refusal.
+func newState(yes bool, before string) string {
+	switch {
+	case yes:
+		return trustloop.ConsentGiven
+	case before == trustloop.ConsentGiven:
+		return trustloop.ConsentWithdrawn
+	}
+	return trustloop.ConsentRefused
+}
+
+// Changes turns wanted yes/no answers into changes given the latest records.
+func Changes(wanted map[string]bool, latest map[string]trustloop.ConsentRecord) []Change {
+	out := make([]Change, 0, len(wanted))
+	for _, p := range sortedKeys(wanted) {
+		out = append(out, Change{Purpose: p, State: newState(wanted[p], latest[p].State)})
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// PublicKey returns a workspace's receipt (and checkpoint) verification key.
+func (s *Service) PublicKey(ws int64) (ed25519.PublicKey, error) {
+	k, err := s.keys.SigningKey(ws)
+	if err != nil {
+		return nil, err
+	}
+	return k.Public().(ed25519.PublicKey), nil
+}
+
+// History returns a subject's records in chain order, read from the store.
+func (s *Service) History(ctx context.Context, ws int64, subject []byte) ([]trustloop.ConsentRecord, error) {
+	return s.store.ConsentRecords(ctx, ws, subject)
+}
+
+// Receipt returns a stored receipt of the workspace.
+func (s *Service) Receipt(ctx context.Context, ws int64, id string) (*trustloop.ConsentReceipt, error) {
+	if len(id) == 0 || len(id) > 64 {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No consent receipt with this id.")
+	}
+	return s.store.FindConsentReceipt(ctx, ws, id)
+}

@@ -1,0 +1,146 @@
+package http
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/trustloop/trustloop"
+)
+
+// API keys (API.md): admin keys create, list and revoke the keys of their own
+// workspace. A secret is shown once, at creation; the store keeps its SHA-256.
+
+var apiKeyPaths = []string{"/v1/api-keys", "/v1/api-keys/{id}"}
+
+func (s *Server) apiKeyRoutes(mux *http.ServeMux) {
+	mux.Handle("POST /v1/api-keys", s.route("/v1/api-keys", s.authed(s.createAPIKey)))
+	mux.Handle("GET /v1/api-keys", s.route("/v1/api-keys", s.authed(s.listAPIKeys)))
+	mux.Handle("DELETE /v1/api-keys/{id}", s.route("/v1/api-keys/{id}", s.authed(s.revokeAPIKey)))
+}
+
+// apiKeyView is a key as listed: never its secret or hash.
+type apiKeyView struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Roles     []string   `json:"roles"`
+	Purposes  []string   `json:"purposes"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// Secret is set only in the answer to its creation.
+	Secret string `json:"secret,omitempty"`
+}
+
+func viewKey(k *trustloop.APIKey) apiKeyView {
+	return apiKeyView{ID: strconv.FormatInt(k.ID, 10), Name: k.Name, Roles: k.Roles, Purposes: k.Purposes,
+		CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt}
+}
+
+var roles = []string{trustloop.RoleAdmin, trustloop.RoleReader, trustloop.RolePrivacy}
+
+const secretAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+// newSecret returns "tl_" and 40 random characters (~238 bits).
+func newSecret() string {
+	b := make([]byte, 40)
+	rand.Read(b)
+	for i := range b {
+		// 256 is not a multiple of 62: reject the top to stay uniform.
+		for b[i] >= 248 {
+			var one [1]byte
+			rand.Read(one[:])
+			b[i] = one[0]
+		}
+		b[i] = secretAlphabet[int(b[i])%len(secretAlphabet)]
+	}
+	return "tl_" + string(b)
+}
+
+func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	var body struct {
+		Name     string   `json:"name"`
+		Roles    []string `json:"roles"`
+		Purposes []string `json:"purposes"`
+	}
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	body.Name = strings.TrimSpace(body.Name)
+	if body.Name == "" || len(body.Name) > 100 {
+		return trustloop.Errorf(trustloop.EINVALID, "name is required (1–100 characters): say who or what uses the key.")
+	}
+	if len(body.Roles) == 0 {
+		return trustloop.Errorf(trustloop.EINVALID, "roles is required: one or more of admin, reader, privacy.")
+	}
+	for _, role := range body.Roles {
+		if !slices.Contains(roles, role) {
+			return trustloop.Errorf(trustloop.EINVALID, "Unknown role %q.", role).WithHint("Roles: admin, reader, privacy.")
+		}
+	}
+	known := trustloop.DefaultPurposes
+	if s.Consent != nil {
+		c, err := s.Consent.Catalog(r.Context(), k.WorkspaceID)
+		if err != nil {
+			return err
+		}
+		known = c.Names(c.All())
+	}
+	for _, p := range body.Purposes {
+		if !slices.Contains(known, p) {
+			return trustloop.Errorf(trustloop.EINVALID, "Unknown purpose %q.", p).WithHint("Purposes: " + strings.Join(known, ", ") + ".")
+		}
+	}
+	slices.Sort(body.Roles)
+	secret := newSecret()
+	h := sha256.Sum256([]byte(secret))
+	nk := &trustloop.APIKey{WorkspaceID: k.WorkspaceID, Name: body.Name, SecretHash: h[:],
+		Roles: slices.Compact(body.Roles), Purposes: body.Purposes}
+	if nk.Purposes == nil {
+		nk.Purposes = []string{}
+	}
+	if err := s.Store.CreateAPIKey(r.Context(), nk); err != nil {
+		return err
+	}
+	v := viewKey(nk)
+	v.Secret = secret
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+func (s *Server) listAPIKeys(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	keys, err := s.Store.ListAPIKeys(r.Context(), k.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	out := make([]apiKeyView, 0, len(keys))
+	for _, key := range keys {
+		out = append(out, viewKey(key))
+	}
+	writeJSON(w, http.StatusOK, page[apiKeyView]{Data: out})
+	return nil
+}
+
+func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return trustloop.Errorf(trustloop.EINVALID, "An API key id is a positive number.").WithHint("GET /v1/api-keys lists them.")
+	}
+	if err := s.Store.RevokeAPIKey(r.Context(), k.WorkspaceID, id, s.now()); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

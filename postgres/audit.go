@@ -1,0 +1,193 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/trustloop/trustloop"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+var _ trustloop.AuditStore = (*DB)(nil)
+
+// querier is what both a transaction and the pool offer.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// AppendAudit appends entries to their workspaces' logs in one transaction.
+// Several nodes append at once: each workspace's head row is locked (SELECT …
+// FOR UPDATE, in workspace order so two batches never wait on each other in a
+// cycle) before its size is read, so the hashes computed here are over the log
+// as committed and the indexes are dense. A waiting appender reads the head its
+// predecessor committed (READ COMMITTED re-reads a row it waited for); under
+// SERIALIZABLE (CockroachDB) the loser gets 40001 and retry runs it again.
+func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	groups := map[int64][]int{}
+	for i := range entries {
+		groups[entries[i].WorkspaceID] = append(groups[entries[i].WorkspaceID], i)
+	}
+	wss := make([]int64, 0, len(groups))
+	for ws := range groups {
+		wss = append(wss, ws)
+	}
+	slices.Sort(wss)
+	indexes := make([]int64, len(entries))
+	err := retry(ctx, func() error {
+		tx, err := db.pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(ctx)
+		// A workspace's first append makes its head row; ON CONFLICT DO NOTHING
+		// waits for a concurrent maker, then leaves its row alone.
+		if _, err := tx.Exec(ctx, `INSERT INTO audit_heads (workspace_id, size)
+			SELECT unnest($1::bigint[]), 0 ON CONFLICT DO NOTHING`, wss); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT workspace_id, size FROM audit_heads WHERE workspace_id = ANY($1::bigint[])
+			ORDER BY workspace_id FOR UPDATE`, wss)
+		if err != nil {
+			return err
+		}
+		sizes := make(map[int64]int64, len(wss))
+		var ws, size int64
+		if _, err := pgx.ForEachRow(rows, []any{&ws, &size}, func() error { sizes[ws] = size; return nil }); err != nil {
+			return err
+		}
+		for _, ws := range wss {
+			size, ok := sizes[ws]
+			if !ok {
+				return fmt.Errorf("audit head of workspace %d missing", ws)
+			}
+			batch := make([]trustloop.AuditEntry, len(groups[ws]))
+			for j, i := range groups[ws] {
+				batch[j] = entries[i]
+			}
+			data, hashes, err := trustloop.AuditAppend(size, batch, func(idx []int64) ([]tlog.Hash, error) {
+				return readAuditHashes(ctx, tx, ws, idx)
+			})
+			if err != nil {
+				return err
+			}
+			idxs := make([]int64, len(batch))
+			for j := range batch {
+				idxs[j] = batch[j].Index
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO audit_entries (workspace_id, idx, data)
+				SELECT $1::bigint, * FROM unnest($2::bigint[], $3::bytea[])`, ws, idxs, data); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO audit_hashes (workspace_id, idx, hashes)
+				SELECT $1::bigint, * FROM unnest($2::bigint[], $3::bytea[])`, ws, idxs, hashes); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `UPDATE audit_heads SET size = $2 WHERE workspace_id = $1`, ws, size+int64(len(batch))); err != nil {
+				return err
+			}
+			for j, i := range groups[ws] {
+				indexes[i] = idxs[j]
+			}
+		}
+		return tx.Commit(ctx)
+	})
+	if err != nil {
+		if trustloop.ErrorCode(err) == trustloop.EINTERNAL {
+			return fmt.Errorf("postgres: audit append: %w", err)
+		}
+		return err
+	}
+	for i := range entries {
+		entries[i].Index = indexes[i]
+	}
+	return nil
+}
+
+// readAuditHashes reads stored hashes out of the rows that hold them.
+func readAuditHashes(ctx context.Context, q querier, workspaceID int64, indexes []int64) ([]tlog.Hash, error) {
+	if len(indexes) == 0 {
+		return nil, nil
+	}
+	rows, err := q.Query(ctx, `SELECT idx, hashes FROM audit_hashes WHERE workspace_id = $1 AND idx = ANY($2::bigint[])`,
+		workspaceID, trustloop.AuditHashRecords(indexes))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: audit hashes: %w", err)
+	}
+	got := map[int64][]byte{}
+	var idx int64
+	var h []byte
+	if _, err := pgx.ForEachRow(rows, []any{&idx, &h}, func() error { got[idx] = h; return nil }); err != nil {
+		return nil, fmt.Errorf("postgres: audit hashes: %w", err)
+	}
+	return trustloop.PickAuditHashes(indexes, got)
+}
+
+// ReadAuditHashes returns stored tree hashes of a workspace's log.
+func (db *DB) ReadAuditHashes(ctx context.Context, workspaceID int64, indexes []int64) ([]tlog.Hash, error) {
+	return readAuditHashes(ctx, db.pool, workspaceID, indexes)
+}
+
+// AuditSize returns the number of entries in a workspace's log.
+func (db *DB) AuditSize(ctx context.Context, workspaceID int64) (int64, error) {
+	var size int64
+	err := db.pool.QueryRow(ctx, `SELECT size FROM audit_heads WHERE workspace_id = $1`, workspaceID).Scan(&size)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("postgres: audit size: %w", err)
+	}
+	return size, nil
+}
+
+// AuditRecords returns the stored records [start, end) of a workspace's log,
+// each with the hashes stored at its index.
+func (db *DB) AuditRecords(ctx context.Context, workspaceID, start, end int64) ([]trustloop.AuditRecord, error) {
+	rows, err := db.pool.Query(ctx, `SELECT e.idx, e.data, h.hashes FROM audit_entries e
+		LEFT JOIN audit_hashes h ON h.workspace_id = e.workspace_id AND h.idx = e.idx
+		WHERE e.workspace_id = $1 AND e.idx >= $2 AND e.idx < $3 ORDER BY e.idx`, workspaceID, start, end)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: audit records: %w", err)
+	}
+	var out []trustloop.AuditRecord
+	var r trustloop.AuditRecord
+	_, err = pgx.ForEachRow(rows, []any{&r.Index, &r.Data, &r.Hashes}, func() error {
+		r.WorkspaceID = workspaceID
+		out = append(out, r)
+		r = trustloop.AuditRecord{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: audit records: %w", err)
+	}
+	return out, nil
+}
+
+// SaveAuditCheckpoint stores a signed checkpoint (once per size).
+func (db *DB) SaveAuditCheckpoint(ctx context.Context, c *trustloop.AuditCheckpoint) error {
+	if _, err := db.pool.Exec(ctx, `INSERT INTO audit_checkpoints (workspace_id, size, hash, note, created_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, c.WorkspaceID, c.Size, c.Hash[:], c.Note, ms(c.CreatedAt)); err != nil {
+		return fmt.Errorf("postgres: save audit checkpoint: %w", err)
+	}
+	return nil
+}
+
+// LatestAuditCheckpoint returns a workspace's largest checkpoint.
+func (db *DB) LatestAuditCheckpoint(ctx context.Context, workspaceID int64) (*trustloop.AuditCheckpoint, error) {
+	c := &trustloop.AuditCheckpoint{WorkspaceID: workspaceID}
+	var hash []byte
+	var created int64
+	err := db.pool.QueryRow(ctx, `SELECT size, hash, note, created_at FROM audit_checkpoints
+		WHERE workspace_id = $1 ORDER BY size DESC LIMIT 1`, workspaceID).Scan(&c.Size, &hash, &c.Note, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No audit checkpoint yet.")
+	} else if err != nil {
+		return nil, fmt.Errorf("postgres: latest audit checkpoint: %w", err)
+	}
+	copy(c.Hash[:], hash)
+	c.CreatedAt = fromMS(created)
+	return c, nil
+}

@@ -1,0 +1,207 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/trustloop/trustloop"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+var _ trustloop.AuditStore = (*DB)(nil)
+
+// auditChunk is the most audit rows one INSERT carries.
+const auditChunk = 256
+
+// querier is what both the write transaction and the read pool offer.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// AppendAudit appends entries to their workspaces' logs in one transaction. The
+// store's writer lock (and SQLite's single writer) serializes appenders, so the
+// head read here is the head the transaction advances.
+func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	groups := map[int64][]int{}
+	for i := range entries {
+		groups[entries[i].WorkspaceID] = append(groups[entries[i].WorkspaceID], i)
+	}
+	wss := make([]int64, 0, len(groups))
+	for ws := range groups {
+		wss = append(wss, ws)
+	}
+	slices.Sort(wss)
+
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit append: begin: %w", err)
+	}
+	defer tx.Rollback()
+	indexes := make([]int64, len(entries))
+	for _, ws := range wss {
+		var size int64
+		err := tx.QueryRowContext(ctx, `SELECT size FROM audit_heads WHERE workspace_id = ?`, ws).Scan(&size)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("sqlite: audit append: head: %w", err)
+		}
+		batch := make([]trustloop.AuditEntry, len(groups[ws]))
+		for j, i := range groups[ws] {
+			batch[j] = entries[i]
+		}
+		data, hashes, err := trustloop.AuditAppend(size, batch, func(idx []int64) ([]tlog.Hash, error) {
+			return readAuditHashes(ctx, tx, ws, idx)
+		})
+		if err != nil {
+			return auditErr("audit append", err)
+		}
+		for start := 0; start < len(batch); start += auditChunk {
+			end := min(start+auditChunk, len(batch))
+			rows := repeatRow(end-start, "(?,?,?)")
+			args := make([]any, 0, 3*(end-start))
+			for j := start; j < end; j++ {
+				args = append(args, ws, batch[j].Index, data[j])
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_entries (workspace_id, idx, data) VALUES `+rows, args...); err != nil {
+				return fmt.Errorf("sqlite: audit append: entries: %w", err)
+			}
+			args = args[:0]
+			for j := start; j < end; j++ {
+				args = append(args, ws, batch[j].Index, hashes[j])
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_hashes (workspace_id, idx, hashes) VALUES `+rows, args...); err != nil {
+				return fmt.Errorf("sqlite: audit append: hashes: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (workspace_id, size) VALUES (?, ?)
+			ON CONFLICT (workspace_id) DO UPDATE SET size = excluded.size`, ws, size+int64(len(batch))); err != nil {
+			return fmt.Errorf("sqlite: audit append: head: %w", err)
+		}
+		for j, i := range groups[ws] {
+			indexes[i] = batch[j].Index
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: audit append: commit: %w", err)
+	}
+	for i := range entries {
+		entries[i].Index = indexes[i]
+	}
+	return nil
+}
+
+// auditErr wraps an internal error with the operation and passes application
+// errors (EINVALID of a bad entry) through as they are.
+func auditErr(op string, err error) error {
+	if trustloop.ErrorCode(err) == trustloop.EINTERNAL {
+		return fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	return err
+}
+
+// readAuditHashes reads stored hashes out of the rows that hold them.
+func readAuditHashes(ctx context.Context, q querier, workspaceID int64, indexes []int64) ([]tlog.Hash, error) {
+	if len(indexes) == 0 {
+		return nil, nil
+	}
+	recs := trustloop.AuditHashRecords(indexes)
+	args := make([]any, 0, len(recs)+1)
+	args = append(args, workspaceID)
+	for _, r := range recs {
+		args = append(args, r)
+	}
+	rows, err := q.QueryContext(ctx, `SELECT idx, hashes FROM audit_hashes WHERE workspace_id = ? AND idx IN (`+
+		strings.TrimSuffix(strings.Repeat("?,", len(recs)), ",")+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: audit hashes: %w", err)
+	}
+	defer rows.Close()
+	got := make(map[int64][]byte, len(recs))
+	for rows.Next() {
+		var idx int64
+		var h []byte
+		if err := rows.Scan(&idx, &h); err != nil {
+			return nil, fmt.Errorf("sqlite: audit hashes: %w", err)
+		}
+		got[idx] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: audit hashes: %w", err)
+	}
+	return trustloop.PickAuditHashes(indexes, got)
+}
+
+// ReadAuditHashes returns stored tree hashes of a workspace's log.
+func (db *DB) ReadAuditHashes(ctx context.Context, workspaceID int64, indexes []int64) ([]tlog.Hash, error) {
+	return readAuditHashes(ctx, db.read, workspaceID, indexes)
+}
+
+// AuditSize returns the number of entries in a workspace's log.
+func (db *DB) AuditSize(ctx context.Context, workspaceID int64) (int64, error) {
+	var size int64
+	err := db.read.QueryRowContext(ctx, `SELECT size FROM audit_heads WHERE workspace_id = ?`, workspaceID).Scan(&size)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("sqlite: audit size: %w", err)
+	}
+	return size, nil
+}
+
+// AuditRecords returns the stored records [start, end) of a workspace's log,
+// each with the hashes stored at its index.
+func (db *DB) AuditRecords(ctx context.Context, workspaceID, start, end int64) ([]trustloop.AuditRecord, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT e.idx, e.data, h.hashes FROM audit_entries e
+		LEFT JOIN audit_hashes h ON h.workspace_id = e.workspace_id AND h.idx = e.idx
+		WHERE e.workspace_id = ? AND e.idx >= ? AND e.idx < ? ORDER BY e.idx`, workspaceID, start, end)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: audit records: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.AuditRecord
+	for rows.Next() {
+		r := trustloop.AuditRecord{WorkspaceID: workspaceID}
+		if err := rows.Scan(&r.Index, &r.Data, &r.Hashes); err != nil {
+			return nil, fmt.Errorf("sqlite: audit records: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: audit records: %w", err)
+	}
+	return out, nil
+}
+
+// SaveAuditCheckpoint stores a signed checkpoint (once per size).
+func (db *DB) SaveAuditCheckpoint(ctx context.Context, c *trustloop.AuditCheckpoint) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if _, err := db.write.ExecContext(ctx, `INSERT INTO audit_checkpoints (workspace_id, size, hash, note, created_at)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, c.WorkspaceID, c.Size, c.Hash[:], c.Note, ms(c.CreatedAt)); err != nil {
+		return fmt.Errorf("sqlite: save audit checkpoint: %w", err)
+	}
+	return nil
+}
+
+// LatestAuditCheckpoint returns a workspace's largest checkpoint.
+func (db *DB) LatestAuditCheckpoint(ctx context.Context, workspaceID int64) (*trustloop.AuditCheckpoint, error) {
+	c := &trustloop.AuditCheckpoint{WorkspaceID: workspaceID}
+	var hash []byte
+	var created int64
+	err := db.read.QueryRowContext(ctx, `SELECT size, hash, note, created_at FROM audit_checkpoints
+		WHERE workspace_id = ? ORDER BY size DESC LIMIT 1`, workspaceID).Scan(&c.Size, &hash, &c.Note, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No audit checkpoint yet.")
+	} else if err != nil {
+		return nil, fmt.Errorf("sqlite: latest audit checkpoint: %w", err)
+	}
+	copy(c.Hash[:], hash)
+	c.CreatedAt = fromMS(created)
+	return c, nil
+}
