@@ -72,6 +72,10 @@ type WorkspaceStore interface {
 	// created them; on a store that already has a workspace it changes nothing.
 	Bootstrap(ctx context.Context, b *Bootstrap) (created bool, err error)
 
+	// CreateWorkspace creates another workspace with b's source and admin key,
+	// filling in their IDs; ECONFLICT if the name is taken.
+	CreateWorkspace(ctx context.Context, b *Bootstrap) error
+
 	// ListWorkspaces returns every workspace, by id.
 	ListWorkspaces(ctx context.Context) ([]*Workspace, error)
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/auditlog"
 	"github.com/trustloop/trustloop/consent"
 	"github.com/trustloop/trustloop/metrics"
 	"github.com/trustloop/trustloop/projection"
@@ -44,6 +45,8 @@ type Server struct {
 	// Consent serves the purpose catalog and consent API and decides what each
 	// read may see; nil leaves them out (reads then check purposes by name).
 	Consent *consent.Service
+	// Audit serves the audit log API; nil leaves it out.
+	Audit   *auditlog.Log
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
 	Config  Config
@@ -119,6 +122,7 @@ func (s *Server) Handler() http.Handler {
 	s.profileRoutes(mux)
 	s.consentRoutes(mux)
 	s.apiKeyRoutes(mux)
+	s.auditRoutes(mux)
 	mux.Handle("/", s.route("other", func(w http.ResponseWriter, r *http.Request) error {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")

@@ -320,6 +320,21 @@ func (db *DB) subjectKeys(ctx context.Context, workspaceID int64, where string, 
 // Two nodes starting on one empty database race on the workspace name's unique
 // constraint; the loser sees created=false.
 func (db *DB) Bootstrap(ctx context.Context, b *trustloop.Bootstrap) (bool, error) {
+	return db.createWorkspace(ctx, b, true)
+}
+
+// CreateWorkspace creates another workspace with its source and admin key.
+func (db *DB) CreateWorkspace(ctx context.Context, b *trustloop.Bootstrap) error {
+	created, err := db.createWorkspace(ctx, b, false)
+	if err == nil && !created {
+		return trustloop.Errorf(trustloop.ECONFLICT, "A workspace with this name exists.").WithHint("Choose another name.")
+	}
+	return err
+}
+
+// createWorkspace creates b's workspace, source and admin key in one
+// transaction; with first, only on a store that holds no workspace yet.
+func (db *DB) createWorkspace(ctx context.Context, b *trustloop.Bootstrap, first bool) (bool, error) {
 	tx, err := db.pool.Begin(ctx)
 	if err != nil {
 		return false, fmt.Errorf("postgres: bootstrap: %w", err)
@@ -328,7 +343,7 @@ func (db *DB) Bootstrap(ctx context.Context, b *trustloop.Bootstrap) (bool, erro
 	var n int
 	if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM workspaces`).Scan(&n); err != nil {
 		return false, fmt.Errorf("postgres: bootstrap: %w", err)
-	} else if n > 0 {
+	} else if n > 0 && first {
 		return false, nil
 	}
 	now := db.Now().UTC()

@@ -14,6 +14,21 @@ import (
 
 // Bootstrap creates the first workspace, source and admin key on an empty store.
 func (db *DB) Bootstrap(ctx context.Context, b *trustloop.Bootstrap) (bool, error) {
+	return db.createWorkspace(ctx, b, true)
+}
+
+// CreateWorkspace creates another workspace with its source and admin key.
+func (db *DB) CreateWorkspace(ctx context.Context, b *trustloop.Bootstrap) error {
+	created, err := db.createWorkspace(ctx, b, false)
+	if err == nil && !created {
+		return trustloop.Errorf(trustloop.ECONFLICT, "A workspace with this name exists.").WithHint("Choose another name.")
+	}
+	return err
+}
+
+// createWorkspace creates b's workspace, source and admin key in one
+// transaction; with first, only on a store that holds no workspace yet.
+func (db *DB) createWorkspace(ctx context.Context, b *trustloop.Bootstrap, first bool) (bool, error) {
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: bootstrap: %w", err)
@@ -22,7 +37,7 @@ func (db *DB) Bootstrap(ctx context.Context, b *trustloop.Bootstrap) (bool, erro
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM workspaces`).Scan(&n); err != nil {
 		return false, fmt.Errorf("sqlite: bootstrap: %w", err)
-	} else if n > 0 {
+	} else if n > 0 && first {
 		return false, nil
 	}
 	now := db.Now().UTC()
@@ -30,6 +45,9 @@ func (db *DB) Bootstrap(ctx context.Context, b *trustloop.Bootstrap) (bool, erro
 	w.CreatedAt, s.CreatedAt, k.CreatedAt = now, now, now
 	res, err := tx.ExecContext(ctx, `INSERT INTO workspaces (name, index_key, created_at) VALUES (?, ?, ?)`, w.Name, w.IndexKey, ms(now))
 	if err != nil {
+		if strings.Contains(err.Error(), "UNIQUE constraint failed") {
+			return false, nil
+		}
 		return false, fmt.Errorf("sqlite: bootstrap: workspace: %w", err)
 	}
 	w.ID, _ = res.LastInsertId()

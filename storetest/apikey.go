@@ -66,3 +66,28 @@ func testAPIKeys(t *testing.T, s trustloop.Store) {
 		t.Fatalf("revoking an unknown key: %v", err)
 	}
 }
+
+// testCreateWorkspace checks a second workspace beside the first and a taken name.
+func testCreateWorkspace(t *testing.T, s trustloop.Store) {
+	ctx := context.Background()
+	first := MustBootstrap(t, s)
+	second := Bootstrap("second")
+	if err := s.CreateWorkspace(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if second.Workspace.ID == first.Workspace.ID || second.Source.WorkspaceID != second.Workspace.ID || second.AdminKey.WorkspaceID != second.Workspace.ID {
+		t.Fatalf("second workspace ids: %+v", second)
+	}
+	if k, err := s.FindAPIKeyBySecretHash(ctx, second.AdminKey.SecretHash); err != nil || k.WorkspaceID != second.Workspace.ID {
+		t.Fatalf("second admin key: %+v, %v", k, err)
+	}
+	if err := s.CreateWorkspace(ctx, Bootstrap("second")); trustloop.ErrorCode(err) != trustloop.ECONFLICT {
+		t.Fatalf("a taken name: %v, want conflict", err)
+	}
+	if all, _ := s.ListWorkspaces(ctx); len(all) != 2 {
+		t.Fatalf("%d workspaces, want 2", len(all))
+	}
+	if created, err := s.Bootstrap(ctx, Bootstrap("third")); created || err != nil {
+		t.Fatalf("Bootstrap on a store with workspaces = %v, %v", created, err)
+	}
+}

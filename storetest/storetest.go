@@ -47,6 +47,7 @@ func Run(t *testing.T, open Opener) {
 		{"AuditCheckpoints", testAuditCheckpoints},
 		{"Consent", testConsent},
 		{"APIKeys", testAPIKeys},
+		{"CreateWorkspace", testCreateWorkspace},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/auditlog"
 	"github.com/trustloop/trustloop/bench"
 	"github.com/trustloop/trustloop/consent"
 	tlhttp "github.com/trustloop/trustloop/http"
@@ -40,8 +41,11 @@ func main() {
 	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	var ue *usageError
+	var ec *exitCode
 	switch {
 	case err == nil:
+	case errors.As(err, &ec):
+		os.Exit(ec.code) // the command printed its verdict
 	case errors.As(err, &ue):
 		fmt.Fprintln(os.Stderr, "trustloop:", ue.msg)
 		fmt.Fprintln(os.Stderr, "Run 'trustloop help' for usage.")
@@ -75,6 +79,7 @@ Usage:
   trustloop serve    [flags]   run the server (collector, API, web)
   trustloop stats    [flags]   print what a store holds, as JSON
   trustloop bench    [flags]   drive a running server with realistic events
+  trustloop audit    verify    check the audit log against its signed checkpoints
   trustloop version            print the version
   trustloop help [command]     show help
 
@@ -101,6 +106,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return m.Serve(ctx)
 	case "stats":
 		return runStats(ctx, args[1:], stdout)
+	case "audit":
+		return auditExit(runAudit(ctx, args[1:], stdout, stderr))
 	case "bench":
 		return runBench(ctx, args[1:], stdout)
 	case "version", "-version", "--version":
@@ -177,6 +184,7 @@ type Main struct {
 	Metrics  *metrics.Metrics
 	HTTP     *tlhttp.Server
 	Consent  *consent.Service
+	Audit    *auditlog.Log
 }
 
 // NewMain returns a Main with defaults.
@@ -324,7 +332,8 @@ func (m *Main) Open(ctx context.Context) error {
 		return a.Purposes, err
 	}
 	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, admit, icfg)
-	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Consent: m.Consent, Metrics: m.Metrics, Log: m.Log,
+	m.Audit = auditlog.New(m.Store, m.Keyring, auditlog.Config{Logger: m.Log})
+	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Consent: m.Consent, Audit: m.Audit, Metrics: m.Metrics, Log: m.Log,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
 	if err := m.HTTP.Open(m.Addr); err != nil {
@@ -433,6 +442,11 @@ func (m *Main) Close() error {
 		// After the pipeline: every committed event is in memory by then; the
 		// final flush writes it all, so the next start replays nothing.
 		m.stopProfiles()
+	}
+	if m.Audit != nil {
+		// After the HTTP server (no reads left to record), before the store:
+		// commits what is queued and writes a last checkpoint.
+		errs = append(errs, m.Audit.Close())
 	}
 	if m.Store != nil {
 		errs = append(errs, m.Store.Close())

@@ -1,0 +1,242 @@
+package http_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/storetest"
+)
+
+// The authorization matrix (issue 4): every API path × every role × a key of the
+// resource's own workspace or of another × a purpose the key holds or not. Only
+// the cells the policy allows may succeed; every other cell must be refused
+// (403 for a role or purpose, 404 for another workspace's resource, whose
+// existence is not revealed) and change nothing it could see.
+
+// policy says who may call a path.
+type policy struct {
+	roles []string // roles that may; nil: any role
+	// purpose: the path reads personal data for ?purpose=.
+	purpose bool
+	// global: the path names no resource of a workspace (a list, a catalog): a
+	// key of another workspace succeeds but must see none of this one's data.
+	global bool
+}
+
+var anyRole []string
+
+type cell struct {
+	method, path string
+	body         func(t *testing.T, m *matrix, key string) any
+	// prepare makes what the call consumes (a key to revoke, an audience to
+	// delete) and returns the path with its id.
+	prepare func(t *testing.T, m *matrix) string
+	policy  policy
+}
+
+// matrix is the world the cells run in: workspace A (the resources) and B.
+type matrix struct {
+	s       *testServer
+	keys    map[string]map[string]string // workspace "A"/"B" → role → secret
+	profile string
+	aud     int64
+	receipt string
+	jws     string
+	merge   string
+}
+
+func newKey(t *testing.T, s *testServer, ws int64, role string, purposes ...string) string {
+	t.Helper()
+	secret := fmt.Sprintf("tl_matrix_%d_%s_%s", ws, role, strings.Join(purposes, "_"))
+	h := sha256.Sum256([]byte(secret))
+	if err := s.Store.CreateAPIKey(context.Background(), &trustloop.APIKey{WorkspaceID: ws, Name: role, SecretHash: h[:],
+		Roles: []string{role}, Purposes: purposes}); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+func setupMatrix(t *testing.T) *matrix {
+	s := newServer(t, options{regime: "opt_out"})
+	ctx := context.Background()
+	b := storetest.Bootstrap("other")
+	b.Workspace.IndexKey = s.Keyring.NewIndexKey()
+	if err := s.Store.CreateWorkspace(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	m := &matrix{s: s, keys: map[string]map[string]string{"A": {}, "B": {}}}
+	for _, role := range []string{trustloop.RoleAdmin, trustloop.RoleReader, trustloop.RolePrivacy} {
+		m.keys["A"][role] = newKey(t, s, s.WS.ID, role, "analytics")
+		m.keys["B"][role] = newKey(t, s, b.Workspace.ID, role, "analytics")
+	}
+	// A profile born of two merged ones (for merges and split), with consent and
+	// a receipt, and an audience.
+	mustOK(t, s.post(t, "/v1/track", obj{"anonymousId": "mx-anon", "event": "Product Viewed", "messageId": "mx1"}))
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "mx-user", "messageId": "mx2", "traits": obj{"email": "mx@example.com"}}))
+	mustOK(t, s.post(t, "/v1/track", obj{"anonymousId": "mx-anon", "userId": "mx-user", "event": "Product Viewed", "messageId": "mx3"}))
+	p := decode[profileJSON](t, s.api(t, "GET", "/v1/profiles/lookup?purpose=analytics&identifier=user_id:mx-user", nil), 200)
+	m.profile = p.ProfileID
+	merges := decode[struct {
+		Data []struct {
+			ID string `json:"merge_id"`
+		} `json:"data"`
+	}](t, s.api(t, "GET", "/v1/profiles/"+m.profile+"/merges", nil), 200)
+	if len(merges.Data) == 0 {
+		t.Fatal("setup: no merge")
+	}
+	m.merge = merges.Data[0].ID
+	put := decode[map[string]any](t, s.api(t, "PUT", "/v1/profiles/"+m.profile+"/consent", obj{"purposes": obj{"personalization": true}}), 200)
+	m.receipt = put["receipt_id"].(string)
+	rc := decode[map[string]any](t, s.api(t, "GET", "/v1/consent-receipts/"+m.receipt, nil), 200)
+	m.jws = rc["jws"].(string)
+	a := decode[struct{ ID int64 }](t, s.api(t, "POST", "/v1/audiences", obj{"name": "Matrix", "rule": "true"}), 201)
+	m.aud = a.ID
+	return m
+}
+
+func (m *matrix) cells() []cell {
+	admin := policy{roles: []string{trustloop.RoleAdmin}}
+	read := policy{roles: anyRole, purpose: true}
+	consentWrite := policy{roles: []string{trustloop.RoleAdmin, trustloop.RolePrivacy}}
+	id := m.profile
+	return []cell{
+		{method: "GET", path: "/v1/profiles/" + id, policy: read},
+		{method: "GET", path: "/v1/profiles/lookup?identifier=user_id:mx-user", policy: read},
+		{method: "GET", path: "/v1/profiles/" + id + "/events", policy: read},
+		{method: "GET", path: "/v1/profiles", policy: policy{roles: anyRole, purpose: true, global: true}},
+		{method: "GET", path: fmt.Sprintf("/v1/audiences/%d/members", m.aud), policy: read},
+		{method: "GET", path: "/v1/profiles/" + id + "/merges", policy: admin},
+		{method: "POST", path: "/v1/profiles/" + id + "/split", policy: admin,
+			body: func(*testing.T, *matrix, string) any { return obj{"merge_id": m.merge} }},
+		{method: "GET", path: "/v1/audiences", policy: policy{roles: anyRole, global: true}},
+		{method: "POST", path: "/v1/audiences", policy: policy{roles: []string{trustloop.RoleAdmin}, global: true},
+			body: func(*testing.T, *matrix, string) any { return obj{"name": "New " + randomName(), "rule": "true"} }},
+		{method: "GET", path: fmt.Sprintf("/v1/audiences/%d", m.aud), policy: policy{roles: anyRole}},
+		{method: "PUT", path: fmt.Sprintf("/v1/audiences/%d", m.aud), policy: admin,
+			body: func(*testing.T, *matrix, string) any { return obj{"name": "Matrix", "rule": "true"} }},
+		{method: "DELETE", policy: admin, prepare: func(t *testing.T, m *matrix) string {
+			a := decode[struct{ ID int64 }](t, m.s.api(t, "POST", "/v1/audiences", obj{"name": "Doomed " + randomName(), "rule": "true"}), 201)
+			return fmt.Sprintf("/v1/audiences/%d", a.ID)
+		}},
+		{method: "GET", path: "/v1/settings/profiles", policy: policy{roles: []string{trustloop.RoleAdmin}, global: true}},
+		{method: "PUT", path: "/v1/settings/profiles", policy: policy{roles: []string{trustloop.RoleAdmin}, global: true},
+			body: func(t *testing.T, m *matrix, key string) any {
+				// The caller's own settings when it may read them, else A's.
+				if r := m.s.api(t, "GET", "/v1/settings/profiles", nil, key); r.Status == 200 {
+					return decode[map[string]any](t, r, 200)
+				}
+				return decode[map[string]any](t, m.s.api(t, "GET", "/v1/settings/profiles", nil), 200)
+			}},
+		{method: "GET", path: "/v1/profiles/" + id + "/consent", policy: policy{roles: anyRole}},
+		{method: "PUT", path: "/v1/profiles/" + id + "/consent", policy: consentWrite,
+			body: func(*testing.T, *matrix, string) any { return obj{"purposes": obj{"analytics": true}} }},
+		{method: "GET", path: "/v1/profiles/" + id + "/consent/history", policy: policy{roles: anyRole}},
+		{method: "GET", path: "/v1/consent-receipts/" + m.receipt, policy: policy{roles: anyRole}},
+		// A receipt of workspace A does not verify under B's key: refused as
+		// invalid (400) rather than not found; see verifyStatus.
+		{method: "POST", path: "/v1/consent-receipts/verify", policy: policy{roles: anyRole},
+			body: func(*testing.T, *matrix, string) any { return obj{"jws": m.jws} }},
+		{method: "GET", path: "/v1/signing-key", policy: policy{roles: anyRole, global: true}},
+		{method: "GET", path: "/v1/purposes", policy: policy{roles: anyRole, global: true}},
+		{method: "PUT", path: "/v1/purposes", policy: policy{roles: []string{trustloop.RoleAdmin}, global: true},
+			body: func(t *testing.T, m *matrix, key string) any {
+				return decode[map[string]any](t, m.s.api(t, "GET", "/v1/purposes", nil, key), 200)
+			}},
+		{method: "GET", path: "/v1/api-keys", policy: policy{roles: []string{trustloop.RoleAdmin}, global: true}},
+		{method: "POST", path: "/v1/api-keys", policy: policy{roles: []string{trustloop.RoleAdmin}, global: true},
+			body: func(*testing.T, *matrix, string) any {
+				return obj{"name": "made in the matrix", "roles": []string{"reader"}, "purposes": []string{"analytics"}}
+			}},
+		{method: "DELETE", policy: admin, prepare: func(t *testing.T, m *matrix) string {
+			k := decode[struct{ ID string }](t, m.s.api(t, "POST", "/v1/api-keys", obj{"name": "doomed", "roles": []string{"reader"}}), 201)
+			return "/v1/api-keys/" + k.ID
+		}},
+	}
+}
+
+var nameSeq int
+
+func randomName() string {
+	nameSeq++
+	return fmt.Sprint(nameSeq)
+}
+
+func TestAuthorizationMatrix(t *testing.T) {
+	m := setupMatrix(t)
+	n := 0
+	for _, c := range m.cells() {
+		for _, ws := range []string{"A", "B"} {
+			for _, role := range []string{trustloop.RoleAdmin, trustloop.RoleReader, trustloop.RolePrivacy} {
+				purposes := []string{""}
+				if c.policy.purpose {
+					purposes = []string{"analytics", "marketing"} // held, not held
+				}
+				for _, purpose := range purposes {
+					n++
+					path := c.path
+					if c.prepare != nil {
+						path = c.prepare(t, m)
+					}
+					if purpose != "" {
+						sep := "?"
+						if strings.Contains(path, "?") {
+							sep = "&"
+						}
+						path += sep + "purpose=" + purpose
+					}
+					var body any
+					if c.body != nil {
+						body = c.body(t, m, m.keys[ws][role])
+					}
+					r := m.s.api(t, c.method, path, body, m.keys[ws][role])
+					name := fmt.Sprintf("%s %s as %s of %s", c.method, path, role, ws)
+
+					roleOK := c.policy.roles == nil || slices.Contains(c.policy.roles, role)
+					purposeOK := purpose == "" || purpose == "analytics"
+					own := ws == "A" || c.policy.global
+					allowed := roleOK && purposeOK && own
+					switch {
+					case allowed && (r.Status < 200 || r.Status > 299):
+						t.Errorf("%s: %d, want success: %s", name, r.Status, r.Body)
+					case !allowed && r.Status >= 200 && r.Status <= 299:
+						t.Errorf("%s: %d, want refused: %s", name, r.Status, r.Body)
+					case !allowed && !roleOK && r.Status != http.StatusForbidden:
+						t.Errorf("%s: %d, want 403 (role): %s", name, r.Status, r.Body)
+					case !allowed && roleOK && !purposeOK && r.Status != http.StatusForbidden:
+						t.Errorf("%s: %d, want 403 (purpose): %s", name, r.Status, r.Body)
+					case !allowed && roleOK && purposeOK && !own && r.Status != http.StatusNotFound && !(c.path == "/v1/consent-receipts/verify" && r.Status == http.StatusBadRequest):
+						t.Errorf("%s: %d, want 404 (another workspace): %s", name, r.Status, r.Body)
+					}
+					// A key of B that may list must see nothing of A.
+					if ws == "B" && allowed && c.method == "GET" {
+						if strings.Contains(string(r.Body), m.profile) || strings.Contains(string(r.Body), "mx@example.com") || strings.Contains(string(r.Body), "Matrix") {
+							t.Errorf("%s: workspace B saw workspace A's data: %s", name, r.Body)
+						}
+					}
+				}
+			}
+		}
+	}
+	// Unauthenticated and revoked keys are refused everywhere.
+	for _, c := range m.cells() {
+		if c.prepare != nil {
+			continue
+		}
+		if r := m.s.api(t, c.method, c.path, nil, "tl_nobody"); r.Status != http.StatusUnauthorized && !(c.path == "/v1/purposes" && c.method == "GET") {
+			t.Errorf("%s %s with an unknown key: %d", c.method, c.path, r.Status)
+		}
+	}
+	t.Logf("%d cells", n)
+	var keys struct{ Data []json.RawMessage }
+	json.Unmarshal(m.s.api(t, "GET", "/v1/api-keys", nil).Body, &keys)
+	if len(keys.Data) == 0 {
+		t.Fatal("no keys listed")
+	}
+}
