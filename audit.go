@@ -322,6 +322,11 @@ type AuditStore interface {
 	// LatestAuditCheckpoint returns the workspace's checkpoint of the largest
 	// size; ENOTFOUND if none was saved.
 	LatestAuditCheckpoint(ctx context.Context, workspaceID int64) (*AuditCheckpoint, error)
+
+	// AuditRecordsOf returns the records whose entry names subject, newest
+	// first, with indexes below before (0: from the end of the log), at most
+	// limit (Hashes not filled in).
+	AuditRecordsOf(ctx context.Context, workspaceID int64, subject string, before int64, limit int) ([]AuditRecord, error)
 }
 
 // AuditHashLocation maps a tlog stored-hash index to the record that stored it

@@ -497,3 +497,9 @@ func proofErr(err error) error {
 	}
 	return fmt.Errorf("auditlog: proof: %w", err)
 }
+
+// RecordsOf returns the records naming subject, newest first, below index
+// before (0: from the end), at most limit.
+func (l *Log) RecordsOf(ctx context.Context, workspaceID int64, subject string, before int64, limit int) ([]trustloop.AuditRecord, error) {
+	return l.store.AuditRecordsOf(ctx, workspaceID, subject, before, limit)
+}

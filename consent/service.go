@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -449,4 +451,22 @@ func (s *Service) Receipt(ctx context.Context, ws int64, id string) (*trustloop.
 		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No consent receipt with this id.")
 	}
 	return s.store.FindConsentReceipt(ctx, ws, id)
+}
+
+// AuditEntries turns appended records into consent-change entries of the audit
+// log (T7): one per record, naming the subject by its blind index and the actor
+// by key or source, never by anything personal.
+func AuditEntries(recs []trustloop.ConsentRecord) []trustloop.AuditEntry {
+	out := make([]trustloop.AuditEntry, 0, len(recs))
+	for _, r := range recs {
+		actor := trustloop.AuditActor{Kind: trustloop.ActorSubject, ID: "source:" + strconv.FormatInt(r.SourceID, 10)}
+		if key, ok := strings.CutPrefix(r.Evidence, "api_key:"); ok {
+			actor = trustloop.AuditActor{Kind: trustloop.ActorAPIKey, ID: "key:" + key}
+		}
+		out = append(out, trustloop.AuditEntry{WorkspaceID: r.WorkspaceID, Time: r.At, Kind: trustloop.AuditConsentChange,
+			Actor: actor, Purpose: r.Purpose, Subject: hex.EncodeToString(r.Subject),
+			Categories: []string{trustloop.CategoryPreferences}, Action: "consent " + r.State,
+			Detail: "method " + r.Method, ReceiptID: r.ReceiptID})
+	}
+	return out
 }

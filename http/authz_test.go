@@ -98,6 +98,11 @@ func setupMatrix(t *testing.T) *matrix {
 	m.jws = rc["jws"].(string)
 	a := decode[struct{ ID int64 }](t, s.api(t, "POST", "/v1/audiences", obj{"name": "Matrix", "rule": "true"}), 201)
 	m.aud = a.ID
+	// B's own audit log is not empty either, so its proofs exist.
+	if err := s.Audit.Append(ctx, trustloop.AuditEntry{WorkspaceID: b.Workspace.ID, Kind: trustloop.AuditKeyCreated,
+		Actor: trustloop.AuditActor{Kind: trustloop.ActorOperator, ID: "operator:1"}}); err != nil {
+		t.Fatal(err)
+	}
 	return m
 }
 
@@ -138,6 +143,11 @@ func (m *matrix) cells() []cell {
 		{method: "PUT", path: "/v1/profiles/" + id + "/consent", policy: consentWrite,
 			body: func(*testing.T, *matrix, string) any { return obj{"purposes": obj{"analytics": true}} }},
 		{method: "GET", path: "/v1/profiles/" + id + "/consent/history", policy: policy{roles: anyRole}},
+		{method: "GET", path: "/v1/profiles/" + id + "/data-uses", policy: policy{roles: anyRole}},
+		{method: "GET", path: "/v1/audit/checkpoint", policy: policy{roles: anyRole, global: true}},
+		{method: "GET", path: "/v1/audit/entries?start=0&end=1", policy: policy{roles: anyRole, global: true}},
+		{method: "GET", path: "/v1/audit/proof/inclusion?index=0&size=1", policy: policy{roles: anyRole, global: true}},
+		{method: "GET", path: "/v1/audit/proof/consistency?old=1&new=1", policy: policy{roles: anyRole, global: true}},
 		{method: "GET", path: "/v1/consent-receipts/" + m.receipt, policy: policy{roles: anyRole}},
 		// A receipt of workspace A does not verify under B's key: refused as
 		// invalid (400) rather than not found; see verifyStatus.

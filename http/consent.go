@@ -38,6 +38,7 @@ func (s *Server) consentRoutes(mux *http.ServeMux) {
 	}
 	mux.Handle("GET /v1/profiles/{id}/consent", s.route("/v1/profiles/{id}/consent", s.authed(s.getConsent)))
 	mux.Handle("PUT /v1/profiles/{id}/consent", s.route("/v1/profiles/{id}/consent", s.authed(s.putConsent)))
+	mux.Handle("GET /v1/profiles/{id}/data-uses", s.route("/v1/profiles/{id}/data-uses", s.authed(s.dataUses)))
 	mux.Handle("GET /v1/profiles/{id}/consent/history", s.route("/v1/profiles/{id}/consent/history", s.authed(s.consentHistory)))
 }
 
@@ -211,6 +212,9 @@ type profileView struct {
 	*projection.Profile
 	Consent            *consentView `json:"consent"`
 	CategoriesWithheld []withheld   `json:"categories_withheld"`
+	// used are the categories of personal data the view shows (recorded as a
+	// data use); empty when everything was withheld.
+	used []string
 }
 
 // filter removes from p what a may not see.
@@ -307,6 +311,9 @@ func (s *Server) profileFor(ctx context.Context, k *trustloop.APIKey, p string, 
 		a.filter(prof)
 	}
 	v := &profileView{Profile: prof, CategoriesWithheld: a.withheld}
+	if a.allowed {
+		v.used = a.visible.Names()
+	}
 	if v.CategoriesWithheld == nil {
 		v.CategoriesWithheld = []withheld{}
 	}

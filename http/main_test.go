@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/auditlog"
 	"github.com/trustloop/trustloop/collect"
 	"github.com/trustloop/trustloop/consent"
 	tlhttp "github.com/trustloop/trustloop/http"
@@ -79,6 +80,7 @@ type testServer struct {
 	Source   *trustloop.Source
 	Profiles *projection.Service
 	Consent  *consent.Service
+	Audit    *auditlog.Log
 	// ids counts the messageIds the server generated.
 	ids atomic.Int64
 }
@@ -121,6 +123,7 @@ func newServer(t *testing.T, opt options) *testServer {
 	var (
 		cs    *consent.Service
 		admit ingest.Admitter
+		al    *auditlog.Log
 	)
 	if opt.regime != "" {
 		if err := kr.AddWorkspace(&b.Workspace); err != nil {
@@ -132,6 +135,12 @@ func newServer(t *testing.T, opt options) *testServer {
 		if _, err := cs.PutCatalog(ctx, b.Workspace.ID, c, 0); err != nil {
 			t.Fatal(err)
 		}
+		al = auditlog.New(db, kr, auditlog.Config{})
+		cs.OnChange = func(ctx context.Context, recs []trustloop.ConsentRecord) {
+			if err := al.Append(ctx, consent.AuditEntries(recs)...); err != nil {
+				t.Errorf("audit: %v", err)
+			}
+		}
 		admit = func(ctx context.Context, src *trustloop.Source, m *trustloop.Message, hash, user, anon []byte) ([]string, error) {
 			a, err := cs.Admit(ctx, src, m, hash, user, anon)
 			return a.Purposes, err
@@ -139,7 +148,7 @@ func newServer(t *testing.T, opt options) *testServer {
 	}
 	p := ingest.New(db, kr, m, log, admit, ingest.Config{Projection: profiles})
 	ts := &testServer{Store: db, Keyring: kr, Pipeline: p, Metrics: m, Clock: newClock(fixedNow),
-		WS: &b.Workspace, Source: &b.Source, Profiles: profiles, Consent: cs}
+		WS: &b.Workspace, Source: &b.Source, Profiles: profiles, Consent: cs, Audit: al}
 	var ing tlhttp.Ingester = p
 	if opt.wrap != nil {
 		ing = opt.wrap(p)
@@ -148,7 +157,7 @@ func newServer(t *testing.T, opt options) *testServer {
 	if opt.ready != nil {
 		ready = opt.ready
 	}
-	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Profiles: profiles, Consent: cs, Metrics: m, Log: log, Config: opt.config,
+	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Profiles: profiles, Consent: cs, Audit: al, Metrics: m, Log: log, Config: opt.config,
 		Ready: ready, Now: ts.Clock.Now,
 		NewID: func() string { return fmt.Sprintf("generated-%d", ts.ids.Add(1)) }}
 	hs := httptest.NewServer(ts.Server.Handler())
@@ -156,6 +165,9 @@ func newServer(t *testing.T, opt options) *testServer {
 	t.Cleanup(func() {
 		hs.Close()
 		p.Close()
+		if al != nil {
+			al.Close()
+		}
 		if err := db.Close(); err != nil {
 			t.Errorf("close store: %v", err)
 		}

@@ -162,6 +162,9 @@ func (s *Server) getProfile(w http.ResponseWriter, r *http.Request, k *trustloop
 	if err != nil {
 		return err
 	}
+	if err := s.recordUses(r.Context(), k, pp, routeOf(r), usesOf(v)); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, v)
 	return nil
 }
@@ -186,6 +189,9 @@ func (s *Server) lookupProfile(w http.ResponseWriter, r *http.Request, k *trustl
 	}
 	v, err := s.profileFor(r.Context(), k, pp, c, p)
 	if err != nil {
+		return err
+	}
+	if err := s.recordUses(r.Context(), k, pp, routeOf(r), usesOf(v)); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, v)
@@ -225,6 +231,21 @@ func (s *Server) profileEvents(w http.ResponseWriter, r *http.Request, k *trustl
 	evs, next, err := s.Profiles.Events(r.Context(), k.WorkspaceID, id, r.URL.Query().Get("cursor"), n, keep)
 	if err != nil {
 		return err
+	}
+	if len(evs) > 0 {
+		cats := map[string]bool{}
+		for _, e := range evs {
+			cats[eventCategory(e.Type, e.Message)] = true
+		}
+		u := use{profile: projection.FormatID(id)}
+		for _, c := range trustloop.Categories {
+			if cats[c] {
+				u.categories = append(u.categories, c)
+			}
+		}
+		if err := s.recordUses(r.Context(), k, pp, routeOf(r), []use{u}); err != nil {
+			return err
+		}
 	}
 	writeJSON(w, http.StatusOK, page[trustloop.TimelineEvent]{Data: evs, NextCursor: next})
 	return nil
@@ -321,6 +342,9 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *trustlo
 	}
 	vs, err := s.profilesFor(r.Context(), k, pp, c, ps)
 	if err != nil {
+		return err
+	}
+	if err := s.recordUses(r.Context(), k, pp, routeOf(r), usesOf(vs...)); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, page[*profileView]{Data: vs, NextCursor: next})
@@ -433,6 +457,9 @@ func (s *Server) audienceMembers(w http.ResponseWriter, r *http.Request, k *trus
 	}
 	vs, err := s.profilesFor(r.Context(), k, pp, c, ps)
 	if err != nil {
+		return err
+	}
+	if err := s.recordUses(r.Context(), k, pp, routeOf(r), usesOf(vs...)); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, page[*profileView]{Data: vs, NextCursor: next})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
@@ -87,6 +88,19 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 			if _, err := tx.Exec(ctx, `INSERT INTO audit_hashes (workspace_id, idx, hashes)
 				SELECT $1::bigint, * FROM unnest($2::bigint[], $3::bytea[])`, ws, idxs, hashes); err != nil {
 				return err
+			}
+			var subs []string
+			var subIdx []int64
+			for _, e := range batch {
+				if e.Subject != "" {
+					subs, subIdx = append(subs, e.Subject), append(subIdx, e.Index)
+				}
+			}
+			if len(subs) > 0 {
+				if _, err := tx.Exec(ctx, `INSERT INTO audit_subjects (workspace_id, subject, idx)
+					SELECT $1::bigint, * FROM unnest($2::text[], $3::bigint[])`, ws, subs, subIdx); err != nil {
+					return err
+				}
 			}
 			if _, err := tx.Exec(ctx, `UPDATE audit_heads SET size = $2 WHERE workspace_id = $1`, ws, size+int64(len(batch))); err != nil {
 				return err
@@ -190,4 +204,28 @@ func (db *DB) LatestAuditCheckpoint(ctx context.Context, workspaceID int64) (*tr
 	copy(c.Hash[:], hash)
 	c.CreatedAt = fromMS(created)
 	return c, nil
+}
+
+// AuditRecordsOf returns the records naming a subject, newest first, with
+// indexes below before (0: from the end), at most limit.
+func (db *DB) AuditRecordsOf(ctx context.Context, workspaceID int64, subject string, before int64, limit int) ([]trustloop.AuditRecord, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	rows, err := db.pool.Query(ctx, `SELECT e.idx, e.data FROM audit_subjects s
+		JOIN audit_entries e ON e.workspace_id = s.workspace_id AND e.idx = s.idx
+		WHERE s.workspace_id = $1 AND s.subject = $2 AND s.idx < $3 ORDER BY s.idx DESC LIMIT $4`, workspaceID, subject, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: audit records of subject: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.AuditRecord
+	for rows.Next() {
+		r := trustloop.AuditRecord{WorkspaceID: workspaceID}
+		if err := rows.Scan(&r.Index, &r.Data); err != nil {
+			return nil, fmt.Errorf("postgres: audit records of subject: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }

@@ -432,8 +432,8 @@ func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
 	err := db.pool.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM workspaces), (SELECT COUNT(*) FROM sources),
 		(SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM subject_keys),
 		(SELECT COUNT(*) FROM profiles WHERE merged_into = 0), (SELECT COUNT(*) FROM identities),
-		(SELECT COUNT(*) FROM consent_records)`).
-		Scan(&st.Workspaces, &st.Sources, &st.Events, &st.SubjectKeys, &st.Profiles, &st.Identities, &st.ConsentRecords)
+		(SELECT COUNT(*) FROM consent_records), (SELECT COALESCE(SUM(size), 0) FROM audit_heads)`).
+		Scan(&st.Workspaces, &st.Sources, &st.Events, &st.SubjectKeys, &st.Profiles, &st.Identities, &st.ConsentRecords, &st.AuditEntries)
 	if err != nil {
 		return st, fmt.Errorf("postgres: stats: %w", err)
 	}

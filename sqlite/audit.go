@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -79,6 +80,14 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_hashes (workspace_id, idx, hashes) VALUES `+rows, args...); err != nil {
 				return fmt.Errorf("sqlite: audit append: hashes: %w", err)
+			}
+		}
+		for _, e := range batch {
+			if e.Subject == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_subjects (workspace_id, subject, idx) VALUES (?, ?, ?)`, ws, e.Subject, e.Index); err != nil {
+				return fmt.Errorf("sqlite: audit append: subjects: %w", err)
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (workspace_id, size) VALUES (?, ?)
@@ -204,4 +213,28 @@ func (db *DB) LatestAuditCheckpoint(ctx context.Context, workspaceID int64) (*tr
 	copy(c.Hash[:], hash)
 	c.CreatedAt = fromMS(created)
 	return c, nil
+}
+
+// AuditRecordsOf returns the records naming a subject, newest first, with
+// indexes below before (0: from the end), at most limit.
+func (db *DB) AuditRecordsOf(ctx context.Context, workspaceID int64, subject string, before int64, limit int) ([]trustloop.AuditRecord, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	rows, err := db.read.QueryContext(ctx, `SELECT e.idx, e.data FROM audit_subjects s
+		JOIN audit_entries e ON e.workspace_id = s.workspace_id AND e.idx = s.idx
+		WHERE s.workspace_id = ? AND s.subject = ? AND s.idx < ? ORDER BY s.idx DESC LIMIT ?`, workspaceID, subject, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: audit records of subject: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.AuditRecord
+	for rows.Next() {
+		r := trustloop.AuditRecord{WorkspaceID: workspaceID}
+		if err := rows.Scan(&r.Index, &r.Data); err != nil {
+			return nil, fmt.Errorf("sqlite: audit records of subject: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }

@@ -43,6 +43,7 @@ func Run(t *testing.T, open Opener) {
 		{"AuditAppend", testAuditAppend},
 		{"AuditInvalidWritesNothing", testAuditInvalid},
 		{"AuditWorkspaces", testAuditWorkspaces},
+		{"AuditBySubject", testAuditBySubject},
 		{"AuditConcurrent", testAuditConcurrent},
 		{"AuditCheckpoints", testAuditCheckpoints},
 		{"Consent", testConsent},

@@ -299,7 +299,34 @@ func TestConsentEndToEnd(t *testing.T) {
 	if code, v := api(t, s, "PUT", "/v1/purposes", cat); code != 400 {
 		t.Fatalf("removing a default purpose: %d %v", code, v)
 	}
-	if st := stats(t, dataDir); st["consent_records"] < 4 {
+	if st := stats(t, dataDir); st["consent_records"] < 4 || st["audit_entries"] < 4 {
 		t.Fatalf("stats: %v", st)
+	}
+
+	// T3/T7: every read that showed data is a recorded data use (withheld reads
+	// are not: nothing was used); consent changes are in the audit log.
+	code, du := api(t, s, "GET", "/v1/profiles/"+id+"/data-uses?limit=500", nil)
+	uses, _ := du["data"].([]any)
+	byPurpose := map[string]int{}
+	for _, u := range uses {
+		m := u.(map[string]any)
+		byPurpose[m["purpose"].(string)]++
+		if m["kind"] != "data_use" || !strings.HasPrefix(m["action"].(string), "GET /v1/profiles") {
+			t.Fatalf("data use %v", m)
+		}
+	}
+	// Shown: the essential read, and the analytics profile and timeline between
+	// the banner and the withdrawal; the analytics lookup before any consent,
+	// the marketing read and the reads after the withdrawal showed nothing.
+	if code != 200 || byPurpose["essential"] != 1 || byPurpose["analytics"] != 2 || byPurpose["marketing"] != 0 {
+		t.Fatalf("data uses: %d %v", code, byPurpose)
+	}
+	code, ents := api(t, s, "GET", "/v1/audit/entries?start=0&end=100", nil)
+	if code != 200 || !strings.Contains(fmt.Sprint(ents), "consent_change") {
+		t.Fatalf("audit entries: %d %v", code, ents)
+	}
+	out, err := runCmd(t, "audit", "verify", "--url", s.url, "--api-key", "e2e-admin-key")
+	if err != nil {
+		t.Fatalf("trustloop audit verify: %v\n%s", err, out)
 	}
 }

@@ -333,6 +333,13 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, admit, icfg)
 	m.Audit = auditlog.New(m.Store, m.Keyring, auditlog.Config{Logger: m.Log})
+	// Consent changes go to the audit log once committed. A failure leaves the
+	// change standing (it is the customer's) and is logged for the operator.
+	m.Consent.OnChange = func(ctx context.Context, recs []trustloop.ConsentRecord) {
+		if err := m.Audit.Append(ctx, consent.AuditEntries(recs)...); err != nil {
+			m.Log.Error("recording consent changes in the audit log failed", "records", len(recs), "err", err)
+		}
+	}
 	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Consent: m.Consent, Audit: m.Audit, Metrics: m.Metrics, Log: m.Log,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
