@@ -56,6 +56,9 @@ type ConsentSignals struct {
 	TCString string
 	// GPC is true when the request carried exactly `Sec-GPC: 1`.
 	GPC bool
+	// Jurisdiction is context.consent.jurisdiction (a Trustloop extension): the
+	// jurisdiction the site applied, which may override the workspace regime.
+	Jurisdiction string
 }
 
 // Message is one decoded, validated Segment message: the few fields Trustloop needs

@@ -404,7 +404,7 @@ func decodeMessage(s *scanner, typ trustloop.EventType, opt Options) (m trustloo
 func finish(m *trustloop.Message, batchContext []byte, batchSentAt time.Time, opt Options) string {
 	if len(batchContext) > 0 {
 		m.BatchContext = batchContext
-		if m.Consent.CategoryPreferences == nil && m.Consent.TCString == "" {
+		if m.Consent.CategoryPreferences == nil && m.Consent.TCString == "" && m.Consent.Jurisdiction == "" {
 			s := &scanner{data: batchContext}
 			if r, err := readContext(s, &m.Consent); err != nil || r != "" {
 				if r == "" {
@@ -587,6 +587,15 @@ func readContext(s *scanner, c *trustloop.ConsentSignals) (reason string, err er
 					reason = "context.consent.tcString must be a string"
 				}
 				c.TCString = v
+				return err
+			case keyIs(key, esc, "jurisdiction"):
+				// Trustloop's extension: the jurisdiction the site applied (ISO
+				// 3166, e.g. "US-CA"), which may override the workspace regime.
+				v, ok, err := readString(s)
+				if (!ok || len(v) > 16) && reason == "" {
+					reason = "context.consent.jurisdiction must be a string of at most 16 characters"
+				}
+				c.Jurisdiction = v
 				return err
 			}
 			return s.value()

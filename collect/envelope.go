@@ -14,7 +14,7 @@ import (
 //
 //	{"v":1,"type":"track","messageId":"…","receivedAt":"…","timestamp":"…",
 //	 "originalTimestamp":"…","sentAt":"…","gpc":true,
-//	 "consent":{"categoryPreferences":{…},"tcString":"…"},
+//	 "consent":{"categoryPreferences":{…},"tcString":"…","jurisdiction":"…"},
 //	 "purposes":["essential","analytics"],
 //	 "batchContext":{…},"message":{…}}
 //
@@ -42,7 +42,7 @@ func AppendEnvelope(dst []byte, m *trustloop.Message) []byte {
 	if m.Consent.GPC {
 		dst = append(dst, `,"gpc":true`...)
 	}
-	if m.Consent.CategoryPreferences != nil || m.Consent.TCString != "" {
+	if m.Consent.CategoryPreferences != nil || m.Consent.TCString != "" || m.Consent.Jurisdiction != "" {
 		dst = append(dst, `,"consent":{`...)
 		comma := false
 		if m.Consent.CategoryPreferences != nil {
@@ -54,6 +54,13 @@ func AppendEnvelope(dst []byte, m *trustloop.Message) []byte {
 				dst = append(dst, ',')
 			}
 			dst = appendString(append(dst, `"tcString":`...), m.Consent.TCString)
+			comma = true
+		}
+		if m.Consent.Jurisdiction != "" {
+			if comma {
+				dst = append(dst, ',')
+			}
+			dst = appendString(append(dst, `"jurisdiction":`...), m.Consent.Jurisdiction)
 		}
 		dst = append(dst, '}')
 	}
@@ -126,6 +133,7 @@ type Envelope struct {
 type EnvelopeConsent struct {
 	CategoryPreferences map[string]bool `json:"categoryPreferences,omitempty"`
 	TCString            string          `json:"tcString,omitempty"`
+	Jurisdiction        string          `json:"jurisdiction,omitempty"`
 }
 
 // OpenEnvelope parses an envelope's plaintext.

@@ -36,7 +36,11 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 	if err != nil {
 		return a, err
 	}
-	sig := s.Signals(k, &m.Consent, "")
+	jurisdiction := m.Consent.Jurisdiction
+	if jurisdiction == "" {
+		jurisdiction = JurisdictionOf(latest)
+	}
+	sig := s.Signals(k, &m.Consent, jurisdiction)
 	subjects := make([][]byte, 0, 2)
 	for _, b := range [][]byte{userBlind, anonBlind} {
 		if b != nil {
@@ -51,7 +55,7 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 			if len(cs) == 0 {
 				continue
 			}
-			if _, recs, err := s.Record(ctx, ws, subjects, cs, Meta{Method: method, SourceID: src.ID, Evidence: evidence}); err != nil {
+			if _, recs, err := s.Record(ctx, ws, subjects, cs, Meta{Method: method, SourceID: src.ID, Evidence: evidence, Jurisdiction: m.Consent.Jurisdiction}); err != nil {
 				return a, err
 			} else {
 				a.Recorded += len(recs)
@@ -68,7 +72,7 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 			}
 		}
 		if len(cs) > 0 {
-			_, recs, err := s.Record(ctx, ws, subjects, cs, Meta{Method: trustloop.MethodGPC, SourceID: src.ID, Evidence: evidence})
+			_, recs, err := s.Record(ctx, ws, subjects, cs, Meta{Method: trustloop.MethodGPC, SourceID: src.ID, Evidence: evidence, Jurisdiction: m.Consent.Jurisdiction})
 			if err != nil {
 				return a, err
 			}

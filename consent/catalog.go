@@ -122,7 +122,10 @@ func DefaultCatalog() *Catalog {
 	}
 }
 
-var purposeID = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+var (
+	purposeID        = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+	jurisdictionCode = regexp.MustCompile(`^[A-Za-z0-9-]{2,16}$`)
+)
 
 func invalid(format string, args ...any) *trustloop.Error {
 	return trustloop.Errorf(trustloop.EINVALID, format, args...).
@@ -138,8 +141,8 @@ func Validate(c *Catalog, prev *Catalog, inUse func(purpose string) (bool, error
 		return invalid("regime must be %q or %q.", RegimeOptIn, RegimeOptOut)
 	}
 	for j, r := range c.Jurisdictions {
-		if j == "" || len(j) > 16 || strings.TrimSpace(j) != j {
-			return invalid("Jurisdiction codes must be 1–16 characters without spaces (ISO 3166, e.g. US-CA).")
+		if !jurisdictionCode.MatchString(j) {
+			return invalid("Jurisdiction codes are ISO 3166 codes: letters, digits and '-', 2–16 characters (e.g. US-CA).")
 		}
 		if r != RegimeOptIn && r != RegimeOptOut {
 			return invalid("The regime of jurisdiction %q must be %q or %q.", j, RegimeOptIn, RegimeOptOut)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 	"strings"
+	"sync"
 
 	"github.com/trustloop/trustloop"
 )
@@ -94,6 +95,7 @@ type Compiled struct {
 	categories    []Cats
 	regime        int
 	jurisdictions map[string]int
+	names         sync.Map // Set → []string, shared read-only (no allocation per event)
 }
 
 // Compile prepares a valid catalog (see Validate).
@@ -302,8 +304,18 @@ func (k *Compiled) Serves(allowed Set, cats Cats) Set {
 
 func trailing(s Set) int { return bits.TrailingZeros32(uint32(s)) }
 
-// Names lists the purpose ids of s in catalog order.
+// Names lists the purpose ids of s in catalog order. The slice is shared:
+// callers must not change it.
 func (k *Compiled) Names(s Set) []string {
+	if v, ok := k.names.Load(s); ok {
+		return v.([]string)
+	}
+	out := k.names0(s)
+	k.names.Store(s, out)
+	return out
+}
+
+func (k *Compiled) names0(s Set) []string {
 	out := make([]string, 0, bits.OnesCount32(uint32(s)))
 	for m := s & k.All(); m != 0; m &= m - 1 {
 		out = append(out, k.ids[bits.TrailingZeros32(uint32(m))])

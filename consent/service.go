@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -42,15 +43,20 @@ type Service struct {
 	// the audit log is wired here.
 	OnChange func(ctx context.Context, recs []trustloop.ConsentRecord)
 
-	mu       sync.Mutex
-	catalogs map[int64]*catalogEntry
-	subjects *cache.TwoGen[subjectKey, *subjectEntry]
+	// Shared: other nodes change consent too (a shared PostgreSQL store).
+	// Reads of personal data then read stored consent afresh (T4 holds across
+	// nodes) and the collector trusts its cache for StaleAfter.
+	Shared bool
+
+	catalogs sync.Map // int64 → *catalogEntry
+	shards   [subjectShards]subjectShard
+	tcfMu    sync.Mutex
 	tcfs     *cache.TwoGen[string, TCF]
 }
 
 type catalogEntry struct {
 	compiled *Compiled
-	loaded   time.Time
+	loaded   atomic.Int64 // unix nanoseconds
 }
 
 type subjectKey struct {
@@ -64,11 +70,33 @@ type subjectEntry struct {
 	loaded time.Time
 }
 
+// The subject cache is sharded by the blind index's first byte, so request
+// goroutines deciding at once rarely wait on each other. gen counts removals:
+// a load that raced a change (it read the store before the change committed)
+// is not put back, so a withdrawal is never hidden by a stale entry.
+const subjectShards = 16
+
+type subjectShard struct {
+	mu  sync.Mutex
+	c   *cache.TwoGen[subjectKey, *subjectEntry]
+	gen uint64
+}
+
 // New returns a service over store, caching up to about 2 × cached subjects.
 func New(store Store, keys *keyring.Keyring, log *slog.Logger, cached int) *Service {
-	return &Service{store: store, keys: keys, log: log, Now: time.Now, StaleAfter: time.Hour,
-		catalogs: map[int64]*catalogEntry{}, subjects: cache.NewTwoGen[subjectKey, *subjectEntry](cached),
+	s := &Service{store: store, keys: keys, log: log, Now: time.Now, StaleAfter: time.Hour,
 		tcfs: cache.NewTwoGen[string, TCF](4096)}
+	for i := range s.shards {
+		s.shards[i].c = cache.NewTwoGen[subjectKey, *subjectEntry](cached/subjectShards + 1)
+	}
+	return s
+}
+
+func (s *Service) shard(blind []byte) *subjectShard {
+	if len(blind) == 0 {
+		return &s.shards[0]
+	}
+	return &s.shards[blind[0]%subjectShards]
 }
 
 func skey(ws int64, blind []byte) subjectKey {
@@ -78,12 +106,12 @@ func skey(ws int64, blind []byte) subjectKey {
 }
 
 // Catalog returns a workspace's compiled catalog (the defaults until edited).
+// It is re-read from the store every few seconds (another node may edit it).
 func (s *Service) Catalog(ctx context.Context, ws int64) (*Compiled, error) {
 	now := s.Now()
-	s.mu.Lock()
-	e := s.catalogs[ws]
-	s.mu.Unlock()
-	if e != nil && now.Sub(e.loaded) < min(s.StaleAfter, 5*time.Second) {
+	v, _ := s.catalogs.Load(ws)
+	e, _ := v.(*catalogEntry)
+	if e != nil && now.UnixNano()-e.loaded.Load() < int64(min(s.StaleAfter, 5*time.Second)) {
 		return e.compiled, nil
 	}
 	c, err := s.loadCatalog(ctx, ws)
@@ -91,19 +119,21 @@ func (s *Service) Catalog(ctx context.Context, ws int64) (*Compiled, error) {
 		return nil, err
 	}
 	if e != nil && e.compiled.Catalog.Version == c.Version {
-		s.mu.Lock()
-		e.loaded = now
-		s.mu.Unlock()
+		e.loaded.Store(now.UnixNano())
 		return e.compiled, nil
 	}
 	k, err := Compile(c)
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.catalogs[ws] = &catalogEntry{compiled: k, loaded: now}
-	s.mu.Unlock()
+	s.putCatalog(ws, k, now)
 	return k, nil
+}
+
+func (s *Service) putCatalog(ws int64, k *Compiled, now time.Time) {
+	e := &catalogEntry{compiled: k}
+	e.loaded.Store(now.UnixNano())
+	s.catalogs.Store(ws, e)
 }
 
 func (s *Service) loadCatalog(ctx context.Context, ws int64) (*Catalog, error) {
@@ -153,20 +183,21 @@ func (s *Service) PutCatalog(ctx context.Context, ws int64, c *Catalog, version 
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.catalogs[ws] = &catalogEntry{compiled: k, loaded: s.Now()}
-	s.mu.Unlock()
+	s.putCatalog(ws, k, s.Now())
 	return c, nil
 }
 
-// latest returns a subject's latest record per purpose, cached.
-func (s *Service) latest(ctx context.Context, ws int64, blind []byte) (map[string]trustloop.ConsentRecord, error) {
+// latest returns a subject's latest record per purpose, cached (fresh: read
+// from the store whatever the cache holds).
+func (s *Service) latest(ctx context.Context, ws int64, blind []byte, fresh bool) (map[string]trustloop.ConsentRecord, error) {
 	key := skey(ws, blind)
 	now := s.Now()
-	s.mu.Lock()
-	e, ok := s.subjects.Get(key)
-	s.mu.Unlock()
-	if ok && now.Sub(e.loaded) < s.StaleAfter {
+	sh := s.shard(blind)
+	sh.mu.Lock()
+	e, ok := sh.c.Get(key)
+	gen := sh.gen
+	sh.mu.Unlock()
+	if ok && !fresh && now.Sub(e.loaded) < s.StaleAfter {
 		return e.latest, nil
 	}
 	recs, err := s.store.ConsentRecords(ctx, ws, blind)
@@ -177,10 +208,36 @@ func (s *Service) latest(ctx context.Context, ws int64, blind []byte) (map[strin
 	if len(recs) > 0 {
 		e.latest = foldLatest(recs)
 	}
-	s.mu.Lock()
-	s.subjects.Put(key, e)
-	s.mu.Unlock()
+	sh.mu.Lock()
+	if sh.gen == gen {
+		sh.c.Put(key, e)
+	}
+	sh.mu.Unlock()
 	return e.latest, nil
+}
+
+// forget drops subjects from the cache after a change.
+func (s *Service) forget(ws int64, subjects [][]byte) {
+	for _, sub := range subjects {
+		sh := s.shard(sub)
+		sh.mu.Lock()
+		sh.c.Remove(skey(ws, sub))
+		sh.gen++
+		sh.mu.Unlock()
+	}
+}
+
+// Stored returns the subjects' stored consent as the collector decides by it
+// (cached).
+func (s *Service) Stored(ctx context.Context, k *Compiled, ws int64, blinds ...[]byte) (Stored, map[string]trustloop.ConsentRecord, error) {
+	return s.stored(ctx, k, ws, false, blinds...)
+}
+
+// StoredForRead returns the subjects' stored consent for a read of personal
+// data: read afresh when other nodes may have changed it (Shared), so a
+// withdrawal acknowledged anywhere holds for every later read (T4).
+func (s *Service) StoredForRead(ctx context.Context, k *Compiled, ws int64, blinds ...[]byte) (Stored, map[string]trustloop.ConsentRecord, error) {
+	return s.stored(ctx, k, ws, s.Shared, blinds...)
 }
 
 // foldLatest keeps each purpose's last record in chain order.
@@ -247,15 +304,15 @@ func (k *Compiled) Fold(latest map[string]trustloop.ConsentRecord, now time.Time
 }
 
 // Stored returns the stored consent of the subjects (blind indexes; nil ones
-// are skipped) under catalog k.
-func (s *Service) Stored(ctx context.Context, k *Compiled, ws int64, blinds ...[]byte) (Stored, map[string]trustloop.ConsentRecord, error) {
+// are skipped) under catalog k, from the cache (the collector's view).
+func (s *Service) stored(ctx context.Context, k *Compiled, ws int64, fresh bool, blinds ...[]byte) (Stored, map[string]trustloop.ConsentRecord, error) {
 	var sets [4]map[string]trustloop.ConsentRecord
 	n := 0
 	for _, b := range blinds {
 		if b == nil || n == len(sets) {
 			continue
 		}
-		l, err := s.latest(ctx, ws, b)
+		l, err := s.latest(ctx, ws, b, fresh)
 		if err != nil {
 			return Stored{}, nil, err
 		}
@@ -272,9 +329,9 @@ func (s *Service) TCFOf(str string) TCF {
 	if str == "" {
 		return TCF{}
 	}
-	s.mu.Lock()
+	s.tcfMu.Lock()
 	t, ok := s.tcfs.Get(str)
-	s.mu.Unlock()
+	s.tcfMu.Unlock()
 	if ok {
 		return t
 	}
@@ -292,9 +349,9 @@ func (s *Service) TCFOf(str string) TCF {
 			}
 		}
 	}
-	s.mu.Lock()
+	s.tcfMu.Lock()
 	s.tcfs.Put(str, t)
-	s.mu.Unlock()
+	s.tcfMu.Unlock()
 	return t
 }
 
@@ -390,11 +447,7 @@ func (s *Service) Record(ctx context.Context, ws int64, subjects [][]byte, chang
 	if err != nil {
 		return "", nil, err
 	}
-	s.mu.Lock()
-	for _, sub := range subjects {
-		s.subjects.Remove(skey(ws, sub))
-	}
-	s.mu.Unlock()
+	s.forget(ws, subjects)
 	if s.OnChange != nil {
 		s.OnChange(ctx, recs)
 	}
@@ -469,4 +522,18 @@ func AuditEntries(recs []trustloop.ConsentRecord) []trustloop.AuditEntry {
 			Detail: "method " + r.Method, ReceiptID: r.ReceiptID})
 	}
 	return out
+}
+
+// JurisdictionOf returns the jurisdiction of the subject's most recent choice
+// that named one ("" if none did): it selects the regime for reads, and for
+// events that name none.
+func JurisdictionOf(latest map[string]trustloop.ConsentRecord) string {
+	var j string
+	var at time.Time
+	for _, r := range latest {
+		if r.Jurisdiction != "" && r.At.After(at) {
+			j, at = r.Jurisdiction, r.At
+		}
+	}
+	return j
 }

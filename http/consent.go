@@ -169,12 +169,12 @@ func (s *Server) decideRead(ctx context.Context, ws int64, p string, c *consent.
 		return a, nil
 	}
 	a.index, _ = c.Index(p)
-	st, latest, err := s.Consent.Stored(ctx, c, ws, subjects...)
+	st, latest, err := s.Consent.StoredForRead(ctx, c, ws, subjects...)
 	if err != nil {
 		return nil, err
 	}
 	a.stored, a.latest = st, latest
-	sig := consent.Signals{Regime: c.Regime("")}
+	sig := consent.Signals{Regime: c.Regime(consent.JurisdictionOf(latest))}
 	a.allowed = c.Decide(st, sig).Has(a.index)
 	if !a.allowed {
 		a.reason = c.Explain(a.index, st, sig)
@@ -272,7 +272,7 @@ const stateNotSet = "not_set"
 
 func (a *access) consentView() *consentView {
 	c := a.k
-	sig := consent.Signals{Regime: c.Regime("")}
+	sig := consent.Signals{Regime: c.Regime(consent.JurisdictionOf(a.latest))}
 	allowed := c.Decide(a.stored, sig)
 	v := &consentView{Regime: consent.RegimeName(sig.Regime), Purposes: map[string]purposeConsentView{}}
 	for i := range c.Len() {
@@ -404,7 +404,7 @@ func (s *Server) putConsent(w http.ResponseWriter, r *http.Request, k *trustloop
 			return trustloop.Errorf(trustloop.EINVALID, "Unknown purpose %q.", p).WithHint("GET /v1/purposes lists the catalog.")
 		}
 	}
-	_, latest, err := s.Consent.Stored(r.Context(), c, k.WorkspaceID, prof.Subjects()...)
+	_, latest, err := s.Consent.StoredForRead(r.Context(), c, k.WorkspaceID, prof.Subjects()...)
 	if err != nil {
 		return err
 	}

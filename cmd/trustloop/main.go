@@ -280,7 +280,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if _, shared := m.Store.(*postgres.DB); shared {
 		// Other nodes change consent too: what this node cached is re-read
 		// after a second (reads of personal data always decide afresh).
-		m.Consent.StaleAfter = time.Second
+		m.Consent.StaleAfter, m.Consent.Shared = time.Second, true
 	}
 	if err := m.bootstrap(ctx); err != nil {
 		return err
