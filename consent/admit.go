@@ -41,13 +41,18 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 		jurisdiction = JurisdictionOf(latest)
 	}
 	sig := s.Signals(k, &m.Consent, jurisdiction)
-	subjects := make([][]byte, 0, 2)
-	for _, b := range [][]byte{userBlind, anonBlind} {
-		if b != nil {
-			subjects = append(subjects, b)
+	// What a record needs is made only when one is made (rarely): this is the
+	// collector's hot path.
+	subjects := func() [][]byte {
+		out := make([][]byte, 0, 2)
+		for _, b := range [][]byte{userBlind, anonBlind} {
+			if b != nil {
+				out = append(out, b)
+			}
 		}
+		return out
 	}
-	evidence := "message:" + hex.EncodeToString(msgHash)
+	evidence := func() string { return "message:" + hex.EncodeToString(msgHash) }
 	recorded := false
 	if m.Type == trustloop.EventTrack && m.Event == ConsentPreferenceUpdated {
 		changes := s.preferenceChanges(k, sig, latest)
@@ -55,7 +60,7 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 			if len(cs) == 0 {
 				continue
 			}
-			if _, recs, err := s.Record(ctx, ws, subjects, cs, Meta{Method: method, SourceID: src.ID, Evidence: evidence, Jurisdiction: m.Consent.Jurisdiction}); err != nil {
+			if _, recs, err := s.Record(ctx, ws, subjects(), cs, Meta{Method: method, SourceID: src.ID, Evidence: evidence(), Jurisdiction: m.Consent.Jurisdiction}); err != nil {
 				return a, err
 			} else {
 				a.Recorded += len(recs)
@@ -72,7 +77,7 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 			}
 		}
 		if len(cs) > 0 {
-			_, recs, err := s.Record(ctx, ws, subjects, cs, Meta{Method: trustloop.MethodGPC, SourceID: src.ID, Evidence: evidence, Jurisdiction: m.Consent.Jurisdiction})
+			_, recs, err := s.Record(ctx, ws, subjects(), cs, Meta{Method: trustloop.MethodGPC, SourceID: src.ID, Evidence: evidence(), Jurisdiction: m.Consent.Jurisdiction})
 			if err != nil {
 				return a, err
 			}

@@ -46,7 +46,7 @@ func newEnv(t *testing.T, c *consent.Catalog) *env {
 	if err := kr.AddWorkspace(&b.Workspace); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{svc: consent.New(db, kr, slog.New(slog.NewTextHandler(io.Discard, nil)), 100), db: db, keys: kr,
+	e := &env{svc: consent.New(db, kr, slog.New(slog.NewTextHandler(io.Discard, nil)), 100_000), db: db, keys: kr,
 		ws: b.Workspace.ID, src: &b.Source, now: time.Now().UTC().Truncate(time.Millisecond)}
 	e.svc.Now = func() time.Time { return e.now }
 	if c != nil {
@@ -376,5 +376,38 @@ func TestChangeNotHiddenByConcurrentLoads(t *testing.T) {
 	close(stop)
 	for range 4 {
 		<-done
+	}
+}
+
+// BenchmarkAdmit is the consent stage's cost per collected event once the
+// subjects are cached: the bench load's shape (a logged-in visitor with an
+// anonymous id, categoryPreferences, no stored choice, opt-out).
+func BenchmarkAdmit(b *testing.B) {
+	c := consent.DefaultCatalog()
+	c.Regime = consent.RegimeOptOut
+	t := &testing.T{}
+	e := newEnv(t, c)
+	const users = 10_000
+	ub := make([][]byte, users)
+	ab := make([][]byte, users)
+	for i := range users {
+		ub[i] = e.blind(t, trustloop.IDUserID, fmt.Sprint("user-", i))
+		ab[i] = e.blind(t, trustloop.IDAnonymousID, fmt.Sprint("anon-", i))
+	}
+	m := viewed
+	m.Consent.CategoryPreferences = map[string]bool{"Analytics": true, "Advertising": false, "Functional": true}
+	ctx := context.Background()
+	for i := range users { // warm the cache
+		e.svc.Admit(ctx, e.src, &m, []byte("hash"), ub[i], ab[i])
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		a, err := e.svc.Admit(ctx, e.src, &m, []byte("hash"), ub[i%users], ab[i%users])
+		if err != nil || len(a.Purposes) == 0 {
+			b.Fatal(a, err)
+		}
+		i++
 	}
 }

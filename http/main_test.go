@@ -90,7 +90,7 @@ type testServer struct {
 // clock.
 var fixedNow = time.Now().UTC().Truncate(time.Millisecond)
 
-func newServer(t *testing.T, opt options) *testServer {
+func newServer(t testing.TB, opt options) *testServer {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, t.TempDir())
@@ -129,7 +129,7 @@ func newServer(t *testing.T, opt options) *testServer {
 		if err := kr.AddWorkspace(&b.Workspace); err != nil {
 			t.Fatal(err)
 		}
-		cs = consent.New(db, kr, log, 1000)
+		cs = consent.New(db, kr, log, 100_000)
 		c := consent.DefaultCatalog()
 		c.Regime = opt.regime
 		if _, err := cs.PutCatalog(ctx, b.Workspace.ID, c, 0); err != nil {
@@ -217,7 +217,7 @@ type req struct {
 	headers map[string]string
 }
 
-func (s *testServer) do(t *testing.T, r req) *response {
+func (s *testServer) do(t testing.TB, r req) *response {
 	t.Helper()
 	res, err := s.send(r)
 	if err != nil {
@@ -267,13 +267,13 @@ func (s *testServer) send(r req) (*response, error) {
 }
 
 // post sends body to path with Basic auth and application/json.
-func (s *testServer) post(t *testing.T, path string, body any) *response {
+func (s *testServer) post(t testing.TB, path string, body any) *response {
 	t.Helper()
 	return s.do(t, req{path: path, body: mustJSON(t, body), auth: testWriteKey})
 }
 
 // mustOK fails the test unless the response is 200 {"success":true}.
-func mustOK(t *testing.T, r *response) {
+func mustOK(t testing.TB, r *response) {
 	t.Helper()
 	if r.Status != http.StatusOK {
 		t.Fatalf("status = %d, want 200; body %s", r.Status, r.Body)
@@ -362,7 +362,7 @@ func (s *testServer) metricsText(t *testing.T) string {
 	return string(r.Body)
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	if b, ok := v.([]byte); ok {
 		return b

@@ -17,7 +17,7 @@ import (
 const adminKey = "tl_admin_test"
 
 // api sends an API request with the admin key (or key, when given).
-func (s *testServer) api(t *testing.T, method, path string, body any, key ...string) *response {
+func (s *testServer) api(t testing.TB, method, path string, body any, key ...string) *response {
 	t.Helper()
 	k := adminKey
 	if len(key) > 0 {
@@ -45,7 +45,7 @@ type profileJSON struct {
 	MergedFrom string               `json:"merged_from"`
 }
 
-func decode[T any](t *testing.T, r *response, want int) T {
+func decode[T any](t testing.TB, r *response, want int) T {
 	t.Helper()
 	if r.Status != want {
 		t.Fatalf("status %d, want %d: %s", r.Status, want, r.Body)

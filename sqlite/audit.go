@@ -15,6 +15,12 @@ import (
 
 var _ trustloop.AuditStore = (*DB)(nil)
 
+const (
+	auditEntryInsert   = `INSERT INTO audit_entries (workspace_id, idx, data) VALUES `
+	auditHashInsert    = `INSERT INTO audit_hashes (workspace_id, idx, hashes) VALUES `
+	auditSubjectInsert = `INSERT INTO audit_subjects (workspace_id, subject, idx) VALUES (?, ?, ?)`
+)
+
 // auditChunk is the most audit rows one INSERT carries.
 const auditChunk = 256
 
@@ -42,6 +48,20 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	// The writer pool has one connection, which the transaction holds: the
+	// statements it runs are prepared first.
+	queries := []string{auditSubjectInsert}
+	for _, ws := range wss {
+		for start := 0; start < len(groups[ws]); start += auditChunk {
+			rows := repeatRow(min(auditChunk, len(groups[ws])-start), "(?,?,?)")
+			queries = append(queries, auditEntryInsert+rows, auditHashInsert+rows)
+		}
+	}
+	for _, q := range queries {
+		if _, err := db.prepared(ctx, true, q); err != nil {
+			return fmt.Errorf("sqlite: audit append: prepare: %w", err)
+		}
+	}
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: audit append: begin: %w", err)
@@ -71,22 +91,36 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 			for j := start; j < end; j++ {
 				args = append(args, ws, batch[j].Index, data[j])
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_entries (workspace_id, idx, data) VALUES `+rows, args...); err != nil {
+			// Prepared once per row count (at most auditChunk of them).
+			st, err := db.txStmt(ctx, tx, auditEntryInsert+rows)
+			if err != nil {
+				return fmt.Errorf("sqlite: audit append: entries: %w", err)
+			}
+			if _, err := st.ExecContext(ctx, args...); err != nil {
 				return fmt.Errorf("sqlite: audit append: entries: %w", err)
 			}
 			args = args[:0]
 			for j := start; j < end; j++ {
 				args = append(args, ws, batch[j].Index, hashes[j])
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_hashes (workspace_id, idx, hashes) VALUES `+rows, args...); err != nil {
+			// Prepared once per row count (at most auditChunk of them).
+			st, err = db.txStmt(ctx, tx, auditHashInsert+rows)
+			if err != nil {
 				return fmt.Errorf("sqlite: audit append: hashes: %w", err)
 			}
+			if _, err := st.ExecContext(ctx, args...); err != nil {
+				return fmt.Errorf("sqlite: audit append: hashes: %w", err)
+			}
+		}
+		sub, err := db.txStmt(ctx, tx, auditSubjectInsert)
+		if err != nil {
+			return fmt.Errorf("sqlite: audit append: subjects: %w", err)
 		}
 		for _, e := range batch {
 			if e.Subject == "" {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_subjects (workspace_id, subject, idx) VALUES (?, ?, ?)`, ws, e.Subject, e.Index); err != nil {
+			if _, err := sub.ExecContext(ctx, ws, e.Subject, e.Index); err != nil {
 				return fmt.Errorf("sqlite: audit append: subjects: %w", err)
 			}
 		}

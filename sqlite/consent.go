@@ -77,7 +77,7 @@ func expiresMS(r *trustloop.ConsentRecord) int64 {
 
 // ConsentRecords returns a subject's chain.
 func (db *DB) ConsentRecords(ctx context.Context, workspaceID int64, subject []byte) ([]trustloop.ConsentRecord, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT seq, purpose, state, at, expires_at, method, notice_version, jurisdiction,
+	rows, err := db.query(ctx, `SELECT seq, purpose, state, at, expires_at, method, notice_version, jurisdiction,
 		source_id, evidence, receipt_id, prev_hash, hash FROM consent_records WHERE workspace_id = ? AND subject = ? ORDER BY seq`,
 		workspaceID, subject)
 	if err != nil {

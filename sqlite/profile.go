@@ -216,7 +216,7 @@ func (db *DB) FindIdentities(ctx context.Context, workspaceID int64, blinds [][]
 
 // ProfileIdentities returns a profile's identities by first_seen.
 func (db *DB) ProfileIdentities(ctx context.Context, workspaceID, profileID int64) ([]trustloop.IdentityRecord, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT `+identityCols+` FROM identities WHERE profile_id = ? AND workspace_id = ?
+	rows, err := db.query(ctx, `SELECT `+identityCols+` FROM identities WHERE profile_id = ? AND workspace_id = ?
 		ORDER BY first_seen, blind`, profileID, workspaceID)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: profile identities: %w", err)

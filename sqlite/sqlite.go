@@ -42,6 +42,9 @@ type DB struct {
 	eventStmts  map[int]*sql.Stmt // multi-row event inserts by row count
 	inlineStmts map[int]*sql.Stmt // the same with the payload in the row
 	keyStmts    map[int]*sql.Stmt // multi-row subject_keys inserts by row count
+	// stmts caches prepared statements by (pool, query text): SQLite parses a
+	// statement in tens of microseconds, as long as a hot read takes to run.
+	stmts sync.Map // stmtKey → *sql.Stmt
 
 	opt       Options
 	mu        sync.Mutex // one AppendEvents at a time (the pipeline has one writer anyway)
@@ -350,6 +353,10 @@ func (db *DB) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	db.stmts.Range(func(_, v any) bool {
+		errs = append(errs, v.(*sql.Stmt).Close())
+		return true
+	})
 	for _, s := range db.eventStmts {
 		errs = append(errs, s.Close())
 	}
@@ -422,3 +429,61 @@ func repeatRow(rows int, row string) string {
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
 func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+type stmtKey struct {
+	write bool
+	query string
+}
+
+// prepared returns the statement of query prepared on the read pool (or the
+// writer connection), preparing it once.
+func (db *DB) prepared(ctx context.Context, write bool, query string) (*sql.Stmt, error) {
+	k := stmtKey{write, query}
+	if v, ok := db.stmts.Load(k); ok {
+		return v.(*sql.Stmt), nil
+	}
+	pool := db.read
+	if write {
+		pool = db.write
+	}
+	st, err := pool.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if v, loaded := db.stmts.LoadOrStore(k, st); loaded {
+		st.Close()
+		return v.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// query runs a hot read through a prepared statement.
+func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := db.prepared(ctx, false, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// queryRow is query for one row.
+func (db *DB) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := db.prepared(ctx, false, query)
+	if err != nil {
+		// A *sql.Row carrying the error: QueryRowContext on the pool reports it
+		// at Scan the same way.
+		return db.read.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// txStmt returns query, prepared on the writer connection, bound to tx. The
+// statement must have been prepared (db.prepared) before tx began: the writer
+// pool's one connection is the transaction's, so preparing now would wait on
+// it forever. An unprepared query is prepared inside tx, uncached.
+func (db *DB) txStmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	if v, ok := db.stmts.Load(stmtKey{true, query}); ok {
+		return tx.StmtContext(ctx, v.(*sql.Stmt)), nil
+	}
+	return tx.PrepareContext(ctx, query)
+}

@@ -149,7 +149,7 @@ func (db *DB) FindAPIKeyBySecretHash(ctx context.Context, hash []byte) (*trustlo
 	var roles, purposes string
 	var created int64
 	var revoked sql.NullInt64
-	err := db.read.QueryRowContext(ctx, `SELECT id, workspace_id, name, secret_hash, roles, purposes, created_at, revoked_at
+	err := db.queryRow(ctx, `SELECT id, workspace_id, name, secret_hash, roles, purposes, created_at, revoked_at
 		FROM api_keys WHERE secret_hash = ?`, hash).Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.SecretHash, &roles, &purposes, &created, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "API key not found.")

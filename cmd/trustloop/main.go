@@ -276,7 +276,9 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.Keyring = keyring.New(master, 200_000)
 	m.Keyring.Load = m.Store.FindWorkspace
-	m.Consent = consent.New(m.Store, m.Keyring, m.Log, 200_000)
+	// Up to 2 × 400,000 subjects' stored consent (~80 bytes each): a miss is a
+	// store read on the collector's path, so the active subjects should fit.
+	m.Consent = consent.New(m.Store, m.Keyring, m.Log, 400_000)
 	if _, shared := m.Store.(*postgres.DB); shared {
 		// Other nodes change consent too: what this node cached is re-read
 		// after a second (reads of personal data always decide afresh).
