@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/trustloop/trustloop/postgres/pgtest"
 )
 
 // api calls the server's API with the bootstrap admin key.
@@ -122,9 +124,18 @@ func purposesOf(t *testing.T, v map[string]any) map[string]map[string]any {
 
 // TestConsentEndToEnd walks T1–T4 through HTTP on a real server in the opt-in
 // regime (the bootstrap default).
-func TestConsentEndToEnd(t *testing.T) {
+func TestConsentEndToEnd(t *testing.T) { consentEndToEnd(t) }
+
+// TestConsentEndToEndPostgres is the same on PostgreSQL (stored consent is then
+// read afresh for every read: other nodes may change it).
+func TestConsentEndToEndPostgres(t *testing.T) {
+	consentEndToEnd(t, "--database-url", pgtest.Schema(t, "PostgreSQL consent end-to-end test"))
+}
+
+func consentEndToEnd(t *testing.T, extra ...string) {
 	dataDir := t.TempDir()
-	s := start(t, dataDir, "--profiles", "--regime", "opt_in")
+	s := start(t, dataDir, append([]string{"--profiles", "--regime", "opt_in"}, extra...)...)
+	pg := len(extra) > 0
 	run := randomHex(4)
 	user := "consent-" + run
 
@@ -299,8 +310,10 @@ func TestConsentEndToEnd(t *testing.T) {
 	if code, v := api(t, s, "PUT", "/v1/purposes", cat); code != 400 {
 		t.Fatalf("removing a default purpose: %d %v", code, v)
 	}
-	if st := stats(t, dataDir); st["consent_records"] < 4 || st["audit_entries"] < 4 {
-		t.Fatalf("stats: %v", st)
+	if !pg {
+		if st := stats(t, dataDir); st["consent_records"] < 4 || st["audit_entries"] < 4 {
+			t.Fatalf("stats: %v", st)
+		}
 	}
 
 	// T3/T7: every read that showed data is a recorded data use (withheld reads
