@@ -3,6 +3,7 @@ package consent
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -59,15 +60,33 @@ type catalogEntry struct {
 	loaded   atomic.Int64 // unix nanoseconds
 }
 
-type subjectKey struct {
-	ws    int64
-	blind [keyring.BlindSize]byte
+// subjectEntry is a subject's latest record per purpose. The cache is keyed by
+// 64 bits of the blind index (a uniformly random HMAC output) mixed with the
+// workspace, which a map hashes and compares far faster than the whole; the
+// entry keeps the workspace and the whole blind index, and a lookup that finds
+// another subject's entry under the same key is a miss.
+type subjectEntry struct {
+	ws     int64
+	blind  [keyring.BlindSize]byte
+	latest map[string]trustloop.ConsentRecord
+	loaded int64 // unix nanoseconds
 }
 
-// subjectEntry is a subject's latest record per purpose.
-type subjectEntry struct {
-	latest map[string]trustloop.ConsentRecord
-	loaded time.Time
+func nkey(ws int64, blind []byte) noneKey {
+	var k noneKey
+	if len(blind) >= 32 {
+		k[0] = binary.LittleEndian.Uint64(blind[16:24]) ^ uint64(ws)*0x9e3779b97f4a7c15
+		k[1] = binary.LittleEndian.Uint64(blind[24:32])
+	}
+	return k
+}
+
+func skey(ws int64, blind []byte) uint64 {
+	var k uint64
+	if len(blind) >= 16 {
+		k = binary.LittleEndian.Uint64(blind[8:16])
+	}
+	return k ^ uint64(ws)*0x9e3779b97f4a7c15
 }
 
 // The subject cache is sharded by the blind index's first byte, so request
@@ -77,17 +96,25 @@ type subjectEntry struct {
 const subjectShards = 16
 
 type subjectShard struct {
-	mu  sync.Mutex
-	c   *cache.TwoGen[subjectKey, *subjectEntry]
-	gen uint64
+	mu sync.Mutex
+	c  *cache.TwoGen[uint64, subjectEntry]
+	// none holds the subjects known to have no record, by 128 bits of their
+	// blind index (a collision is as likely as guessing an AES key), with the
+	// time they were read: most subjects never choose, and 24 bytes an entry
+	// keep the map small enough for the CPU's caches on the collector's path.
+	none *cache.TwoGen[noneKey, int64]
+	gen  uint64
 }
+
+type noneKey [2]uint64
 
 // New returns a service over store, caching up to about 2 × cached subjects.
 func New(store Store, keys *keyring.Keyring, log *slog.Logger, cached int) *Service {
 	s := &Service{store: store, keys: keys, log: log, Now: time.Now, StaleAfter: time.Hour,
 		tcfs: cache.NewTwoGen[string, TCF](4096)}
 	for i := range s.shards {
-		s.shards[i].c = cache.NewTwoGen[subjectKey, *subjectEntry](cached/subjectShards + 1)
+		s.shards[i].c = cache.NewTwoGen[uint64, subjectEntry](cached/subjectShards + 1)
+		s.shards[i].none = cache.NewTwoGen[noneKey, int64](cached/subjectShards + 1)
 	}
 	return s
 }
@@ -97,12 +124,6 @@ func (s *Service) shard(blind []byte) *subjectShard {
 		return &s.shards[0]
 	}
 	return &s.shards[blind[0]%subjectShards]
-}
-
-func skey(ws int64, blind []byte) subjectKey {
-	k := subjectKey{ws: ws}
-	copy(k.blind[:], blind)
-	return k
 }
 
 // Catalog returns a workspace's compiled catalog (the defaults until edited).
@@ -191,26 +212,45 @@ func (s *Service) PutCatalog(ctx context.Context, ws int64, c *Catalog, version 
 // from the store whatever the cache holds).
 func (s *Service) latest(ctx context.Context, ws int64, blind []byte, fresh bool) (map[string]trustloop.ConsentRecord, error) {
 	key := skey(ws, blind)
-	now := s.Now()
+	nk := nkey(ws, blind)
+	now := s.Now().UnixNano()
 	sh := s.shard(blind)
 	sh.mu.Lock()
-	e, ok := sh.c.Get(key)
+	// (Blind indexes are always 32 bytes; anything shorter is never trusted
+	// to the 128-bit key.)
+	loaded, none := sh.none.Get(nk)
+	none = none && len(blind) == keyring.BlindSize
+	var e subjectEntry
+	var ok bool
+	if !none {
+		e, ok = sh.c.Get(key)
+	}
 	gen := sh.gen
 	sh.mu.Unlock()
-	if ok && !fresh && now.Sub(e.loaded) < s.StaleAfter {
+	if none && !fresh && now-loaded < int64(s.StaleAfter) {
+		return nil, nil
+	}
+	if ok && !fresh && e.ws == ws && string(e.blind[:]) == string(blind) && now-e.loaded < int64(s.StaleAfter) {
 		return e.latest, nil
 	}
 	recs, err := s.store.ConsentRecords(ctx, ws, blind)
 	if err != nil {
 		return nil, err
 	}
-	e = &subjectEntry{loaded: now}
+	e = subjectEntry{ws: ws, loaded: now}
+	copy(e.blind[:], blind)
 	if len(recs) > 0 {
 		e.latest = foldLatest(recs)
 	}
 	sh.mu.Lock()
 	if sh.gen == gen {
-		sh.c.Put(key, e)
+		if e.latest == nil && len(blind) == keyring.BlindSize {
+			sh.none.Put(nk, now)
+			sh.c.Remove(key)
+		} else {
+			sh.c.Put(key, e)
+			sh.none.Remove(nk)
+		}
 	}
 	sh.mu.Unlock()
 	return e.latest, nil
@@ -222,6 +262,7 @@ func (s *Service) forget(ws int64, subjects [][]byte) {
 		sh := s.shard(sub)
 		sh.mu.Lock()
 		sh.c.Remove(skey(ws, sub))
+		sh.none.Remove(nkey(ws, sub))
 		sh.gen++
 		sh.mu.Unlock()
 	}

@@ -46,7 +46,7 @@ func newEnv(t *testing.T, c *consent.Catalog) *env {
 	if err := kr.AddWorkspace(&b.Workspace); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{svc: consent.New(db, kr, slog.New(slog.NewTextHandler(io.Discard, nil)), 100_000), db: db, keys: kr,
+	e := &env{svc: consent.New(db, kr, slog.New(slog.NewTextHandler(io.Discard, nil)), 400_000), db: db, keys: kr,
 		ws: b.Workspace.ID, src: &b.Source, now: time.Now().UTC().Truncate(time.Millisecond)}
 	e.svc.Now = func() time.Time { return e.now }
 	if c != nil {
@@ -358,7 +358,7 @@ func TestChangeNotHiddenByConcurrentLoads(t *testing.T) {
 		}()
 	}
 	analytics, _ := k.Index("analytics")
-	for i := range 60 {
+	for i := range 400 {
 		state := []string{trustloop.ConsentGiven, trustloop.ConsentWithdrawn}[i%2]
 		if _, _, err := e.svc.Record(ctx, e.ws, [][]byte{ub}, []consent.Change{{Purpose: "analytics", State: state}},
 			consent.Meta{Method: trustloop.MethodAPI}); err != nil {
@@ -387,7 +387,7 @@ func BenchmarkAdmit(b *testing.B) {
 	c.Regime = consent.RegimeOptOut
 	t := &testing.T{}
 	e := newEnv(t, c)
-	const users = 10_000
+	const users = 100_000 // the bench load's: 150,000 subjects, beyond the CPU caches
 	ub := make([][]byte, users)
 	ab := make([][]byte, users)
 	for i := range users {

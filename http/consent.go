@@ -248,6 +248,34 @@ func (a *access) filter(p *projection.Profile) {
 	if !a.sees(trustloop.CategoryBehavior) {
 		p.Audiences = []projection.AudienceRef{}
 	}
+	a.visible = a.shown(p)
+}
+
+// shown is what a filtered profile still shows, by category: what its read
+// records as used (an empty profile shows, and uses, nothing).
+func (a *access) shown(p *projection.Profile) consent.Cats {
+	var c consent.Cats
+	for _, id := range p.Identities {
+		if contactTypes[id.Type] {
+			c |= consent.CategoryBit(trustloop.CategoryContact)
+		} else {
+			c |= consent.CategoryBit(trustloop.CategoryIdentity)
+		}
+	}
+	if len(p.Traits) > 0 {
+		c |= consent.CategoryBit(trustloop.CategoryContact)
+	}
+	for key := range p.Computed {
+		if transactionKeys[key] {
+			c |= consent.CategoryBit(trustloop.CategoryTransactions)
+		} else {
+			c |= consent.CategoryBit(trustloop.CategoryBehavior)
+		}
+	}
+	if len(p.Audiences) > 0 {
+		c |= consent.CategoryBit(trustloop.CategoryBehavior)
+	}
+	return c
 }
 
 // consentView is a profile's consent as the API shows it.
