@@ -108,6 +108,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err := s.Store.CreateAPIKey(r.Context(), nk); err != nil {
 		return err
 	}
+	s.recordAdmin(r, k, trustloop.AuditKeyCreated, "key:"+strconv.FormatInt(nk.ID, 10))
 	v := viewKey(nk)
 	v.Secret = secret
 	writeJSON(w, http.StatusCreated, v)
@@ -141,6 +142,23 @@ func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err := s.Store.RevokeAPIKey(r.Context(), k.WorkspaceID, id, s.now()); err != nil {
 		return err
 	}
+	s.recordAdmin(r, k, trustloop.AuditKeyRevoked, "key:"+strconv.FormatInt(id, 10))
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// recordAdmin appends an administrative change (a key made or revoked, the
+// catalog edited) to the audit log. The change is already made: a failure to
+// record it is logged for the operator, not turned into an error the caller
+// would retry.
+func (s *Server) recordAdmin(r *http.Request, k *trustloop.APIKey, kind, detail string) {
+	if s.Audit == nil {
+		return
+	}
+	e := trustloop.AuditEntry{WorkspaceID: k.WorkspaceID, Time: s.now(), Kind: kind,
+		Actor:  trustloop.AuditActor{Kind: trustloop.ActorAPIKey, ID: "key:" + strconv.FormatInt(k.ID, 10)},
+		Action: routeOf(r), Detail: detail}
+	if err := s.Audit.Append(r.Context(), e); err != nil {
+		s.Log.Error("recording an administrative change in the audit log failed", "kind", kind, "err", err)
+	}
 }

@@ -98,6 +98,7 @@ func (s *Server) putPurposes(w http.ResponseWriter, r *http.Request, k *trustloo
 	if err != nil {
 		return err
 	}
+	s.recordAdmin(r, k, "catalog_changed", "version "+strconv.FormatInt(out.Version, 10))
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

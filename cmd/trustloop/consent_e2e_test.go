@@ -236,10 +236,22 @@ func consentEndToEnd(t *testing.T, extra ...string) {
 	if code, v := api(t, s, "POST", "/v1/consent-receipts/verify", map[string]string{"jws": jws}); code != 200 || v["valid"] != true {
 		t.Fatalf("verify: %d %v", code, v)
 	}
+	// ... and with the command, offline, from the JSON the API answered.
+	dir := t.TempDir()
+	rcJSON, _ := json.Marshal(rc)
+	os.WriteFile(dir+"/receipt.json", rcJSON, 0o600)
+	if out, err := runCmd(t, "receipt", "verify", "--public-key", rc["public_key"].(string), dir+"/receipt.json"); err != nil ||
+		!strings.Contains(out, "is valid") {
+		t.Fatalf("trustloop receipt verify: %v\n%s", err, out)
+	}
 	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 	forged := parts[0] + "." + base64.RawURLEncoding.EncodeToString(bytes.Replace(payload, []byte("withdrawn"), []byte("given"), 1)) + "." + parts[2]
 	if code, v := api(t, s, "POST", "/v1/consent-receipts/verify", map[string]string{"jws": forged}); code != 400 {
 		t.Fatalf("a forged receipt: %d %v", code, v)
+	}
+	os.WriteFile(dir+"/forged.jws", []byte(forged), 0o600)
+	if out, err := runCmd(t, "receipt", "verify", "--public-key", rc["public_key"].(string), dir+"/forged.jws"); err == nil {
+		t.Fatalf("trustloop receipt verify accepted a forged receipt:\n%s", out)
 	}
 
 	// GPC: exactly "1" records an opt-out of marketing and sharing (method gpc).
@@ -334,9 +346,14 @@ func consentEndToEnd(t *testing.T, extra ...string) {
 	if code != 200 || byPurpose["essential"] != 1 || byPurpose["analytics"] != 2 || byPurpose["marketing"] != 0 {
 		t.Fatalf("data uses: %d %v", code, byPurpose)
 	}
-	code, ents := api(t, s, "GET", "/v1/audit/entries?start=0&end=100", nil)
-	if code != 200 || !strings.Contains(fmt.Sprint(ents), "consent_change") {
-		t.Fatalf("audit entries: %d %v", code, ents)
+	if code, k := api(t, s, "POST", "/v1/api-keys", map[string]any{"name": "reporting", "roles": []string{"reader"}, "purposes": []string{"analytics"}}); code != 201 {
+		t.Fatalf("create key: %d %v", code, k)
+	}
+	code, ents := api(t, s, "GET", "/v1/audit/entries?start=0&end=200", nil)
+	for _, kind := range []string{"consent_change", "data_use", "key_created", "catalog_changed"} {
+		if code != 200 || !strings.Contains(fmt.Sprint(ents), kind) {
+			t.Fatalf("audit entries lack %s: %d %v", kind, code, ents)
+		}
 	}
 	out, err := runCmd(t, "audit", "verify", "--url", s.url, "--api-key", "e2e-admin-key")
 	if err != nil {

@@ -80,6 +80,7 @@ Usage:
   trustloop stats    [flags]   print what a store holds, as JSON
   trustloop bench    [flags]   drive a running server with realistic events
   trustloop audit    verify    check the audit log against its signed checkpoints
+  trustloop receipt  verify    check a consent receipt offline with the workspace's public key
   trustloop version            print the version
   trustloop help [command]     show help
 
@@ -108,6 +109,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runStats(ctx, args[1:], stdout)
 	case "audit":
 		return auditExit(runAudit(ctx, args[1:], stdout, stderr))
+	case "receipt":
+		return runReceipt(ctx, args[1:], os.Stdin, stdout)
 	case "bench":
 		return runBench(ctx, args[1:], stdout)
 	case "version", "-version", "--version":
