@@ -404,14 +404,25 @@ func decodeMessage(s *scanner, typ trustloop.EventType, opt Options) (m trustloo
 func finish(m *trustloop.Message, batchContext []byte, batchSentAt time.Time, opt Options) string {
 	if len(batchContext) > 0 {
 		m.BatchContext = batchContext
-		if m.Consent.CategoryPreferences == nil && m.Consent.TCString == "" && m.Consent.Jurisdiction == "" {
-			s := &scanner{data: batchContext}
-			if r, err := readContext(s, &m.Consent); err != nil || r != "" {
-				if r == "" {
-					r = "batch context is malformed"
-				}
-				return "batch " + r
+		// The batch's consent signals apply field by field under the message's
+		// own: a message naming only its jurisdiction keeps the batch's
+		// preferences, and the other way round.
+		var batch trustloop.ConsentSignals
+		sc := &scanner{data: batchContext}
+		if r, err := readContext(sc, &batch); err != nil || r != "" {
+			if r == "" {
+				r = "batch context is malformed"
 			}
+			return "batch " + r
+		}
+		if m.Consent.CategoryPreferences == nil {
+			m.Consent.CategoryPreferences = batch.CategoryPreferences
+		}
+		if m.Consent.TCString == "" {
+			m.Consent.TCString = batch.TCString
+		}
+		if m.Consent.Jurisdiction == "" {
+			m.Consent.Jurisdiction = batch.Jurisdiction
 		}
 	}
 	if m.SentAt.IsZero() {

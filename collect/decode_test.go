@@ -952,14 +952,14 @@ func TestDecodeConsent(t *testing.T) {
 		{"batch context before the batch", "batch",
 			`{"context":{"consent":{"categoryPreferences":{"Analytics":false}}},"batch":[{"type":"identify","userId":"u1"}]}`, false,
 			[]trustloop.ConsentSignals{{CategoryPreferences: map[string]bool{"Analytics": false}}}},
-		{"message level wins", "batch", `{"batch":[
+		{"message level wins field by field", "batch", `{"batch":[
 				{"type":"identify","userId":"u1","context":{"consent":{"categoryPreferences":{"Analytics":false}}}},
 				{"type":"identify","userId":"u2","context":{"consent":{"tcString":"MSG"}}},
 				{"type":"identify","userId":"u3"}],
 				"context":{"consent":{"categoryPreferences":{"Analytics":true,"Advertising":true},"tcString":"BATCH"}}}`, true,
 			[]trustloop.ConsentSignals{
-				{CategoryPreferences: map[string]bool{"Analytics": false}, GPC: true},
-				{TCString: "MSG", GPC: true},
+				{CategoryPreferences: map[string]bool{"Analytics": false}, TCString: "BATCH", GPC: true},
+				{CategoryPreferences: map[string]bool{"Analytics": true, "Advertising": true}, TCString: "MSG", GPC: true},
 				{CategoryPreferences: map[string]bool{"Analytics": true, "Advertising": true}, TCString: "BATCH", GPC: true}}},
 	}
 	for _, tt := range tests {
@@ -986,12 +986,15 @@ func TestDecodeConsent(t *testing.T) {
 		}
 	})
 
-	t.Run("invalid batch consent rejects the messages that rely on it", func(t *testing.T) {
+	// The batch's signals fill in each message's missing fields, so invalid ones
+	// concern every message of the batch.
+	t.Run("invalid batch consent rejects every message", func(t *testing.T) {
 		e := mustFail(t, `{"batch":[
 			{"type":"identify","userId":"u1","context":{"consent":{"categoryPreferences":{"A":true}}}},
 			{"type":"identify","userId":"u2"}],
 			"context":{"consent":{"categoryPreferences":{"A":"yes"}}}}`, Batch, trustloop.EINVALID)
-		want := []trustloop.ErrorDetail{{Index: 1, Reason: "batch context.consent.categoryPreferences values must be true or false"}}
+		want := []trustloop.ErrorDetail{{Index: 0, Reason: "batch context.consent.categoryPreferences values must be true or false"},
+			{Index: 1, Reason: "batch context.consent.categoryPreferences values must be true or false"}}
 		if !reflect.DeepEqual(e.Details, want) {
 			t.Errorf("Details = %+v, want %+v", e.Details, want)
 		}

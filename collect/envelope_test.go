@@ -252,8 +252,9 @@ func TestEnvelopeOfDecodedMessages(t *testing.T) {
 		}
 	}
 	first, _ := roundTrip(t, &req.Messages[0])
-	if want := (&EnvelopeConsent{CategoryPreferences: map[string]bool{"Analytics": true}}); !reflect.DeepEqual(first.Consent, want) {
-		t.Errorf("consent = %+v, want the message's own %+v", first.Consent, want)
+	// Field by field: the message's preferences, the batch's TC string.
+	if want := (&EnvelopeConsent{CategoryPreferences: map[string]bool{"Analytics": true}, TCString: "BATCH"}); !reflect.DeepEqual(first.Consent, want) {
+		t.Errorf("consent = %+v, want the message's preferences under the batch's TC string %+v", first.Consent, want)
 	}
 	if first.OriginalTimestamp == nil || !first.OriginalTimestamp.Equal(time.Date(2024, 5, 1, 12, 59, 50, 123000000, time.UTC)) {
 		t.Errorf("originalTimestamp = %v", first.OriginalTimestamp)

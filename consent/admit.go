@@ -100,6 +100,7 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 // categoryPreferences (banner) and a TC string's answers for TCF-mapped
 // purposes (tcf). Answers equal to the stored state are not recorded again.
 func (s *Service) preferenceChanges(k *Compiled, sig Signals, latest map[string]trustloop.ConsentRecord) map[string][]Change {
+	now := s.Now()
 	out := map[string][]Change{}
 	seen := Set(0)
 	add := func(method string, i int, yes bool) {
@@ -109,6 +110,9 @@ func (s *Service) preferenceChanges(k *Compiled, sig Signals, latest map[string]
 		}
 		seen |= 1 << i
 		before := latest[id].State
+		if r := latest[id]; before == trustloop.ConsentGiven && !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt) {
+			before = trustloop.ConsentExpired // a yes renews it
+		}
 		st := newState(yes, before)
 		if st == before || (!yes && before == trustloop.ConsentRefused) {
 			return

@@ -140,6 +140,13 @@ func Validate(c *Catalog, prev *Catalog, inUse func(purpose string) (bool, error
 	if c.Regime != RegimeOptIn && c.Regime != RegimeOptOut {
 		return invalid("regime must be %q or %q.", RegimeOptIn, RegimeOptOut)
 	}
+	folded := map[string]bool{}
+	for j := range c.Jurisdictions {
+		if folded[strings.ToLower(j)] {
+			return invalid("Jurisdiction %q appears twice (codes are compared case-blind).", j)
+		}
+		folded[strings.ToLower(j)] = true
+	}
 	for j, r := range c.Jurisdictions {
 		if !jurisdictionCode.MatchString(j) {
 			return invalid("Jurisdiction codes are ISO 3166 codes: letters, digits and '-', 2–16 characters (e.g. US-CA).")
@@ -155,7 +162,12 @@ func Validate(c *Catalog, prev *Catalog, inUse func(purpose string) (bool, error
 		return invalid("A catalog holds 1 to %d purposes.", MaxPurposes)
 	}
 	ids := map[string]bool{}
+	// An alias may not be another purpose's id either: a banner's name for one
+	// purpose must never grant another.
 	aliases := map[string]string{}
+	for _, p := range c.Purposes {
+		aliases[strings.ToLower(p.ID)] = p.ID
+	}
 	for i := range c.Purposes {
 		p := &c.Purposes[i]
 		if !purposeID.MatchString(p.ID) {
@@ -207,8 +219,10 @@ func Validate(c *Catalog, prev *Catalog, inUse func(purpose string) (bool, error
 			if k == "" || len(a) > 100 {
 				return invalid("Purpose %q: aliases must be 1–100 characters.", p.ID)
 			}
-			if other, ok := aliases[k]; ok {
+			if other, ok := aliases[k]; ok && other != p.ID {
 				return invalid("Alias %q names both %q and %q.", a, other, p.ID)
+			} else if ok && !strings.EqualFold(a, p.ID) {
+				return invalid("Alias %q appears twice for %q.", a, p.ID)
 			}
 			aliases[k] = p.ID
 		}

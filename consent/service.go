@@ -40,6 +40,9 @@ type Service struct {
 	// when other nodes may change them (a shared PostgreSQL store); changes made
 	// through this node are seen at once.
 	StaleAfter time.Duration
+	// KeysUsing, when set, reports whether an active API key of the workspace
+	// may read for a purpose (such a purpose stays in the catalog).
+	KeysUsing func(ctx context.Context, ws int64, purpose string) (bool, error)
 	// OnChange, when set, is called with every appended record (after commit);
 	// the audit log is wired here.
 	OnChange func(ctx context.Context, recs []trustloop.ConsentRecord)
@@ -185,7 +188,13 @@ func (s *Service) PutCatalog(ctx context.Context, ws int64, c *Catalog, version 
 			WithHint("Read it again, apply your edit and send it with the new version.")
 	}
 	err = Validate(c, prev, func(purpose string) (bool, error) {
-		return s.store.ConsentPurposeUsed(ctx, ws, purpose)
+		if used, err := s.store.ConsentPurposeUsed(ctx, ws, purpose); err != nil || used {
+			return used, err
+		}
+		if s.KeysUsing == nil {
+			return false, nil
+		}
+		return s.KeysUsing(ctx, ws, purpose)
 	})
 	if err != nil {
 		return nil, err
@@ -347,22 +356,29 @@ func (k *Compiled) Fold(latest map[string]trustloop.ConsentRecord, now time.Time
 // Stored returns the stored consent of the subjects (blind indexes; nil ones
 // are skipped) under catalog k, from the cache (the collector's view).
 func (s *Service) stored(ctx context.Context, k *Compiled, ws int64, fresh bool, blinds ...[]byte) (Stored, map[string]trustloop.ConsentRecord, error) {
-	var sets [4]map[string]trustloop.ConsentRecord
+	// Every subject counts (a profile may have many anonymous ids): the
+	// collector's one or two fit the array, a read's many grow the slice.
+	var arr [4]map[string]trustloop.ConsentRecord
+	sets := arr[:0]
 	n := 0
 	for _, b := range blinds {
-		if b == nil || n == len(sets) {
+		if b == nil {
 			continue
 		}
 		l, err := s.latest(ctx, ws, b, fresh)
 		if err != nil {
 			return Stored{}, nil, err
 		}
-		sets[n] = l
+		sets = append(sets, l)
 		n++
 	}
 	m := merged(sets[:n]...)
 	return k.Fold(m, s.Now()), m, nil
 }
+
+// maxCachedTCString bounds the TC strings the cache keeps (real ones are a few
+// hundred characters; a client's garbage must not pin memory).
+const maxCachedTCString = 2048
 
 // TCFOf decodes a TC string for the decision (cached: a visitor sends the same
 // string with every event).
@@ -390,9 +406,11 @@ func (s *Service) TCFOf(str string) TCF {
 			}
 		}
 	}
-	s.tcfMu.Lock()
-	s.tcfs.Put(str, t)
-	s.tcfMu.Unlock()
+	if len(str) <= maxCachedTCString {
+		s.tcfMu.Lock()
+		s.tcfs.Put(str, t)
+		s.tcfMu.Unlock()
+	}
 	return t
 }
 
@@ -485,10 +503,12 @@ func (s *Service) Record(ctx context.Context, ws int64, subjects [][]byte, chang
 		copy(recs, done)
 		return &trustloop.ConsentReceipt{ID: body.ReceiptID, WorkspaceID: ws, Subject: subjects[0], At: now, Body: []byte(jws)}, nil
 	})
+	// Forgotten whatever the outcome: a commit whose acknowledgement was lost
+	// must not leave the old answer cached.
+	s.forget(ws, subjects)
 	if err != nil {
 		return "", nil, err
 	}
-	s.forget(ws, subjects)
 	if s.OnChange != nil {
 		s.OnChange(ctx, recs)
 	}

@@ -411,3 +411,78 @@ func BenchmarkAdmit(b *testing.B) {
 		i++
 	}
 }
+
+// A profile's every subject counts: a withdrawal under the fifth anonymous id
+// beats a consent given under the first (review finding: only four were read).
+func TestStoredFoldsEverySubject(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	k, _ := e.svc.Catalog(ctx, e.ws)
+	var subs [][]byte
+	for i := range 6 {
+		subs = append(subs, e.blind(t, trustloop.IDAnonymousID, fmt.Sprint("anon-", i)))
+	}
+	if _, _, err := e.svc.Record(ctx, e.ws, subs[:1], []consent.Change{{Purpose: "analytics", State: trustloop.ConsentGiven}}, consent.Meta{Method: trustloop.MethodAPI}); err != nil {
+		t.Fatal(err)
+	}
+	e.now = e.now.Add(time.Minute)
+	if _, _, err := e.svc.Record(ctx, e.ws, subs[5:], []consent.Change{{Purpose: "analytics", State: trustloop.ConsentWithdrawn}}, consent.Meta{Method: trustloop.MethodAPI}); err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := e.svc.StoredForRead(ctx, k, e.ws, subs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, _ := k.Index("analytics"); !st.Withdrawn.Has(i) || st.Given.Has(i) {
+		t.Fatalf("six subjects folded to %+v: the newest choice (withdrawn) must win", st)
+	}
+}
+
+// A banner's yes renews a consent that expired (giving again is as easy as the
+// first time).
+func TestBannerRenewsExpiredConsent(t *testing.T) {
+	e := newEnv(t, nil)
+	upd := prefUpdate(map[string]bool{"Analytics": true})
+	e.admit(t, upd, "u1", "")
+	e.now = e.now.AddDate(0, 0, 400)
+	if a := e.admit(t, upd, "u1", ""); a.Recorded != 1 {
+		t.Fatalf("renewing an expired consent recorded %d", a.Recorded)
+	}
+	if a := e.admit(t, viewed, "u1", ""); fmt.Sprint(a.Purposes) != "[analytics]" {
+		t.Fatalf("after renewal a view serves %v", a.Purposes)
+	}
+}
+
+func TestCatalogAliasesAndJurisdictionsAreUnambiguous(t *testing.T) {
+	c := consent.DefaultCatalog()
+	c.Purposes[3].Aliases = append(c.Purposes[3].Aliases, "Analytics") // marketing named like analytics
+	if err := consent.Validate(c, nil, nil); trustloop.ErrorCode(err) != trustloop.EINVALID {
+		t.Fatalf("an alias equal to another purpose's id: %v", err)
+	}
+	c = consent.DefaultCatalog()
+	c.Jurisdictions = map[string]string{"us-ca": consent.RegimeOptIn, "US-CA": consent.RegimeOptOut}
+	if err := consent.Validate(c, nil, nil); trustloop.ErrorCode(err) != trustloop.EINVALID {
+		t.Fatalf("jurisdictions differing only in case: %v", err)
+	}
+}
+
+// A purpose an API key may read for stays in the catalog.
+func TestPurposeOfAKeyStays(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	c := consent.DefaultCatalog()
+	c.Purposes = append(c.Purposes, consent.Purpose{ID: "research", Title: "Research", Description: "Trends.",
+		LegalBasis: consent.BasisConsent, Categories: []string{trustloop.CategoryBehavior}})
+	saved, err := e.svc.PutCatalog(ctx, e.ws, c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc.KeysUsing = func(_ context.Context, _ int64, p string) (bool, error) { return p == "research", nil }
+	if _, err := e.svc.PutCatalog(ctx, e.ws, consent.DefaultCatalog(), saved.Version); trustloop.ErrorCode(err) != trustloop.ECONFLICT {
+		t.Fatalf("removing a purpose a key reads for: %v", err)
+	}
+	e.svc.KeysUsing = func(context.Context, int64, string) (bool, error) { return false, nil }
+	if _, err := e.svc.PutCatalog(ctx, e.ws, consent.DefaultCatalog(), saved.Version); err != nil {
+		t.Fatalf("removing it once no key does: %v", err)
+	}
+}

@@ -250,3 +250,19 @@ func TestAuthorizationMatrix(t *testing.T) {
 		t.Fatal("no keys listed")
 	}
 }
+
+// Audience membership is drawn from behaviour: a purpose that may not use
+// behaviour data cannot list members (the list itself would disclose it).
+func TestAudienceMembersNeedBehaviour(t *testing.T) {
+	m := setupMatrix(t)
+	key := newKey(t, m.s, m.s.WS.ID, trustloop.RoleReader, "essential")
+	for _, path := range []string{fmt.Sprintf("/v1/audiences/%d/members?purpose=essential", m.aud),
+		fmt.Sprintf("/v1/profiles?audience=%d&purpose=essential", m.aud)} {
+		if r := m.s.api(t, "GET", path, nil, key); r.Status != http.StatusForbidden {
+			t.Errorf("GET %s: %d, want 403: %s", path, r.Status, r.Body)
+		}
+	}
+	if r := m.s.api(t, "GET", "/v1/profiles?purpose=essential", nil, key); r.Status != http.StatusOK {
+		t.Errorf("a list without an audience for essential: %d", r.Status)
+	}
+}

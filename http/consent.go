@@ -218,7 +218,8 @@ type profileView struct {
 	used []string
 }
 
-// filter removes from p what a may not see.
+// filter removes from p what a may not see: categories the purpose may not
+// use, and computed traits of events not collected for it.
 func (a *access) filter(p *projection.Profile) {
 	ids := p.Identities[:0]
 	for _, id := range p.Identities {
@@ -234,8 +235,14 @@ func (a *access) filter(p *projection.Profile) {
 	if !a.sees(trustloop.CategoryContact) {
 		p.Traits = map[string]any{}
 	}
+	// Computed traits over exactly the events collected for the purpose: not
+	// the profile's totals, which count events of other purposes too.
 	comp := map[string]any{}
-	for key, v := range p.Computed {
+	computed := p.Computed
+	if a.k != nil {
+		computed = p.ComputedFor(a.purpose)
+	}
+	for key, v := range computed {
 		cat := trustloop.CategoryBehavior
 		if transactionKeys[key] {
 			cat = trustloop.CategoryTransactions
@@ -350,6 +357,21 @@ func (s *Server) profileFor(ctx context.Context, k *trustloop.APIKey, p string, 
 		v.Consent = a.consentView()
 	}
 	return v, nil
+}
+
+// audienceReadable refuses listing an audience's members for a purpose that may
+// not use behaviour data: membership is a conclusion drawn from behaviour, and
+// the list itself discloses it.
+func audienceReadable(p string, c *consent.Compiled) error {
+	if c == nil {
+		return nil
+	}
+	i, _ := c.Index(p)
+	if c.Categories(i)&consent.CategoryBit(trustloop.CategoryBehavior) == 0 {
+		return trustloop.Errorf(trustloop.EFORBIDDEN, "Purpose %q may not use behaviour data, which audience membership is drawn from.", p).
+			WithHint("List an audience's members for a purpose that may use behaviour (e.g. marketing or personalization).")
+	}
+	return nil
 }
 
 // profilesFor filters a page of profiles for a purpose: profiles whose customer

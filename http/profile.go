@@ -217,11 +217,13 @@ func (s *Server) profileEvents(w http.ResponseWriter, r *http.Request, k *trustl
 		return err
 	}
 	var keep func([]string) bool
+	resolved := ""
 	if c != nil {
 		p, err := s.Profiles.Profile(r.Context(), k.WorkspaceID, id)
 		if err != nil {
 			return err
 		}
+		resolved = p.ProfileID
 		a, err := s.decideRead(r.Context(), k.WorkspaceID, pp, c, p.Subjects())
 		if err != nil {
 			return err
@@ -238,6 +240,9 @@ func (s *Server) profileEvents(w http.ResponseWriter, r *http.Request, k *trustl
 			cats[eventCategory(e.Type, e.Message)] = true
 		}
 		u := use{profile: projection.FormatID(id)}
+		if resolved != "" {
+			u.profile = resolved // the survivor, when id was merged away
+		}
 		for _, c := range trustloop.Categories {
 			if cats[c] {
 				u.categories = append(u.categories, c)
@@ -316,7 +321,10 @@ func (s *Server) splitProfile(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"profiles": []*projection.Profile{into, from}})
+	// The two profiles by id only: reading them is a purpose-bound read of its
+	// own (GET /v1/profiles/{id}?purpose=), recorded as a data use.
+	writeJSON(w, http.StatusOK, map[string]any{"profiles": []map[string]string{
+		{"profile_id": into.ProfileID}, {"profile_id": from.ProfileID}}})
 	return nil
 }
 
@@ -335,6 +343,11 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *trustlo
 	n, err := limit(r, 50, 500)
 	if err != nil {
 		return err
+	}
+	if aud != 0 {
+		if err := audienceReadable(pp, c); err != nil {
+			return err
+		}
 	}
 	ps, next, err := s.Profiles.List(r.Context(), k.WorkspaceID, aud, r.URL.Query().Get("cursor"), n)
 	if err != nil {
@@ -449,6 +462,9 @@ func (s *Server) audienceMembers(w http.ResponseWriter, r *http.Request, k *trus
 	}
 	n, err := limit(r, 50, 500)
 	if err != nil {
+		return err
+	}
+	if err := audienceReadable(pp, c); err != nil {
 		return err
 	}
 	ps, next, err := s.Profiles.List(r.Context(), k.WorkspaceID, id, r.URL.Query().Get("cursor"), n)

@@ -67,7 +67,14 @@ func (c Config) Apply(s *State, in Input) Result {
 	w := Trait{At: at, ReceivedAt: recv, SourceID: in.SourceID}
 	rl := c.rules()
 	applyTraits(s, &in, w, &r)
-	applyComputed(s, &in, name, at, &rl, &r)
+	applyComputed(&s.Computed, &in, name, at, &rl, &r)
+	// The same computed traits over only the events collected for the same
+	// purposes (T3): a read for purpose P merges the sets that name P. What was
+	// skipped is already reported once.
+	if len(in.Purposes) > 0 {
+		var quiet Result
+		applyComputed(s.forPurposes(in.Purposes), &in, name, at, &rl, &quiet)
+	}
 	return r
 }
 
@@ -324,8 +331,7 @@ func (ks *keySet) add(k string) {
 }
 
 // applyComputed maintains the computed traits for one event at time at.
-func applyComputed(s *State, in *Input, name string, at time.Time, rl *rules, r *Result) {
-	c := &s.Computed
+func applyComputed(c *Computed, in *Input, name string, at time.Time, rl *rules, r *Result) {
 	if rl.on(bitFirstSeen) && (c.FirstSeen.IsZero() || at.Before(c.FirstSeen)) {
 		c.FirstSeen = at
 		r.Changed = true

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -45,11 +46,24 @@ const stateVersion = 1
 // '{').
 const stateV2 = 0x02
 
+// stateV3 is the first byte of a version 3 state: version 2 followed by
+// ByPurposes (count, then per set: its purposes and its computed traits as
+// version 2 writes Computed). A version 1 or 2 state predates consent
+// enforcement and has no ByPurposes: no purpose sees its computed traits.
+const stateV3 = 0x03
+
 type wireState struct {
 	V int                  `json:"v"`
 	T map[string]wireTrait `json:"t,omitempty"`
 	D map[string]wireTrait `json:"d,omitempty"`
 	C wireComputed         `json:"c"`
+	// BP is ByPurposes, in version 3 only.
+	BP []wirePurposeComputed `json:"-"`
+}
+
+type wirePurposeComputed struct {
+	P []string
+	C wireComputed
 }
 
 type wireTrait struct {
@@ -109,7 +123,7 @@ func (s *State) MarshalBinary() ([]byte, error) {
 
 // AppendBinary appends what MarshalBinary returns to b.
 func (s *State) AppendBinary(b []byte) ([]byte, error) {
-	b = append(b, stateV2)
+	b = append(b, stateV3)
 	var err error
 	if b, err = appendTraits(b, s.Traits, true, "trait"); err != nil {
 		return nil, err
@@ -117,7 +131,25 @@ func (s *State) AppendBinary(b []byte) ([]byte, error) {
 	if b, err = appendTraits(b, s.Deleted, false, "tombstone"); err != nil {
 		return nil, err
 	}
-	c := &s.Computed
+	if b, err = appendComputed(b, &s.Computed); err != nil {
+		return nil, err
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.ByPurposes)))
+	for i := range s.ByPurposes {
+		e := &s.ByPurposes[i]
+		b = binary.AppendUvarint(b, uint64(len(e.Purposes)))
+		for _, id := range e.Purposes {
+			b = appendString(b, id)
+		}
+		if b, err = appendComputed(b, &e.Computed); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// appendComputed appends c as version 2 encodes the computed traits.
+func appendComputed(b []byte, c *Computed) ([]byte, error) {
 	f, ok := nanos(c.FirstSeen)
 	if !ok {
 		return nil, corrupt("first_seen")
@@ -322,12 +354,42 @@ func (r *reader) counts() map[string]int64 {
 	return m
 }
 
-// decodeV2 reads a version 2 state (after its first byte) into the wire form.
-func decodeV2(b []byte, w *wireState) bool {
+// decodeV2 reads a version 2 state (after its first byte) into the wire form;
+// with v3, the ByPurposes that follow it.
+func decodeV2(b []byte, w *wireState, v3 bool) bool {
 	r := &reader{b: b}
 	w.V = stateVersion
 	w.T, w.D = r.traits(), r.traits()
-	c := &w.C
+	if !r.computed(&w.C) {
+		return false
+	}
+	if v3 {
+		w.BP = []wirePurposeComputed{}
+		for n := r.count(2); n > 0 && !r.bad; n-- {
+			var e wirePurposeComputed
+			for k := r.count(2); k > 0 && !r.bad; k-- {
+				e.P = append(e.P, intern(r.bytes())) // purpose ids: few, never personal
+			}
+			if !r.computed(&e.C) {
+				return false
+			}
+			w.BP = append(w.BP, e)
+		}
+	}
+	if r.bad || len(r.b) != 0 {
+		return false
+	}
+	// Live values are JSON (version 1's decoder checked this by parsing).
+	for _, t := range w.T {
+		if !json.Valid(t.V) {
+			return false
+		}
+	}
+	return true
+}
+
+// computed reads computed traits as version 2 writes them.
+func (r *reader) computed(c *wireComputed) bool {
 	c.F, c.L, c.N = r.varint(), r.varint(), r.varint()
 	c.E, c.EO = r.counts(), r.varint()
 	if n := r.count(1); n > 0 {
@@ -347,24 +409,15 @@ func decodeV2(b []byte, w *wireState) bool {
 		}
 	}
 	c.K, c.KO = r.counts(), r.varint()
-	if r.bad || len(r.b) != 0 {
-		return false
-	}
-	// Live values are JSON (version 1's decoder checked this by parsing).
-	for _, t := range w.T {
-		if !json.Valid(t.V) {
-			return false
-		}
-	}
-	return true
+	return !r.bad
 }
 
 // UnmarshalBinary decodes what MarshalBinary encoded and checks the invariants the
 // rules rely on; errors name a field, never a value.
 func (s *State) UnmarshalBinary(b []byte) error {
 	var w wireState
-	if len(b) > 0 && b[0] == stateV2 {
-		if !decodeV2(b[1:], &w) {
+	if len(b) > 0 && (b[0] == stateV2 || b[0] == stateV3) {
+		if !decodeV2(b[1:], &w, b[0] == stateV3) {
 			return trustloop.Errorf(trustloop.EINTERNAL, "profile state: malformed encoding")
 		}
 	} else if err := json.Unmarshal(b, &w); err != nil {
@@ -409,40 +462,64 @@ func (s *State) UnmarshalBinary(b []byte) error {
 	if len(out.Traits)+len(out.Deleted) > MaxTraitKeys {
 		return corrupt("trait count")
 	}
-	wc := &w.C
-	c := &out.Computed
+	if out.Computed, err = toComputed(&w.C); err != nil {
+		return err
+	}
+	for i, e := range w.BP {
+		if len(e.P) == 0 || !slices.IsSorted(e.P) || len(slices.Compact(slices.Clone(e.P))) != len(e.P) ||
+			(i > 0 && purposesKey(w.BP[i-1].P) >= purposesKey(e.P)) {
+			return corrupt("purpose sets")
+		}
+		for _, id := range e.P {
+			if id == "" || len(id) > 32 || strings.ContainsRune(id, ' ') {
+				return corrupt("purpose sets")
+			}
+		}
+		c, err := toComputed(&e.C)
+		if err != nil {
+			return err
+		}
+		out.ByPurposes = append(out.ByPurposes, PurposeComputed{Purposes: e.P, Computed: c})
+	}
+	*s = out
+	return nil
+}
+
+// toComputed checks decoded computed traits and returns them.
+func toComputed(wc *wireComputed) (Computed, error) {
+	var out Computed
+	c := &out
 	if !validNanos(wc.F) || !validNanos(wc.L) || (wc.F == 0) != (wc.L == 0) || wc.F > wc.L {
-		return corrupt("first_seen/last_seen")
+		return Computed{}, corrupt("first_seen/last_seen")
 	}
 	c.FirstSeen, c.LastSeen = fromNanos(wc.F), fromNanos(wc.L)
 	c.Events, c.ByEvent, c.OtherEvents = wc.N, wc.E, wc.EO
 	c.Orders, c.RevenueMicros = wc.O, wc.M
 	c.Categories, c.OtherCategories = wc.K, wc.KO
 	if !slices.IsSorted(wc.S) || len(slices.Compact(slices.Clone(wc.S))) != len(wc.S) {
-		return corrupt("channels")
+		return Computed{}, corrupt("channels")
 	}
 	c.Sources = wc.S
 	if len(wc.PV) > 0 {
 		c.LastViewed = make([]View, len(wc.PV))
 		for i, v := range wc.PV {
 			if v.P == "" || !validNanos(v.A) || v.A == 0 {
-				return corrupt("last_viewed")
+				return Computed{}, corrupt("last_viewed")
 			}
 			c.LastViewed[i] = View{Product: v.P, At: fromNanos(v.A)}
 			if i > 0 && !precedes(&c.LastViewed[i-1], &c.LastViewed[i]) {
-				return corrupt("last_viewed order")
+				return Computed{}, corrupt("last_viewed order")
 			}
 		}
 		seen := make(map[string]bool, len(c.LastViewed))
 		for _, v := range c.LastViewed {
 			if seen[v.Product] {
-				return corrupt("last_viewed")
+				return Computed{}, corrupt("last_viewed")
 			}
 			seen[v.Product] = true
 		}
 	}
-	*s = out
-	return nil
+	return out, nil
 }
 
 func validNanos(n int64) bool {

@@ -142,10 +142,10 @@ func FuzzStateCodec(f *testing.F) {
 		if again, _ := back.MarshalBinary(); !bytes.Equal(again, b) {
 			t.Fatal("two encodings of one state")
 		}
-		// Version 2 has one encoding per state: what decodes is what the
+		// Version 3 has one encoding per state: what decodes is what the
 		// encoder writes.
-		if data[0] == stateV2 && !bytes.Equal(b, data) {
-			t.Fatalf("a non-canonical version 2 input decoded:\n in %x\nout %x", data, b)
+		if data[0] == stateV3 && !bytes.Equal(b, data) {
+			t.Fatalf("a non-canonical version 3 input decoded:\n in %x\nout %x", data, b)
 		}
 	})
 }

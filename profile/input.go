@@ -2,6 +2,7 @@ package profile
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,10 @@ type Input struct {
 	ContextTraits json.RawMessage
 	// Properties is the `properties` member of a track call, nil otherwise.
 	Properties json.RawMessage
+	// Purposes are the purposes the event was collected for (those it may
+	// serve), sorted; nil when not known (collected before consent was
+	// enforced).
+	Purposes []string
 }
 
 // The members InputFrom reads, in the order of its values array.
@@ -45,6 +50,7 @@ func InputFrom(m *trustloop.Message, sourceID int64) Input {
 		Timestamp:  m.Timestamp,
 		ReceivedAt: m.ReceivedAt,
 		SourceID:   sourceID,
+		Purposes:   sortedPurposes(m.Purposes),
 	}
 	var v [4][]byte
 	if !pick(m.Raw, messageMembers, v[:]) {
@@ -100,4 +106,13 @@ func notNull(v []byte) []byte {
 		return nil
 	}
 	return v
+}
+
+// sortedPurposes returns purposes sorted (the catalog's order is not the
+// alphabet's), copying only when they are not.
+func sortedPurposes(p []string) []string {
+	if p == nil || slices.IsSorted(p) {
+		return p
+	}
+	return slices.Sorted(slices.Values(p))
 }

@@ -20,8 +20,15 @@ func (c Config) Merge(into, from *State) {
 		from = from.Clone()
 	}
 	mergeTraits(into, from)
+	c.mergeComputed(&into.Computed, &from.Computed)
+	for i := range from.ByPurposes {
+		c.mergeComputed(into.forPurposes(from.ByPurposes[i].Purposes), &from.ByPurposes[i].Computed)
+	}
+}
+
+// mergeComputed merges b's computed traits into a's (b is left unchanged).
+func (c Config) mergeComputed(a, b *Computed) {
 	rl := c.rules()
-	a, b := &into.Computed, &from.Computed
 	if rl.on(bitFirstSeen) && !b.FirstSeen.IsZero() && (a.FirstSeen.IsZero() || b.FirstSeen.Before(a.FirstSeen)) {
 		a.FirstSeen = b.FirstSeen
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -74,7 +75,39 @@ func genInput(t *rapid.T) Input {
 		in.GroupID = rapid.SampledFrom([]string{"g1", "g2"}).Draw(t, "group")
 		in.Traits = genObject(t, "traits", genKeys[:3], genValues)
 	}
+	// The purposes it was collected for: none known, or a subset (sorted).
+	if rapid.Bool().Draw(t, "purposes known") {
+		for _, p := range genPurposes {
+			if rapid.Bool().Draw(t, "for "+p) {
+				in.Purposes = append(in.Purposes, p)
+			}
+		}
+	}
 	return in
+}
+
+var genPurposes = []string{"analytics", "marketing", "personalization"}
+
+// For every purpose, the computed traits a read for it sees are exactly those of
+// the events collected for it, whatever else the profile holds (T3).
+func TestComputedForIsExact(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		c := genConfig(t)
+		ins := rapid.SliceOfN(rapid.Custom(genInput), 0, 30).Draw(t, "events")
+		s := applyInputs(c, ins)
+		for _, p := range genPurposes {
+			var only []Input
+			for _, in := range ins {
+				if slices.Contains(in.Purposes, p) {
+					only = append(only, in)
+				}
+			}
+			want := c.Map(applyInputs(c, only))["computed"]
+			if got := c.ComputedFor(s, p); !reflect.DeepEqual(got, want) {
+				t.Fatalf("computed for %s:\n got %v\nwant %v", p, got, want)
+			}
+		}
+	})
 }
 
 func genConfig(t *rapid.T) Config {

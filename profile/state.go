@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -28,6 +29,47 @@ type State struct {
 	// arriving later cannot bring the value back.
 	Deleted  map[string]Trait
 	Computed Computed
+	// ByPurposes holds the computed traits again, per set of purposes the
+	// events were collected for (ordered by Key), so that a read for a purpose
+	// sees them computed from exactly the events collected for it (T3). Events
+	// of no known purposes (collected before consent was enforced) are in
+	// Computed only.
+	ByPurposes []PurposeComputed
+}
+
+// PurposeComputed is the computed traits of the events collected for one set of
+// purposes.
+type PurposeComputed struct {
+	// Purposes are sorted and distinct.
+	Purposes []string
+	Computed Computed
+}
+
+// purposesKey orders and identifies purpose sets.
+func purposesKey(p []string) string { return strings.Join(p, " ") }
+
+// forPurposes returns the entry of a purpose set (sorted), made if new.
+func (s *State) forPurposes(p []string) *Computed {
+	k := purposesKey(p)
+	i, found := slices.BinarySearchFunc(s.ByPurposes, k, func(e PurposeComputed, k string) int {
+		return strings.Compare(purposesKey(e.Purposes), k)
+	})
+	if !found {
+		s.ByPurposes = slices.Insert(s.ByPurposes, i, PurposeComputed{Purposes: slices.Clone(p)})
+	}
+	return &s.ByPurposes[i].Computed
+}
+
+// ComputedFor returns the computed traits of the events collected for purpose,
+// as Map shows them (every enabled trait, zero when no such event).
+func (c Config) ComputedFor(s *State, purpose string) map[string]any {
+	var sum State
+	for i := range s.ByPurposes {
+		if _, ok := slices.BinarySearch(s.ByPurposes[i].Purposes, purpose); ok {
+			c.mergeComputed(&sum.Computed, &s.ByPurposes[i].Computed)
+		}
+	}
+	return c.Map(&sum)["computed"].(map[string]any)
 }
 
 // Computed holds the computed traits, each kept so that it is exact and independent
@@ -96,6 +138,20 @@ func (s *State) Clone() *State {
 	c.Computed.Sources = slices.Clone(s.Computed.Sources)
 	c.Computed.LastViewed = slices.Clone(s.Computed.LastViewed)
 	c.Computed.Categories = maps.Clone(s.Computed.Categories)
+	if s.ByPurposes != nil {
+		c.ByPurposes = make([]PurposeComputed, len(s.ByPurposes))
+		for i, e := range s.ByPurposes {
+			c.ByPurposes[i] = PurposeComputed{Purposes: slices.Clone(e.Purposes), Computed: cloneComputed(e.Computed)}
+		}
+	}
+	return c
+}
+
+func cloneComputed(c Computed) Computed {
+	c.ByEvent = maps.Clone(c.ByEvent)
+	c.Sources = slices.Clone(c.Sources)
+	c.LastViewed = slices.Clone(c.LastViewed)
+	c.Categories = maps.Clone(c.Categories)
 	return c
 }
 

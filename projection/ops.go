@@ -200,7 +200,7 @@ func (s *Service) rebuild(ctx context.Context, ws int64, rec trustloop.ProfileRe
 // messageOf turns a stored envelope back into the message the projection saw.
 func messageOf(env *collect.Envelope, e trustloop.StoredEvent) *trustloop.Message {
 	m := &trustloop.Message{Type: e.Type, MessageID: env.MessageID, ReceivedAt: env.ReceivedAt, Timestamp: env.Timestamp,
-		Raw: env.Message, BatchContext: env.BatchContext}
+		Raw: env.Message, BatchContext: env.BatchContext, Purposes: env.Purposes}
 	if e.Type == trustloop.EventTrack {
 		if name, ok := collect.LookupString(env.Message, "event"); ok {
 			m.Event = name

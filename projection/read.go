@@ -29,6 +29,7 @@ type Profile struct {
 
 	id    int64
 	state profile.State
+	cfg   profile.Config
 	// subjects are the blind indexes of its user and anonymous ids: the
 	// subjects its consent is stored under.
 	subjects [][]byte
@@ -36,6 +37,12 @@ type Profile struct {
 
 // ID returns the profile's id.
 func (p *Profile) ID() int64 { return p.id }
+
+// ComputedFor returns the profile's computed traits over only the events
+// collected for purpose (T3), shaped as Computed.
+func (p *Profile) ComputedFor(purpose string) map[string]any {
+	return p.cfg.ComputedFor(&p.state, purpose)
+}
 
 // Subjects returns the blind indexes of the profile's user and anonymous ids,
 // under which its consent is recorded.
@@ -159,6 +166,7 @@ func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord, mem *st
 	if err != nil {
 		return nil, err
 	}
+	p.cfg = cfg.profile
 	m := cfg.profile.Map(&p.state)
 	p.Traits, _ = m["traits"].(map[string]any)
 	p.Computed, _ = m["computed"].(map[string]any)

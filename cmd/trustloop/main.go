@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -282,6 +283,18 @@ func (m *Main) Open(ctx context.Context) error {
 	// Up to 2 × 400,000 subjects' stored consent (~80 bytes each): a miss is a
 	// store read on the collector's path, so the active subjects should fit.
 	m.Consent = consent.New(m.Store, m.Keyring, m.Log, 400_000)
+	m.Consent.KeysUsing = func(ctx context.Context, ws int64, purpose string) (bool, error) {
+		keys, err := m.Store.ListAPIKeys(ctx, ws)
+		if err != nil {
+			return false, err
+		}
+		for _, k := range keys {
+			if k.RevokedAt == nil && slices.Contains(k.Purposes, purpose) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
 	if _, shared := m.Store.(*postgres.DB); shared {
 		// Other nodes change consent too: what this node cached is re-read
 		// after a second (reads of personal data always decide afresh).
