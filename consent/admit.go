@@ -9,7 +9,8 @@ import (
 
 // Admission is the decision for one collected message.
 type Admission struct {
-	// Purposes are the purposes the event may serve; empty means it is not
+	// Purposes are the purposes allowed when the event was collected, set only
+	// if one of them may use the event's category; empty means it is not
 	// stored as personal data (T2).
 	Purposes []string
 	// Recorded counts consent records the message caused (a preference update,
@@ -90,8 +91,12 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 			return a, err
 		}
 	}
-	if serves := k.Serves(k.Decide(st, sig), EventCategories(m)); serves != 0 {
-		a.Purposes = k.Names(serves)
+	// Stored only if some allowed purpose may use the event's category (T2); it
+	// is sealed with every purpose allowed at collection, the consent it was
+	// collected under: a read for P uses it only if P was allowed then and may
+	// use its category.
+	if allowed := k.Decide(st, sig); k.Serves(allowed, EventCategories(m)) != 0 {
+		a.Purposes = k.Names(allowed)
 	}
 	return a, nil
 }

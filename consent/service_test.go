@@ -119,11 +119,11 @@ func TestPreferenceUpdateRecordsOnceAndCarriesOverLogin(t *testing.T) {
 	if a := e.admit(t, upd, "", "anon-1"); a.Recorded != 0 {
 		t.Fatalf("the same update again recorded %d", a.Recorded)
 	}
-	if a := e.admit(t, viewed, "", "anon-1"); fmt.Sprint(a.Purposes) != "[analytics]" {
+	if a := e.admit(t, viewed, "", "anon-1"); fmt.Sprint(a.Purposes) != "[essential analytics]" {
 		t.Fatalf("after the update a view serves %v", a.Purposes)
 	}
 	// The login: the user id has no records, the anonymous id's choice counts.
-	if a := e.admit(t, viewed, "user-1", "anon-1"); fmt.Sprint(a.Purposes) != "[analytics]" {
+	if a := e.admit(t, viewed, "user-1", "anon-1"); fmt.Sprint(a.Purposes) != "[essential analytics]" {
 		t.Fatalf("after login a view serves %v", a.Purposes)
 	}
 	// Withdrawal through a later update under the user id: the newer choice wins.
@@ -145,14 +145,14 @@ func TestGPCRecordsOptOutOnce(t *testing.T) {
 	m := viewed
 	m.Consent.GPC = true
 	a := e.admit(t, m, "u1", "")
-	if a.Recorded != 2 || fmt.Sprint(a.Purposes) != "[analytics personalization]" {
+	if a.Recorded != 2 || fmt.Sprint(a.Purposes) != "[essential analytics personalization]" {
 		t.Fatalf("GPC: recorded %d, purposes %v", a.Recorded, a.Purposes)
 	}
 	if a := e.admit(t, m, "u1", ""); a.Recorded != 0 {
 		t.Fatalf("GPC again recorded %d", a.Recorded)
 	}
 	// Without the header the refusal stands: it is stored.
-	if a := e.admit(t, viewed, "u1", ""); fmt.Sprint(a.Purposes) != "[analytics personalization]" {
+	if a := e.admit(t, viewed, "u1", ""); fmt.Sprint(a.Purposes) != "[essential analytics personalization]" {
 		t.Fatalf("after GPC, a view without the header serves %v", a.Purposes)
 	}
 	recs, _ := e.db.ConsentRecords(context.Background(), e.ws, e.blind(t, trustloop.IDUserID, "u1"))
@@ -169,7 +169,7 @@ func TestJurisdictionOverridesRegime(t *testing.T) {
 	e := newEnv(t, c)
 	m := viewed
 	m.Consent.Jurisdiction = "us-ca"
-	if a := e.admit(t, m, "u1", ""); fmt.Sprint(a.Purposes) != "[analytics personalization marketing sharing]" {
+	if a := e.admit(t, m, "u1", ""); fmt.Sprint(a.Purposes) != "[essential analytics personalization marketing sharing]" {
 		t.Fatalf("a Californian view under an opt-in workspace serves %v", a.Purposes)
 	}
 	m.Consent.Jurisdiction = "DE"
@@ -271,7 +271,7 @@ func TestReceipts(t *testing.T) {
 func TestExpiredConsentFailsClosed(t *testing.T) {
 	e := newEnv(t, nil)
 	e.admit(t, prefUpdate(map[string]bool{"Analytics": true}), "u1", "")
-	if a := e.admit(t, viewed, "u1", ""); len(a.Purposes) != 1 {
+	if a := e.admit(t, viewed, "u1", ""); fmt.Sprint(a.Purposes) != "[essential analytics]" {
 		t.Fatalf("given consent: %v", a.Purposes)
 	}
 	e.now = e.now.AddDate(0, 0, 396)
@@ -448,7 +448,7 @@ func TestBannerRenewsExpiredConsent(t *testing.T) {
 	if a := e.admit(t, upd, "u1", ""); a.Recorded != 1 {
 		t.Fatalf("renewing an expired consent recorded %d", a.Recorded)
 	}
-	if a := e.admit(t, viewed, "u1", ""); fmt.Sprint(a.Purposes) != "[analytics]" {
+	if a := e.admit(t, viewed, "u1", ""); fmt.Sprint(a.Purposes) != "[essential analytics]" {
 		t.Fatalf("after renewal a view serves %v", a.Purposes)
 	}
 }

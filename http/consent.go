@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"sort"
@@ -195,11 +196,11 @@ func (s *Server) decideRead(ctx context.Context, ws int64, p string, c *consent.
 
 func (a *access) sees(cat string) bool { return a.visible&consent.CategoryBit(cat) != 0 }
 
-// keepEvent keeps a timeline event only if it was collected for the purpose
-// (events collected before consent was enforced name no purposes and are
-// withheld: fail closed) and the purpose may use its category.
-func (a *access) keepEvent(purposes []string) bool {
-	return a.allowed && slices.Contains(purposes, a.purpose)
+// keepEvent keeps a timeline event only if the purpose was allowed when it was
+// collected (events collected before consent was enforced name no purposes and
+// are withheld: fail closed) and the purpose may use its data category.
+func (a *access) keepEvent(purposes []string, typ string, message json.RawMessage) bool {
+	return a.allowed && slices.Contains(purposes, a.purpose) && a.sees(eventCategory(typ, message))
 }
 
 // contactTypes are identifier types that are contact data, not mere identity.

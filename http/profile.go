@@ -216,7 +216,7 @@ func (s *Server) profileEvents(w http.ResponseWriter, r *http.Request, k *trustl
 	if err != nil {
 		return err
 	}
-	var keep func([]string) bool
+	var keep func([]string, string, json.RawMessage) bool
 	resolved := ""
 	if c != nil {
 		p, err := s.Profiles.Profile(r.Context(), k.WorkspaceID, id)

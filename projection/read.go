@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -250,7 +251,7 @@ func decodeCursor(c string) (int64, error) {
 // cursor of the next page ("" at the end). When keep is not nil, only events it
 // keeps (by the purposes they were collected for) are returned, so a page may
 // hold fewer than limit events while a next cursor remains.
-func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit int, keep func(purposes []string) bool) ([]trustloop.TimelineEvent, string, error) {
+func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit int, keep func(purposes []string, typ string, message json.RawMessage) bool) ([]trustloop.TimelineEvent, string, error) {
 	before, err := decodeCursor(cursor)
 	if err != nil {
 		return nil, "", err
@@ -306,7 +307,7 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 		if err != nil {
 			return nil, "", err
 		}
-		if keep != nil && !keep(env.Purposes) {
+		if keep != nil && !keep(env.Purposes, env.Type, env.Message) {
 			continue
 		}
 		out = append(out, trustloop.TimelineEvent{Seq: e.Seq, Type: e.Type.String(), ReceivedAt: e.ReceivedAt,
