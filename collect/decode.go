@@ -3,6 +3,7 @@ package collect
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -76,7 +77,7 @@ func decodeSingle(s *scanner, typ trustloop.EventType, opt Options) (*Request, e
 	}
 	req.WriteKey = writeKey
 	if reason == "" {
-		reason = finish(&m, nil, time.Time{}, opt)
+		reason = finish(&m, &batchConsent{}, time.Time{}, opt)
 	}
 	if reason != "" {
 		return nil, invalid([]trustloop.ErrorDetail{{Index: 0, Reason: reason}}, 1)
@@ -205,8 +206,9 @@ func decodeBatch(s *scanner, opt Options) (*Request, error) {
 	if len(tooLarge) > 0 {
 		return nil, tooLargeEvents(tooLarge)
 	}
+	bc := &batchConsent{raw: batchContext}
 	for i := range req.Messages {
-		if reason := finish(&req.Messages[i], batchContext, batchSentAt, opt); reason != "" {
+		if reason := finish(&req.Messages[i], bc, batchSentAt, opt); reason != "" {
 			nInvalid++
 			details = addDetail(details, i, reason)
 		}
@@ -401,22 +403,42 @@ func decodeMessage(s *scanner, typ trustloop.EventType, opt Options) (m trustloo
 
 // finish applies what depends on the whole request: the batch context and sentAt,
 // the messageId, receivedAt and the clock-skew correction.
-func finish(m *trustloop.Message, batchContext []byte, batchSentAt time.Time, opt Options) string {
-	if len(batchContext) > 0 {
-		m.BatchContext = batchContext
-		// The batch's consent signals apply field by field under the message's
-		// own: a message naming only its jurisdiction keeps the batch's
-		// preferences, and the other way round.
-		var batch trustloop.ConsentSignals
-		sc := &scanner{data: batchContext}
-		if r, err := readContext(sc, &batch); err != nil || r != "" {
+// batchConsent is a batch context's consent signals, read once for all its
+// messages.
+type batchConsent struct {
+	raw    []byte
+	read   bool
+	sig    trustloop.ConsentSignals
+	reason string
+}
+
+func (b *batchConsent) signals() (trustloop.ConsentSignals, string) {
+	if !b.read {
+		b.read = true
+		sc := &scanner{data: b.raw}
+		if r, err := readContext(sc, &b.sig); err != nil || r != "" {
 			if r == "" {
 				r = "batch context is malformed"
 			}
-			return "batch " + r
+			b.reason = "batch " + r
 		}
-		if m.Consent.CategoryPreferences == nil {
-			m.Consent.CategoryPreferences = batch.CategoryPreferences
+	}
+	return b.sig, b.reason
+}
+
+func finish(m *trustloop.Message, bc *batchConsent, batchSentAt time.Time, opt Options) string {
+	if batchContext := bc.raw; len(batchContext) > 0 {
+		m.BatchContext = batchContext
+		// The batch's consent signals apply field by field under the message's
+		// own: a message naming only its jurisdiction keeps the batch's
+		// preferences, and the other way round. Each message gets its own copy
+		// of the preferences.
+		batch, reason := bc.signals()
+		if reason != "" {
+			return reason
+		}
+		if m.Consent.CategoryPreferences == nil && batch.CategoryPreferences != nil {
+			m.Consent.CategoryPreferences = maps.Clone(batch.CategoryPreferences)
 		}
 		if m.Consent.TCString == "" {
 			m.Consent.TCString = batch.TCString
