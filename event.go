@@ -80,8 +80,8 @@ type Message struct {
 	// GeneratedID is true when the collector made MessageID up.
 	GeneratedID bool
 	Consent     ConsentSignals
-	// Purposes are the purposes the event may serve, set by the consent stage
-	// at collection and sealed with it.
+	// Purposes are the purposes allowed when the event was collected, set by
+	// the consent stage and sealed with it.
 	Purposes []string
 	// Raw is the message object as sent, less any writeKey member.
 	Raw []byte

@@ -19,10 +19,11 @@ import (
 //	 "batchContext":{…},"message":{…}}
 //
 // originalTimestamp, sentAt, gpc, consent, purposes and batchContext are left out
-// when empty. purposes are those the event may serve, decided at collection (T3:
+// when empty. purposes are those allowed when the event was collected (T3:
 // a read for a purpose uses only events collected while it was allowed).
-// The consent member records the signals as they were applied at collection (from
-// the message's context, else the batch's), the evidence the consent issue builds on.
+// The consent member records the signals as they were applied at collection (the
+// message's context, with the batch's filling in missing fields), the evidence of
+// the decision.
 const envelopeVersion = 1
 
 // AppendEnvelope appends the envelope of m to dst.
@@ -122,7 +123,7 @@ type Envelope struct {
 	SentAt            *time.Time       `json:"sentAt,omitempty"`
 	GPC               bool             `json:"gpc,omitempty"`
 	Consent           *EnvelopeConsent `json:"consent,omitempty"`
-	// Purposes are the purposes the event may serve, decided at collection
+	// Purposes are the purposes allowed when the event was collected
 	// (absent in events collected before consent enforcement).
 	Purposes     []string        `json:"purposes,omitempty"`
 	BatchContext json.RawMessage `json:"batchContext,omitempty"`

@@ -18,7 +18,7 @@ type Admission struct {
 	Recorded int
 }
 
-// Admit decides at collection which purposes a message may serve (T1, T2):
+// Admit decides at collection which purposes are allowed for a message (T1, T2):
 // stored consent of its subjects (userBlind, anonBlind: the blind indexes of its
 // user id and anonymous id, nil when absent), else the regime's default,
 // narrowed by its own consent context, Sec-GPC and TC string. Before deciding it

@@ -29,7 +29,7 @@ type nopObserver struct{}
 func (nopObserver) Committed(int, int, int, time.Duration) {}
 func (nopObserver) Dropped(string, int)                    {}
 
-// Admitter decides at collection which purposes a message may serve. It is the
+// Admitter decides at collection which purposes were allowed for a message. It is the
 // consent stage of the pipeline (T2: minimize at the door): no purposes drops
 // the message (counted as "no_consent"). It gets the keyed hash of the messageId
 // and the blind indexes of the message's user id and anonymous id (nil when
