@@ -101,6 +101,10 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 	return a, nil
 }
 
+// authenticated are the methods whose choices only the customer (or the
+// business on their verified behalf) can make.
+var authenticated = map[string]bool{trustloop.MethodPreferenceCenter: true, trustloop.MethodAPI: true, trustloop.MethodImport: true}
+
 // preferenceChanges returns, by method, what a preference update changes: the
 // categoryPreferences (banner) and a TC string's answers for TCF-mapped
 // purposes (tcf). Answers equal to the stored state are not recorded again.
@@ -120,6 +124,14 @@ func (s *Service) preferenceChanges(k *Compiled, sig Signals, latest map[string]
 		}
 		st := newState(yes, before)
 		if st == before || (!yes && before == trustloop.ConsentRefused) {
+			return
+		}
+		// The collector's write key is public (it ships in the site's code):
+		// anyone can send an event naming any user id. So an event's yes never
+		// overturns a no given through an authenticated channel (the preference
+		// center, the API, an import); that no changes only there. An event's no
+		// is always taken (it can only narrow).
+		if yes && before != "" && before != trustloop.ConsentGiven && before != trustloop.ConsentExpired && authenticated[latest[id].Method] {
 			return
 		}
 		out[method] = append(out[method], Change{Purpose: id, State: st})

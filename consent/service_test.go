@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -484,5 +485,34 @@ func TestPurposeOfAKeyStays(t *testing.T) {
 	e.svc.KeysUsing = func(context.Context, int64, string) (bool, error) { return false, nil }
 	if _, err := e.svc.PutCatalog(ctx, e.ws, consent.DefaultCatalog(), saved.Version); err != nil {
 		t.Fatalf("removing it once no key does: %v", err)
+	}
+}
+
+// The write key is public: an event's yes does not overturn a no the customer
+// gave in the preference center (or through the API); an event's no always counts.
+func TestEventsCannotOverturnAnAuthenticatedNo(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	ub := e.blind(t, trustloop.IDUserID, "victim")
+	if _, _, err := e.svc.Record(ctx, e.ws, [][]byte{ub}, []consent.Change{{Purpose: "marketing", State: trustloop.ConsentRefused}},
+		consent.Meta{Method: trustloop.MethodPreferenceCenter}); err != nil {
+		t.Fatal(err)
+	}
+	e.now = e.now.Add(time.Minute)
+	forged := prefUpdate(map[string]bool{"Marketing": true, "Analytics": true})
+	if a := e.admit(t, forged, "victim", ""); a.Recorded != 1 {
+		t.Fatalf("a banner update recorded %d, want 1 (analytics only)", a.Recorded)
+	}
+	m := viewed
+	if a := e.admit(t, m, "victim", ""); slices.Contains(a.Purposes, "marketing") {
+		t.Fatalf("an event overturned the preference center's no: %v", a.Purposes)
+	}
+	// The customer can still change it where they made it.
+	if _, _, err := e.svc.Record(ctx, e.ws, [][]byte{ub}, []consent.Change{{Purpose: "marketing", State: trustloop.ConsentGiven}},
+		consent.Meta{Method: trustloop.MethodPreferenceCenter}); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.admit(t, m, "victim", ""); !slices.Contains(a.Purposes, "marketing") {
+		t.Fatalf("after the preference center's yes: %v", a.Purposes)
 	}
 }
