@@ -67,13 +67,13 @@ func (c Config) Apply(s *State, in Input) Result {
 	w := Trait{At: at, ReceivedAt: recv, SourceID: in.SourceID}
 	rl := c.rules()
 	applyTraits(s, &in, w, &r)
-	applyComputed(&s.Computed, &in, name, at, &rl, &r)
-	// The same computed traits over only the events collected for the same
-	// purposes (T3): a read for purpose P merges the sets that name P. What was
-	// skipped is already reported once.
+	// Computed traits are kept per set of purposes allowed at collection (T3:
+	// a read for purpose P merges the sets that name P); the totals are the
+	// merge of every set and of the events of no known purposes.
 	if len(in.Purposes) > 0 {
-		var quiet Result
-		applyComputed(s.forPurposes(in.Purposes), &in, name, at, &rl, &quiet)
+		applyComputed(s.forPurposes(in.Purposes), &in, name, at, &rl, &r)
+	} else {
+		applyComputed(&s.Computed, &in, name, at, &rl, &r)
 	}
 	return r
 }

@@ -46,11 +46,17 @@ const stateVersion = 1
 // '{').
 const stateV2 = 0x02
 
-// stateV3 is the first byte of a version 3 state: version 2 followed by
+// stateV4 is the first byte of a version 4 state: version 2 followed by
 // ByPurposes (count, then per set: its purposes and its computed traits as
-// version 2 writes Computed). A version 1 or 2 state predates consent
-// enforcement and has no ByPurposes: no purpose sees its computed traits.
-const stateV3 = 0x03
+// version 2 writes Computed), Computed holding only events of no known purposes.
+// A version 1 or 2 state predates consent enforcement and has no ByPurposes: no
+// purpose sees its computed traits. Version 3 (written for a few hours on
+// 2026-11-25) had the same layout with Computed holding the totals: it is read
+// with its purpose sets dropped (the totals stay; no purpose sees them).
+const (
+	stateV3 = 0x03
+	stateV4 = 0x04
+)
 
 type wireState struct {
 	V int                  `json:"v"`
@@ -123,7 +129,7 @@ func (s *State) MarshalBinary() ([]byte, error) {
 
 // AppendBinary appends what MarshalBinary returns to b.
 func (s *State) AppendBinary(b []byte) ([]byte, error) {
-	b = append(b, stateV3)
+	b = append(b, stateV4)
 	var err error
 	if b, err = appendTraits(b, s.Traits, true, "trait"); err != nil {
 		return nil, err
@@ -416,9 +422,12 @@ func (r *reader) computed(c *wireComputed) bool {
 // rules rely on; errors name a field, never a value.
 func (s *State) UnmarshalBinary(b []byte) error {
 	var w wireState
-	if len(b) > 0 && (b[0] == stateV2 || b[0] == stateV3) {
-		if !decodeV2(b[1:], &w, b[0] == stateV3) {
+	if len(b) > 0 && (b[0] == stateV2 || b[0] == stateV3 || b[0] == stateV4) {
+		if !decodeV2(b[1:], &w, b[0] != stateV2) {
 			return trustloop.Errorf(trustloop.EINTERNAL, "profile state: malformed encoding")
+		}
+		if b[0] == stateV3 {
+			w.BP = nil
 		}
 	} else if err := json.Unmarshal(b, &w); err != nil {
 		// encoding/json's messages can quote the input: never pass them on.

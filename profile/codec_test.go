@@ -16,12 +16,12 @@ func TestMarshalFormat(t *testing.T) {
 		track(4, "Product Viewed", `{"product_id":"p"}`),
 	)
 	b := encode(t, s)
-	if b[0] != stateV3 {
-		t.Fatalf("first byte %#x, want version 3", b[0])
+	if b[0] != stateV4 {
+		t.Fatalf("first byte %#x, want version 4", b[0])
 	}
 	var back State
 	if err := back.UnmarshalBinary(b); err != nil || !sameState(t, &back, s) {
-		t.Fatalf("version 3 round trip: %v", err)
+		t.Fatalf("version 4 round trip: %v", err)
 	}
 	// Equal states, equal bytes (map order does not leak in).
 	for range 20 {
@@ -42,7 +42,7 @@ func TestMarshalFormat(t *testing.T) {
 	}
 	// The empty state: no traits, no tombstones, eleven zero numbers and empty
 	// lists, and no purpose sets.
-	if b := encode(t, &State{}); string(b) != "\x03"+strings.Repeat("\x00", 14) {
+	if b := encode(t, &State{}); string(b) != "\x04"+strings.Repeat("\x00", 14) {
 		t.Errorf("empty state = %x", b)
 	}
 }

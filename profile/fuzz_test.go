@@ -142,10 +142,10 @@ func FuzzStateCodec(f *testing.F) {
 		if again, _ := back.MarshalBinary(); !bytes.Equal(again, b) {
 			t.Fatal("two encodings of one state")
 		}
-		// Version 3 has one encoding per state: what decodes is what the
+		// Version 4 has one encoding per state: what decodes is what the
 		// encoder writes.
-		if data[0] == stateV3 && !bytes.Equal(b, data) {
-			t.Fatalf("a non-canonical version 3 input decoded:\n in %x\nout %x", data, b)
+		if data[0] == stateV4 && !bytes.Equal(b, data) {
+			t.Fatalf("a non-canonical version 4 input decoded:\n in %x\nout %x", data, b)
 		}
 	})
 }

@@ -88,6 +88,25 @@ func genInput(t *rapid.T) Input {
 
 var genPurposes = []string{"analytics", "marketing", "personalization"}
 
+// The totals (what audiences and Computed show) count every event, whatever
+// purposes it was collected for.
+func TestTotalsAreAllEvents(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		c := genConfig(t)
+		ins := rapid.SliceOfN(rapid.Custom(genInput), 0, 30).Draw(t, "events")
+		s := applyInputs(c, ins)
+		plain := make([]Input, len(ins))
+		for i, in := range ins {
+			in.Purposes = nil
+			plain[i] = in
+		}
+		want := c.Map(applyInputs(c, plain))["computed"]
+		if got := c.Map(s)["computed"]; !reflect.DeepEqual(got, want) {
+			t.Fatalf("totals:\n got %v\nwant %v", got, want)
+		}
+	})
+}
+
 // For every purpose, the computed traits a read for it sees are exactly those of
 // the events collected for it, whatever else the profile holds (T3).
 func TestComputedForIsExact(t *testing.T) {
@@ -256,6 +275,11 @@ func TestModel(t *testing.T) {
 	forKeyCaps(t, func(t *rapid.T) {
 		c := genConfig(t)
 		ins := rapid.SliceOfN(rapid.Custom(genInput), 0, 40).Draw(t, "events")
+		// The model knows no purposes: the split of computed traits by purpose
+		// is TestComputedForIsExact's and TestTotalsAreAllEvents' to check.
+		for i := range ins {
+			ins[i].Purposes = nil
+		}
 		got := applyInputs(c, ins)
 		want := model(t, c, ins)
 		if !statesEqual(got, want) {

@@ -29,11 +29,12 @@ type State struct {
 	// arriving later cannot bring the value back.
 	Deleted  map[string]Trait
 	Computed Computed
-	// ByPurposes holds the computed traits again, per set of purposes the
-	// events were collected for (ordered by Key), so that a read for a purpose
-	// sees them computed from exactly the events collected for it (T3). Events
-	// of no known purposes (collected before consent was enforced) are in
-	// Computed only.
+	// ByPurposes holds the computed traits per set of purposes allowed when
+	// the events were collected (ordered by the sets' joined ids), so that a
+	// read for a purpose sees them computed from exactly those events (T3).
+	// Computed holds those of events of no known purposes (collected before
+	// consent was enforced); the profile's totals (Config.Totals) are the merge
+	// of Computed and every set.
 	ByPurposes []PurposeComputed
 }
 
@@ -60,16 +61,34 @@ func (s *State) forPurposes(p []string) *Computed {
 	return &s.ByPurposes[i].Computed
 }
 
-// ComputedFor returns the computed traits of the events collected for purpose,
-// as Map shows them (every enabled trait, zero when no such event).
+// ComputedFor returns the computed traits of the events collected while
+// purpose was allowed, as Map shows them (every enabled trait, zero when no
+// such event).
 func (c Config) ComputedFor(s *State, purpose string) map[string]any {
-	var sum State
+	var sum Computed
 	for i := range s.ByPurposes {
 		if _, ok := slices.BinarySearch(s.ByPurposes[i].Purposes, purpose); ok {
-			c.mergeComputed(&sum.Computed, &s.ByPurposes[i].Computed)
+			c.mergeComputed(&sum, &s.ByPurposes[i].Computed)
 		}
 	}
-	return c.Map(&sum)["computed"].(map[string]any)
+	return c.computedMap(&sum)
+}
+
+// Totals returns the profile's computed traits over all its events. With no
+// purpose sets (events of no known purposes only) it is Computed itself,
+// shared, not copied.
+func (c Config) Totals(s *State) *Computed {
+	if len(s.ByPurposes) == 0 {
+		return &s.Computed
+	}
+	if len(s.ByPurposes) == 1 && s.Computed.empty() {
+		return &s.ByPurposes[0].Computed
+	}
+	sum := cloneComputed(s.Computed)
+	for i := range s.ByPurposes {
+		c.mergeComputed(&sum, &s.ByPurposes[i].Computed)
+	}
+	return &sum
 }
 
 // Computed holds the computed traits, each kept so that it is exact and independent
@@ -120,9 +139,11 @@ func (c *Computed) LastViewedProducts() []string {
 
 // FavouriteCategory is the most counted category, ties to the lexically smallest;
 // "" when none was counted. Categories beyond the cap (OtherCategories) never are.
-func (s *State) FavouriteCategory() string {
+func (s *State) FavouriteCategory() string { return Config{}.Totals(s).favourite() }
+
+func (cs *Computed) favourite() string {
 	best, n := "", int64(0)
-	for k, v := range s.Computed.Categories {
+	for k, v := range cs.Categories {
 		if v > n || (v == n && k < best) {
 			best, n = k, v
 		}
@@ -145,6 +166,13 @@ func (s *State) Clone() *State {
 		}
 	}
 	return c
+}
+
+// empty reports whether c holds nothing (no event fed it).
+func (c *Computed) empty() bool {
+	return c.FirstSeen.IsZero() && c.LastSeen.IsZero() && c.Events == 0 && len(c.ByEvent) == 0 && c.OtherEvents == 0 &&
+		len(c.Sources) == 0 && c.Orders == 0 && c.RevenueMicros == 0 && len(c.LastViewed) == 0 &&
+		len(c.Categories) == 0 && c.OtherCategories == 0
 }
 
 func cloneComputed(c Computed) Computed {
@@ -177,8 +205,12 @@ func (c Config) Map(s *State) map[string]any {
 			traits[k] = v
 		}
 	}
+	return map[string]any{"traits": traits, "computed": c.computedMap(c.Totals(s))}
+}
+
+// computedMap is Map's "computed" member for cs.
+func (c Config) computedMap(cs *Computed) map[string]any {
 	r := c.rules()
-	cs := &s.Computed
 	comp := make(map[string]any, len(computedNames))
 	if r.on(bitFirstSeen) {
 		comp[ComputedFirstSeen] = cs.FirstSeen
@@ -211,9 +243,9 @@ func (c Config) Map(s *State) map[string]any {
 		comp[ComputedLastViewedProducts] = cs.LastViewedProducts()
 	}
 	if r.on(bitFavouriteCategory) {
-		comp[ComputedFavouriteCategory] = s.FavouriteCategory()
+		comp[ComputedFavouriteCategory] = cs.favourite()
 	}
-	return map[string]any{"traits": traits, "computed": comp}
+	return comp
 }
 
 // Reason names why part of an event was not applied. Reasons are a fixed set (fit
