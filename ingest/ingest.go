@@ -42,7 +42,9 @@ type Admitter func(ctx context.Context, src *trustloop.Source, m *trustloop.Mess
 type Projection interface {
 	// Prepare does the per-message work that needs no store (identifiers, their
 	// blind indexes, the profile input); it runs in the request's goroutine.
-	Prepare(workspaceID int64, m *trustloop.Message, sourceID int64, subject []byte) ([]trustloop.Identifier, [][]byte, *profile.Input)
+	// user and anon are the blind indexes of the message's user and anonymous
+	// ids when the pipeline already made them (nil otherwise).
+	Prepare(workspaceID int64, m *trustloop.Message, sourceID int64, user, anon []byte) ([]trustloop.Identifier, [][]byte, *profile.Input)
 	// Group prepares the projection of one group commit attempt; items are
 	// aligned with the commit's events.
 	Group(items []projection.Item) *projection.Group
@@ -169,15 +171,18 @@ func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustl
 	if err != nil {
 		return pending{}, err
 	}
-	if p.admit != nil {
-		userBlind, anonBlind := blind, []byte(nil)
-		if m.UserID == "" {
-			userBlind, anonBlind = nil, blind
-		} else if m.AnonymousID != "" {
-			if anonBlind, err = p.keys.Blind(src.WorkspaceID, "anonymous_id", m.AnonymousID); err != nil {
-				return pending{}, err
-			}
+	// The blind indexes of the user and anonymous ids, made once for the
+	// consent stage and the projection: the subject's is one of them, the
+	// other (a message with both ids) only when the consent stage needs it.
+	userBlind, anonBlind := blind, []byte(nil)
+	if m.UserID == "" {
+		userBlind, anonBlind = nil, blind
+	} else if m.AnonymousID != "" && p.admit != nil {
+		if anonBlind, err = p.keys.Blind(src.WorkspaceID, trustloop.IDAnonymousID, m.AnonymousID); err != nil {
+			return pending{}, err
 		}
+	}
+	if p.admit != nil {
 		purposes, err := p.admit(ctx, src, m, hash, userBlind, anonBlind)
 		if err != nil {
 			return pending{}, err
@@ -196,7 +201,7 @@ func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustl
 			Type: m.Type, ReceivedAt: m.ReceivedAt, Timestamp: m.Timestamp},
 	}
 	if p.proj != nil {
-		ev.ids, ev.blinds, ev.input = p.proj.Prepare(src.WorkspaceID, m, src.ID, blind)
+		ev.ids, ev.blinds, ev.input = p.proj.Prepare(src.WorkspaceID, m, src.ID, userBlind, anonBlind)
 		ev.msg = m
 	}
 	if key, ok := p.keys.Cached(src.WorkspaceID, blind); ok {

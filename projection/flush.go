@@ -334,7 +334,7 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 				}
 				m := messageOf(env, e)
 				it := Item{WorkspaceID: ws, SourceID: e.SourceID, Message: m, MessageHash: e.MessageHash, KeyID: e.KeyID, Key: k}
-				it.IDs, it.Blinds, it.Input = s.Prepare(ws, m, e.SourceID, nil)
+				it.IDs, it.Blinds, it.Input = s.Prepare(ws, m, e.SourceID, nil, nil)
 				all[i] = it
 			}
 		}()

@@ -165,18 +165,24 @@ type Item struct {
 // Prepare does the per-message work that needs no store: the identifiers, their
 // blind indexes (an HMAC each) and the profile rules' input. Ingest calls it in
 // the request's goroutine, so this work runs in parallel across requests instead
-// of on the single writer. subject, when not nil, is the blind index the caller
-// made of m.Subject() already (ingest does, to find the subject key): an
-// identifier equal to the subject takes it instead of a second HMAC. A blind
+// of on the single writer. user and anon, when not nil, are the blind indexes
+// the caller made of m's user id and anonymous id already (ingest does, for the
+// subject key and the consent stage): an identifier equal to one takes it
+// instead of a second HMAC. A blind
 // index that cannot be made is left to the commit, which reports the error.
-func (s *Service) Prepare(ws int64, m *trustloop.Message, sourceID int64, subject []byte) ([]trustloop.Identifier, [][]byte, *profile.Input) {
+func (s *Service) Prepare(ws int64, m *trustloop.Message, sourceID int64, user, anon []byte) ([]trustloop.Identifier, [][]byte, *profile.Input) {
 	in := inputOf(m, sourceID)
 	ids := s.Identify(ws, m)
 	blinds := make([][]byte, len(ids))
-	subType, subValue := m.Subject()
 	for i, id := range ids {
-		if subject != nil && id.Type == subType && id.Value == subValue {
-			blinds[i] = subject
+		// Identifiers are normalized: a given blind index is the identifier's
+		// only when the value came through unchanged.
+		if user != nil && id.Type == trustloop.IDUserID && id.Value == m.UserID {
+			blinds[i] = user
+			continue
+		}
+		if anon != nil && id.Type == trustloop.IDAnonymousID && id.Value == m.AnonymousID {
+			blinds[i] = anon
 			continue
 		}
 		b, err := s.keys.Blind(ws, id.Type, id.Value)

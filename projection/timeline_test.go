@@ -237,7 +237,7 @@ func TestLargeGroupAcrossProfiles(t *testing.T) {
 // Prepare takes the subject's blind index the caller made instead of a second
 // HMAC, for the identifier equal to the subject only: the blind indexes are the
 // ones it makes itself.
-func TestPrepareReusesTheSubjectBlind(t *testing.T) {
+func TestPrepareReusesGivenBlinds(t *testing.T) {
 	e := newEnv(t)
 	svc := e.service()
 	at := e.clock.Now()
@@ -246,19 +246,22 @@ func TestPrepareReusesTheSubjectBlind(t *testing.T) {
 		track("p2", "", "a-2", at, "Clicked", obj{}),
 		track("p3", " u-3 ", "a-3", at, "Clicked", obj{}), // normalized: not the subject's value
 	} {
-		typ, value := m.Subject()
-		subject, err := e.kr.Blind(e.ws, typ, value)
+		var user []byte
+		if m.UserID != "" {
+			user, _ = e.kr.Blind(e.ws, trustloop.IDUserID, m.UserID)
+		}
+		anon, err := e.kr.Blind(e.ws, trustloop.IDAnonymousID, m.AnonymousID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids, want, _ := svc.Prepare(e.ws, &m, e.src, nil)
-		_, got, _ := svc.Prepare(e.ws, &m, e.src, subject)
+		ids, want, _ := svc.Prepare(e.ws, &m, e.src, nil, nil)
+		_, got, _ := svc.Prepare(e.ws, &m, e.src, user, anon)
 		if len(got) != len(ids) || len(want) != len(ids) {
 			t.Fatalf("%s: %d blinds for %d identifiers", m.MessageID, len(got), len(ids))
 		}
 		for i := range ids {
 			if !bytes.Equal(got[i], want[i]) {
-				t.Fatalf("%s: blind of %s differs with the subject's given", m.MessageID, ids[i].Type)
+				t.Fatalf("%s: blind of %s differs with the ids' blinds given", m.MessageID, ids[i].Type)
 			}
 		}
 	}
