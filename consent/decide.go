@@ -108,7 +108,10 @@ func Compile(c *Catalog) (*Compiled, error) {
 		k.regime = optOut
 	}
 	for j, r := range c.Jurisdictions {
-		k.jurisdictions[strings.ToLower(j)] = map[bool]int{true: optOut, false: optIn}[r == RegimeOptOut]
+		k.jurisdictions[strings.ToLower(j)] = optIn
+		if r == RegimeOptOut {
+			k.jurisdictions[strings.ToLower(j)] = optOut
+		}
 	}
 	for i, p := range c.Purposes {
 		bit := Set(1) << i

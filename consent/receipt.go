@@ -99,15 +99,9 @@ func forged(format string, args ...any) *trustloop.Error {
 // and returns its body. A receipt whose consent has expired at now is refused
 // too (its signature is genuine, but it no longer shows a valid consent).
 func VerifyReceipt(pub ed25519.PublicKey, jws string, now time.Time) (*ReceiptBody, error) {
-	parts := strings.Split(strings.TrimSpace(jws), ".")
-	if len(parts) != 3 {
-		return nil, forged("A receipt is a compact JWS: three base64url parts separated by dots.")
-	}
-	hb, err1 := b64.DecodeString(parts[0])
-	pb, err2 := b64.DecodeString(parts[1])
-	sig, err3 := b64.DecodeString(parts[2])
-	if err1 != nil || err2 != nil || err3 != nil {
-		return nil, forged("The receipt is not valid base64url.")
+	parts, hb, pb, sig, err := splitJWS(jws)
+	if err != nil {
+		return nil, err
 	}
 	var h jwsHeader
 	if err := json.Unmarshal(hb, &h); err != nil || h.Alg != "EdDSA" || h.Typ != receiptType {
@@ -132,20 +126,31 @@ func VerifyReceipt(pub ed25519.PublicKey, jws string, now time.Time) (*ReceiptBo
 	return &body, nil
 }
 
+// splitJWS splits a compact JWS and decodes its three parts.
+func splitJWS(jws string) (parts []string, header, payload, sig []byte, err error) {
+	parts = strings.Split(strings.TrimSpace(jws), ".")
+	if len(parts) != 3 {
+		return nil, nil, nil, nil, forged("A receipt is a compact JWS: three base64url parts separated by dots.")
+	}
+	header, err1 := b64.DecodeString(parts[0])
+	payload, err2 := b64.DecodeString(parts[1])
+	sig, err3 := b64.DecodeString(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return nil, nil, nil, nil, forged("The receipt is not valid base64url.")
+	}
+	return parts, header, payload, sig, nil
+}
+
 // ReceiptPayload returns a compact JWS's payload without verifying it (for
 // display of a receipt the store issued).
 func ReceiptPayload(jws string) (*ReceiptBody, error) {
-	parts := strings.Split(jws, ".")
-	if len(parts) != 3 {
-		return nil, forged("malformed receipt")
-	}
-	pb, err := b64.DecodeString(parts[1])
+	_, _, pb, _, err := splitJWS(jws)
 	if err != nil {
-		return nil, forged("malformed receipt")
+		return nil, err
 	}
 	var body ReceiptBody
 	if err := json.Unmarshal(pb, &body); err != nil {
-		return nil, forged("malformed receipt")
+		return nil, forged("The receipt's payload is not a consent receipt.")
 	}
 	return &body, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -219,10 +220,10 @@ func (s *Service) PutCatalog(ctx context.Context, ws int64, c *Catalog, version 
 
 // latest returns a subject's latest record per purpose, cached (fresh: read
 // from the store whatever the cache holds).
-func (s *Service) latest(ctx context.Context, ws int64, blind []byte, fresh bool) (map[string]trustloop.ConsentRecord, error) {
+func (s *Service) latest(ctx context.Context, ws int64, blind []byte, fresh bool, at time.Time) (map[string]trustloop.ConsentRecord, error) {
 	key := skey(ws, blind)
 	nk := nkey(ws, blind)
-	now := s.Now().UnixNano()
+	now := at.UnixNano()
 	sh := s.shard(blind)
 	sh.mu.Lock()
 	// (Blind indexes are always 32 bytes; anything shorter is never trusted
@@ -356,24 +357,23 @@ func (k *Compiled) Fold(latest map[string]trustloop.ConsentRecord, now time.Time
 // Stored returns the stored consent of the subjects (blind indexes; nil ones
 // are skipped) under catalog k, from the cache (the collector's view).
 func (s *Service) stored(ctx context.Context, k *Compiled, ws int64, fresh bool, blinds ...[]byte) (Stored, map[string]trustloop.ConsentRecord, error) {
+	now := s.Now() // one clock read per decision
 	// Every subject counts (a profile may have many anonymous ids): the
 	// collector's one or two fit the array, a read's many grow the slice.
 	var arr [4]map[string]trustloop.ConsentRecord
 	sets := arr[:0]
-	n := 0
 	for _, b := range blinds {
 		if b == nil {
 			continue
 		}
-		l, err := s.latest(ctx, ws, b, fresh)
+		l, err := s.latest(ctx, ws, b, fresh, now)
 		if err != nil {
 			return Stored{}, nil, err
 		}
 		sets = append(sets, l)
-		n++
 	}
-	m := merged(sets[:n]...)
-	return k.Fold(m, s.Now()), m, nil
+	m := merged(sets...)
+	return k.Fold(m, now), m, nil
 }
 
 // maxCachedTCString bounds the TC strings the cache keeps (real ones are a few
@@ -500,7 +500,6 @@ func (s *Service) Record(ctx context.Context, ws int64, subjects [][]byte, chang
 		if err != nil {
 			return nil, err
 		}
-		copy(recs, done)
 		return &trustloop.ConsentReceipt{ID: body.ReceiptID, WorkspaceID: ws, Subject: subjects[0], At: now, Body: []byte(jws)}, nil
 	})
 	// Forgotten whatever the outcome: a commit whose acknowledgement was lost
@@ -530,18 +529,9 @@ func newState(yes bool, before string) string {
 // Changes turns wanted yes/no answers into changes given the latest records.
 func Changes(wanted map[string]bool, latest map[string]trustloop.ConsentRecord) []Change {
 	out := make([]Change, 0, len(wanted))
-	for _, p := range sortedKeys(wanted) {
+	for _, p := range slices.Sorted(maps.Keys(wanted)) {
 		out = append(out, Change{Purpose: p, State: newState(wanted[p], latest[p].State)})
 	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
 	return out
 }
 
