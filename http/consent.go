@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -119,9 +118,10 @@ type access struct {
 	purpose  string
 	index    int
 	k        *consent.Compiled
-	allowed  bool   // the purpose is allowed for the subject now
-	reason   string // why not
-	visible  consent.Cats
+	allowed  bool         // the purpose is allowed for the subject now
+	reason   string       // why not
+	visible  consent.Cats // the categories the purpose may use
+	used     consent.Cats // what the filtered profile still shows (recorded as used)
 	stored   consent.Stored
 	latest   map[string]trustloop.ConsentRecord
 	withheld []withheld
@@ -132,31 +132,19 @@ type withheld struct {
 	Reason   string `json:"reason"`
 }
 
-// readPurpose reads and checks ?purpose= against the catalog and the key.
+// readPurpose reads and checks ?purpose= against the catalog (the default
+// purposes when consent is not enforced) and the key.
 func (s *Server) readPurpose(r *http.Request, k *trustloop.APIKey) (string, *consent.Compiled, error) {
 	p := r.URL.Query().Get("purpose")
 	if s.Consent == nil {
-		p, err := purpose(r, k)
-		return p, nil, err
+		return p, nil, checkPurpose(p, trustloop.DefaultPurposes, k)
 	}
 	c, err := s.Consent.Catalog(r.Context(), k.WorkspaceID)
 	if err != nil {
 		return "", nil, err
 	}
-	ids := make([]string, c.Len())
-	for i := range ids {
-		ids[i] = c.ID(i)
-	}
-	switch _, known := c.Index(p); {
-	case p == "":
-		return "", nil, trustloop.Errorf(trustloop.EINVALID, "Every read of personal data needs a purpose.").
-			WithHint("Add ?purpose=<id>; purposes: " + strings.Join(ids, ", ") + ".")
-	case !known:
-		return "", nil, trustloop.Errorf(trustloop.EINVALID, "Unknown purpose %q.", p).
-			WithHint("Purposes: " + strings.Join(ids, ", ") + ".")
-	case !slices.Contains(k.Purposes, p):
-		return "", nil, trustloop.Errorf(trustloop.EFORBIDDEN, "This API key may not read for purpose %q.", p).
-			WithHint("Use a key created for this purpose.")
+	if err := checkPurpose(p, c.Names(c.All()), k); err != nil {
+		return "", nil, err
 	}
 	return p, c, nil
 }
@@ -257,7 +245,7 @@ func (a *access) filter(p *projection.Profile) {
 	if !a.sees(trustloop.CategoryBehavior) {
 		p.Audiences = []projection.AudienceRef{}
 	}
-	a.visible = a.shown(p)
+	a.used = a.shown(p)
 }
 
 // shown is what a filtered profile still shows, by category: what its read
@@ -349,7 +337,7 @@ func (s *Server) profileFor(ctx context.Context, k *trustloop.APIKey, p string, 
 	}
 	v := &profileView{Profile: prof, CategoriesWithheld: a.withheld}
 	if a.allowed {
-		v.used = a.visible.Names()
+		v.used = a.used.Names()
 	}
 	if v.CategoriesWithheld == nil {
 		v.CategoriesWithheld = []withheld{}

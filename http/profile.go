@@ -54,21 +54,21 @@ func (s *Server) apiKey(r *http.Request) (*trustloop.APIKey, error) {
 	return k, nil
 }
 
-// purpose reads and checks the purpose of a personal-data read.
-func purpose(r *http.Request, k *trustloop.APIKey) (string, error) {
-	p := r.URL.Query().Get("purpose")
+// checkPurpose checks the purpose p of a personal-data read against the
+// catalog's ids and the key.
+func checkPurpose(p string, ids []string, k *trustloop.APIKey) error {
 	switch {
 	case p == "":
-		return "", trustloop.Errorf(trustloop.EINVALID, "Every read of personal data needs a purpose.").
-			WithHint("Add ?purpose=<id>; purposes: " + strings.Join(trustloop.DefaultPurposes, ", ") + ".")
-	case !trustloop.IsDefaultPurpose(p):
-		return "", trustloop.Errorf(trustloop.EINVALID, "Unknown purpose %q.", p).
-			WithHint("Purposes: " + strings.Join(trustloop.DefaultPurposes, ", ") + ".")
+		return trustloop.Errorf(trustloop.EINVALID, "Every read of personal data needs a purpose.").
+			WithHint("Add ?purpose=<id>; purposes: " + strings.Join(ids, ", ") + ".")
+	case !slices.Contains(ids, p):
+		return trustloop.Errorf(trustloop.EINVALID, "Unknown purpose %q.", p).
+			WithHint("Purposes: " + strings.Join(ids, ", ") + ".")
 	case !slices.Contains(k.Purposes, p):
-		return "", trustloop.Errorf(trustloop.EFORBIDDEN, "This API key may not read for purpose %q.", p).
+		return trustloop.Errorf(trustloop.EFORBIDDEN, "This API key may not read for purpose %q.", p).
 			WithHint("Use a key created for this purpose.")
 	}
-	return p, nil
+	return nil
 }
 
 func requireAdmin(k *trustloop.APIKey) error {
