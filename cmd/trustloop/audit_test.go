@@ -14,7 +14,6 @@ import (
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/auditlog"
-	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/sqlite"
 )
 
@@ -37,17 +36,8 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 func appendAudit(t *testing.T, dataDir string, n int) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, keys := openStopped(t, dataDir)
 	defer db.Close()
-	master, _, err := keyring.LoadMasterKey("", filepath.Join(dataDir, "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := keyring.New(master, 10)
-	keys.Load = db.FindWorkspace
 	l := auditlog.New(db, keys, auditlog.Config{})
 	defer l.Close()
 	purposes := []string{"marketing", "analytics", "personalization"}

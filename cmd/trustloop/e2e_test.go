@@ -166,21 +166,31 @@ func trackMsg(messageID, userID string) string {
 		messageID, userID, time.Now().UTC().Format(time.RFC3339Nano))
 }
 
-// storedMessageIDs opens the stopped server's store and returns how many times
-// each message hash is stored, with a function mapping a messageId to its hash.
-func storedHashes(t *testing.T, dataDir string) (counts map[string]int, hashOf func(string) string) {
+// openStopped opens a stopped server's store and a keyring over its master
+// key (workspaces load on demand). The caller closes the store, before the
+// server starts again on it.
+func openStopped(t *testing.T, dataDir string) (*sqlite.DB, *keyring.Keyring) {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, dataDir)
+	db, err := sqlite.Open(context.Background(), dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
 	master, _, err := keyring.LoadMasterKey("", filepath.Join(dataDir, "master.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	keys := keyring.New(master, 10)
+	keys.Load = db.FindWorkspace
+	return db, keys
+}
+
+// storedMessageIDs opens the stopped server's store and returns how many times
+// each message hash is stored, with a function mapping a messageId to its hash.
+func storedHashes(t *testing.T, dataDir string) (counts map[string]int, hashOf func(string) string) {
+	t.Helper()
+	ctx := context.Background()
+	db, keys := openStopped(t, dataDir)
+	defer db.Close()
 	ws, err := db.FindWorkspace(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -414,14 +424,8 @@ func TestNoPlaintextAtRest(t *testing.T) {
 
 	// The scan is not vacuous: the values are in the store, sealed.
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, keys := openStopped(t, dataDir)
 	defer db.Close()
-	master, _, _ := keyring.LoadMasterKey("", filepath.Join(dataDir, "master.key"))
-	keys := keyring.New(master, 10)
-	keys.Load = db.FindWorkspace
 	evs, err := db.ListEvents(ctx, 1, 0, 1000)
 	if err != nil || len(evs) != len(msgs) {
 		t.Fatalf("stored %d events (%v), want %d", len(evs), err, len(msgs))
