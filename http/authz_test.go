@@ -266,3 +266,19 @@ func TestAudienceMembersNeedBehaviour(t *testing.T) {
 		t.Errorf("a list without an audience for essential: %d", r.Status)
 	}
 }
+
+// A read that cannot be recorded as a data use is not answered (T3, T7): with
+// the audit log down, a profile read fails with 503 and shows nothing.
+func TestUnrecordedReadIsRefused(t *testing.T) {
+	m := setupMatrix(t)
+	if err := m.s.Audit.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := m.s.api(t, "GET", "/v1/profiles/"+m.profile+"?purpose=analytics", nil)
+	if r.Status != http.StatusServiceUnavailable || strings.Contains(string(r.Body), "mx@example.com") || strings.Contains(string(r.Body), m.profile) {
+		t.Fatalf("a read with the audit log down: %d %s", r.Status, r.Body)
+	}
+	if r.Header.Get("Retry-After") == "" {
+		t.Error("no Retry-After on the refused read")
+	}
+}

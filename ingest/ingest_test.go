@@ -903,3 +903,23 @@ func TestIngestSQLiteDedupe(t *testing.T) {
 		}
 	}
 }
+
+// Consent that cannot be read is not assumed (T1): an admitter's error fails
+// the whole request and nothing of it reaches the store.
+func TestAdmitterErrorFailsTheRequest(t *testing.T) {
+	boom := trustloop.Errorf(trustloop.EUNAVAILABLE, "consent store down")
+	admit := func(_ context.Context, _ *trustloop.Source, m *trustloop.Message, _, _, _ []byte) ([]string, error) {
+		if m.MessageID == "m2" {
+			return nil, boom
+		}
+		return []string{"analytics"}, nil
+	}
+	e := newEnv(t, admit, Config{})
+	err := e.p.Ingest(context.Background(), e.src, []trustloop.Message{msg("m1", "alice"), msg("m2", "bob")})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Ingest = %v, want the admitter's error", err)
+	}
+	if calls, events := e.store.snapshot(); len(calls) != 0 || len(events) != 0 {
+		t.Fatalf("a failed admission reached the store: %d calls, %d events", len(calls), len(events))
+	}
+}
