@@ -2,8 +2,10 @@ package trustloop
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"time"
 )
 
@@ -24,10 +26,12 @@ const (
 	MethodGPC              = "gpc"
 	MethodTCF              = "tcf"
 	MethodImport           = "import"
+	// MethodPrivacyRequest: a restriction or objection request changed it.
+	MethodPrivacyRequest = "privacy_request"
 )
 
 // ConsentMethods lists every method, for validation and documentation.
-var ConsentMethods = []string{MethodPreferenceCenter, MethodBanner, MethodAPI, MethodGPC, MethodTCF, MethodImport}
+var ConsentMethods = []string{MethodPreferenceCenter, MethodBanner, MethodAPI, MethodGPC, MethodTCF, MethodImport, MethodPrivacyRequest}
 
 // Data categories (PRODUCT.md): what kind of personal data a purpose may use.
 const (
@@ -69,6 +73,17 @@ type ConsentRecord struct {
 	ReceiptID string
 	PrevHash  []byte
 	Hash      []byte
+	// Pseudonym names the subject in the audit log: random, set by the store
+	// when it appends (one per subject), and deleted with the subject by an
+	// erasure, after which no entry links to anyone. Not part of the hash.
+	Pseudonym string
+}
+
+// NewPseudonym returns a random subject pseudonym (32 lower-case hex digits).
+func NewPseudonym() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // ConsentRecordHash is the chain hash of r after prev: SHA-256 over a

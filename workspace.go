@@ -124,6 +124,9 @@ type Store interface {
 	SettingStore
 	ConsentStore
 	AuditStore
+	PrivacyStore
+	JobStore
+	ErasureStore
 	// Ping reports whether the store is open and usable.
 	Ping(ctx context.Context) error
 	Close() error

@@ -78,7 +78,13 @@ var b64 = base64.RawURLEncoding
 
 // SignReceipt returns the compact JWS of body under key.
 func SignReceipt(key ed25519.PrivateKey, body *ReceiptBody) (string, error) {
-	h, err := json.Marshal(jwsHeader{Alg: "EdDSA", Typ: receiptType, Kid: KeyID(key.Public().(ed25519.PublicKey))})
+	return SignDocument(key, receiptType, body)
+}
+
+// SignDocument returns the compact JWS (EdDSA) of body's JSON under key, with
+// typ in its header: consent receipts, erasure receipts.
+func SignDocument(key ed25519.PrivateKey, typ string, body any) (string, error) {
+	h, err := json.Marshal(jwsHeader{Alg: "EdDSA", Typ: typ, Kid: KeyID(key.Public().(ed25519.PublicKey))})
 	if err != nil {
 		return "", err
 	}
@@ -90,6 +96,26 @@ func SignReceipt(key ed25519.PrivateKey, body *ReceiptBody) (string, error) {
 	return signing + "." + b64.EncodeToString(ed25519.Sign(key, []byte(signing))), nil
 }
 
+// VerifyDocument checks a compact JWS of type typ against pub and returns its
+// payload (EINVALID when forged, changed or of another type or key).
+func VerifyDocument(pub ed25519.PublicKey, typ, jws string) ([]byte, error) {
+	parts, hb, pb, sig, err := splitJWS(jws)
+	if err != nil {
+		return nil, err
+	}
+	var h jwsHeader
+	if err := json.Unmarshal(hb, &h); err != nil || h.Alg != "EdDSA" || h.Typ != typ {
+		return nil, forged("The document's header is not an EdDSA %s header.", typ)
+	}
+	if h.Kid != KeyID(pub) {
+		return nil, forged("The document was signed with another key (%s) than this workspace's (%s).", h.Kid, KeyID(pub))
+	}
+	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(pub, []byte(parts[0]+"."+parts[1]), sig) {
+		return nil, forged("The document's signature does not verify.")
+	}
+	return pb, nil
+}
+
 func forged(format string, args ...any) *trustloop.Error {
 	return trustloop.Errorf(trustloop.EINVALID, format, args...).
 		WithHint("The receipt was not issued by this workspace or was changed after issue; ask for a new one.")
@@ -99,19 +125,9 @@ func forged(format string, args ...any) *trustloop.Error {
 // and returns its body. A receipt whose consent has expired at now is refused
 // too (its signature is genuine, but it no longer shows a valid consent).
 func VerifyReceipt(pub ed25519.PublicKey, jws string, now time.Time) (*ReceiptBody, error) {
-	parts, hb, pb, sig, err := splitJWS(jws)
+	pb, err := VerifyDocument(pub, receiptType, jws)
 	if err != nil {
 		return nil, err
-	}
-	var h jwsHeader
-	if err := json.Unmarshal(hb, &h); err != nil || h.Alg != "EdDSA" || h.Typ != receiptType {
-		return nil, forged("The receipt's header is not an EdDSA consent receipt header.")
-	}
-	if h.Kid != KeyID(pub) {
-		return nil, forged("The receipt was signed with another key (%s) than this workspace's (%s).", h.Kid, KeyID(pub))
-	}
-	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(pub, []byte(parts[0]+"."+parts[1]), sig) {
-		return nil, forged("The receipt's signature does not verify.")
 	}
 	var body ReceiptBody
 	dec := json.NewDecoder(bytes.NewReader(pb))

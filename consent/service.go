@@ -266,6 +266,9 @@ func (s *Service) latest(ctx context.Context, ws int64, blind []byte, fresh bool
 	return e.latest, nil
 }
 
+// Forget drops erased subjects from the cache.
+func (s *Service) Forget(ws int64, subjects [][]byte) { s.forget(ws, subjects) }
+
 // forget drops subjects from the cache after a change.
 func (s *Service) forget(ws int64, subjects [][]byte) {
 	for _, sub := range subjects {
@@ -558,7 +561,9 @@ func (s *Service) Receipt(ctx context.Context, ws int64, id string) (*trustloop.
 }
 
 // AuditEntries turns appended records into consent-change entries of the audit
-// log (T7): one per record, naming the subject by its blind index and the actor
+// log (T7): one per record, naming the subject by its pseudonym (random, and
+// unlinkable once an erasure deleted it; a blind index would link the entry to
+// the identifier for anyone holding the index key) and the actor
 // by key or source, never by anything personal.
 func AuditEntries(recs []trustloop.ConsentRecord) []trustloop.AuditEntry {
 	out := make([]trustloop.AuditEntry, 0, len(recs))
@@ -568,7 +573,7 @@ func AuditEntries(recs []trustloop.ConsentRecord) []trustloop.AuditEntry {
 			actor = trustloop.AuditActor{Kind: trustloop.ActorAPIKey, ID: "key:" + key}
 		}
 		out = append(out, trustloop.AuditEntry{WorkspaceID: r.WorkspaceID, Time: r.At, Kind: trustloop.AuditConsentChange,
-			Actor: actor, Purpose: r.Purpose, Subject: hex.EncodeToString(r.Subject),
+			Actor: actor, Purpose: r.Purpose, Subject: r.Pseudonym,
 			Categories: []string{trustloop.CategoryPreferences}, Action: "consent " + r.State,
 			Detail: "method " + r.Method, ReceiptID: r.ReceiptID})
 	}

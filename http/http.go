@@ -18,6 +18,7 @@ import (
 	"github.com/trustloop/trustloop/auditlog"
 	"github.com/trustloop/trustloop/consent"
 	"github.com/trustloop/trustloop/metrics"
+	"github.com/trustloop/trustloop/privacy"
 	"github.com/trustloop/trustloop/projection"
 )
 
@@ -46,7 +47,9 @@ type Server struct {
 	// read may see; nil leaves them out (reads then check purposes by name).
 	Consent *consent.Service
 	// Audit serves the audit log API; nil leaves it out.
-	Audit   *auditlog.Log
+	Audit *auditlog.Log
+	// Privacy serves the privacy request API; nil leaves it out.
+	Privacy *privacy.Service
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
 	Config  Config
@@ -123,6 +126,7 @@ func (s *Server) Handler() http.Handler {
 	s.consentRoutes(mux)
 	s.apiKeyRoutes(mux)
 	s.auditRoutes(mux)
+	s.privacyRoutes(mux)
 	mux.Handle("/", s.route("other", func(w http.ResponseWriter, r *http.Request) error {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")

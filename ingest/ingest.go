@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -74,11 +75,36 @@ type Pipeline struct {
 	mu      sync.RWMutex
 	closed  bool
 	stopped chan struct{}
+
+	// epoch counts erasures; an event remembers the epoch its request began
+	// in, and erased lists the blind indexes each erasure removed, so that an
+	// event of an erased subject prepared before the erasure finished (and
+	// perhaps sealed under the destroyed key) is dropped, not committed after
+	// it: nothing erased comes back.
+	epoch    atomic.Int64
+	erasedMu sync.Mutex
+	erased   []erasure
+	// suppressed holds, per workspace, the suppression hashes erasures left:
+	// events naming one of those identifiers are not collected.
+	suppressed atomic.Pointer[map[int64]map[string]bool]
 }
+
+type erasure struct {
+	epoch  int64
+	at     time.Time
+	blinds map[string]bool
+}
+
+// erasedHold is how long an erasure's blind indexes are checked: longer than
+// any event can wait between its preparation and its commit (a group commit
+// gives up after a minute).
+const erasedHold = 10 * time.Minute
 
 type request struct {
 	events []pending
 	done   chan error
+	// op, when set, is run by the writer alone, between two group commits.
+	op func(ctx context.Context) ([][]byte, error)
 }
 
 // pending is an event prepared in the caller's goroutine. When the subject's key
@@ -102,6 +128,8 @@ type pending struct {
 	input    *profile.Input
 	// dropped: the consent stage refused it; it is counted, not stored.
 	dropped bool
+	// epoch is the erasure epoch the event's preparation began in.
+	epoch int64
 }
 
 // New starts a pipeline and its writer goroutine. admit may be nil (admit all).
@@ -136,7 +164,6 @@ func (p *Pipeline) Ingest(ctx context.Context, src *trustloop.Source, msgs []tru
 			return err
 		}
 		if ev.dropped {
-			p.obs.Dropped("no_consent", 1)
 			continue
 		}
 		req.events = append(req.events, ev)
@@ -144,6 +171,13 @@ func (p *Pipeline) Ingest(ctx context.Context, src *trustloop.Source, msgs []tru
 	if len(req.events) == 0 {
 		return nil
 	}
+	return p.send(ctx, req)
+}
+
+// send queues a request for the writer and waits for its outcome. Once queued
+// the request is committed (or run) or failed as a whole; waiting on ctx too
+// would only lose the answer, not the work.
+func (p *Pipeline) send(ctx context.Context, req *request) error {
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
@@ -156,12 +190,22 @@ func (p *Pipeline) Ingest(ctx context.Context, src *trustloop.Source, msgs []tru
 		p.mu.RUnlock()
 		return ctx.Err()
 	}
-	// Once queued the request will be committed or failed as a whole; waiting on
-	// ctx too would only lose the answer, not the events.
 	return <-req.done
 }
 
 func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustloop.Message) (pending, error) {
+	epoch := p.epoch.Load()
+	if sup := p.suppressedIn(src.WorkspaceID); sup != nil {
+		hit, err := p.isSuppressed(src.WorkspaceID, sup, []trustloop.Identifier{
+			{Type: trustloop.IDUserID, Value: m.UserID}, {Type: trustloop.IDAnonymousID, Value: m.AnonymousID}})
+		if err != nil {
+			return pending{}, err
+		}
+		if hit {
+			p.obs.Dropped("suppressed", 1)
+			return pending{dropped: true}, nil
+		}
+	}
 	idType, id := m.Subject()
 	blind, err := p.keys.Blind(src.WorkspaceID, idType, id)
 	if err != nil {
@@ -188,11 +232,13 @@ func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustl
 			return pending{}, err
 		}
 		if len(purposes) == 0 {
+			p.obs.Dropped("no_consent", 1)
 			return pending{dropped: true}, nil
 		}
 		m.Purposes = purposes
 	}
 	ev := pending{
+		epoch:     epoch,
 		ws:        src.WorkspaceID,
 		blind:     blind,
 		plaintext: collect.AppendEnvelope(make([]byte, 0, len(m.Raw)+len(m.BatchContext)+256), m),
@@ -203,6 +249,18 @@ func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustl
 	if p.proj != nil {
 		ev.ids, ev.blinds, ev.input = p.proj.Prepare(src.WorkspaceID, m, src.ID, userBlind, anonBlind)
 		ev.msg = m
+		// The profile's other identifiers (email, phone, device, …) may be
+		// suppressed too.
+		if sup := p.suppressedIn(src.WorkspaceID); sup != nil {
+			hit, err := p.isSuppressed(src.WorkspaceID, sup, ev.ids)
+			if err != nil {
+				return pending{}, err
+			}
+			if hit {
+				p.obs.Dropped("suppressed", 1)
+				return pending{dropped: true}, nil
+			}
+		}
 	}
 	if key, ok := p.keys.Cached(src.WorkspaceID, blind); ok {
 		ev.seal(key)
@@ -233,13 +291,21 @@ func (p *Pipeline) Close() error {
 func (p *Pipeline) writer() {
 	defer close(p.stopped)
 	for first := range p.queue {
+		var op *request
 		group := []*request{first}
+		if first.op != nil {
+			op, group = first, nil
+		}
 		n := len(first.events)
 	drain:
-		for n < p.cfg.MaxGroupEvents {
+		for op == nil && n < p.cfg.MaxGroupEvents {
 			select {
 			case r, ok := <-p.queue:
 				if !ok {
+					break drain
+				}
+				if r.op != nil {
+					op = r // after this group, before anything queued later
 					break drain
 				}
 				group = append(group, r)
@@ -248,16 +314,145 @@ func (p *Pipeline) writer() {
 				break drain
 			}
 		}
-		err := p.commit(group, n)
-		for _, r := range group {
-			r.done <- err
+		if len(group) > 0 {
+			err := p.commit(group)
+			for _, r := range group {
+				r.done <- err
+			}
+		}
+		if op != nil {
+			op.done <- p.runOp(op)
 		}
 	}
 }
 
+// Exclusive runs fn on the writer between two group commits, so that no
+// commit runs meanwhile, and returns its error. fn returns the blind indexes
+// of a subject it erased: an event naming one whose preparation began before
+// fn finished is dropped ("erased") instead of committed after it. ctx bounds
+// the wait for the writer, not fn's run.
+func (p *Pipeline) Exclusive(ctx context.Context, fn func(ctx context.Context) (erased [][]byte, err error)) error {
+	return p.send(ctx, &request{op: fn, done: make(chan error, 1)})
+}
+
+func (p *Pipeline) runOp(r *request) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	blinds, err := r.op(ctx)
+	if len(blinds) > 0 {
+		set := make(map[string]bool, len(blinds))
+		for _, b := range blinds {
+			set[string(b)] = true
+		}
+		now := time.Now()
+		p.erasedMu.Lock()
+		kept := p.erased[:0]
+		for _, e := range p.erased {
+			if now.Sub(e.at) < erasedHold {
+				kept = append(kept, e)
+			}
+		}
+		// The epoch moves on only now: events prepared until here are checked.
+		p.erased = append(kept, erasure{epoch: p.epoch.Add(1), at: now, blinds: set})
+		p.erasedMu.Unlock()
+	}
+	return err
+}
+
+// dropErased removes from the group the events of subjects erased after their
+// preparation began, and returns how many events are left.
+func (p *Pipeline) dropErased(group []*request) int {
+	p.erasedMu.Lock()
+	defer p.erasedMu.Unlock()
+	n := 0
+	for _, r := range group {
+		if len(p.erased) > 0 {
+			kept := r.events[:0]
+			for _, e := range r.events {
+				if p.erasedLocked(&e) {
+					p.obs.Dropped("erased", 1)
+					continue
+				}
+				kept = append(kept, e)
+			}
+			r.events = kept
+		}
+		n += len(r.events)
+	}
+	return n
+}
+
+func (p *Pipeline) erasedLocked(e *pending) bool {
+	for _, er := range p.erased {
+		if e.epoch >= er.epoch {
+			continue
+		}
+		if er.blinds[string(e.blind)] {
+			return true
+		}
+		for _, b := range e.blinds {
+			if er.blinds[string(b)] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Suppress adds suppression hashes (keyring.Suppression) of a workspace:
+// events naming one of those identifiers are dropped at the door from now on.
+func (p *Pipeline) Suppress(ws int64, hashes [][]byte) {
+	if len(hashes) == 0 {
+		return
+	}
+	p.erasedMu.Lock() // serializes writers of the copy-on-write map
+	defer p.erasedMu.Unlock()
+	next := map[int64]map[string]bool{}
+	if cur := p.suppressed.Load(); cur != nil {
+		for w, set := range *cur {
+			next[w] = set
+		}
+	}
+	set := make(map[string]bool, len(next[ws])+len(hashes))
+	for h := range next[ws] {
+		set[h] = true
+	}
+	for _, h := range hashes {
+		set[string(h)] = true
+	}
+	next[ws] = set
+	p.suppressed.Store(&next)
+}
+
+// suppressedIn returns the workspace's suppression set, nil when empty (the
+// common case costs one atomic load).
+func (p *Pipeline) suppressedIn(ws int64) map[string]bool {
+	cur := p.suppressed.Load()
+	if cur == nil {
+		return nil
+	}
+	return (*cur)[ws]
+}
+
+func (p *Pipeline) isSuppressed(ws int64, set map[string]bool, ids []trustloop.Identifier) (bool, error) {
+	for _, id := range ids {
+		if id.Value == "" {
+			continue
+		}
+		h, err := p.keys.Suppression(ws, id.Type, id.Value)
+		if err != nil {
+			return false, err
+		}
+		if set[string(h)] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // commit seals and writes one group. A key conflict (another node made a key for
 // the same subject at the same moment) is retried with the winner's key.
-func (p *Pipeline) commit(group []*request, n int) error {
+func (p *Pipeline) commit(group []*request) error {
 	start := time.Now()
 	// Writes must finish even if the process is asked to stop: a request that got
 	// into a group is committed or failed, never abandoned half-way.
@@ -267,6 +462,10 @@ func (p *Pipeline) commit(group []*request, n int) error {
 		stored int
 		err    error
 	)
+	n := p.dropErased(group)
+	if n == 0 {
+		return nil
+	}
 	for attempt := 0; attempt < 3; attempt++ {
 		stored, err = p.commitOnce(ctx, group, n)
 		if trustloop.ErrorCode(err) != trustloop.ECONFLICT {

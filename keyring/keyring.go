@@ -155,6 +155,9 @@ type workspaceKeys struct {
 	// checkpoints), derived from the index key so that it needs no storage of
 	// its own and survives a master key rotation that re-wraps the index key.
 	signing ed25519.PrivateKey
+	// data seals workspace-level personal data that belongs to no subject key
+	// yet (a rectification request's corrected values), derived like signing.
+	data []byte
 }
 
 // New returns a keyring over the master key, caching up to cacheSize subject keys.
@@ -190,7 +193,11 @@ func (k *Keyring) AddWorkspace(ws *trustloop.Workspace) error {
 	if err != nil {
 		return fmt.Errorf("workspace %d signing key: %w", ws.ID, err)
 	}
-	w := &workspaceKeys{signing: ed25519.NewKeyFromSeed(seed)}
+	data, err := hkdf.Key(sha256.New, key, nil, "trustloop/workspace-data-key/v1", KeySize)
+	if err != nil {
+		return fmt.Errorf("workspace %d data key: %w", ws.ID, err)
+	}
+	w := &workspaceKeys{signing: ed25519.NewKeyFromSeed(seed), data: data}
 	w.hmacs.New = func() any { return hmac.New(sha256.New, key) }
 	k.workspaces[ws.ID] = w
 	return nil
@@ -231,6 +238,24 @@ func (k *Keyring) SigningKey(workspaceID int64) (ed25519.PrivateKey, error) {
 	return w.signing, nil
 }
 
+// SealWorkspace seals plaintext under the workspace's data key, binding aad.
+func (k *Keyring) SealWorkspace(workspaceID int64, plaintext, aad []byte) ([]byte, error) {
+	w, err := k.workspace(workspaceID)
+	if err != nil {
+		return nil, err
+	}
+	return Seal(nil, w.data, plaintext, aad), nil
+}
+
+// OpenWorkspace opens what SealWorkspace sealed.
+func (k *Keyring) OpenWorkspace(workspaceID int64, sealed, aad []byte) ([]byte, error) {
+	w, err := k.workspace(workspaceID)
+	if err != nil {
+		return nil, err
+	}
+	return Open(w.data, sealed, aad)
+}
+
 // keyed computes HMAC(index key, label 0x00 value) into dst.
 func (k *Keyring) keyed(dst []byte, workspaceID int64, label, value string) ([]byte, error) {
 	w, err := k.workspace(workspaceID)
@@ -252,6 +277,15 @@ func (k *Keyring) keyed(dst []byte, workspaceID int64, label, value string) ([]b
 // nothing of the value can be recovered from it without the key.
 func (k *Keyring) Blind(workspaceID int64, idType, value string) ([]byte, error) {
 	return k.keyed(make([]byte, 0, BlindSize), workspaceID, idType, trustloop.NormalizeIdentifier(idType, value))
+}
+
+// Suppression returns the keyed hash an erasure's suppression entry keeps of an
+// identifier: under the index key like a blind index, but with its own label,
+// so no suppression entry equals the erased subject's blind index (a scan of
+// the store for those finds nothing) while a returning identifier is still
+// recognised.
+func (k *Keyring) Suppression(workspaceID int64, idType, value string) ([]byte, error) {
+	return k.keyed(make([]byte, 0, BlindSize), workspaceID, "suppressed/"+idType, trustloop.NormalizeIdentifier(idType, value))
 }
 
 // MessageHash returns the keyed hash a messageId is deduplicated by, so the log

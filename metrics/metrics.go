@@ -25,6 +25,10 @@ type Metrics struct {
 	// Skipped counts data the profile projection did not use, by kind
 	// (identifier, profile_input) and a fixed reason (malformed_email, limit, …).
 	Skipped *prometheus.CounterVec
+	// PrivacyRequests counts finished privacy requests by type and outcome;
+	// PrivacyDuration times them (erasure in seconds is T6's promise).
+	PrivacyRequests *prometheus.CounterVec
+	PrivacyDuration *prometheus.HistogramVec
 }
 
 // New makes the collectors and registers them, with the Go runtime and process
@@ -57,9 +61,15 @@ func New() *Metrics {
 		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trustloop_profile_skipped_total", Help: "Identifiers and profile inputs the projection did not use, by kind and reason."},
 			[]string{"kind", "reason"}),
+		PrivacyRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trustloop_privacy_requests_total", Help: "Privacy request jobs finished, by job kind and state."}, []string{"kind", "state"}),
+		PrivacyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "trustloop_privacy_request_duration_seconds", Help: "Time to work on a privacy request job.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(m.EventsReceived, m.EventsStored, m.EventsDuplicate, m.EventsDropped, m.RequestsRejected,
 		m.RequestBatchSize, m.CommitGroupSize, m.CommitDuration, m.RequestDuration, m.Skipped,
+		m.PrivacyRequests, m.PrivacyDuration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -85,3 +95,9 @@ func (m *Metrics) Handler() http.Handler {
 // Skip implements projection's skip counter: kind and reason are fixed strings
 // of the identity and profile packages, never values.
 func (m *Metrics) Skip(kind, reason string) { m.Skipped.WithLabelValues(kind, reason).Inc() }
+
+// PrivacyDone observes a finished privacy request job.
+func (m *Metrics) PrivacyDone(kind, state string, d time.Duration) {
+	m.PrivacyRequests.WithLabelValues(kind, state).Inc()
+	m.PrivacyDuration.WithLabelValues(kind).Observe(d.Seconds())
+}

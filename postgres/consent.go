@@ -52,6 +52,9 @@ func (db *DB) appendConsent(ctx context.Context, recs []trustloop.ConsentRecord,
 				return fmt.Errorf("postgres: append consent: chain head: %w", err)
 			}
 		}
+		if r.Pseudonym, err = pseudonymTx(ctx, tx, r.WorkspaceID, r.Subject); err != nil {
+			return err
+		}
 		r.Seq, r.PrevHash = h.seq+1, h.hash
 		if r.PrevHash == nil {
 			r.PrevHash = []byte{}
@@ -82,6 +85,21 @@ func (db *DB) appendConsent(ctx context.Context, recs []trustloop.ConsentRecord,
 	}
 	copy(recs, done)
 	return nil
+}
+
+// pseudonymTx returns the subject's audit pseudonym, made on first use (a
+// racing node's insert makes this transaction retry, like the chain's).
+func pseudonymTx(ctx context.Context, tx pgx.Tx, ws int64, subject []byte) (string, error) {
+	var p string
+	err := tx.QueryRow(ctx, `SELECT pseudonym FROM consent_subjects WHERE workspace_id = $1 AND subject = $2`, ws, subject).Scan(&p)
+	if errors.Is(err, pgx.ErrNoRows) {
+		p = trustloop.NewPseudonym()
+		_, err = tx.Exec(ctx, `INSERT INTO consent_subjects (workspace_id, subject, pseudonym) VALUES ($1, $2, $3)`, ws, subject, p)
+	}
+	if err != nil {
+		return "", fmt.Errorf("postgres: consent pseudonym: %w", err)
+	}
+	return p, nil
 }
 
 func expiresMS(r *trustloop.ConsentRecord) int64 {

@@ -420,3 +420,9 @@ func (s *Service) subjectKeyIDs(ctx context.Context, ws int64, idents []trustloo
 	}
 	return ids, nil
 }
+
+// OpenEvent opens a stored event with its subject key (for readers outside the
+// projection: the access package of a subject without a profile).
+func OpenEvent(ws int64, e trustloop.StoredEvent, k keyring.Key) (*collect.Envelope, error) {
+	return openEvent(ws, e, k)
+}

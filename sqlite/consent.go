@@ -36,6 +36,9 @@ func (db *DB) AppendConsent(ctx context.Context, recs []trustloop.ConsentRecord,
 				return fmt.Errorf("sqlite: append consent: chain head: %w", err)
 			}
 		}
+		if r.Pseudonym, err = db.pseudonymTx(ctx, tx, r.WorkspaceID, r.Subject); err != nil {
+			return err
+		}
 		r.Seq, r.PrevHash = h.seq+1, h.hash
 		if r.PrevHash == nil {
 			r.PrevHash = []byte{}
@@ -66,6 +69,20 @@ func (db *DB) AppendConsent(ctx context.Context, recs []trustloop.ConsentRecord,
 	}
 	copy(recs, done)
 	return nil
+}
+
+// pseudonymTx returns the subject's audit pseudonym, made on first use.
+func (db *DB) pseudonymTx(ctx context.Context, tx *sql.Tx, ws int64, subject []byte) (string, error) {
+	var p string
+	err := tx.QueryRowContext(ctx, `SELECT pseudonym FROM consent_subjects WHERE workspace_id = ? AND subject = ?`, ws, subject).Scan(&p)
+	if errors.Is(err, sql.ErrNoRows) {
+		p = trustloop.NewPseudonym()
+		_, err = tx.ExecContext(ctx, `INSERT INTO consent_subjects (workspace_id, subject, pseudonym) VALUES (?, ?, ?)`, ws, subject, p)
+	}
+	if err != nil {
+		return "", fmt.Errorf("sqlite: consent pseudonym: %w", err)
+	}
+	return p, nil
 }
 
 func expiresMS(r *trustloop.ConsentRecord) int64 {

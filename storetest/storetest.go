@@ -49,6 +49,16 @@ func Run(t *testing.T, open Opener) {
 		{"Consent", testConsent},
 		{"APIKeys", testAPIKeys},
 		{"CreateWorkspace", testCreateWorkspace},
+		{"PrivacyRequests", testPrivacyRequests},
+		{"PrivacyRequestOpenOnce", testPrivacyRequestOpenOnce},
+		{"PrivacyRequestRace", testPrivacyRequestRace},
+		{"PrivacyList", testPrivacyList},
+		{"SubjectPrivacyRequests", testSubjectPrivacyRequests},
+		{"PrivacyUpdate", testPrivacyUpdate},
+		{"Jobs", testJobs},
+		{"JobLease", testJobLease},
+		{"JobRetry", testJobRetry},
+		{"JobsConcurrent", testJobsConcurrent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

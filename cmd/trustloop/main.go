@@ -32,6 +32,7 @@ import (
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/metrics"
 	"github.com/trustloop/trustloop/postgres"
+	"github.com/trustloop/trustloop/privacy"
 	"github.com/trustloop/trustloop/profile"
 	"github.com/trustloop/trustloop/projection"
 	"github.com/trustloop/trustloop/sqlite"
@@ -176,6 +177,8 @@ type Main struct {
 	Regime string
 
 	stopProfiles func()
+	stopPrivacy  func()
+	Privacy      *privacy.Service
 	LogLevel     string
 	ShutdownWait time.Duration
 	DebugAddr    string
@@ -358,7 +361,23 @@ func (m *Main) Open(ctx context.Context) error {
 			m.Log.Error("recording consent changes in the audit log failed", "records", len(recs), "err", err)
 		}
 	}
-	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Consent: m.Consent, Audit: m.Audit, Metrics: m.Metrics, Log: m.Log,
+	// Suppression entries earlier erasures left are refused at the door.
+	for _, ws := range wss {
+		hashes, err := m.Store.Suppressions(ctx, ws.ID)
+		if err != nil {
+			return err
+		}
+		m.Pipeline.Suppress(ws.ID, hashes)
+	}
+	host, _ := os.Hostname()
+	m.Privacy = &privacy.Service{Store: m.Store, Keys: m.Keyring, Consent: m.Consent, Profiles: profiles, Audit: m.Audit,
+		Ingest: m.Pipeline, Ingester: m.Pipeline, Log: m.Log, Worker: fmt.Sprintf("%s:%d", host, os.Getpid()), OnDone: m.Metrics.PrivacyDone}
+	workCtx, stopWork := context.WithCancel(context.Background())
+	workDone := make(chan struct{})
+	go func() { m.Privacy.Run(workCtx); close(workDone) }()
+	m.stopPrivacy = func() { stopWork(); <-workDone }
+	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Consent: m.Consent, Audit: m.Audit,
+		Privacy: m.Privacy, Metrics: m.Metrics, Log: m.Log,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
 	if err := m.HTTP.Open(m.Addr); err != nil {
@@ -459,6 +478,10 @@ func (m *Main) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), m.ShutdownWait)
 		errs = append(errs, m.HTTP.Shutdown(ctx))
 		cancel()
+	}
+	if m.stopPrivacy != nil {
+		// Before the pipeline: an erasure in progress runs on its writer.
+		m.stopPrivacy()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Close())

@@ -1,0 +1,391 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/keyring"
+	"github.com/trustloop/trustloop/postgres"
+	"github.com/trustloop/trustloop/postgres/pgtest"
+)
+
+// Erasure end to end (issue 5, T6): a customer known across devices, merged,
+// with consent changes and reads, is erased; then no API path shows anything
+// of them, no file of the data directory holds their values, blind indexes or
+// wrapped keys, the audit log still verifies, and (on PostgreSQL) no row of
+// any table names them. A second customer is untouched.
+
+// person is one customer's unique values.
+type person struct {
+	user, anon, anon2, email, name, phone, device string
+}
+
+func newPerson(run, tag string) person {
+	return person{user: "uid-" + tag + "-" + run, anon: "anon-" + tag + "-" + run, anon2: "anon2-" + tag + "-" + run,
+		email: "Erin." + tag + "." + run + "@Example.org", name: "Erin Quaxley " + tag + run,
+		phone: fmt.Sprintf("+4915%08d", (int(run[0])*7919+int(tag[0])*104729)%100000000), device: "dev-" + tag + "-" + run}
+}
+
+// messages: anonymous browsing, login (merge), a second device joined by
+// email (merge), an order, a consent banner choice.
+func (p person) messages(run string) []string {
+	return []string{
+		fmt.Sprintf(`{"type":"page","messageId":"pg-%s-%s","anonymousId":%q,"name":"Home","context":{"device":{"id":%q}}}`, p.user, run, p.anon, p.device),
+		fmt.Sprintf(`{"type":"identify","messageId":"id-%s-%s","anonymousId":%q,"userId":%q,"traits":{"email":%q,"name":%q,"phone":%q}}`,
+			p.user, run, p.anon, p.user, p.email, p.name, p.phone),
+		fmt.Sprintf(`{"type":"track","messageId":"tr-%s-%s","anonymousId":%q,"event":"Product Viewed","properties":{"product_id":"sku-9","category":"Boots"},"context":{"traits":{"email":%q}}}`,
+			p.user, run, p.anon2, p.email),
+		fmt.Sprintf(`{"type":"track","messageId":"oc-%s-%s","userId":%q,"event":"Order Completed","properties":{"revenue":42,"shipping_name":%q}}`,
+			p.user, run, p.user, p.name),
+		fmt.Sprintf(`{"type":"track","messageId":"cp-%s-%s","userId":%q,"event":"Segment Consent Preference Updated","context":{"consent":{"categoryPreferences":{"Advertising":false,"Analytics":true}}}}`,
+			p.user, run, p.user),
+	}
+}
+
+func (p person) values() []string {
+	return []string{p.user, p.anon, p.anon2, p.email, strings.ToLower(p.email), p.name, p.phone, p.device}
+}
+
+func (p person) identifiers() []trustloop.Identifier {
+	return []trustloop.Identifier{{Type: "user_id", Value: p.user}, {Type: "anonymous_id", Value: p.anon},
+		{Type: "anonymous_id", Value: p.anon2}, {Type: "email", Value: strings.ToLower(p.email)}, {Type: "phone", Value: p.phone},
+		{Type: "device_id", Value: p.device}}
+}
+
+// secretsOf returns the byte strings a scan must not find: blind indexes (raw
+// and hex) and wrapped subject keys.
+type secretBytes struct {
+	blinds  [][]byte
+	wrapped [][]byte
+	keyIDs  []int64
+}
+
+func keysOf(t *testing.T, keys *keyring.Keyring, find func([][]byte) (map[string]trustloop.SubjectKey, error), p person) secretBytes {
+	t.Helper()
+	var sb secretBytes
+	for _, id := range p.identifiers() {
+		b, err := keys.Blind(1, id.Type, id.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb.blinds = append(sb.blinds, b)
+	}
+	found, err := find(sb.blinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range found {
+		sb.wrapped = append(sb.wrapped, k.Wrapped)
+		sb.keyIDs = append(sb.keyIDs, k.ID)
+	}
+	// user_id, anon and anon2 have keys of their own (they were each an
+	// event's subject).
+	if len(sb.wrapped) != 3 {
+		t.Fatalf("the customer has %d subject keys, want 3", len(sb.wrapped))
+	}
+	return sb
+}
+
+// scanDir fails if any file under dir holds one of the needles.
+func scanDir(t *testing.T, dir, when string, minFiles int, needles map[string][]byte) {
+	t.Helper()
+	files := 0
+	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files++
+		for what, n := range needles {
+			if bytes.Contains(b, n) {
+				t.Errorf("%s: %s found in %s", when, what, path)
+			}
+		}
+		return nil
+	})
+	if files < minFiles {
+		t.Fatalf("%s: only %d files scanned", when, files)
+	}
+}
+
+func needlesOf(p person, sb secretBytes) map[string][]byte {
+	n := map[string][]byte{}
+	for _, v := range p.values() {
+		n["value "+v] = []byte(v)
+	}
+	for i, b := range sb.blinds {
+		n[fmt.Sprintf("blind index %d", i)] = b
+		n[fmt.Sprintf("blind index %d (hex)", i)] = []byte(hex.EncodeToString(b))
+	}
+	for i, w := range sb.wrapped {
+		n[fmt.Sprintf("wrapped key %d", i)] = w
+	}
+	return n
+}
+
+// waitRequest polls a request until it is completed.
+func waitRequest(t *testing.T, s *server, id string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, r := api(t, s, "GET", "/v1/privacy-requests/"+id, nil)
+		if code != 200 {
+			t.Fatalf("GET request answered %d: %v", code, r)
+		}
+		if r["status"] == "completed" || r["status"] == "rejected" {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("request %s still %v after 30 s:\n%s", id, r["status"], s.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestErasureEndToEnd(t *testing.T) { erasureEndToEnd(t) }
+
+func TestErasureEndToEndPostgres(t *testing.T) {
+	erasureEndToEnd(t, "--database-url", pgtest.Schema(t, "PostgreSQL erasure end-to-end test"))
+}
+
+func erasureEndToEnd(t *testing.T, extra ...string) {
+	dataDir := t.TempDir()
+	args := append([]string{"--profiles"}, extra...)
+	pg := len(extra) > 0
+	s := start(t, dataDir, args...)
+	run := randomHex(4)
+	erin, other := newPerson(run, "a"), newPerson(run, "b")
+	postBatchWith(t, s.url, append(erin.messages(run), other.messages(run)...))
+	// A large group too (payloads in a segment file on SQLite).
+	var bulk []string
+	for i := 0; i < 300; i++ {
+		bulk = append(bulk, fmt.Sprintf(`{"type":"track","messageId":"bulk-%s-%d","userId":%q,"event":"Product Viewed","properties":{"product_id":"p-%d","note":%q}}`,
+			run, i, erin.user, i, strings.Repeat("x", 300)))
+	}
+	postBatchWith(t, s.url, bulk)
+	code, prof := api(t, s, "GET", "/v1/profiles/lookup?purpose=essential&identifier=email:"+erin.email, nil)
+	if code != 200 {
+		t.Fatalf("lookup answered %d: %v", code, prof)
+	}
+	pid := prof["profile_id"].(string)
+	if ids, _ := prof["identities"].([]any); len(ids) != 6 {
+		t.Fatalf("the customer's profile has %d identities, want 6 (merged across devices): %v", len(ids), prof)
+	}
+	// Consent changed through the API (a receipt), and reads recorded.
+	code, put := api(t, s, "PUT", "/v1/profiles/"+pid+"/consent", map[string]any{"purposes": map[string]bool{"marketing": true}, "method": "api"})
+	if code != 200 {
+		t.Fatalf("PUT consent answered %d: %v", code, put)
+	}
+	receipt, _ := put["receipt_id"].(string)
+	for _, path := range []string{"/v1/profiles/" + pid + "?purpose=marketing", "/v1/profiles/" + pid + "/events?purpose=analytics"} {
+		if code, v := api(t, s, "GET", path, nil); code != 200 {
+			t.Fatalf("GET %s answered %d: %v", path, code, v)
+		}
+	}
+	if code, v := api(t, s, "GET", "/v1/profiles/"+pid+"/data-uses", nil); code != 200 || len(v["data"].([]any)) == 0 {
+		t.Fatalf("data uses: %d %v", code, v)
+	}
+	// The keys and blind indexes to look for, read from the stopped store.
+	s.stop()
+	var sb secretBytes
+	if pg {
+		db, keys := openPostgres(t, dataDir, extra[1])
+		sb = keysOf(t, keys, func(b [][]byte) (map[string]trustloop.SubjectKey, error) {
+			return db.FindSubjectKeys(context.Background(), 1, b)
+		}, erin)
+		db.Close()
+	} else {
+		db, keys := openStopped(t, dataDir)
+		sb = keysOf(t, keys, func(b [][]byte) (map[string]trustloop.SubjectKey, error) {
+			return db.FindSubjectKeys(context.Background(), 1, b)
+		}, erin)
+		db.Close()
+	}
+	s = start(t, dataDir, args...)
+
+	// Bad input changes nothing.
+	for _, body := range []map[string]any{{"type": "forget", "identifier": "email:" + erin.email},
+		{"type": "erasure", "identifier": "nonsense"}, {"type": "access", "identifier": "email:" + erin.email, "suppress": true}} {
+		if code, v := api(t, s, "POST", "/v1/privacy-requests", body); code != 400 {
+			t.Fatalf("POST %v answered %d, want 400: %v", body, code, v)
+		}
+	}
+	code, req := api(t, s, "POST", "/v1/privacy-requests", map[string]any{"type": "erasure", "identifier": "email:" + erin.email})
+	if code != 201 {
+		t.Fatalf("POST erasure answered %d: %v", code, req)
+	}
+	done := waitRequest(t, s, req["request_id"].(string))
+	if done["status"] != "completed" || done["receipt"] == "" {
+		t.Fatalf("erasure ended %v", done)
+	}
+	result, _ := done["result"].(map[string]any)
+	counts, _ := result["counts"].(map[string]any)
+	if counts["events"].(float64) != 305 || counts["subject_keys"].(float64) != 3 || counts["identities"].(float64) != 6 {
+		t.Fatalf("erasure counts %v, want 305 events, 3 keys, 6 identities", counts)
+	}
+	if code, v := api(t, s, "POST", "/v1/erasure-receipts/verify", map[string]any{"receipt": done["receipt"]}); code != 200 || v["valid"] != true {
+		t.Fatalf("the erasure receipt does not verify: %d %v", code, v)
+	}
+
+	// (a) No API path shows anything of the customer.
+	for _, id := range erin.identifiers() {
+		if code, v := api(t, s, "GET", "/v1/profiles/lookup?purpose=essential&identifier="+url.QueryEscape(id.Type+":"+id.Value), nil); code != 404 {
+			t.Fatalf("lookup of an erased %s answered %d: %v", id.Type, code, v)
+		}
+	}
+	for _, path := range []string{"/v1/profiles/" + pid + "?purpose=essential", "/v1/profiles/" + pid + "/events?purpose=essential",
+		"/v1/profiles/" + pid + "/consent", "/v1/profiles/" + pid + "/consent/history", "/v1/profiles/" + pid + "/data-uses",
+		"/v1/consent-receipts/" + receipt} {
+		if code, v := api(t, s, "GET", path, nil); code != 404 {
+			t.Fatalf("GET %s after erasure answered %d, want 404: %v", path, code, v)
+		}
+	}
+	code, list := api(t, s, "GET", "/v1/profiles?purpose=essential&limit=500", nil)
+	if data, _ := list["data"].([]any); code != 200 || len(data) != 1 {
+		t.Fatalf("profiles after erasure: %d %v, want only the other customer", code, list)
+	}
+	// The other customer is untouched.
+	code, o := api(t, s, "GET", "/v1/profiles/lookup?purpose=essential&identifier=email:"+other.email, nil)
+	if code != 200 || len(o["identities"].([]any)) != 6 {
+		t.Fatalf("the other customer after the erasure: %d %v", code, o)
+	}
+	// (b) No file holds their values, blind indexes or wrapped keys: while
+	// running (database, WAL, shm, segments) and after a clean stop.
+	needles := needlesOf(erin, sb)
+	if !pg {
+		scanDir(t, dataDir, "after the erasure, running", 3, needles)
+	}
+	// An access request for the erased customer finds nothing, says so
+	// without an error, and keeps no blind index of the identifier.
+	code, acc := api(t, s, "POST", "/v1/privacy-requests", map[string]any{"type": "access", "identifier": "email:" + erin.email})
+	if code != 201 {
+		t.Fatalf("access request answered %d: %v", code, acc)
+	}
+	if r := waitRequest(t, s, acc["request_id"].(string)); r["result"].(map[string]any)["found"] != false {
+		t.Fatalf("access after erasure found data: %v", r)
+	}
+
+	s.stop()
+	// On PostgreSQL the data directory holds only the master key and the
+	// credentials; (d) checks the database.
+	minFiles := 3
+	if pg {
+		minFiles = 2
+	}
+	scanDir(t, dataDir, "after the erasure, stopped", minFiles, needles)
+
+	// (c) The audit log still verifies.
+	verify := []string{"audit", "verify", "--data-dir", dataDir}
+	if pg {
+		verify = []string{"audit", "verify", "--database-url", extra[1], "--master-key-file", filepath.Join(dataDir, "master.key")}
+	}
+	if out, err := runCmd(t, verify...); err != nil {
+		t.Fatalf("audit verify after erasure: %v\n%s", err, out)
+	}
+	// (d) On PostgreSQL no row of any table names them.
+	if pg {
+		checkNoRows(t, extra[1], sb)
+	}
+}
+
+func openPostgres(t *testing.T, dataDir, dbURL string) (*postgres.DB, *keyring.Keyring) {
+	t.Helper()
+	db, err := postgres.Open(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, _, err := keyring.LoadMasterKey("", filepath.Join(dataDir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := keyring.New(master, 10)
+	keys.Load = db.FindWorkspace
+	return db, keys
+}
+
+// checkNoRows looks through every table for the customer's blind indexes, key
+// ids and wrapped keys.
+func checkNoRows(t *testing.T, dbURL string, sb secretBytes) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []struct {
+		sql string
+		arg any
+	}{
+		{`SELECT COUNT(*) FROM subject_keys WHERE blind = ANY($1)`, sb.blinds},
+		{`SELECT COUNT(*) FROM subject_keys WHERE wrapped = ANY($1)`, sb.wrapped},
+		{`SELECT COUNT(*) FROM subject_keys WHERE id = ANY($1)`, sb.keyIDs},
+		{`SELECT COUNT(*) FROM events WHERE key_id = ANY($1)`, sb.keyIDs},
+		{`SELECT COUNT(*) FROM timeline WHERE key_id = ANY($1)`, sb.keyIDs},
+		{`SELECT COUNT(*) FROM identities WHERE blind = ANY($1)`, sb.blinds},
+		{`SELECT COUNT(*) FROM profiles WHERE key_id = ANY($1)`, sb.keyIDs},
+		{`SELECT COUNT(*) FROM identities WHERE key_id = ANY($1)`, sb.keyIDs},
+		{`SELECT COUNT(*) FROM consent_records WHERE subject = ANY($1)`, sb.blinds},
+		{`SELECT COUNT(*) FROM consent_receipts WHERE subject = ANY($1)`, sb.blinds},
+		{`SELECT COUNT(*) FROM consent_subjects WHERE subject = ANY($1)`, sb.blinds},
+		{`SELECT COUNT(*) FROM privacy_requests WHERE subject = ANY($1)`, sb.blinds},
+		{`SELECT COUNT(*) FROM merges m WHERE NOT EXISTS (SELECT 1 FROM profiles p WHERE p.id = m.into_profile)`, nil},
+	} {
+		var n int64
+		var err error
+		if q.arg == nil {
+			err = conn.QueryRow(ctx, q.sql).Scan(&n)
+		} else {
+			err = conn.QueryRow(ctx, q.sql, q.arg).Scan(&n)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", q.sql, err)
+		}
+		if n != 0 {
+			t.Errorf("%s: %d rows after the erasure", q.sql, n)
+		}
+	}
+	// No byte string of any column of any table holds a blind index.
+	rows, err := conn.Query(ctx, `SELECT table_name, column_name FROM information_schema.columns
+		WHERE table_schema = current_schema() AND data_type IN ('bytea', 'text')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type col struct{ table, column string }
+	var cols []col
+	for rows.Next() {
+		var c col
+		rows.Scan(&c.table, &c.column)
+		cols = append(cols, c)
+	}
+	rows.Close()
+	for _, c := range cols {
+		for i, b := range sb.blinds {
+			var n int64
+			q := fmt.Sprintf(`SELECT COUNT(*) FROM %s WHERE position($1::bytea in convert_to(%s::text, 'UTF8')) > 0 OR position($2::bytea in %s::bytea) > 0`,
+				pgx.Identifier{c.table}.Sanitize(), pgx.Identifier{c.column}.Sanitize(), pgx.Identifier{c.column}.Sanitize())
+			if err := conn.QueryRow(ctx, q, []byte(hex.EncodeToString(b)), b).Scan(&n); err != nil {
+				t.Fatalf("scan %s.%s: %v", c.table, c.column, err)
+			}
+			if n != 0 {
+				t.Errorf("%s.%s holds blind index %d in %d rows", c.table, c.column, i, n)
+			}
+		}
+	}
+	_ = http.StatusOK
+}

@@ -1,0 +1,141 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/trustloop/trustloop"
+)
+
+// Erase removes a subject in one transaction (retried on serialization
+// failures). What PostgreSQL keeps of deleted tuples until VACUUM, in its WAL
+// and in replicas is ciphertext and blind indexes whose key rows this
+// transaction deletes; docs/privacy.md says what operators must do about
+// backups.
+func (db *DB) Erase(ctx context.Context, e *trustloop.Erasure) (trustloop.ErasureCounts, error) {
+	var c trustloop.ErasureCounts
+	err := retry(ctx, func() error {
+		var err error
+		c, err = db.erase(ctx, e)
+		return err
+	})
+	return c, err
+}
+
+func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.ErasureCounts, err error) {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return c, fmt.Errorf("postgres: erase: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	ws := e.WorkspaceID
+	now := time.Now().UnixMilli()
+	exec := func(n *int64, q string, args ...any) {
+		if err != nil {
+			return
+		}
+		tag, xerr := tx.Exec(ctx, q, args...)
+		if xerr != nil {
+			err = fmt.Errorf("postgres: erase: %w", xerr)
+			return
+		}
+		if n != nil {
+			*n += tag.RowsAffected()
+		}
+	}
+	if len(e.KeyIDs) > 0 {
+		if len(e.Seqs) > 0 {
+			exec(&c.Events, `DELETE FROM events WHERE seq = ANY($1) AND workspace_id = $2 AND key_id = ANY($3)`, e.Seqs, ws, e.KeyIDs)
+		}
+		if e.ScanEvents {
+			exec(&c.Events, `DELETE FROM events WHERE workspace_id = $1 AND key_id = ANY($2)`, ws, e.KeyIDs)
+		}
+		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id = ANY($1)`, e.KeyIDs)
+		exec(&c.SubjectKeys, `DELETE FROM subject_keys WHERE workspace_id = $1 AND id = ANY($2)`, ws, e.KeyIDs)
+	}
+	if len(e.ProfileIDs) > 0 {
+		p := e.ProfileIDs
+		exec(&c.Identities, `DELETE FROM identities WHERE workspace_id = $1 AND profile_id = ANY($2)`, ws, p)
+		exec(&c.Profiles, `DELETE FROM profiles WHERE workspace_id = $1 AND id = ANY($2)`, ws, p)
+		exec(&c.Merges, `DELETE FROM merges WHERE workspace_id = $1 AND (into_profile = ANY($2) OR from_profile = ANY($2))`, ws, p)
+		exec(nil, `DELETE FROM separations WHERE workspace_id = $1 AND (a = ANY($2) OR b = ANY($2))`, ws, p)
+		exec(&c.AudienceMemberships, `DELETE FROM audience_members WHERE profile_id = ANY($1)`, p)
+		names := make([]string, len(p))
+		for i, id := range p {
+			names[i] = strconv.FormatInt(id, 10)
+		}
+		exec(nil, `DELETE FROM audit_subjects WHERE workspace_id = $1 AND subject = ANY($2)`, ws, names)
+	}
+	if len(e.Blinds) > 0 {
+		b := e.Blinds
+		exec(&c.Identities, `DELETE FROM identities WHERE workspace_id = $1 AND blind = ANY($2)`, ws, b)
+		exec(&c.ConsentRecords, `DELETE FROM consent_records WHERE workspace_id = $1 AND subject = ANY($2)`, ws, b)
+		exec(&c.ConsentReceipts, `DELETE FROM consent_receipts WHERE workspace_id = $1 AND subject = ANY($2)`, ws, b)
+		exec(nil, `DELETE FROM consent_subjects WHERE workspace_id = $1 AND subject = ANY($2)`, ws, b)
+		exec(nil, `UPDATE jobs SET state = 'cancelled', updated_at = $1 WHERE state = 'queued' AND workspace_id = $2 AND ref IN
+			(SELECT id FROM privacy_requests WHERE workspace_id = $2 AND id <> $4 AND subject = ANY($3))`, now, ws, b, e.RequestID)
+		exec(&c.PrivacyRequests, `UPDATE privacy_requests SET subject = NULL, suppression = NULL, payload = NULL,
+			status = CASE WHEN status IN ('received', 'verified', 'in_progress') THEN 'rejected' ELSE status END,
+			reject_reason = CASE WHEN status IN ('received', 'verified', 'in_progress') THEN 'subject_erased' ELSE reject_reason END,
+			version = version + 1, updated_at = $1 WHERE workspace_id = $2 AND id <> $4 AND subject = ANY($3)`, now, ws, b, e.RequestID)
+	}
+	for _, h := range e.Suppress {
+		exec(&c.Suppressions, `INSERT INTO suppressions (workspace_id, hash, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, ws, h, now)
+	}
+	if err != nil {
+		return c, err
+	}
+	if e.Complete != nil {
+		r, err := e.Complete(c)
+		if err != nil {
+			return c, err
+		}
+		if err := completeRequest(ctx, tx, r, now); err != nil {
+			return c, err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return c, fmt.Errorf("postgres: erase: %w", err)
+	}
+	return c, nil
+}
+
+// completeRequest writes an erasure's own request, completed, inside its
+// transaction.
+func completeRequest(ctx context.Context, tx pgx.Tx, r *trustloop.PrivacyRequest, now int64) error {
+	tag, err := tx.Exec(ctx, `UPDATE privacy_requests SET status = $1, completed_at = $2, subject = NULL, suppression = NULL,
+		payload = NULL, result = $3, receipt = $4, progress = $5, updated_at = $6, version = version + 1
+		WHERE workspace_id = $7 AND id = $8 AND version = $9`,
+		r.Status, r.CompletedAt.UnixMilli(), r.Result, r.Receipt, r.Progress, now, r.WorkspaceID, r.ID, r.Version)
+	if err != nil {
+		return fmt.Errorf("postgres: erase: request: %w", err)
+	}
+	if tag.RowsAffected() != 1 {
+		return trustloop.Errorf(trustloop.ECONFLICT, "The privacy request changed while it was being completed.").WithHint("Retry.")
+	}
+	r.Version++
+	r.Subject, r.Suppression, r.Payload = nil, nil, nil
+	return nil
+}
+
+// MergedProfiles returns the profiles merged into the given ones by merges not
+// split since.
+func (db *DB) MergedProfiles(ctx context.Context, workspaceID int64, into []int64) ([]int64, error) {
+	if len(into) == 0 {
+		return nil, nil
+	}
+	rows, err := db.pool.Query(ctx, `SELECT from_profile FROM merges WHERE workspace_id = $1 AND split_at IS NULL
+		AND into_profile = ANY($2)`, workspaceID, into)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: merged profiles: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("postgres: merged profiles: %w", err)
+	}
+	return ids, nil
+}

@@ -1,0 +1,220 @@
+package privacy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/consent"
+)
+
+// The worker takes privacy requests from the store's durable job queue
+// (trustloop.JobStore): a job survives a restart, is held by one worker at a
+// time under a lease that its progress extends, and a worker that died loses
+// it once the lease runs out. Every handler is idempotent: a request picked up
+// again after a crash is worked on from its stored state.
+
+// lease is how long a worker holds a job without reporting progress.
+const lease = 2 * time.Minute
+
+// Run works on requests until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	s.init()
+	every := s.PollEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	for {
+		for ctx.Err() == nil {
+			did, err := s.RunOnce(ctx)
+			if err != nil {
+				s.Log.Error("privacy worker", "err", err)
+				break
+			}
+			if !did {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-time.After(every):
+		}
+	}
+}
+
+func (s *Service) init() {
+	s.once.Do(func() { s.wake = make(chan struct{}, 1) })
+}
+
+// RunOnce claims and runs one due job; it reports whether there was one.
+func (s *Service) RunOnce(ctx context.Context) (bool, error) {
+	worker := s.Worker
+	if worker == "" {
+		worker = "worker"
+	}
+	job, err := s.Store.ClaimJob(ctx, worker, []string{JobKind}, s.now(), lease)
+	if err != nil || job == nil {
+		return false, err
+	}
+	start := time.Now()
+	// A job once taken is finished even if the process is asked to stop: an
+	// erasure is one transaction either way, but its request should not wait
+	// for a lease to run out.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lease)
+	defer cancel()
+	perr := s.process(pctx, job)
+	state, msg, at := trustloop.JobDone, "", time.Time{}
+	if perr != nil {
+		// Retried with backoff; the message keeps only the error's code and
+		// text, which never carry personal data (trustloop.Error's contract).
+		msg = trustloop.ErrorCode(perr) + ": " + trustloop.ErrorMessage(perr)
+		if len(msg) > 300 {
+			msg = msg[:300]
+		}
+		state, at = trustloop.JobQueued, s.now().Add(time.Duration(job.Attempts*job.Attempts)*5*time.Second)
+		if job.Attempts >= job.MaxAttempts {
+			state = trustloop.JobFailed
+		}
+		s.Log.Error("privacy request failed", "job", job.ID, "attempt", job.Attempts, "err", perr)
+	}
+	if err := s.Store.FinishJob(pctx, job.ID, worker, state, msg, at); err != nil {
+		return true, err
+	}
+	if s.OnDone != nil && perr == nil {
+		s.OnDone(job.Kind, state, time.Since(start))
+	}
+	return true, nil
+}
+
+func (s *Service) process(ctx context.Context, job *trustloop.Job) error {
+	r, err := s.Store.FindPrivacyRequest(ctx, job.WorkspaceID, job.Ref)
+	if trustloop.ErrorCode(err) == trustloop.ENOTFOUND {
+		return nil // nothing to do
+	} else if err != nil {
+		return err
+	}
+	if !r.Open() || r.Status == trustloop.RequestReceived {
+		return nil
+	}
+	if r.Status == trustloop.RequestVerified {
+		r.Status, r.Progress, r.UpdatedAt = trustloop.RequestInProgress, "started", s.now()
+		if err := s.Store.UpdatePrivacyRequest(ctx, r, nil); err != nil {
+			return err
+		}
+		s.audit(ctx, r, trustloop.AuditActor{}, "in_progress")
+	}
+	switch r.Type {
+	case trustloop.RequestErasure:
+		return s.erase(ctx, r)
+	case trustloop.RequestAccess, trustloop.RequestPortability:
+		return s.access(ctx, r)
+	case trustloop.RequestRestriction, trustloop.RequestObjection:
+		return s.restrict(ctx, r)
+	case trustloop.RequestRectification:
+		return s.rectify(ctx, r)
+	}
+	return fmt.Errorf("privacy: unknown request type %q", r.Type)
+}
+
+// complete stores a request's outcome. A request that found nothing keeps no
+// blind index either: it is about no one held here, and it must not become
+// the one row that links the identifier to the workspace.
+func (s *Service) complete(ctx context.Context, r *trustloop.PrivacyRequest, found bool, result any) error {
+	b, err := json.Marshal(result)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	r.Status, r.CompletedAt, r.Result, r.Progress, r.UpdatedAt, r.Payload = trustloop.RequestCompleted, now, b, "done", now, nil
+	if !found {
+		r.Subject, r.Suppression = nil, nil
+	}
+	if err := s.Store.UpdatePrivacyRequest(ctx, r, nil); err != nil {
+		return err
+	}
+	s.audit(ctx, r, trustloop.AuditActor{}, "completed")
+	return nil
+}
+
+// subjects returns the blind indexes consent is stored under for the request's
+// subject: its profile's user and anonymous ids, or the identifier itself.
+func (s *Service) subjects(ctx context.Context, r *trustloop.PrivacyRequest) ([][]byte, int64, error) {
+	if s.Profiles != nil {
+		sub, err := s.Profiles.Find(ctx, s.Store, r.WorkspaceID, r.Subject)
+		if err != nil {
+			return nil, 0, err
+		}
+		if sub != nil {
+			var out [][]byte
+			for _, ir := range sub.Identities {
+				if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
+					out = append(out, ir.Blind)
+				}
+			}
+			if len(out) > 0 {
+				return out, sub.ProfileIDs[0], nil
+			}
+		}
+	}
+	if r.IdentifierType == trustloop.IDUserID || r.IdentifierType == trustloop.IDAnonymousID {
+		return [][]byte{r.Subject}, 0, nil
+	}
+	return nil, 0, nil
+}
+
+// restrict withdraws purposes: a restriction every purpose but those resting
+// on the contract (data kept, processing paused), an objection marketing and
+// personalization (profiling). The change is an ordinary consent change with
+// its receipt, method privacy_request, so it holds at collection and at every
+// read at once (T4) and the customer can lift it the same way.
+func (s *Service) restrict(ctx context.Context, r *trustloop.PrivacyRequest) error {
+	subjects, _, err := s.subjects(ctx, r)
+	if err != nil {
+		return err
+	}
+	if len(subjects) == 0 {
+		return s.complete(ctx, r, false, map[string]any{"found": false})
+	}
+	k, err := s.Consent.Catalog(ctx, r.WorkspaceID)
+	if err != nil {
+		return err
+	}
+	wanted := map[string]bool{}
+	for i := 0; i < k.Len(); i++ {
+		id := k.ID(i)
+		if k.Contract().Has(i) {
+			continue
+		}
+		if r.Type == trustloop.RequestRestriction || id == "marketing" || id == "personalization" {
+			wanted[id] = false
+		}
+	}
+	if len(wanted) == 0 {
+		return s.complete(ctx, r, true, map[string]any{"found": true, "purposes_withdrawn": []string{}})
+	}
+	_, latest, err := s.Consent.Stored(ctx, k, r.WorkspaceID, subjects...)
+	if err != nil {
+		return err
+	}
+	changes := consent.Changes(wanted, latest)
+	jws, _, err := s.Consent.Record(ctx, r.WorkspaceID, subjects, changes,
+		consent.Meta{Method: trustloop.MethodPrivacyRequest, Evidence: "request:" + r.ID})
+	if err != nil {
+		return err
+	}
+	withdrawn := make([]string, 0, len(changes))
+	for _, c := range changes {
+		withdrawn = append(withdrawn, c.Purpose)
+	}
+	slices.Sort(withdrawn)
+	body, err := consent.ReceiptPayload(jws)
+	if err != nil {
+		return err
+	}
+	return s.complete(ctx, r, true, map[string]any{"found": true, "purposes_withdrawn": withdrawn, "consent_receipt_id": body.ReceiptID})
+}

@@ -1,0 +1,214 @@
+package projection
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/collect"
+	"github.com/trustloop/trustloop/keyring"
+)
+
+// ErasureStore is what an erasure needs of the store beyond Store.
+type ErasureStore interface {
+	MergedProfiles(ctx context.Context, workspaceID int64, into []int64) ([]int64, error)
+}
+
+// Subject is everything the projection holds of one customer: the profile an
+// identifier belongs to, every profile merged into it, their identities
+// (opened) and the subject keys sealing their events, with the events' log
+// positions.
+type Subject struct {
+	ProfileIDs []int64
+	Identities []trustloop.IdentityRecord
+	// Values are the identities' values, aligned with Identities.
+	Values []trustloop.Identifier
+	KeyIDs []int64
+	Seqs   []int64
+}
+
+// Blinds returns the blind indexes of the subject's identities.
+func (sub *Subject) Blinds() [][]byte {
+	out := make([][]byte, len(sub.Identities))
+	for i, ir := range sub.Identities {
+		out[i] = ir.Blind
+	}
+	return out
+}
+
+// Erase finds the subject holding the identifier blind and calls erase with
+// it while no group commit or operator action runs, after writing everything
+// held in memory behind (so the store holds every row to delete); then it
+// drops the subject from memory: profile states, identity owners, subject
+// keys and timeline runs. found is false (and erase not called) when no
+// profile has the identifier.
+func (s *Service) Erase(ctx context.Context, es ErasureStore, ws int64, blind []byte, erase func(*Subject) error) (found bool, err error) {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if _, err := s.Flush(ctx, true); err != nil {
+		return false, err
+	}
+	sub, err := s.subject(ctx, es, ws, blind)
+	if err != nil || sub == nil {
+		return false, err
+	}
+	err = erase(sub)
+	// Dropped from memory whatever the outcome: a failed erasure leaves the
+	// store as it was, and memory reloads from it.
+	s.evict(sub.ProfileIDs...)
+	s.Forget(sub.KeyIDs)
+	s.mu.Lock()
+	s.owners.Clear() // erasures are rare: start over rather than find each entry
+	for _, k := range sub.KeyIDs {
+		delete(s.pending, k)
+	}
+	s.mu.Unlock()
+	return true, err
+}
+
+// Find returns the subject holding the identifier blind, nil if none.
+func (s *Service) Find(ctx context.Context, es ErasureStore, ws int64, blind []byte) (*Subject, error) {
+	return s.subject(ctx, es, ws, blind)
+}
+
+func (s *Service) subject(ctx context.Context, es ErasureStore, ws int64, blind []byte) (*Subject, error) {
+	found, err := s.store.FindIdentities(ctx, ws, [][]byte{blind})
+	if err != nil {
+		return nil, err
+	}
+	ir, ok := found[string(blind)]
+	if !ok {
+		return nil, nil
+	}
+	// The live root of the identifier's profile, then everything merged into
+	// it (merges not split), transitively.
+	root := ir.ProfileID
+	for hops := 0; hops < 64; hops++ {
+		recs, err := s.store.FindProfiles(ctx, ws, []int64{root})
+		if err != nil {
+			return nil, err
+		}
+		r, ok := recs[root]
+		if !ok || r.MergedInto == 0 {
+			break
+		}
+		root = r.MergedInto
+	}
+	sub := &Subject{ProfileIDs: []int64{root}}
+	for frontier := []int64{root}; len(frontier) > 0; {
+		next, err := es.MergedProfiles(ctx, ws, frontier)
+		if err != nil {
+			return nil, err
+		}
+		frontier = frontier[:0]
+		for _, id := range next {
+			if !slices.Contains(sub.ProfileIDs, id) {
+				sub.ProfileIDs = append(sub.ProfileIDs, id)
+				frontier = append(frontier, id)
+			}
+		}
+	}
+	if sub.Identities, err = s.store.IdentitiesOfProfiles(ctx, ws, sub.ProfileIDs); err != nil {
+		return nil, err
+	}
+	keyIDs, err := s.subjectKeyIDs(ctx, ws, sub.Identities)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.store.FindProfiles(ctx, ws, sub.ProfileIDs)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		keyIDs = append(keyIDs, r.KeyID)
+	}
+	for _, ir := range sub.Identities {
+		keyIDs = append(keyIDs, ir.KeyID)
+	}
+	slices.Sort(keyIDs)
+	sub.KeyIDs = slices.Compact(keyIDs)
+	keys, err := s.keysFor(ctx, ws, sub.KeyIDs)
+	if err != nil {
+		return nil, err
+	}
+	for _, ir := range sub.Identities {
+		var v []byte
+		if k, ok := keys[ir.KeyID]; ok {
+			if v, err = keyring.Open(k.DEK, ir.Sealed, identityAAD(ws, ir.Blind)); err != nil {
+				return nil, fmt.Errorf("projection: open identity: %w", err)
+			}
+		}
+		sub.Values = append(sub.Values, trustloop.Identifier{Type: ir.Type, Value: string(v)})
+	}
+	// The events' positions, from the subject keys' timelines (complete: the
+	// caller flushed).
+	for before := int64(0); ; {
+		page, err := s.store.ProfileEvents(ctx, ws, sub.KeyIDs, before, 1000)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range page {
+			sub.Seqs = append(sub.Seqs, e.Seq)
+		}
+		if len(page) < 1000 {
+			break
+		}
+		before = page[len(page)-1].Seq
+	}
+	return sub, nil
+}
+
+// EachEvent calls fn with every event of the subject keys, newest first,
+// opened, a page at a time (bounded memory however many there are): the
+// stored timelines and the positions still held in memory.
+func (s *Service) EachEvent(ctx context.Context, ws int64, keyIDs []int64, fn func(e trustloop.StoredEvent, env *collect.Envelope) error) error {
+	keys, err := s.keysFor(ctx, ws, keyIDs)
+	if err != nil {
+		return err
+	}
+	mem := s.pendingSeqs(keyIDs)
+	slices.Sort(mem)
+	const page = 500
+	for before := int64(0); ; {
+		evs, err := s.store.ProfileEvents(ctx, ws, keyIDs, before, page)
+		if err != nil {
+			return err
+		}
+		// Positions in memory are newer than any written run of their key,
+		// but not necessarily than other keys' runs: merge them in by position.
+		var take []int64
+		low := int64(0)
+		if len(evs) == page {
+			low = evs[len(evs)-1].Seq
+		}
+		for len(mem) > 0 && mem[len(mem)-1] > low && (before <= 0 || mem[len(mem)-1] < before) {
+			take = append(take, mem[len(mem)-1])
+			mem = mem[:len(mem)-1]
+		}
+		if len(take) > 0 {
+			more, err := s.store.EventsBySeq(ctx, ws, take)
+			if err != nil {
+				return err
+			}
+			evs = newestFirst(append(evs, more...), len(evs)+len(more))
+		}
+		for _, e := range evs {
+			k, ok := keys[e.KeyID]
+			if !ok {
+				continue
+			}
+			env, err := openEvent(ws, e, k)
+			if err != nil {
+				return err
+			}
+			if err := fn(e, env); err != nil {
+				return err
+			}
+		}
+		if len(evs) == 0 || low == 0 {
+			return nil
+		}
+		before = low
+	}
+}
