@@ -28,10 +28,13 @@ const (
 	MethodImport           = "import"
 	// MethodPrivacyRequest: a restriction or objection request changed it.
 	MethodPrivacyRequest = "privacy_request"
+	// MethodExpiry: the retention sweep marked a given consent past its
+	// expiry (it was no already; the record makes it visible).
+	MethodExpiry = "expiry"
 )
 
 // ConsentMethods lists every method, for validation and documentation.
-var ConsentMethods = []string{MethodPreferenceCenter, MethodBanner, MethodAPI, MethodGPC, MethodTCF, MethodImport, MethodPrivacyRequest}
+var ConsentMethods = []string{MethodPreferenceCenter, MethodBanner, MethodAPI, MethodGPC, MethodTCF, MethodImport, MethodPrivacyRequest, MethodExpiry}
 
 // Data categories (PRODUCT.md): what kind of personal data a purpose may use.
 const (

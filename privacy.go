@@ -316,11 +316,25 @@ type ErasureCounts struct {
 
 // ErasureStore removes a subject.
 type ErasureStore interface {
+	RetentionStore
 	// Erase deletes everything e names in one transaction and returns the
 	// counts. Then, on SQLite, it checkpoints and truncates the WAL so no old
 	// page image of the deleted rows stays in it.
 	Erase(ctx context.Context, e *Erasure) (ErasureCounts, error)
+	// FindSubjectKeysByID returns stored subject keys by id; unknown ones are
+	// missing.
+	FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []int64) (map[int64]SubjectKey, error)
 	// MergedProfiles returns the ids of the profiles merged into any of the
 	// given ones (one step; callers repeat until none is new).
 	MergedProfiles(ctx context.Context, workspaceID int64, into []int64) ([]int64, error)
+}
+
+// RetentionStore is what the retention sweep needs beyond the event log.
+type RetentionStore interface {
+	// DeleteEvents deletes the workspace's events at the given log positions
+	// and returns how many there were.
+	DeleteEvents(ctx context.Context, workspaceID int64, seqs []int64) (int64, error)
+	// ExpiredConsent returns up to limit records that are the latest of their
+	// subject and purpose, given, and expired before now.
+	ExpiredConsent(ctx context.Context, workspaceID int64, now time.Time, limit int) ([]ConsentRecord, error)
 }

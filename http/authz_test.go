@@ -50,6 +50,10 @@ type matrix struct {
 	receipt string
 	jws     string
 	merge   string
+	// request is a completed access request of A; erasureJWS the receipt of
+	// a completed erasure of A.
+	request    string
+	erasureJWS string
 }
 
 func newKey(t *testing.T, s *testServer, ws int64, role string, purposes ...string) string {
@@ -98,6 +102,25 @@ func setupMatrix(t *testing.T) *matrix {
 	m.jws = rc["jws"].(string)
 	a := decode[struct{ ID int64 }](t, s.api(t, "POST", "/v1/audiences", obj{"name": "Matrix", "rule": "true"}), 201)
 	m.aud = a.ID
+	// A completed access request, and an erased customer's receipt.
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "mx-gone", "messageId": "mx4", "traits": obj{"email": "gone@example.com"}}))
+	acc := decode[map[string]any](t, s.api(t, "POST", "/v1/privacy-requests", obj{"type": "access", "identifier": "user_id:mx-user"}), 201)
+	era := decode[map[string]any](t, s.api(t, "POST", "/v1/privacy-requests", obj{"type": "erasure", "identifier": "user_id:mx-gone"}), 201)
+	for {
+		did, err := s.Privacy.RunOnce(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !did {
+			break
+		}
+	}
+	m.request = acc["request_id"].(string)
+	done := decode[map[string]any](t, s.api(t, "GET", "/v1/privacy-requests/"+era["request_id"].(string), nil), 200)
+	if done["status"] != "completed" {
+		t.Fatalf("setup: erasure %v", done)
+	}
+	m.erasureJWS = done["receipt"].(string)
 	// B's own audit log is not empty either, so its proofs exist.
 	if err := s.Audit.Append(ctx, trustloop.AuditEntry{WorkspaceID: b.Workspace.ID, Kind: trustloop.AuditKeyCreated,
 		Actor: trustloop.AuditActor{Kind: trustloop.ActorOperator, ID: "operator:1"}}); err != nil {
@@ -164,10 +187,38 @@ func (m *matrix) cells() []cell {
 			body: func(*testing.T, *matrix, string) any {
 				return obj{"name": "made in the matrix", "roles": []string{"reader"}, "purposes": []string{"analytics"}}
 			}},
+		{method: "POST", path: "/v1/privacy-requests", policy: policy{roles: privacyRoles, global: true},
+			body: func(*testing.T, *matrix, string) any {
+				return obj{"type": "access", "identifier": "user_id:someone-" + randomName()}
+			}},
+		{method: "GET", path: "/v1/privacy-requests", policy: policy{roles: privacyRoles, global: true}},
+		{method: "GET", path: "/v1/privacy-requests/" + m.request, policy: policy{roles: privacyRoles}},
+		{method: "GET", path: "/v1/privacy-requests/" + m.request + "/export", policy: policy{roles: privacyRoles}},
+		{method: "POST", policy: policy{roles: privacyRoles}, prepare: m.openRequest("/verify", false)},
+		{method: "POST", policy: policy{roles: privacyRoles}, prepare: m.openRequest("/reject", true),
+			body: func(*testing.T, *matrix, string) any { return obj{"reason": "identity not confirmed"} }},
+		{method: "POST", policy: policy{roles: privacyRoles}, prepare: m.openRequest("/extend", true),
+			body: func(*testing.T, *matrix, string) any { return obj{"reason": "many requests this month"} }},
+		// Like consent receipts: a receipt of A does not verify under B's key
+		// (400, see the switch below).
+		{method: "POST", path: "/v1/erasure-receipts/verify", policy: policy{roles: anyRole},
+			body: func(*testing.T, *matrix, string) any { return obj{"receipt": m.erasureJWS} }},
 		{method: "DELETE", policy: admin, prepare: func(t *testing.T, m *matrix) string {
 			k := decode[struct{ ID string }](t, m.s.api(t, "POST", "/v1/api-keys", obj{"name": "doomed", "roles": []string{"reader"}}), 201)
 			return "/v1/api-keys/" + k.ID
 		}},
+	}
+}
+
+var privacyRoles = []string{trustloop.RoleAdmin, trustloop.RolePrivacy}
+
+// openRequest makes an open request of A (received, or verified but not yet
+// worked on) and returns its path with suffix.
+func (m *matrix) openRequest(suffix string, verified bool) func(t *testing.T, m *matrix) string {
+	return func(t *testing.T, m *matrix) string {
+		r := decode[map[string]any](t, m.s.api(t, "POST", "/v1/privacy-requests",
+			obj{"type": "access", "identifier": "user_id:pending-" + randomName(), "verified": verified}), 201)
+		return "/v1/privacy-requests/" + r["request_id"].(string) + suffix
 	}
 }
 
@@ -221,7 +272,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 						t.Errorf("%s: %d, want 403 (role): %s", name, r.Status, r.Body)
 					case !allowed && roleOK && !purposeOK && r.Status != http.StatusForbidden:
 						t.Errorf("%s: %d, want 403 (purpose): %s", name, r.Status, r.Body)
-					case !allowed && roleOK && purposeOK && !own && r.Status != http.StatusNotFound && !(c.path == "/v1/consent-receipts/verify" && r.Status == http.StatusBadRequest):
+					case !allowed && roleOK && purposeOK && !own && r.Status != http.StatusNotFound && !((c.path == "/v1/consent-receipts/verify" || c.path == "/v1/erasure-receipts/verify") && r.Status == http.StatusBadRequest):
 						t.Errorf("%s: %d, want 404 (another workspace): %s", name, r.Status, r.Body)
 					}
 					// A key of B that may list must see nothing of A.

@@ -26,6 +26,7 @@ import (
 	"github.com/trustloop/trustloop/ingest"
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/metrics"
+	"github.com/trustloop/trustloop/privacy"
 	"github.com/trustloop/trustloop/profile"
 	"github.com/trustloop/trustloop/projection"
 	"github.com/trustloop/trustloop/sqlite"
@@ -81,6 +82,9 @@ type testServer struct {
 	Profiles *projection.Service
 	Consent  *consent.Service
 	Audit    *auditlog.Log
+	// Privacy runs privacy requests (with consent on); tests drive its worker
+	// with RunOnce.
+	Privacy *privacy.Service
 	// ids counts the messageIds the server generated.
 	ids atomic.Int64
 }
@@ -157,7 +161,11 @@ func newServer(t testing.TB, opt options) *testServer {
 	if opt.ready != nil {
 		ready = opt.ready
 	}
-	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Profiles: profiles, Consent: cs, Audit: al, Metrics: m, Log: log, Config: opt.config,
+	if cs != nil {
+		ts.Privacy = &privacy.Service{Store: db, Keys: kr, Consent: cs, Profiles: profiles, Audit: al, Ingest: p, Ingester: p,
+			Log: log, Now: ts.Clock.Now, Worker: "test"}
+	}
+	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Profiles: profiles, Consent: cs, Audit: al, Privacy: ts.Privacy, Metrics: m, Log: log, Config: opt.config,
 		Ready: ready, Now: ts.Clock.Now,
 		NewID: func() string { return fmt.Sprintf("generated-%d", ts.ids.Add(1)) }}
 	hs := httptest.NewServer(ts.Server.Handler())

@@ -29,6 +29,9 @@ type Metrics struct {
 	// PrivacyDuration times them (erasure in seconds is T6's promise).
 	PrivacyRequests *prometheus.CounterVec
 	PrivacyDuration *prometheus.HistogramVec
+	// RetentionDeleted and ConsentExpired count what retention sweeps did.
+	RetentionDeleted prometheus.Counter
+	ConsentExpired   prometheus.Counter
 }
 
 // New makes the collectors and registers them, with the Go runtime and process
@@ -66,10 +69,14 @@ func New() *Metrics {
 		PrivacyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "trustloop_privacy_request_duration_seconds", Help: "Time to work on a privacy request job.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"kind"}),
+		RetentionDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trustloop_retention_events_deleted_total", Help: "Events the retention sweep deleted past their purposes' retention."}),
+		ConsentExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trustloop_consent_expired_total", Help: "Given consents the retention sweep marked expired."}),
 	}
 	m.Registry.MustRegister(m.EventsReceived, m.EventsStored, m.EventsDuplicate, m.EventsDropped, m.RequestsRejected,
 		m.RequestBatchSize, m.CommitGroupSize, m.CommitDuration, m.RequestDuration, m.Skipped,
-		m.PrivacyRequests, m.PrivacyDuration,
+		m.PrivacyRequests, m.PrivacyDuration, m.RetentionDeleted, m.ConsentExpired,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -100,4 +107,10 @@ func (m *Metrics) Skip(kind, reason string) { m.Skipped.WithLabelValues(kind, re
 func (m *Metrics) PrivacyDone(kind, state string, d time.Duration) {
 	m.PrivacyRequests.WithLabelValues(kind, state).Inc()
 	m.PrivacyDuration.WithLabelValues(kind).Observe(d.Seconds())
+}
+
+// RetentionDone observes a retention sweep.
+func (m *Metrics) RetentionDone(eventsDeleted int64, consentExpired int) {
+	m.RetentionDeleted.Add(float64(eventsDeleted))
+	m.ConsentExpired.Add(float64(consentExpired))
 }

@@ -139,3 +139,44 @@ func (db *DB) MergedProfiles(ctx context.Context, workspaceID int64, into []int6
 	}
 	return ids, nil
 }
+
+// DeleteEvents deletes events by log position (the retention sweep).
+func (db *DB) DeleteEvents(ctx context.Context, workspaceID int64, seqs []int64) (int64, error) {
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	var n int64
+	err := retry(ctx, func() error {
+		tag, err := db.pool.Exec(ctx, `DELETE FROM events WHERE workspace_id = $1 AND seq = ANY($2)`, workspaceID, seqs)
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: delete events: %w", err)
+	}
+	return n, nil
+}
+
+// ExpiredConsent returns the latest records of their chains that are given
+// and past their expiry.
+func (db *DB) ExpiredConsent(ctx context.Context, workspaceID int64, now time.Time, limit int) ([]trustloop.ConsentRecord, error) {
+	rows, err := db.pool.Query(ctx, `SELECT c.subject, c.seq, c.purpose, c.at, c.expires_at, c.jurisdiction FROM consent_records c
+		WHERE c.workspace_id = $1 AND c.state = 'given' AND c.expires_at > 0 AND c.expires_at < $2
+		AND c.seq = (SELECT MAX(l.seq) FROM consent_records l WHERE l.workspace_id = c.workspace_id AND l.subject = c.subject AND l.purpose = c.purpose)
+		LIMIT $3`, workspaceID, now.UnixMilli(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: expired consent: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.ConsentRecord
+	for rows.Next() {
+		r := trustloop.ConsentRecord{WorkspaceID: workspaceID, State: trustloop.ConsentGiven}
+		var at, exp int64
+		if err := rows.Scan(&r.Subject, &r.Seq, &r.Purpose, &at, &exp, &r.Jurisdiction); err != nil {
+			return nil, fmt.Errorf("postgres: expired consent: %w", err)
+		}
+		r.At, r.ExpiresAt = fromMS(at), fromMS(exp)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -282,14 +283,7 @@ func (s *Service) eachEvent(ctx context.Context, ws int64, keyIDs []int64, fn fu
 }
 
 func (s *Service) keysByID(ctx context.Context, ws int64, ids []int64) (map[int64]keyring.Key, error) {
-	type byID interface {
-		FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.SubjectKey, error)
-	}
-	st, ok := s.Store.(byID)
-	if !ok {
-		return nil, nil
-	}
-	found, err := st.FindSubjectKeysByID(ctx, ws, ids)
+	found, err := s.Store.FindSubjectKeysByID(ctx, ws, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +331,7 @@ func (s *Service) writeJSON(ctx context.Context, w *bufio.Writer, pkg *Package, 
 }
 
 var pageTmpl = template.Must(template.New("head").Funcs(template.FuncMap{
-	"json": func(v any) string { b, _ := json.MarshalIndent(v, "", "  "); return string(b) },
+	"json": indented,
 	"date": func(t time.Time) string { return t.UTC().Format("2 January 2006, 15:04 UTC") },
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -375,11 +369,21 @@ var eventTmpl = template.Must(template.New("event").Funcs(template.FuncMap{
 		if json.Unmarshal(m, &v) != nil {
 			return string(m)
 		}
-		b, _ := json.MarshalIndent(v, "", "  ")
-		return string(b)
+		return indented(v)
 	},
 }).Parse(`<tr><td>{{date .Timestamp}}</td><td>{{.Type}}</td><td><pre>{{pretty .Message}}</pre>{{if .BatchContext}}<pre>{{pretty .BatchContext}}</pre>{{end}}</td></tr>
 `))
+
+// indented is v as indented JSON with <, > and & left as they are: the
+// template escapes them for HTML, so a customer reads their own name.
+func indented(v any) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+	return strings.TrimSuffix(b.String(), "\n")
+}
 
 // writeHTML streams the readable page.
 func (s *Service) writeHTML(ctx context.Context, w *bufio.Writer, pkg *Package, ws int64, keyIDs []int64) error {

@@ -67,8 +67,14 @@ type Service struct {
 	// often an idle worker looks for work (a new request wakes it at once).
 	Worker    string
 	PollEvery time.Duration
-	// OnDone, when set, observes a finished request (metrics).
-	OnDone func(typ, status string, d time.Duration)
+	// OnDone, when set, observes a finished job (metrics).
+	OnDone func(kind, state string, d time.Duration)
+	// OnRetention, when set, observes a retention sweep (metrics).
+	OnRetention func(eventsDeleted int64, consentExpired int)
+	// Workspaces lists the workspaces to sweep; RetentionEvery is how often
+	// (default a day; negative: never).
+	Workspaces     func(ctx context.Context) ([]int64, error)
+	RetentionEvery time.Duration
 
 	once sync.Once
 	wake chan struct{}

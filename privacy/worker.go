@@ -27,7 +27,22 @@ func (s *Service) Run(ctx context.Context) {
 	if every <= 0 {
 		every = time.Second
 	}
+	sweepEvery := s.RetentionEvery
+	if sweepEvery == 0 {
+		sweepEvery = 24 * time.Hour
+	}
+	nextSweep := time.Now()
 	for {
+		if s.Workspaces != nil && sweepEvery > 0 && !time.Now().Before(nextSweep) {
+			nextSweep = time.Now().Add(sweepEvery)
+			wss, err := s.Workspaces(ctx)
+			if err == nil {
+				err = s.ScheduleRetention(ctx, wss)
+			}
+			if err != nil && ctx.Err() == nil {
+				s.Log.Error("scheduling the retention sweep failed", "err", err)
+			}
+		}
 		for ctx.Err() == nil {
 			did, err := s.RunOnce(ctx)
 			if err != nil {
@@ -57,7 +72,7 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 	if worker == "" {
 		worker = "worker"
 	}
-	job, err := s.Store.ClaimJob(ctx, worker, []string{JobKind}, s.now(), lease)
+	job, err := s.Store.ClaimJob(ctx, worker, []string{JobKind, RetentionKind}, s.now(), lease)
 	if err != nil || job == nil {
 		return false, err
 	}
@@ -92,6 +107,14 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 }
 
 func (s *Service) process(ctx context.Context, job *trustloop.Job) error {
+	if job.Kind == RetentionKind {
+		res, err := s.Retention(ctx, job.WorkspaceID)
+		if err == nil {
+			s.Log.Info("retention sweep", "workspace", job.WorkspaceID, "events_examined", res.EventsExamined,
+				"events_deleted", res.EventsDeleted, "consent_expired", res.ConsentExpired)
+		}
+		return err
+	}
 	r, err := s.Store.FindPrivacyRequest(ctx, job.WorkspaceID, job.Ref)
 	if trustloop.ErrorCode(err) == trustloop.ENOTFOUND {
 		return nil // nothing to do

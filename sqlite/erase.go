@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/trustloop/trustloop"
 )
@@ -182,4 +183,57 @@ func int64Args(v []int64) []any {
 		out[i] = x
 	}
 	return out
+}
+
+// DeleteEvents deletes events by log position (the retention sweep).
+func (db *DB) DeleteEvents(ctx context.Context, workspaceID int64, seqs []int64) (int64, error) {
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: delete events: %w", err)
+	}
+	defer tx.Rollback()
+	var n int64
+	for start := 0; start < len(seqs); start += 500 {
+		chunk := int64Args(seqs[start:min(start+500, len(seqs))])
+		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE workspace_id = ? AND seq IN (`+marks(len(chunk))+`)`,
+			append([]any{workspaceID}, chunk...)...)
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: delete events: %w", err)
+		}
+		k, _ := res.RowsAffected()
+		n += k
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("sqlite: delete events: %w", err)
+	}
+	return n, nil
+}
+
+// ExpiredConsent returns the latest records of their chains that are given
+// and past their expiry.
+func (db *DB) ExpiredConsent(ctx context.Context, workspaceID int64, now time.Time, limit int) ([]trustloop.ConsentRecord, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT c.subject, c.seq, c.purpose, c.at, c.expires_at, c.jurisdiction FROM consent_records c
+		WHERE c.workspace_id = ? AND c.state = 'given' AND c.expires_at > 0 AND c.expires_at < ?
+		AND c.seq = (SELECT MAX(l.seq) FROM consent_records l WHERE l.workspace_id = c.workspace_id AND l.subject = c.subject AND l.purpose = c.purpose)
+		LIMIT ?`, workspaceID, ms(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: expired consent: %w", err)
+	}
+	defer rows.Close()
+	var out []trustloop.ConsentRecord
+	for rows.Next() {
+		r := trustloop.ConsentRecord{WorkspaceID: workspaceID, State: trustloop.ConsentGiven}
+		var at, exp int64
+		if err := rows.Scan(&r.Subject, &r.Seq, &r.Purpose, &at, &exp, &r.Jurisdiction); err != nil {
+			return nil, fmt.Errorf("sqlite: expired consent: %w", err)
+		}
+		r.At, r.ExpiresAt = fromMS(at), fromMS(exp)
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }

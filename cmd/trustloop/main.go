@@ -178,10 +178,12 @@ type Main struct {
 
 	stopProfiles func()
 	stopPrivacy  func()
-	Privacy      *privacy.Service
-	LogLevel     string
-	ShutdownWait time.Duration
-	DebugAddr    string
+	// RetentionEvery is the retention sweep's period (0: never).
+	RetentionEvery time.Duration
+	Privacy        *privacy.Service
+	LogLevel       string
+	ShutdownWait   time.Duration
+	DebugAddr      string
 
 	stderr   io.Writer
 	Log      *slog.Logger
@@ -213,6 +215,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&m.ProfilesCached, "profiles-cached", 200_000, "with --profiles: profiles kept in memory (~1.5 KB each; the active ones should fit)")
 	fs.DurationVar(&m.ProfilesFlushAfter, "profiles-flush-after", 5*time.Second, "with --profiles: how long a changed profile may stay only in memory before it is written (the log replays it after a crash; longer writes less under load)")
 	fs.StringVar(&m.Regime, "regime", consent.RegimeOptIn, "consent regime of the workspace created on first start: opt_in (GDPR-style: nothing but essential without consent) or opt_out (CCPA-style); later changes go through PUT /v1/purposes")
+	fs.DurationVar(&m.RetentionEvery, "retention-every", 24*time.Hour, "how often the retention sweep deletes events past their purposes' retention and marks expired consent (0: never)")
 	fs.StringVar(&m.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&m.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (empty: off; never expose it publicly)")
 	fs.DurationVar(&m.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
@@ -227,6 +230,9 @@ func (m *Main) ParseFlags(args []string) error {
 	}
 	if m.ProfilesFlushAfter < 10*time.Millisecond || m.ProfilesFlushAfter > 10*time.Minute {
 		return &usageError{fmt.Sprintf("--profiles-flush-after %s: want 10ms to 10m", m.ProfilesFlushAfter)}
+	}
+	if m.RetentionEvery < 0 || (m.RetentionEvery > 0 && m.RetentionEvery < time.Second) {
+		return &usageError{fmt.Sprintf("--retention-every %s: want 0 (never) or at least 1s", m.RetentionEvery)}
 	}
 	if m.Regime != consent.RegimeOptIn && m.Regime != consent.RegimeOptOut {
 		return &usageError{fmt.Sprintf("--regime %q: want opt_in or opt_out", m.Regime)}
@@ -371,7 +377,19 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	host, _ := os.Hostname()
 	m.Privacy = &privacy.Service{Store: m.Store, Keys: m.Keyring, Consent: m.Consent, Profiles: profiles, Audit: m.Audit,
-		Ingest: m.Pipeline, Ingester: m.Pipeline, Log: m.Log, Worker: fmt.Sprintf("%s:%d", host, os.Getpid()), OnDone: m.Metrics.PrivacyDone}
+		Ingest: m.Pipeline, Ingester: m.Pipeline, Log: m.Log, Worker: fmt.Sprintf("%s:%d", host, os.Getpid()), OnDone: m.Metrics.PrivacyDone,
+		OnRetention: m.Metrics.RetentionDone, RetentionEvery: m.RetentionEvery}
+	if m.RetentionEvery == 0 {
+		m.Privacy.RetentionEvery = -1
+	}
+	m.Privacy.Workspaces = func(ctx context.Context) ([]int64, error) {
+		wss, err := m.Store.ListWorkspaces(ctx)
+		ids := make([]int64, len(wss))
+		for i, ws := range wss {
+			ids[i] = ws.ID
+		}
+		return ids, err
+	}
 	workCtx, stopWork := context.WithCancel(context.Background())
 	workDone := make(chan struct{})
 	go func() { m.Privacy.Run(workCtx); close(workDone) }()
