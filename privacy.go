@@ -317,6 +317,7 @@ type ErasureCounts struct {
 // ErasureStore removes a subject.
 type ErasureStore interface {
 	RetentionStore
+	RekeyStore
 	// Erase deletes everything e names in one transaction and returns the
 	// counts. Then, on SQLite, it checkpoints and truncates the WAL so no old
 	// page image of the deleted rows stays in it.
@@ -337,4 +338,30 @@ type RetentionStore interface {
 	// ExpiredConsent returns up to limit records that are the latest of their
 	// subject and purpose, given, and expired before now.
 	ExpiredConsent(ctx context.Context, workspaceID int64, now time.Time, limit int) ([]ConsentRecord, error)
+}
+
+// Rekey is a rectification's rewrite of a subject: every payload, identity
+// value and profile state sealed under the subject's keys, sealed again under
+// fresh keys (with the corrected values), and the keys' wrapped forms
+// replaced, in one transaction.
+type Rekey struct {
+	WorkspaceID int64
+	// Keys are the subject keys with their new wrapped data keys.
+	Keys []SubjectKey
+	// Events are the rewritten payloads by log position.
+	Events []StoredEvent
+	// Identities are the identities' new sealed values (Blind, Sealed).
+	Identities []IdentityRecord
+	// Profiles are the profiles' new sealed states (ID, State).
+	Profiles []ProfileRecord
+	// Complete, when set, returns the request to write (completed) in the
+	// same transaction.
+	Complete func() (*PrivacyRequest, error)
+}
+
+// RekeyStore writes a Rekey.
+type RekeyStore interface {
+	// Rekey writes everything r names in one transaction (on SQLite then
+	// truncating the WAL, as Erase does).
+	Rekey(ctx context.Context, r *Rekey) error
 }

@@ -162,7 +162,7 @@ func newServer(t testing.TB, opt options) *testServer {
 		ready = opt.ready
 	}
 	if cs != nil {
-		ts.Privacy = &privacy.Service{Store: db, Keys: kr, Consent: cs, Profiles: profiles, Audit: al, Ingest: p, Ingester: p,
+		ts.Privacy = &privacy.Service{Store: db, Keys: kr, Consent: cs, Profiles: profiles, Audit: al, Ingest: p,
 			Log: log, Now: ts.Clock.Now, Worker: "test"}
 	}
 	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Profiles: profiles, Consent: cs, Audit: al, Privacy: ts.Privacy, Metrics: m, Log: log, Config: opt.config,

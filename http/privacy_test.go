@@ -1,6 +1,7 @@
 package http_test
 
 import (
+	"bytes"
 	"net/http"
 	"strings"
 	"testing"
@@ -111,5 +112,64 @@ func TestPrivacyRequestsHTTP(t *testing.T) {
 	}
 	if r := decode[map[string]any](t, s.api(t, "GET", "/v1/privacy-requests/"+open, nil), 200); r["status"] != "received" {
 		t.Fatalf("the unverified request changed: %v", r)
+	}
+}
+
+// A rectification replaces the old value everywhere: the profile, every event
+// that carried it (decrypted, none shows it), under fresh subject keys.
+func TestRectification(t *testing.T) {
+	s := newServer(t, options{regime: "opt_out"})
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "rc-user", "anonymousId": "rc-anon", "messageId": "rc1",
+		"traits": obj{"email": "rc@example.com", "name": "Olga Oldname", "city": "Bonn"}}))
+	mustOK(t, s.post(t, "/v1/track", obj{"userId": "rc-user", "messageId": "rc2", "event": "Product Viewed",
+		"context": obj{"traits": obj{"name": "Olga Oldname"}}}))
+	mustOK(t, s.post(t, "/v1/track", obj{"anonymousId": "rc-anon", "messageId": "rc3", "event": "Product Viewed"}))
+	p := decode[profileJSON](t, s.api(t, "GET", "/v1/profiles/lookup?purpose=essential&identifier=user_id:rc-user", nil), 200)
+	blind, err := s.Keyring.Blind(s.WS.ID, "user_id", "rc-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped := func() []byte {
+		ks, err := s.Store.FindSubjectKeys(t.Context(), s.WS.ID, [][]byte{blind})
+		if err != nil || len(ks) != 1 {
+			t.Fatalf("subject key: %v %v", ks, err)
+		}
+		return ks[string(blind)].Wrapped
+	}
+	before := wrapped()
+	for _, bad := range []obj{{"type": "rectification", "identifier": "user_id:rc-user", "traits": obj{"email": "new@example.com"}},
+		{"type": "rectification", "identifier": "user_id:rc-user"}} {
+		if r := s.api(t, "POST", "/v1/privacy-requests", bad); r.Status != 400 {
+			t.Fatalf("rectification %v: %d %s", bad, r.Status, r.Body)
+		}
+	}
+	req := decode[map[string]any](t, s.api(t, "POST", "/v1/privacy-requests",
+		obj{"type": "rectification", "identifier": "email:rc@example.com", "traits": obj{"name": "Olga Newname", "city": nil}}), 201)
+	for did, err := s.Privacy.RunOnce(t.Context()); did || err != nil; did, err = s.Privacy.RunOnce(t.Context()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := decode[map[string]any](t, s.api(t, "GET", "/v1/privacy-requests/"+req["request_id"].(string), nil), 200)
+	if done["status"] != "completed" || done["result"].(map[string]any)["events_resealed"] != float64(3) {
+		t.Fatalf("rectification ended %v", done)
+	}
+	after := decode[profileJSON](t, s.api(t, "GET", "/v1/profiles/"+p.ProfileID+"?purpose=essential", nil), 200)
+	if after.Traits["name"] != "Olga Newname" || after.Traits["city"] != nil || after.Traits["email"] != "rc@example.com" {
+		t.Fatalf("traits after rectification: %v", after.Traits)
+	}
+	evs := s.api(t, "GET", "/v1/profiles/"+p.ProfileID+"/events?purpose=analytics", nil)
+	if evs.Status != 200 || strings.Contains(string(evs.Body), "Oldname") || strings.Contains(string(evs.Body), "Bonn") ||
+		!strings.Contains(string(evs.Body), "Olga Newname") {
+		t.Fatalf("events after rectification: %d %s", evs.Status, evs.Body)
+	}
+	if bytes.Equal(wrapped(), before) {
+		t.Fatal("the subject key was not replaced: the old ciphertext would still open")
+	}
+	// The collector keeps working for the subject, under the new keys.
+	mustOK(t, s.post(t, "/v1/track", obj{"userId": "rc-user", "messageId": "rc4", "event": "Product Viewed"}))
+	evs = s.api(t, "GET", "/v1/profiles/"+p.ProfileID+"/events?purpose=analytics", nil)
+	if n := strings.Count(string(evs.Body), `"type":"track"`); n != 3 {
+		t.Fatalf("%d tracks after a new event, want 3: %s", n, evs.Body)
 	}
 }

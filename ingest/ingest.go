@@ -93,6 +93,16 @@ type erasure struct {
 	epoch  int64
 	at     time.Time
 	blinds map[string]bool
+	// rekeyed: the subject's keys were replaced, not destroyed: its events
+	// prepared before are sealed again under the new key instead of dropped.
+	rekeyed bool
+}
+
+// Outcome is what an exclusive operation did to subjects (blind indexes):
+// erased them, or replaced their keys (a rectification).
+type Outcome struct {
+	Erased  [][]byte
+	Rekeyed [][]byte
 }
 
 // erasedHold is how long an erasure's blind indexes are checked: longer than
@@ -104,7 +114,7 @@ type request struct {
 	events []pending
 	done   chan error
 	// op, when set, is run by the writer alone, between two group commits.
-	op func(ctx context.Context) ([][]byte, error)
+	op func(ctx context.Context) (Outcome, error)
 }
 
 // pending is an event prepared in the caller's goroutine. When the subject's key
@@ -327,23 +337,20 @@ func (p *Pipeline) writer() {
 }
 
 // Exclusive runs fn on the writer between two group commits, so that no
-// commit runs meanwhile, and returns its error. fn returns the blind indexes
-// of a subject it erased: an event naming one whose preparation began before
-// fn finished is dropped ("erased") instead of committed after it. ctx bounds
-// the wait for the writer, not fn's run.
-func (p *Pipeline) Exclusive(ctx context.Context, fn func(ctx context.Context) (erased [][]byte, err error)) error {
+// commit runs meanwhile, and returns its error. fn says which subjects it
+// erased or re-keyed: an event naming an erased one whose preparation began
+// before fn finished is dropped ("erased") instead of committed after it; one
+// of a re-keyed subject is sealed again under the subject's new key. ctx
+// bounds the wait for the writer, not fn's run.
+func (p *Pipeline) Exclusive(ctx context.Context, fn func(ctx context.Context) (Outcome, error)) error {
 	return p.send(ctx, &request{op: fn, done: make(chan error, 1)})
 }
 
 func (p *Pipeline) runOp(r *request) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	blinds, err := r.op(ctx)
-	if len(blinds) > 0 {
-		set := make(map[string]bool, len(blinds))
-		for _, b := range blinds {
-			set[string(b)] = true
-		}
+	out, err := r.op(ctx)
+	if len(out.Erased)+len(out.Rekeyed) > 0 {
 		now := time.Now()
 		p.erasedMu.Lock()
 		kept := p.erased[:0]
@@ -353,7 +360,21 @@ func (p *Pipeline) runOp(r *request) error {
 			}
 		}
 		// The epoch moves on only now: events prepared until here are checked.
-		p.erased = append(kept, erasure{epoch: p.epoch.Add(1), at: now, blinds: set})
+		epoch := p.epoch.Add(1)
+		for _, set := range []struct {
+			blinds  [][]byte
+			rekeyed bool
+		}{{out.Erased, false}, {out.Rekeyed, true}} {
+			if len(set.blinds) == 0 {
+				continue
+			}
+			m := make(map[string]bool, len(set.blinds))
+			for _, b := range set.blinds {
+				m[string(b)] = true
+			}
+			kept = append(kept, erasure{epoch: epoch, at: now, blinds: m, rekeyed: set.rekeyed})
+		}
+		p.erased = kept
 		p.erasedMu.Unlock()
 	}
 	return err
@@ -369,9 +390,14 @@ func (p *Pipeline) dropErased(group []*request) int {
 		if len(p.erased) > 0 {
 			kept := r.events[:0]
 			for _, e := range r.events {
-				if p.erasedLocked(&e) {
+				switch p.erasedLocked(&e) {
+				case gone:
 					p.obs.Dropped("erased", 1)
 					continue
+				case resealed:
+					// Resolved and sealed again by the writer, under the
+					// subject's key as it is now.
+					e.sealed, e.byWriter = false, false
 				}
 				kept = append(kept, e)
 			}
@@ -382,21 +408,34 @@ func (p *Pipeline) dropErased(group []*request) int {
 	return n
 }
 
-func (p *Pipeline) erasedLocked(e *pending) bool {
+type fate int
+
+const (
+	unchanged fate = iota
+	gone
+	resealed
+)
+
+// erasedLocked says what becomes of an event given the erasures and re-keyings
+// since its preparation began: an erasure wins over a re-keying.
+func (p *Pipeline) erasedLocked(e *pending) fate {
+	f := unchanged
 	for _, er := range p.erased {
 		if e.epoch >= er.epoch {
 			continue
 		}
-		if er.blinds[string(e.blind)] {
-			return true
-		}
+		hit := er.blinds[string(e.blind)]
 		for _, b := range e.blinds {
-			if er.blinds[string(b)] {
-				return true
-			}
+			hit = hit || er.blinds[string(b)]
+		}
+		switch {
+		case hit && !er.rekeyed:
+			return gone
+		case hit && e.sealed:
+			f = resealed
 		}
 	}
-	return false
+	return f
 }
 
 // Suppress adds suppression hashes (keyring.Suppression) of a workspace:

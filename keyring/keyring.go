@@ -392,6 +392,16 @@ func (k *Keyring) Forget(workspaceID int64, blinds [][]byte) {
 	}
 }
 
+// Rewrap makes a fresh data key for a stored subject key (same id and blind
+// index) and returns it with its wrapped form: a rectification re-seals the
+// subject's data under it and replaces the stored one, so whatever was sealed
+// under the old key (a payload left in a segment file, a WAL frame, a backup)
+// can no longer be opened.
+func (k *Keyring) Rewrap(sk trustloop.SubjectKey) (Key, []byte) {
+	dek := NewKey()
+	return Key{ID: sk.ID, DEK: dek}, Seal(nil, k.kek, dek, subjectAAD(sk.WorkspaceID, sk.Blind))
+}
+
 // OpenSubjectKey unwraps a stored subject key.
 func (k *Keyring) OpenSubjectKey(sk trustloop.SubjectKey) (Key, error) {
 	dek, err := Open(k.kek, sk.Wrapped, subjectAAD(sk.WorkspaceID, sk.Blind))

@@ -117,8 +117,7 @@ func completeRequest(ctx context.Context, tx pgx.Tx, r *trustloop.PrivacyRequest
 	if tag.RowsAffected() != 1 {
 		return trustloop.Errorf(trustloop.ECONFLICT, "The privacy request changed while it was being completed.").WithHint("Retry.")
 	}
-	r.Version++
-	r.Subject, r.Suppression, r.Payload = nil, nil, nil
+	// r is left as it was: the transaction may yet be retried.
 	return nil
 }
 
@@ -179,4 +178,45 @@ func (db *DB) ExpiredConsent(ctx context.Context, workspaceID int64, now time.Ti
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// Rekey rewrites a subject under fresh keys in one transaction.
+func (db *DB) Rekey(ctx context.Context, r *trustloop.Rekey) error {
+	return retry(ctx, func() error {
+		tx, err := db.pool.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("postgres: rekey: %w", err)
+		}
+		defer tx.Rollback(ctx)
+		ws := r.WorkspaceID
+		b := &pgx.Batch{}
+		for _, k := range r.Keys {
+			b.Queue(`UPDATE subject_keys SET wrapped = $1 WHERE workspace_id = $2 AND id = $3`, k.Wrapped, ws, k.ID)
+		}
+		for _, e := range r.Events {
+			b.Queue(`UPDATE events SET payload = $1 WHERE workspace_id = $2 AND seq = $3`, e.Payload, ws, e.Seq)
+		}
+		for _, ir := range r.Identities {
+			b.Queue(`UPDATE identities SET sealed = $1 WHERE workspace_id = $2 AND blind = $3`, ir.Sealed, ws, ir.Blind)
+		}
+		for _, p := range r.Profiles {
+			b.Queue(`UPDATE profiles SET state = $1 WHERE workspace_id = $2 AND id = $3`, p.State, ws, p.ID)
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("postgres: rekey: %w", err)
+		}
+		if r.Complete != nil {
+			req, err := r.Complete()
+			if err != nil {
+				return err
+			}
+			if err := completeRequest(ctx, tx, req, time.Now().UnixMilli()); err != nil {
+				return err
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("postgres: rekey: %w", err)
+		}
+		return nil
+	})
 }

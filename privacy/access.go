@@ -3,9 +3,11 @@ package privacy
 import (
 	"context"
 	"encoding/json"
-	"time"
+	"maps"
+	"slices"
 
 	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/ingest"
 )
 
 // AccessResult is a completed access or portability request's summary; the
@@ -34,21 +36,12 @@ func (s *Service) access(ctx context.Context, r *trustloop.PrivacyRequest) error
 	return s.complete(ctx, r, res.Found, res)
 }
 
-// Source is the pseudo-source of changes a privacy request makes to a profile
-// (its events carry source_id 0).
-var Source = trustloop.Source{ID: 0, Name: "privacy_request"}
-
-// Ingester takes a synthetic event to the log (ingest.Pipeline).
-type Ingester interface {
-	Ingest(ctx context.Context, src *trustloop.Source, msgs []trustloop.Message) error
-}
-
-// rectify applies corrected traits: an identify event of the subject, dated
-// now, goes through the collector's pipeline like any other, so the profile
-// shows the corrected values (the last write by time wins) and the change is
-// in the log, sealed under the subject's key.
+// rectify corrects traits everywhere the subject's data holds them and seals
+// it all again under fresh keys (projection.Rectify), on the collector's
+// writer so no event of the subject commits meanwhile; events prepared before
+// are sealed again under the new keys.
 func (s *Service) rectify(ctx context.Context, r *trustloop.PrivacyRequest) error {
-	if s.Ingester == nil || r.Payload == nil {
+	if s.Profiles == nil || r.Payload == nil {
 		return s.complete(ctx, r, false, map[string]any{"found": false})
 	}
 	plain, err := s.Keys.OpenWorkspace(r.WorkspaceID, r.Payload, []byte(r.ID))
@@ -59,46 +52,28 @@ func (s *Service) rectify(ctx context.Context, r *trustloop.PrivacyRequest) erro
 	if err := json.Unmarshal(plain, &traits); err != nil {
 		return err
 	}
-	// The identify names the subject by a user or anonymous id it has.
-	var user, anon string
-	if s.Profiles != nil {
-		sub, err := s.Profiles.Find(ctx, s.Store, r.WorkspaceID, r.Subject)
-		if err != nil {
-			return err
-		}
-		if sub != nil {
-			for _, v := range sub.Values {
-				switch {
-				case v.Type == trustloop.IDUserID && user == "":
-					user = v.Value
-				case v.Type == trustloop.IDAnonymousID && anon == "":
-					anon = v.Value
-				}
+	var found, done bool
+	var events int
+	err = s.Ingest.Exclusive(ctx, func(ctx context.Context) (ingest.Outcome, error) {
+		rekeyed, ok, err := s.Profiles.Rectify(ctx, s.Store, r.WorkspaceID, r.Subject, traits, s.now(), func(rk *trustloop.Rekey) error {
+			events = len(rk.Events)
+			rk.Complete = func() (*trustloop.PrivacyRequest, error) {
+				return s.completed(r, true, map[string]any{"found": true, "traits_corrected": slices.Sorted(maps.Keys(traits)),
+					"events_resealed": events})
 			}
-		}
-	}
-	if user == "" && anon == "" {
-		return s.complete(ctx, r, false, map[string]any{"found": false})
-	}
-	now := s.now()
-	raw, err := json.Marshal(map[string]any{"type": "identify", "userId": user, "anonymousId": anon, "traits": traits,
-		"messageId": r.ID, "timestamp": now.Format(time.RFC3339Nano)})
+			return s.Store.Rekey(ctx, rk)
+		})
+		found, done = ok, err == nil && ok
+		return ingest.Outcome{Rekeyed: rekeyed}, err
+	})
 	if err != nil {
 		return err
 	}
-	msg := trustloop.Message{Type: trustloop.EventIdentify, MessageID: r.ID, UserID: user, AnonymousID: anon,
-		ReceivedAt: now, Timestamp: now, Raw: raw}
-	if user == "" {
-		msg.UserID = ""
+	if !found {
+		return s.complete(ctx, r, false, map[string]any{"found": false})
 	}
-	src := Source
-	src.WorkspaceID = r.WorkspaceID
-	if err := s.Ingester.Ingest(ctx, &src, []trustloop.Message{msg}); err != nil {
-		return err
+	if done {
+		s.audit(ctx, r, trustloop.AuditActor{}, "completed")
 	}
-	names := make([]string, 0, len(traits))
-	for k := range traits {
-		names = append(names, k)
-	}
-	return s.complete(ctx, r, true, map[string]any{"found": true, "traits_corrected": names})
+	return nil
 }

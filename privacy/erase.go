@@ -9,6 +9,7 @@ import (
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/consent"
+	"github.com/trustloop/trustloop/ingest"
 	"github.com/trustloop/trustloop/projection"
 )
 
@@ -55,7 +56,7 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 	}
 	start := time.Now()
 	ws := r.WorkspaceID
-	return s.Ingest.Exclusive(ctx, func(ctx context.Context) ([][]byte, error) {
+	return s.Ingest.Exclusive(ctx, func(ctx context.Context) (ingest.Outcome, error) {
 		plan := &trustloop.Erasure{WorkspaceID: ws, RequestID: r.ID, Blinds: [][]byte{r.Subject}}
 		if r.Suppress && r.Suppression != nil {
 			plan.Suppress = [][]byte{r.Suppression}
@@ -98,7 +99,7 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 			// one; its events are found by a scan of the log.
 			keys, kerr := s.Store.FindSubjectKeys(ctx, ws, [][]byte{r.Subject})
 			if kerr != nil {
-				return nil, kerr
+				return ingest.Outcome{}, kerr
 			}
 			for _, k := range keys {
 				plan.KeyIDs = append(plan.KeyIDs, k.ID)
@@ -117,7 +118,7 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 			s.Profiles.Forget(plan.KeyIDs)
 		}
 		if err != nil {
-			return plan.Blinds, err
+			return ingest.Outcome{Erased: plan.Blinds}, err
 		}
 		s.Ingest.Suppress(ws, plan.Suppress)
 		hook.Blinds, hook.KeyIDs, hook.ProfileIDs = plan.Blinds, plan.KeyIDs, plan.ProfileIDs
@@ -132,7 +133,7 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 		}
 		s.Log.Info("erasure completed", "request", r.ID, "events", counts.Events, "seconds", time.Since(start).Seconds())
 		s.audit(ctx, r, trustloop.AuditActor{}, "completed")
-		return plan.Blinds, nil
+		return ingest.Outcome{Erased: plan.Blinds}, nil
 	})
 }
 
@@ -155,8 +156,8 @@ func (s *Service) completeErasure(r *trustloop.PrivacyRequest, found bool, c tru
 	}
 	done.Status, done.CompletedAt, done.Result, done.Receipt, done.Progress, done.UpdatedAt =
 		trustloop.RequestCompleted, now, res, jws, "done", now
-	*r = done
-	return r, nil
+	// A copy: the store may call this again if its transaction is retried.
+	return &done, nil
 }
 
 // VerifyErasureReceipt checks an erasure receipt against the workspace's key.

@@ -12,6 +12,7 @@ import (
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/auditlog"
 	"github.com/trustloop/trustloop/consent"
+	"github.com/trustloop/trustloop/ingest"
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/projection"
 )
@@ -31,7 +32,7 @@ type Store interface {
 // Ingest is what an erasure needs of the collector (ingest.Pipeline): to run
 // while no group commits, and to refuse suppressed identifiers from then on.
 type Ingest interface {
-	Exclusive(ctx context.Context, fn func(ctx context.Context) ([][]byte, error)) error
+	Exclusive(ctx context.Context, fn func(ctx context.Context) (ingest.Outcome, error)) error
 	Suppress(ws int64, hashes [][]byte)
 }
 
@@ -57,8 +58,6 @@ type Service struct {
 	Profiles *projection.Service
 	Audit    *auditlog.Log
 	Ingest   Ingest
-	// Ingester takes a rectification's event to the log.
-	Ingester Ingester
 	Log      *slog.Logger
 	Now      func() time.Time
 	// OnErase hooks derived models into erasures (see Erased).
@@ -129,6 +128,10 @@ func (s *Service) Create(ctx context.Context, ws int64, in NewRequest) (r *trust
 	}
 	var payload []byte
 	if in.Type == trustloop.RequestRectification {
+		if s.Profiles == nil {
+			return nil, false, invalid("Rectification needs profiles: traits live in the unified profile.").
+				WithHint("Start the server with --profiles.")
+		}
 		if payload, err = checkTraits(in.Traits); err != nil {
 			return nil, false, err
 		}
@@ -191,6 +194,10 @@ func checkTraits(traits map[string]any) ([]byte, error) {
 	for k, v := range traits {
 		if k == "" || len(k) > 100 {
 			return nil, invalid("Trait names are 1 to 100 characters.")
+		}
+		if k == "email" || k == "phone" {
+			return nil, invalid("%s is an identifier, not only a trait: a rectification cannot change it.", k).
+				WithHint("Send an identify with the new value (it joins the profile), then an erasure of the old identifier if it must go.")
 		}
 		switch v.(type) {
 		case nil, string, float64, bool:

@@ -148,20 +148,31 @@ func (s *Service) process(ctx context.Context, job *trustloop.Job) error {
 // blind index either: it is about no one held here, and it must not become
 // the one row that links the identifier to the workspace.
 func (s *Service) complete(ctx context.Context, r *trustloop.PrivacyRequest, found bool, result any) error {
-	b, err := json.Marshal(result)
+	done, err := s.completed(r, found, result)
 	if err != nil {
 		return err
 	}
-	now := s.now()
-	r.Status, r.CompletedAt, r.Result, r.Progress, r.UpdatedAt, r.Payload = trustloop.RequestCompleted, now, b, "done", now, nil
-	if !found {
-		r.Subject, r.Suppression = nil, nil
-	}
+	*r = *done
 	if err := s.Store.UpdatePrivacyRequest(ctx, r, nil); err != nil {
 		return err
 	}
 	s.audit(ctx, r, trustloop.AuditActor{}, "completed")
 	return nil
+}
+
+// completed returns a copy of r, completed with result.
+func (s *Service) completed(r *trustloop.PrivacyRequest, found bool, result any) (*trustloop.PrivacyRequest, error) {
+	b, err := json.Marshal(result)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	done := *r
+	done.Status, done.CompletedAt, done.Result, done.Progress, done.UpdatedAt, done.Payload = trustloop.RequestCompleted, now, b, "done", now, nil
+	if !found {
+		done.Subject, done.Suppression = nil, nil
+	}
+	return &done, nil
 }
 
 // subjects returns the blind indexes consent is stored under for the request's

@@ -531,3 +531,33 @@ func addView(list *[]View, product string, at time.Time, limit int) bool {
 	*list = l
 	return true
 }
+
+// Correct applies a rectification: each named trait takes its corrected value
+// (null removes it, with a tombstone), dated at or, if a write already stored
+// is newer, just after it, so the correction wins over everything the profile
+// has seen; computed traits are untouched (no event happened).
+func Correct(s *State, traits map[string]json.RawMessage, at time.Time) {
+	for name, v := range traits {
+		when := at
+		for _, m := range []map[string]Trait{s.Traits, s.Deleted} {
+			if cur, ok := m[name]; ok && !cur.At.Before(when) {
+				when = cur.At.Add(time.Millisecond)
+			}
+		}
+		t := Trait{At: when, ReceivedAt: when}
+		if isNull(v) {
+			delete(s.Traits, name)
+			if s.Deleted == nil {
+				s.Deleted = map[string]Trait{}
+			}
+			s.Deleted[name] = t
+			continue
+		}
+		t.Value = appendCompact(nil, v)
+		if s.Traits == nil {
+			s.Traits = map[string]Trait{}
+		}
+		s.Traits[name] = t
+		delete(s.Deleted, name)
+	}
+}

@@ -23,21 +23,74 @@ func (db *DB) Erase(ctx context.Context, e *trustloop.Erasure) (trustloop.Erasur
 	if err != nil {
 		return c, err
 	}
-	// TRUNCATE waits (busy_timeout) for readers on older snapshots; a reader
-	// that kept one past it leaves the WAL unfolded, which is reported: the
-	// frames would still hold the erased rows' old pages.
+	return c, db.truncateWAL(ctx)
+}
+
+// truncateWAL folds the WAL into the database and truncates it, under db.mu.
+// TRUNCATE waits (busy_timeout) for readers on older snapshots; a reader that
+// kept one past it leaves the WAL unfolded, which is reported: the frames
+// would still hold the old images of rows just deleted or rewritten.
+func (db *DB) truncateWAL(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		var busy, logFrames, done int64
 		if err := db.write.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &done); err != nil {
-			return c, fmt.Errorf("sqlite: erase: checkpoint: %w", err)
+			return fmt.Errorf("sqlite: checkpoint: %w", err)
 		}
 		if busy == 0 {
-			return c, nil
+			return nil
 		}
 		if attempt == 5 {
-			return c, fmt.Errorf("sqlite: erase: the WAL could not be truncated (readers busy)")
+			return fmt.Errorf("sqlite: the WAL could not be truncated (readers busy)")
 		}
 	}
+}
+
+// Rekey rewrites a subject under fresh keys in one transaction, then
+// truncates the WAL. A rewritten payload goes into its row (the segment file
+// keeps the old ciphertext, whose key this transaction replaces).
+func (db *DB) Rekey(ctx context.Context, r *trustloop.Rekey) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: rekey: %w", err)
+	}
+	defer tx.Rollback()
+	ws := r.WorkspaceID
+	for _, k := range r.Keys {
+		if _, err := tx.ExecContext(ctx, `UPDATE subject_keys SET wrapped = ? WHERE workspace_id = ? AND id = ?`, k.Wrapped, ws, k.ID); err != nil {
+			return fmt.Errorf("sqlite: rekey: %w", err)
+		}
+	}
+	for _, e := range r.Events {
+		if _, err := tx.ExecContext(ctx, `UPDATE events SET payload = ?, seg = NULL, off = NULL, len = NULL WHERE workspace_id = ? AND seq = ?`,
+			e.Payload, ws, e.Seq); err != nil {
+			return fmt.Errorf("sqlite: rekey: %w", err)
+		}
+	}
+	for _, ir := range r.Identities {
+		if _, err := tx.ExecContext(ctx, `UPDATE identities SET sealed = ? WHERE workspace_id = ? AND blind = ?`, ir.Sealed, ws, ir.Blind); err != nil {
+			return fmt.Errorf("sqlite: rekey: %w", err)
+		}
+	}
+	for _, p := range r.Profiles {
+		if _, err := tx.ExecContext(ctx, `UPDATE profiles SET state = ? WHERE workspace_id = ? AND id = ?`, p.State, ws, p.ID); err != nil {
+			return fmt.Errorf("sqlite: rekey: %w", err)
+		}
+	}
+	if r.Complete != nil {
+		req, err := r.Complete()
+		if err != nil {
+			return err
+		}
+		if err := completeRequest(ctx, tx, req, ms(db.Now())); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: rekey: %w", err)
+	}
+	return db.truncateWAL(ctx)
 }
 
 func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.ErasureCounts, err error) {

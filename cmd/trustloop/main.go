@@ -377,7 +377,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	host, _ := os.Hostname()
 	m.Privacy = &privacy.Service{Store: m.Store, Keys: m.Keyring, Consent: m.Consent, Profiles: profiles, Audit: m.Audit,
-		Ingest: m.Pipeline, Ingester: m.Pipeline, Log: m.Log, Worker: fmt.Sprintf("%s:%d", host, os.Getpid()), OnDone: m.Metrics.PrivacyDone,
+		Ingest: m.Pipeline, Log: m.Log, Worker: fmt.Sprintf("%s:%d", host, os.Getpid()), OnDone: m.Metrics.PrivacyDone,
 		OnRetention: m.Metrics.RetentionDone, RetentionEvery: m.RetentionEvery}
 	if m.RetentionEvery == 0 {
 		m.Privacy.RetentionEvery = -1
