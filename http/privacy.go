@@ -193,13 +193,14 @@ func (s *Server) exportRequest(w http.ResponseWriter, r *http.Request, k *trustl
 	}
 	// The package is checked and its head gathered before the first byte is
 	// sent, so an error still gets its status; one during the events (rare:
-	// the store failing mid-stream) cuts the body short, which a client sees
-	// as a truncated document.
+	// the store failing mid-stream) aborts the connection.
 	cw := &lazyWriter{w: w, format: format, id: r.PathValue("id")}
 	err := s.Privacy.Export(r.Context(), k.WorkspaceID, r.PathValue("id"), format, actorOf(k), cw)
 	if err != nil && cw.started {
+		// The status is sent: the connection is cut instead, so the client
+		// sees a broken download, not a complete-looking short document.
 		s.Log.Error("an access package was cut short", "err", err)
-		return nil
+		panic(http.ErrAbortHandler)
 	}
 	return err
 }

@@ -131,7 +131,7 @@ func (db *DB) FindPrivacyRequest(ctx context.Context, workspaceID int64, id stri
 		workspaceID, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No privacy request with this id.").
-			WithHint("Request ids come from POST /v1/privacy/requests and the list of requests.")
+			WithHint("Request ids come from POST /v1/privacy-requests and the list of requests.")
 	} else if err != nil {
 		return nil, fmt.Errorf("postgres: find privacy request: %w", err)
 	}

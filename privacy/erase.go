@@ -77,6 +77,7 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 		var err error
 		if s.Profiles != nil {
 			found, err = s.Profiles.Erase(ctx, s.Store, ws, r.Subject, func(sub *projection.Subject) error {
+				found = true // the receipt and result, written in the transaction, say so
 				plan.KeyIDs, plan.Seqs, plan.ProfileIDs = sub.KeyIDs, sub.Seqs, sub.ProfileIDs
 				plan.Blinds = appendNew(plan.Blinds, sub.Blinds()...)
 				if r.Suppress {

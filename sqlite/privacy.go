@@ -102,7 +102,7 @@ func (db *DB) FindPrivacyRequest(ctx context.Context, workspaceID int64, id stri
 		workspaceID, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No privacy request with this id.").
-			WithHint("Request ids come from POST /v1/privacy/requests and the list of requests.")
+			WithHint("Request ids come from POST /v1/privacy-requests and the list of requests.")
 	} else if err != nil {
 		return nil, fmt.Errorf("sqlite: find privacy request: %w", err)
 	}

@@ -83,6 +83,7 @@ Usage:
   trustloop bench    [flags]   drive a running server with realistic events
   trustloop audit    verify    check the audit log against its signed checkpoints
   trustloop receipt  verify    check a consent receipt offline with the workspace's public key
+  trustloop privacy  <command> file and follow privacy requests (access, erasure, …) on a running server
   trustloop version            print the version
   trustloop help [command]     show help
 
@@ -113,6 +114,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return auditExit(runAudit(ctx, args[1:], stdout, stderr))
 	case "receipt":
 		return runReceipt(ctx, args[1:], os.Stdin, stdout)
+	case "privacy":
+		return runPrivacy(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout)
 	case "version", "-version", "--version":
