@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/collect"
 	"github.com/trustloop/trustloop/consent"
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/projection"
@@ -18,9 +19,10 @@ import (
 //     treats it as a no (T1), the record makes that visible in the history and
 //     the audit log;
 //   - deletes events whose retention has passed: an event is kept while any
-//     purpose it was collected for keeps it (the catalog's retention_days; 0
-//     keeps it as long as the subject allows, so contract data stays), and is
-//     deleted once the longest of them has passed since it was received.
+//     purpose that uses it keeps it (allowed when it was collected and allowed
+//     to use its data category; the catalog's retention_days, 0 keeping it as
+//     long as the subject allows, so contract data stays), and is deleted once
+//     the longest of them has passed since it was received.
 // An event's purposes are sealed in it, so the sweep opens the events older
 // than the shortest retention in the catalog, oldest first, and stops at the
 // first younger one (the log is in order of receipt). Events with no recorded
@@ -64,7 +66,7 @@ func (s *Service) ScheduleRetention(ctx context.Context, workspaces []int64) err
 func (s *Service) Retention(ctx context.Context, ws int64) (RetentionResult, error) {
 	var res RetentionResult
 	now := s.now()
-	k, err := s.Consent.Catalog(ctx, ws)
+	cat, err := s.Consent.Catalog(ctx, ws)
 	if err != nil {
 		return res, err
 	}
@@ -95,7 +97,7 @@ func (s *Service) Retention(ctx context.Context, ws int64) (RetentionResult, err
 	// Expired events.
 	days := map[string]int{}
 	shortest := 0
-	for _, p := range k.Catalog.Purposes {
+	for _, p := range cat.Catalog.Purposes {
 		days[p.ID] = p.RetentionDays
 		if p.RetentionDays > 0 && (shortest == 0 || p.RetentionDays < shortest) {
 			shortest = p.RetentionDays
@@ -132,7 +134,20 @@ func (s *Service) Retention(ctx context.Context, ws int64) (RetentionResult, err
 			if err != nil {
 				return res, err
 			}
-			if until, ok := retainUntil(days, env.Purposes, e.ReceivedAt); ok && now.After(until) {
+			// The purposes that use it: those allowed at collection that may
+			// use its category (a page view is not kept for the contract).
+			m := &trustloop.Message{Type: e.Type}
+			if e.Type == trustloop.EventTrack {
+				m.Event, _ = collect.LookupString(env.Message, "event")
+			}
+			cats := consent.EventCategories(m)
+			var using []string
+			for _, p := range env.Purposes {
+				if i, ok := cat.Index(p); !ok || cat.Categories(i)&cats != 0 {
+					using = append(using, p) // an unknown purpose is kept, not guessed
+				}
+			}
+			if until, ok := retainUntil(days, using, e.ReceivedAt); ok && now.After(until) {
 				expired = append(expired, e.Seq)
 			}
 		}
