@@ -130,7 +130,18 @@ func RequestDeadlines(regime string, t time.Time) (ack, due time.Time) {
 	if regime == RegimeCCPA {
 		return ack, t.AddDate(0, 0, 45)
 	}
-	return ack, t.AddDate(0, 1, 0)
+	return ack, AddMonths(t, 1)
+}
+
+// AddMonths adds calendar months the way periods are counted in EU law
+// (Regulation 1182/71, Art. 3(2)(c)): the same day of the month n months on,
+// or the target month's last day when it has no such day — 31 January plus a
+// month is 28 (or 29) February, not 3 March as time.AddDate would make it.
+func AddMonths(t time.Time, n int) time.Time {
+	y, m, d := t.Date()
+	last := time.Date(y, m+time.Month(n)+1, 0, 0, 0, 0, 0, t.Location()).Day()
+	hh, mm, ss := t.Clock()
+	return time.Date(y, m+time.Month(n), min(d, last), hh, mm, ss, t.Nanosecond(), t.Location())
 }
 
 // AddBusinessDays adds n Monday-to-Friday days to t (no public holidays: they
@@ -163,7 +174,8 @@ func ExtendRequest(r *PrivacyRequest, reason string, now time.Time) error {
 	if r.Regime == RegimeCCPA {
 		r.DueAt = r.DueAt.AddDate(0, 0, 45)
 	} else {
-		r.DueAt = r.DueAt.AddDate(0, 2, 0)
+		// Two further months from the end of the first, clamped like it.
+		r.DueAt = AddMonths(r.DueAt, 2)
 	}
 	r.ExtendedAt, r.ExtensionReason = now, reason
 	return nil
@@ -191,7 +203,8 @@ type PrivacyFilter struct {
 	// After pages: requests ordered by (due_at, id) after this position.
 	AfterDue time.Time
 	AfterID  string
-	Limit    int
+	// Limit bounds the page (default 50, at most 1000).
+	Limit int
 }
 
 // PrivacyStore keeps privacy requests and suppression entries.
@@ -285,6 +298,11 @@ type Erasure struct {
 	// timeline to go by).
 	Seqs       []int64
 	ScanEvents bool
+	// ForeignSeqs are positions of the subject's events under keys shared
+	// with others (deleted by position alone; the keys stay), and
+	// TimelineKeys the timelines listing them (projection.ForeignKey).
+	ForeignSeqs  []int64
+	TimelineKeys []int64
 	// ProfileIDs are the profile and every profile merged into it.
 	ProfileIDs []int64
 	// Blinds are the blind indexes of every identifier of the subject: its

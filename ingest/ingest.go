@@ -560,7 +560,8 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 			for i := range r.events {
 				e := &r.events[i]
 				items = append(items, projection.Item{WorkspaceID: e.ws, SourceID: e.event.SourceID, Message: e.msg,
-					MessageHash: e.event.MessageHash, KeyID: e.key.ID, Key: e.key, IDs: e.ids, Blinds: e.blinds, Input: e.input})
+					MessageHash: e.event.MessageHash, KeyID: e.key.ID, Key: e.key, IDs: e.ids, Blinds: e.blinds, Input: e.input,
+					Subject: e.blind})
 			}
 		}
 		g := p.proj.Group(items)

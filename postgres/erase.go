@@ -55,6 +55,12 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 			exec(&c.Events, `DELETE FROM events WHERE workspace_id = $1 AND key_id = ANY($2)`, ws, e.KeyIDs)
 		}
 		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id = ANY($1)`, e.KeyIDs)
+		if len(e.ForeignSeqs) > 0 {
+			exec(&c.Events, `DELETE FROM events WHERE seq = ANY($1) AND workspace_id = $2`, e.ForeignSeqs, ws)
+		}
+		if len(e.TimelineKeys) > 0 {
+			exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id = ANY($1)`, e.TimelineKeys)
+		}
 		exec(&c.SubjectKeys, `DELETE FROM subject_keys WHERE workspace_id = $1 AND id = ANY($2)`, ws, e.KeyIDs)
 	}
 	if len(e.ProfileIDs) > 0 {

@@ -79,7 +79,9 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 			found, err = s.Profiles.Erase(ctx, s.Store, ws, r.Subject, func(sub *projection.Subject) error {
 				found = true // the receipt and result, written in the transaction, say so
 				plan.KeyIDs, plan.Seqs, plan.ProfileIDs = sub.KeyIDs, sub.Seqs, sub.ProfileIDs
+				plan.ForeignSeqs, plan.TimelineKeys = sub.ForeignSeqs, sub.TimelineKeys
 				plan.Blinds = appendNew(plan.Blinds, sub.Blinds()...)
+				plan.Blinds = appendNew(plan.Blinds, sub.KeyBlinds...)
 				if r.Suppress {
 					for _, v := range sub.Values {
 						if v.Value == "" {

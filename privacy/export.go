@@ -155,7 +155,7 @@ func (s *Service) gather(ctx context.Context, r *trustloop.PrivacyRequest) (*Pac
 		}
 		if sub != nil {
 			pkg.Found = true
-			keyIDs = sub.KeyIDs
+			keyIDs = append(slices.Clone(sub.KeyIDs), sub.TimelineKeys...)
 			blinds = appendNew(blinds, sub.Blinds()...)
 			pkg.Identities = append(pkg.Identities, sub.Values...)
 			p, err := s.Profiles.Profile(ctx, ws, sub.ProfileIDs[0])

@@ -150,7 +150,7 @@ func (s *Service) Create(ctx context.Context, ws int64, in NewRequest) (r *trust
 	r = &trustloop.PrivacyRequest{ID: trustloop.NewRequestID(), WorkspaceID: ws, Type: in.Type, Status: trustloop.RequestReceived,
 		IdentifierType: id.Type, Subject: blind, Regime: in.Regime, ReceivedAt: now, Suppress: in.Suppress, UpdatedAt: now}
 	if r.Regime == "" {
-		if r.Regime, err = s.regimeOf(ctx, ws, blind); err != nil {
+		if r.Regime, err = s.regimeOf(ctx, ws, id.Type, blind); err != nil {
 			return nil, false, err
 		}
 	}
@@ -230,7 +230,7 @@ func (s *Service) parseIdentifier(ctx context.Context, ws int64, q string) (trus
 
 // regimeOf picks the deadline regime from the subject's recorded jurisdiction
 // and the workspace's catalog.
-func (s *Service) regimeOf(ctx context.Context, ws int64, blind []byte) (string, error) {
+func (s *Service) regimeOf(ctx context.Context, ws int64, idType string, blind []byte) (string, error) {
 	if s.Consent == nil {
 		return trustloop.RegimeGDPR, nil
 	}
@@ -238,9 +238,17 @@ func (s *Service) regimeOf(ctx context.Context, ws int64, blind []byte) (string,
 	if err != nil {
 		return "", err
 	}
-	_, latest, err := s.Consent.Stored(ctx, k, ws, blind)
+	// Consent is stored under the subject's user and anonymous ids, whatever
+	// identifier the request names.
+	subjects, err := s.subjects(ctx, ws, idType, blind)
 	if err != nil {
 		return "", err
+	}
+	var latest map[string]trustloop.ConsentRecord
+	if len(subjects) > 0 {
+		if _, latest, err = s.Consent.Stored(ctx, k, ws, subjects...); err != nil {
+			return "", err
+		}
 	}
 	if consent.RegimeName(k.Regime(consent.JurisdictionOf(latest))) == consent.RegimeOptOut {
 		return trustloop.RegimeCCPA, nil

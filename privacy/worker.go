@@ -175,13 +175,15 @@ func (s *Service) completed(r *trustloop.PrivacyRequest, found bool, result any)
 	return &done, nil
 }
 
-// subjects returns the blind indexes consent is stored under for the request's
-// subject: its profile's user and anonymous ids, or the identifier itself.
-func (s *Service) subjects(ctx context.Context, r *trustloop.PrivacyRequest) ([][]byte, int64, error) {
+// subjects returns the blind indexes consent is stored under for the subject
+// an identifier (its type and blind index) names: its profile's user and
+// anonymous ids, or, without a profile, the identifier itself if it is a user
+// or anonymous id with a subject key. None when nothing is held about it.
+func (s *Service) subjects(ctx context.Context, ws int64, idType string, blind []byte) ([][]byte, error) {
 	if s.Profiles != nil {
-		sub, err := s.Profiles.Find(ctx, s.Store, r.WorkspaceID, r.Subject)
+		sub, err := s.Profiles.Find(ctx, s.Store, ws, blind)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		if sub != nil {
 			var out [][]byte
@@ -191,14 +193,18 @@ func (s *Service) subjects(ctx context.Context, r *trustloop.PrivacyRequest) ([]
 				}
 			}
 			if len(out) > 0 {
-				return out, sub.ProfileIDs[0], nil
+				return out, nil
 			}
 		}
 	}
-	if r.IdentifierType == trustloop.IDUserID || r.IdentifierType == trustloop.IDAnonymousID {
-		return [][]byte{r.Subject}, 0, nil
+	if idType == trustloop.IDUserID || idType == trustloop.IDAnonymousID {
+		keys, err := s.Store.FindSubjectKeys(ctx, ws, [][]byte{blind})
+		if err != nil || len(keys) == 0 {
+			return nil, err
+		}
+		return [][]byte{blind}, nil
 	}
-	return nil, 0, nil
+	return nil, nil
 }
 
 // restrict withdraws purposes: a restriction every purpose but those resting
@@ -207,7 +213,7 @@ func (s *Service) subjects(ctx context.Context, r *trustloop.PrivacyRequest) ([]
 // its receipt, method privacy_request, so it holds at collection and at every
 // read at once (T4) and the customer can lift it the same way.
 func (s *Service) restrict(ctx context.Context, r *trustloop.PrivacyRequest) error {
-	subjects, _, err := s.subjects(ctx, r)
+	subjects, err := s.subjects(ctx, r.WorkspaceID, r.IdentifierType, r.Subject)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package projection
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/trustloop/trustloop"
@@ -24,8 +25,20 @@ type Subject struct {
 	Identities []trustloop.IdentityRecord
 	// Values are the identities' values, aligned with Identities.
 	Values []trustloop.Identifier
+	// KeyIDs are the subject's keys: its identities' and profiles', and a
+	// foreign event's key when every event under it is the subject's (an
+	// anonymous id kept out by a limit).
 	KeyIDs []int64
-	Seqs   []int64
+	// KeyBlinds are the blind indexes the KeyIDs belong to (consent is kept
+	// under them).
+	KeyBlinds [][]byte
+	// Seqs are the log positions of the events under KeyIDs.
+	Seqs []int64
+	// ForeignSeqs are the positions of the subject's events under a key
+	// shared with others (a blocked identifier's): they go, the key stays.
+	ForeignSeqs []int64
+	// TimelineKeys are the profiles' foreign timelines (ForeignKey).
+	TimelineKeys []int64
 }
 
 // Blinds returns the blind indexes of the subject's identities.
@@ -60,7 +73,7 @@ func (s *Service) Erase(ctx context.Context, es ErasureStore, ws int64, blind []
 	s.Forget(sub.KeyIDs)
 	s.mu.Lock()
 	s.owners.Clear() // erasures are rare: start over rather than find each entry
-	for _, k := range sub.KeyIDs {
+	for _, k := range append(sub.KeyIDs, sub.TimelineKeys...) {
 		delete(s.pending, k)
 	}
 	s.mu.Unlock()
@@ -141,32 +154,67 @@ func (s *Service) subject(ctx context.Context, es ErasureStore, ws int64, blind 
 		}
 		sub.Values = append(sub.Values, trustloop.Identifier{Type: ir.Type, Value: string(v)})
 	}
-	// The events' positions, from the subject keys' timelines (complete: the
-	// caller flushed).
-	for before := int64(0); ; {
-		page, err := s.store.ProfileEvents(ctx, ws, sub.KeyIDs, before, 1000)
-		if err != nil {
+	// Events applied to the profiles under keys that are not theirs (the
+	// foreign timelines): a key all of whose events are the subject's is the
+	// subject's too; the others' events go, their keys stay.
+	for _, id := range sub.ProfileIDs {
+		sub.TimelineKeys = append(sub.TimelineKeys, ForeignKey(id))
+	}
+	foreign := map[int64][]int64{}
+	err = s.positions(ctx, ws, sub.TimelineKeys, func(e trustloop.StoredEvent) {
+		if !slices.Contains(sub.KeyIDs, e.KeyID) {
+			foreign[e.KeyID] = append(foreign[e.KeyID], e.Seq)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	for k, seqs := range foreign {
+		all := 0
+		if err := s.positions(ctx, ws, []int64{k}, func(trustloop.StoredEvent) { all++ }); err != nil {
 			return nil, err
 		}
+		if all == len(seqs) {
+			sub.KeyIDs = append(sub.KeyIDs, k)
+		} else {
+			sub.ForeignSeqs = append(sub.ForeignSeqs, seqs...)
+		}
+	}
+	sks, err := s.store.FindSubjectKeysByID(ctx, ws, sub.KeyIDs)
+	if err != nil {
+		return nil, err
+	}
+	for _, sk := range sks {
+		sub.KeyBlinds = append(sub.KeyBlinds, sk.Blind)
+	}
+	// The events' positions, from the subject keys' timelines (complete: the
+	// caller flushed).
+	err = s.positions(ctx, ws, sub.KeyIDs, func(e trustloop.StoredEvent) { sub.Seqs = append(sub.Seqs, e.Seq) })
+	return sub, err
+}
+
+// positions calls fn with every stored event of the timelines of keys.
+func (s *Service) positions(ctx context.Context, ws int64, keys []int64, fn func(trustloop.StoredEvent)) error {
+	for before := int64(0); ; {
+		page, err := s.store.ProfileEvents(ctx, ws, keys, before, 1000)
+		if err != nil {
+			return err
+		}
 		for _, e := range page {
-			sub.Seqs = append(sub.Seqs, e.Seq)
+			fn(e)
 		}
 		if len(page) < 1000 {
-			break
+			return nil
 		}
 		before = page[len(page)-1].Seq
 	}
-	return sub, nil
 }
 
 // EachEvent calls fn with every event of the subject keys, newest first,
 // opened, a page at a time (bounded memory however many there are): the
 // stored timelines and the positions still held in memory.
 func (s *Service) EachEvent(ctx context.Context, ws int64, keyIDs []int64, fn func(e trustloop.StoredEvent, env *collect.Envelope) error) error {
-	keys, err := s.keysFor(ctx, ws, keyIDs)
-	if err != nil {
-		return err
-	}
+	keys := map[int64]keyring.Key{}
 	mem := s.pendingSeqs(keyIDs)
 	slices.Sort(mem)
 	const page = 500
@@ -192,6 +240,21 @@ func (s *Service) EachEvent(ctx context.Context, ws int64, keyIDs []int64, fn fu
 				return err
 			}
 			evs = newestFirst(append(evs, more...), len(evs)+len(more))
+		}
+		// Keys by the events' own key ids: a foreign timeline lists events
+		// sealed under keys not in keyIDs.
+		var need []int64
+		for _, e := range evs {
+			if _, ok := keys[e.KeyID]; !ok && !slices.Contains(need, e.KeyID) {
+				need = append(need, e.KeyID)
+			}
+		}
+		if len(need) > 0 {
+			more, err := s.keysFor(ctx, ws, need)
+			if err != nil {
+				return err
+			}
+			maps.Copy(keys, more)
 		}
 		for _, e := range evs {
 			k, ok := keys[e.KeyID]

@@ -334,6 +334,11 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 				}
 				m := messageOf(env, e)
 				it := Item{WorkspaceID: ws, SourceID: e.SourceID, Message: m, MessageHash: e.MessageHash, KeyID: e.KeyID, Key: k}
+				// The subject's blind index, for the foreign timeline.
+				idType, id := m.Subject()
+				if b, err := s.keys.Blind(ws, idType, id); err == nil {
+					it.Subject = b
+				}
 				it.IDs, it.Blinds, it.Input = s.Prepare(ws, m, e.SourceID, nil, nil)
 				all[i] = it
 			}

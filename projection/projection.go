@@ -160,7 +160,18 @@ type Item struct {
 	// Input is the profile rules' input, when the caller made it beforehand
 	// (Prepare); nil: made from Message in the commit.
 	Input *profile.Input
+	// Subject is the blind index of the message's subject (its user id, else
+	// its anonymous id): the identifier its key belongs to. When the event is
+	// applied to a profile that identifier is not part of (blocked, or over a
+	// limit), its position goes to the profile's foreign timeline too, so the
+	// profile's reads, exports and erasure find it.
+	Subject []byte
 }
+
+// ForeignKey is the timeline key under which a profile's foreign events are
+// listed: positions of events applied to it that are sealed under a key that
+// is not one of its identities' (negative, so it is never a subject key id).
+func ForeignKey(profileID int64) int64 { return -profileID }
 
 // Prepare does the per-message work that needs no store: the identifiers, their
 // blind indexes (an HMAC each) and the profile rules' input. Ingest calls it in
@@ -896,6 +907,15 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 	}
 	s.mu.Unlock()
+	foreign := func(p, seq int64) {
+		// Also in a replay after a crash: Recover rebuilds the keys' runs from
+		// the log, not the foreign ones (a position listed twice is read once).
+		if r := g.timeline[ForeignKey(p)]; r != nil {
+			r.seqs = append(r.seqs, seq)
+		} else {
+			g.timeline[ForeignKey(p)] = &pendingRun{seqs: []int64{seq}}
+		}
+	}
 	for _, i := range idx {
 		it := &items[i]
 		seq := seqOf[i]
@@ -912,6 +932,11 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		// decide, without reading the profile's identifiers).
 		var d identity.Decision
 		if p := v.soleOwner(it.IDs); p != 0 {
+			if it.Subject != nil && !slices.ContainsFunc(it.IDs, func(id trustloop.Identifier) bool {
+				return string(v.blind(id)) == string(it.Subject)
+			}) {
+				foreign(p, seq) // its subject id was blocked or invalid
+			}
 			if _, loaded := v.prof[p]; !loaded {
 				// Nothing but the profile rules to run: later, and for many
 				// profiles at once in parallel (finishDeferred).
@@ -983,6 +1008,9 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			target.addType(id.Type, 1)
 			newIdent[string(b)] = &trustloop.IdentityRecord{WorkspaceID: ws, Blind: b, Type: id.Type,
 				ProfileID: target.rec.ID, KeyID: target.rec.KeyID, FirstSeen: it.Message.ReceivedAt, Sealed: sealed}
+		}
+		if it.Subject != nil && v.owner[string(it.Subject)] != target.rec.ID {
+			foreign(target.rec.ID, seq) // its subject id was kept out (a limit, a separation)
 		}
 		v.apply(target, deferredEvent{i: i, seq: seq})
 	}

@@ -270,6 +270,9 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 	if err != nil {
 		return nil, "", err
 	}
+	// And the events applied to it under a key that is not its own (its
+	// subject id blocked or kept out by a limit).
+	keyIDs = append(keyIDs, ForeignKey(p.id))
 	evs, err := s.store.ProfileEvents(ctx, ws, keyIDs, before, limit+1)
 	if err != nil {
 		return nil, "", err
@@ -293,7 +296,13 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 		evs = evs[:limit]
 		next = encodeCursor(evs[len(evs)-1].Seq)
 	}
-	keys, err := s.keysFor(ctx, ws, keyIDs)
+	need := make([]int64, 0, len(keyIDs))
+	for _, e := range evs {
+		if !slices.Contains(need, e.KeyID) {
+			need = append(need, e.KeyID)
+		}
+	}
+	keys, err := s.keysFor(ctx, ws, need)
 	if err != nil {
 		return nil, "", err
 	}

@@ -62,6 +62,8 @@ func (s *Service) Rectify(ctx context.Context, es ErasureStore, ws int64, blind 
 		rekeyed = append(rekeyed, sk.Blind)
 	}
 	// Every event, rewritten where it carried a corrected trait, sealed again.
+	// (Events under a key shared with others, listed on a foreign timeline,
+	// are skipped: their key cannot be replaced for one customer.)
 	err = s.EachEvent(ctx, ws, sub.KeyIDs, func(e trustloop.StoredEvent, env *collect.Envelope) error {
 		k, ok := fresh[e.KeyID]
 		if !ok {

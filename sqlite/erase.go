@@ -132,6 +132,13 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 			exec(&c.Events, `DELETE FROM events WHERE workspace_id = ? AND key_id IN (`+marks(len(keys))+`)`, append([]any{ws}, keys...)...)
 		}
 		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (`+marks(len(keys))+`)`, keys...)
+		for start := 0; start < len(e.ForeignSeqs); start += 500 {
+			chunk := int64Args(e.ForeignSeqs[start:min(start+500, len(e.ForeignSeqs))])
+			exec(&c.Events, `DELETE FROM events WHERE seq IN (`+marks(len(chunk))+`) AND workspace_id = ?`, append(chunk, ws)...)
+		}
+		if tk := int64Args(e.TimelineKeys); len(tk) > 0 {
+			exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (`+marks(len(tk))+`)`, tk...)
+		}
 		exec(&c.SubjectKeys, `DELETE FROM subject_keys WHERE workspace_id = ? AND id IN (`+marks(len(keys))+`)`, append([]any{ws}, keys...)...)
 	}
 	if len(profiles) > 0 {

@@ -132,7 +132,7 @@ func requestLimit(n int) int {
 	if n <= 0 {
 		return 50
 	}
-	return min(n, 500)
+	return min(n, 1000) // the API asks one more than its page of up to 500
 }
 
 // SubjectPrivacyRequests returns the requests naming any of the subjects, by
