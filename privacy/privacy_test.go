@@ -445,10 +445,11 @@ func TestLifecycle(t *testing.T) {
 		if other.ID == first.ID || byEmail.ID == first.ID {
 			t.Fatal("a different request joined")
 		}
-		// Once completed, the same request is a new one.
-		if _, err := h.svc.Verify(bg, h.ws, first.ID, "key:1", trustloop.AuditActor{}); err != nil {
-			t.Fatal(err)
+		// The verified duplicate verified the request it joined.
+		if got := h.get(first.ID); got.Status != trustloop.RequestVerified || got.VerifiedBy != "key:1" {
+			t.Fatalf("after a verified duplicate: %s by %q", got.Status, got.VerifiedBy)
 		}
+		// Once completed, the same request is a new one.
 		h.work()
 		if got := h.get(first.ID); got.Status != trustloop.RequestCompleted {
 			t.Fatalf("status %s", got.Status)

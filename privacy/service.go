@@ -175,6 +175,14 @@ func (s *Service) Create(ctx context.Context, ws int64, in NewRequest) (r *trust
 		return nil, false, err
 	}
 	if existing != nil {
+		// A verified duplicate verifies the open request it joins.
+		if existing.Status == trustloop.RequestReceived && in.VerifiedBy != "" {
+			if v, err := s.Verify(ctx, ws, existing.ID, in.VerifiedBy, in.Actor); err == nil {
+				existing = v
+			} else if trustloop.ErrorCode(err) != trustloop.ECONFLICT {
+				return nil, false, err
+			}
+		}
 		return existing, false, nil
 	}
 	s.audit(ctx, r, in.Actor, "received")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -99,6 +100,16 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 	}
 	if err := s.Store.FinishJob(pctx, job.ID, worker, state, msg, at); err != nil {
 		return true, err
+	}
+	if state == trustloop.JobFailed && job.Kind == JobKind {
+		// The request stays open (its deadline runs on and shows it overdue);
+		// its progress tells the operator it needs them.
+		if r, err := s.Store.FindPrivacyRequest(pctx, job.WorkspaceID, job.Ref); err == nil && r.Open() {
+			r.Progress, r.UpdatedAt = "failed after "+strconv.Itoa(job.Attempts)+" attempts: "+trustloop.ErrorCode(perr)+"; retry with verify or reject", s.now()
+			if err := s.Store.UpdatePrivacyRequest(pctx, r, nil); err != nil {
+				s.Log.Error("marking a failed privacy request", "err", err)
+			}
+		}
 	}
 	if s.OnDone != nil && perr == nil {
 		s.OnDone(job.Kind, state, time.Since(start))
