@@ -121,6 +121,9 @@ type ProfileStore interface {
 	// ProfileEvents returns the events of the keys' stored timelines, newest
 	// first, with Seq < before (0: from the newest).
 	ProfileEvents(ctx context.Context, workspaceID int64, keyIDs []int64, before int64, limit int) ([]StoredEvent, error)
+	// TimelineSeqs returns the positions the keys' stored timelines list,
+	// ascending, each once (the events may be gone since).
+	TimelineSeqs(ctx context.Context, keyIDs []int64) ([]int64, error)
 	// EventsBySeq returns the workspace's events at the given log positions
 	// (missing ones left out), in Seq order.
 	EventsBySeq(ctx context.Context, workspaceID int64, seqs []int64) ([]StoredEvent, error)

@@ -214,6 +214,9 @@ type lazyWriter struct {
 }
 
 func (l *lazyWriter) Write(p []byte) (int, error) {
+	// A large package takes longer than the server's write timeout: each
+	// chunk gets a minute of its own instead.
+	http.NewResponseController(l.w).SetWriteDeadline(time.Now().Add(time.Minute))
 	if !l.started {
 		l.started = true
 		h := l.w.Header()

@@ -871,3 +871,26 @@ func (db *DB) SetMembers(ctx context.Context, workspaceID int64, members map[int
 	}
 	return err
 }
+
+// TimelineSeqs returns the positions the keys' timelines list, ascending.
+func (db *DB) TimelineSeqs(ctx context.Context, keyIDs []int64) ([]int64, error) {
+	if len(keyIDs) == 0 {
+		return nil, nil
+	}
+	rows, err := db.pool.Query(ctx, `SELECT seqs FROM timeline WHERE key_id = ANY($1::bigint[])`, keyIDs)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: timeline: %w", err)
+	}
+	var seqs []int64
+	var packed []byte
+	_, err = pgx.ForEachRow(rows, []any{&packed}, func() error {
+		run, err := unpackSeqs(packed)
+		seqs = append(seqs, run...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: timeline: %w", err)
+	}
+	slices.Sort(seqs)
+	return slices.Compact(seqs), nil
+}

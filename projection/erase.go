@@ -80,12 +80,79 @@ func (s *Service) Erase(ctx context.Context, es ErasureStore, ws int64, blind []
 	return true, err
 }
 
-// Find returns the subject holding the identifier blind, nil if none.
+// Find returns the subject holding the identifier blind, nil if none: its
+// profiles, identities, keys and foreign timelines, not its events' positions
+// (EachEvent over KeyIDs and TimelineKeys reads the events).
 func (s *Service) Find(ctx context.Context, es ErasureStore, ws int64, blind []byte) (*Subject, error) {
-	return s.subject(ctx, es, ws, blind)
+	return s.find(ctx, es, ws, blind)
 }
 
+// subject is Find with every event position, and the foreign keys that are
+// the subject's alone among its KeyIDs: what an erasure or a re-keying needs.
 func (s *Service) subject(ctx context.Context, es ErasureStore, ws int64, blind []byte) (*Subject, error) {
+	sub, err := s.find(ctx, es, ws, blind)
+	if err != nil || sub == nil {
+		return sub, err
+	}
+	// Events applied to the profiles under keys that are not theirs (the
+	// foreign timelines): a key all of whose events are the subject's is the
+	// subject's too; the others' events go, their keys stay.
+	fseqs, err := s.allSeqs(ctx, sub.TimelineKeys)
+	if err != nil {
+		return nil, err
+	}
+	inForeign := make(map[int64]bool, len(fseqs))
+	foreign := map[int64][]int64{}
+	for start := 0; start < len(fseqs); start += 1000 {
+		evs, err := s.store.EventsBySeq(ctx, ws, fseqs[start:min(start+1000, len(fseqs))])
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			inForeign[e.Seq] = true
+			if !slices.Contains(sub.KeyIDs, e.KeyID) {
+				foreign[e.KeyID] = append(foreign[e.KeyID], e.Seq)
+			}
+		}
+	}
+	for k, seqs := range foreign {
+		all, err := s.allSeqs(ctx, []int64{k})
+		if err != nil {
+			return nil, err
+		}
+		if !slices.ContainsFunc(all, func(q int64) bool { return !inForeign[q] }) {
+			sub.KeyIDs = append(sub.KeyIDs, k)
+		} else {
+			sub.ForeignSeqs = append(sub.ForeignSeqs, seqs...)
+		}
+	}
+	sks, err := s.store.FindSubjectKeysByID(ctx, ws, sub.KeyIDs)
+	if err != nil {
+		return nil, err
+	}
+	for _, sk := range sks {
+		sub.KeyBlinds = append(sub.KeyBlinds, sk.Blind)
+	}
+	sub.Seqs, err = s.allSeqs(ctx, sub.KeyIDs)
+	return sub, err
+}
+
+// allSeqs returns the positions the keys' timelines list, stored and still
+// in memory, ascending.
+func (s *Service) allSeqs(ctx context.Context, keys []int64) ([]int64, error) {
+	seqs, err := s.store.TimelineSeqs(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	if mem := s.pendingSeqs(keys); len(mem) > 0 {
+		seqs = append(seqs, mem...)
+		slices.Sort(seqs)
+		seqs = slices.Compact(seqs)
+	}
+	return seqs, nil
+}
+
+func (s *Service) find(ctx context.Context, es ErasureStore, ws int64, blind []byte) (*Subject, error) {
 	found, err := s.store.FindIdentities(ctx, ws, [][]byte{blind})
 	if err != nil {
 		return nil, err
@@ -154,93 +221,31 @@ func (s *Service) subject(ctx context.Context, es ErasureStore, ws int64, blind 
 		}
 		sub.Values = append(sub.Values, trustloop.Identifier{Type: ir.Type, Value: string(v)})
 	}
-	// Events applied to the profiles under keys that are not theirs (the
-	// foreign timelines): a key all of whose events are the subject's is the
-	// subject's too; the others' events go, their keys stay.
 	for _, id := range sub.ProfileIDs {
 		sub.TimelineKeys = append(sub.TimelineKeys, ForeignKey(id))
 	}
-	foreign := map[int64][]int64{}
-	err = s.positions(ctx, ws, sub.TimelineKeys, func(e trustloop.StoredEvent) {
-		if !slices.Contains(sub.KeyIDs, e.KeyID) {
-			foreign[e.KeyID] = append(foreign[e.KeyID], e.Seq)
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	for k, seqs := range foreign {
-		all := 0
-		if err := s.positions(ctx, ws, []int64{k}, func(trustloop.StoredEvent) { all++ }); err != nil {
-			return nil, err
-		}
-		if all == len(seqs) {
-			sub.KeyIDs = append(sub.KeyIDs, k)
-		} else {
-			sub.ForeignSeqs = append(sub.ForeignSeqs, seqs...)
-		}
-	}
-	sks, err := s.store.FindSubjectKeysByID(ctx, ws, sub.KeyIDs)
-	if err != nil {
-		return nil, err
-	}
-	for _, sk := range sks {
-		sub.KeyBlinds = append(sub.KeyBlinds, sk.Blind)
-	}
-	// The events' positions, from the subject keys' timelines (complete: the
-	// caller flushed).
-	err = s.positions(ctx, ws, sub.KeyIDs, func(e trustloop.StoredEvent) { sub.Seqs = append(sub.Seqs, e.Seq) })
-	return sub, err
-}
-
-// positions calls fn with every stored event of the timelines of keys.
-func (s *Service) positions(ctx context.Context, ws int64, keys []int64, fn func(trustloop.StoredEvent)) error {
-	for before := int64(0); ; {
-		page, err := s.store.ProfileEvents(ctx, ws, keys, before, 1000)
-		if err != nil {
-			return err
-		}
-		for _, e := range page {
-			fn(e)
-		}
-		if len(page) < 1000 {
-			return nil
-		}
-		before = page[len(page)-1].Seq
-	}
+	return sub, nil
 }
 
 // EachEvent calls fn with every event of the subject keys, newest first,
 // opened, a page at a time (bounded memory however many there are): the
 // stored timelines and the positions still held in memory.
 func (s *Service) EachEvent(ctx context.Context, ws int64, keyIDs []int64, fn func(e trustloop.StoredEvent, env *collect.Envelope) error) error {
+	// The positions once (8 bytes each), then the events a page at a time:
+	// memory and time stay linear in the number of events.
+	seqs, err := s.allSeqs(ctx, keyIDs)
+	if err != nil {
+		return err
+	}
+	slices.Reverse(seqs)
 	keys := map[int64]keyring.Key{}
-	mem := s.pendingSeqs(keyIDs)
-	slices.Sort(mem)
 	const page = 500
-	for before := int64(0); ; {
-		evs, err := s.store.ProfileEvents(ctx, ws, keyIDs, before, page)
+	for start := 0; start < len(seqs); start += page {
+		evs, err := s.store.EventsBySeq(ctx, ws, seqs[start:min(start+page, len(seqs))])
 		if err != nil {
 			return err
 		}
-		// Positions in memory are newer than any written run of their key,
-		// but not necessarily than other keys' runs: merge them in by position.
-		var take []int64
-		low := int64(0)
-		if len(evs) == page {
-			low = evs[len(evs)-1].Seq
-		}
-		for len(mem) > 0 && mem[len(mem)-1] > low && (before <= 0 || mem[len(mem)-1] < before) {
-			take = append(take, mem[len(mem)-1])
-			mem = mem[:len(mem)-1]
-		}
-		if len(take) > 0 {
-			more, err := s.store.EventsBySeq(ctx, ws, take)
-			if err != nil {
-				return err
-			}
-			evs = newestFirst(append(evs, more...), len(evs)+len(more))
-		}
+		slices.Reverse(evs) // EventsBySeq gives them ascending
 		// Keys by the events' own key ids: a foreign timeline lists events
 		// sealed under keys not in keyIDs.
 		var need []int64
@@ -269,9 +274,9 @@ func (s *Service) EachEvent(ctx context.Context, ws int64, keyIDs []int64, fn fu
 				return err
 			}
 		}
-		if len(evs) == 0 || low == 0 {
-			return nil
+		if len(keys) > 10_000 {
+			clear(keys)
 		}
-		before = low
 	}
+	return nil
 }

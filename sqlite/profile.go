@@ -706,3 +706,28 @@ func (db *DB) FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []
 		})
 	return out, err
 }
+
+// TimelineSeqs returns the positions the keys' timelines list, ascending.
+func (db *DB) TimelineSeqs(ctx context.Context, keyIDs []int64) ([]int64, error) {
+	if len(keyIDs) == 0 {
+		return nil, nil
+	}
+	rows, err := db.read.QueryContext(ctx, `SELECT seqs FROM timeline WHERE key_id IN (`+marks(len(keyIDs))+`)`, int64Args(keyIDs)...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: timeline: %w", err)
+	}
+	defer rows.Close()
+	var seqs []int64
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("sqlite: timeline: %w", err)
+		}
+		seqs = append(seqs, unpackSeqs(b)...)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: timeline: %w", err)
+	}
+	slices.Sort(seqs)
+	return slices.Compact(seqs), nil
+}
