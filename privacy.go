@@ -337,9 +337,16 @@ type ErasureStore interface {
 	RetentionStore
 	RekeyStore
 	// Erase deletes everything e names in one transaction and returns the
-	// counts. Then, on SQLite, it checkpoints and truncates the WAL so no old
-	// page image of the deleted rows stays in it.
+	// counts. An error means nothing was committed.
 	Erase(ctx context.Context, e *Erasure) (ErasureCounts, error)
+	// ScrubLog makes sure no file of the store keeps old images of rows an
+	// erasure or a rekey removed: on SQLite it checkpoints and truncates the
+	// WAL (secure_delete already zeroed the cells in the database pages); on
+	// PostgreSQL there is nothing the client can do (the server's WAL and
+	// dead tuples are its own; see docs/privacy.md). It is separate from Erase
+	// and Rekey so that a failure here (readers holding old snapshots) cannot
+	// be mistaken for an uncommitted erasure: the caller retries it alone.
+	ScrubLog(ctx context.Context) error
 	// FindSubjectKeysByID returns stored subject keys by id; unknown ones are
 	// missing.
 	FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []int64) (map[int64]SubjectKey, error)
@@ -379,7 +386,7 @@ type Rekey struct {
 
 // RekeyStore writes a Rekey.
 type RekeyStore interface {
-	// Rekey writes everything r names in one transaction (on SQLite then
-	// truncating the WAL, as Erase does).
+	// Rekey writes everything r names in one transaction; an error means
+	// nothing was committed. The caller then calls ScrubLog, as after Erase.
 	Rekey(ctx context.Context, r *Rekey) error
 }

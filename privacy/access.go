@@ -73,6 +73,7 @@ func (s *Service) rectify(ctx context.Context, r *trustloop.PrivacyRequest) erro
 		return s.complete(ctx, r, false, map[string]any{"found": false})
 	}
 	if done {
+		s.scrub(ctx, r.WorkspaceID)
 		s.audit(ctx, r, trustloop.AuditActor{}, "completed")
 	}
 	return nil

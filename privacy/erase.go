@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -22,9 +22,13 @@ import (
 // backup or a WAL frame is ciphertext without a key) and deletes the events,
 // identities, profiles (merged ones too), merges, timelines, memberships,
 // consent chains and receipts, the audit pseudonym and whom other requests
-// named, and completes the request with its counts and signed receipt. Then
-// it truncates SQLite's WAL, drops the subject from every cache and calls the
-// derived models' hooks.
+// named, and completes the request with its counts and signed receipt. The
+// derived models' hooks run just before that transaction (a failing hook
+// stops the erasure before anything is deleted). After the commit nothing can
+// fail the erasure any more: memory forgets the subject, suppression starts,
+// the WAL is truncated and the audit log records it; a truncation or an
+// audit append that fails is retried as a job of its own (scrubLater,
+// auditLater), since the request is already complete.
 
 // ReceiptType is the JWS type of erasure receipts.
 const ReceiptType = "trustloop-erasure-receipt+json"
@@ -67,6 +71,12 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 			counts trustloop.ErasureCounts
 		)
 		run := func() error {
+			hook.Blinds, hook.KeyIDs, hook.ProfileIDs = plan.Blinds, plan.KeyIDs, plan.ProfileIDs
+			for _, h := range s.OnErase {
+				if err := h(ctx, hook); err != nil {
+					return fmt.Errorf("privacy: a derived model could not forget the subject (nothing erased yet; the request is retried): %w", err)
+				}
+			}
 			plan.Complete = func(c trustloop.ErasureCounts) (*trustloop.PrivacyRequest, error) {
 				return s.completeErasure(r, found, c, start)
 			}
@@ -123,17 +133,9 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 		if err != nil {
 			return ingest.Outcome{Erased: plan.Blinds}, err
 		}
+		// Committed: from here on nothing fails the erasure.
 		s.Ingest.Suppress(ws, plan.Suppress)
-		hook.Blinds, hook.KeyIDs, hook.ProfileIDs = plan.Blinds, plan.KeyIDs, plan.ProfileIDs
-		var herr error
-		for _, h := range s.OnErase {
-			herr = errors.Join(herr, h(ctx, hook))
-		}
-		if herr != nil {
-			// The rows are gone and the request completed; a model that
-			// could not forget is the operator's to fix, loudly.
-			s.Log.Error("a derived model failed to forget an erased subject", "request", r.ID, "err", herr)
-		}
+		s.scrub(ctx, ws)
 		s.Log.Info("erasure completed", "request", r.ID, "events", counts.Events, "seconds", time.Since(start).Seconds())
 		s.audit(ctx, r, trustloop.AuditActor{}, "completed")
 		return ingest.Outcome{Erased: plan.Blinds}, nil

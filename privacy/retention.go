@@ -147,7 +147,11 @@ func (s *Service) Retention(ctx context.Context, ws int64) (RetentionResult, err
 					using = append(using, p) // an unknown purpose is kept, not guessed
 				}
 			}
-			if until, ok := retainUntil(days, using, e.ReceivedAt); ok && now.After(until) {
+			if len(env.Purposes) > 0 && len(using) == 0 {
+				// Collected for purposes none of which may use it any more
+				// (the catalog changed since): nothing keeps it.
+				expired = append(expired, e.Seq)
+			} else if until, ok := retainUntil(days, using, e.ReceivedAt); ok && now.After(until) {
 				expired = append(expired, e.Seq)
 			}
 		}

@@ -1,6 +1,7 @@
 package privacy_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -61,5 +62,51 @@ func TestRetentionSweep(t *testing.T) {
 	// A second sweep finds nothing more to do.
 	if res, err := h.svc.Retention(bg, h.ws); err != nil || res.EventsDeleted != 0 || res.ConsentExpired != 0 {
 		t.Fatalf("a second sweep: %+v %v", res, err)
+	}
+}
+
+// An event collected for purposes none of which may use it any more (the
+// catalog changed since) is kept by nothing: the next sweep that reaches it
+// deletes it, while the contract's identify stays.
+func TestRetentionOfEventsNoPurposeMayUse(t *testing.T) {
+	h := newHarness(t)
+	h.ingest("",
+		`{"type":"identify","messageId":"n1","userId":"np-user","traits":{"email":"np@example.org"}}`,
+		`{"type":"page","messageId":"n2","userId":"np-user","name":"Home"}`)
+	stored := h.events()
+	cur, err := h.consent.Catalog(bg, h.ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *cur.Catalog
+	c.Purposes = slices.Clone(c.Purposes)
+	for i := range c.Purposes {
+		p := &c.Purposes[i]
+		p.Categories = slices.DeleteFunc(slices.Clone(p.Categories), func(s string) bool { return s == trustloop.CategoryBehavior })
+		if p.RetentionDays > 0 {
+			p.RetentionDays = 30
+		}
+	}
+	if _, err := h.consent.PutCatalog(bg, h.ws, &c, cur.Catalog.Version); err != nil {
+		t.Fatal(err)
+	}
+	// 40 days on: past the shortest retention, far from what the purposes
+	// would have kept a page view for before the change (395 days).
+	h.skew.Store(int64(40 * 24 * time.Hour))
+	res, err := h.svc.Retention(bg, h.ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.EventsDeleted != 1 || h.events() != stored-1 {
+		t.Fatalf("sweep: %+v, %d of %d events left; want the page view deleted", res, h.events(), stored)
+	}
+	evs, err := h.db.ListEvents(bg, h.ws, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Type == trustloop.EventPage {
+			t.Error("a page view no purpose may use outlived the sweep")
+		}
 	}
 }

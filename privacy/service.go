@@ -38,9 +38,14 @@ type Ingest interface {
 
 // Erased tells a derived model (the recommender, destinations' queues) that a
 // subject is gone: it must remove the subject's whole contribution before it
-// returns. The service calls every registered hook after the store's erasure
-// committed, while the collector still holds its writer, so no event of the
-// subject can reach a model in between.
+// returns. The service calls every registered hook just before the store's
+// erasure transaction, while the collector holds its writer, so no event of
+// the subject can reach a model from then on. A hook that fails stops the
+// erasure before anything is deleted, and the request is retried: a hook
+// must be idempotent (forgetting someone it no longer knows is no error).
+// Forgetting first errs on the customer's side: if the transaction then
+// fails, a model has forgotten someone whose data is still held until the
+// retry, never the other way round.
 type Erased struct {
 	WorkspaceID int64
 	Blinds      [][]byte
@@ -356,17 +361,9 @@ func (s *Service) audit(ctx context.Context, r *trustloop.PrivacyRequest, actor 
 	if s.Audit == nil {
 		return
 	}
-	if actor.Kind == "" {
-		actor = trustloop.AuditActor{Kind: trustloop.ActorComponent, ID: "component:privacy"}
-	}
-	kind := trustloop.AuditPrivacyRequest
-	if r.Type == trustloop.RequestErasure && step == "completed" {
-		kind = trustloop.AuditErasure
-	}
-	e := trustloop.AuditEntry{WorkspaceID: r.WorkspaceID, Time: s.now(), Kind: kind, Actor: actor,
-		Action: "privacy_request " + r.Type + " " + step, Detail: "request " + r.ID}
-	if err := s.Audit.Append(ctx, e); err != nil {
-		s.Log.Error("recording a privacy request step in the audit log failed", "step", step, "err", err)
+	if err := s.Audit.Append(ctx, s.auditEntry(r, actor, step)); err != nil {
+		s.Log.Error("recording a privacy request step in the audit log failed; retried as a job", "step", step, "err", err)
+		s.later(ctx, &trustloop.Job{WorkspaceID: r.WorkspaceID, Kind: AuditKind, Ref: auditRef(r, step, actor)})
 	}
 }
 

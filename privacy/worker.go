@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -18,8 +19,17 @@ import (
 // it once the lease runs out. Every handler is idempotent: a request picked up
 // again after a crash is worked on from its stored state.
 
-// lease is how long a worker holds a job without reporting progress.
-const lease = 2 * time.Minute
+// lease is how long a worker holds a job without reporting progress; a
+// running job reports it every heartbeat, so a live worker keeps its job
+// however long it runs, and a dead one loses it within a lease. maxJobTime
+// bounds one attempt (the erasure of a profile with 100,000 events takes
+// under a second; an access package of millions of events is counted in
+// minutes).
+const (
+	lease      = 2 * time.Minute
+	heartbeat  = 20 * time.Second
+	maxJobTime = 30 * time.Minute
+)
 
 // Run works on requests until ctx ends.
 func (s *Service) Run(ctx context.Context) {
@@ -73,7 +83,7 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 	if worker == "" {
 		worker = "worker"
 	}
-	job, err := s.Store.ClaimJob(ctx, worker, []string{JobKind, RetentionKind}, s.now(), lease)
+	job, err := s.Store.ClaimJob(ctx, worker, []string{JobKind, RetentionKind, ScrubKind, AuditKind}, s.now(), lease)
 	if err != nil || job == nil {
 		return false, err
 	}
@@ -81,9 +91,11 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 	// A job once taken is finished even if the process is asked to stop: an
 	// erasure is one transaction either way, but its request should not wait
 	// for a lease to run out.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lease)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), maxJobTime)
 	defer cancel()
+	beat := s.keepLease(pctx, cancel, job.ID, worker)
 	perr := s.process(pctx, job)
+	beat()
 	state, msg, at := trustloop.JobDone, "", time.Time{}
 	if perr != nil {
 		// Retried with backoff; the message keeps only the error's code and
@@ -117,7 +129,44 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+// keepLease extends the job's lease every heartbeat until the returned stop
+// is called. A worker that finds the job no longer its own (its lease ran out
+// while it was stalled and another worker took it) cancels its work: two
+// workers must not run one job at once.
+func (s *Service) keepLease(ctx context.Context, cancel context.CancelFunc, id int64, worker string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			err := s.Store.ProgressJob(ctx, id, worker, "running", s.now().Add(lease))
+			if trustloop.ErrorCode(err) == trustloop.ECONFLICT {
+				s.Log.Error("a job's lease was lost; its work is cancelled", "job", id)
+				cancel()
+				return
+			} else if err != nil && ctx.Err() == nil {
+				s.Log.Error("extending a job's lease failed", "job", id, "err", err)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
 func (s *Service) process(ctx context.Context, job *trustloop.Job) error {
+	switch job.Kind {
+	case ScrubKind, AuditKind:
+		return s.followUp(ctx, job)
+	}
 	if job.Kind == RetentionKind {
 		res, err := s.Retention(ctx, job.WorkspaceID)
 		if err == nil {

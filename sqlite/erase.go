@@ -10,20 +10,23 @@ import (
 	"github.com/trustloop/trustloop"
 )
 
-// Erase removes a subject in one transaction on the writer connection, then
-// truncates the WAL. secure_delete (set on every connection that writes)
-// overwrites the deleted cells in the database pages, and the truncation drops
-// the WAL frames that still held their old images, so after Erase returns no
-// file of the store holds a deleted row's bytes. Payloads in segment files
-// stay: they are ciphertext whose key this transaction destroys.
+// Erase removes a subject in one transaction on the writer connection.
+// secure_delete (set on every connection that writes) overwrites the deleted
+// cells in the database pages; ScrubLog, called next, drops the WAL frames
+// that still hold their old images, so that then no file of the store holds a
+// deleted row's bytes. Payloads in segment files stay: they are ciphertext
+// whose key this transaction destroys.
 func (db *DB) Erase(ctx context.Context, e *trustloop.Erasure) (trustloop.ErasureCounts, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	c, err := db.erase(ctx, e)
-	if err != nil {
-		return c, err
-	}
-	return c, db.truncateWAL(ctx)
+	return db.erase(ctx, e)
+}
+
+// ScrubLog checkpoints and truncates the WAL, between two writes.
+func (db *DB) ScrubLog(ctx context.Context) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.truncateWAL(ctx)
 }
 
 // truncateWAL folds the WAL into the database and truncates it, under db.mu.
@@ -45,8 +48,8 @@ func (db *DB) truncateWAL(ctx context.Context) error {
 	}
 }
 
-// Rekey rewrites a subject under fresh keys in one transaction, then
-// truncates the WAL. A rewritten payload goes into its row (the segment file
+// Rekey rewrites a subject under fresh keys in one transaction (ScrubLog
+// then drops the WAL frames of the old ciphertext). A rewritten payload goes into its row (the segment file
 // keeps the old ciphertext, whose key this transaction replaces).
 func (db *DB) Rekey(ctx context.Context, r *trustloop.Rekey) error {
 	db.mu.Lock()
@@ -90,7 +93,7 @@ func (db *DB) Rekey(ctx context.Context, r *trustloop.Rekey) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: rekey: %w", err)
 	}
-	return db.truncateWAL(ctx)
+	return nil
 }
 
 func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.ErasureCounts, err error) {

@@ -371,12 +371,18 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 	}
 	// Suppression entries earlier erasures left are refused at the door.
-	for _, ws := range wss {
-		hashes, err := m.Store.Suppressions(ctx, ws.ID)
-		if err != nil {
-			return err
+	loadSuppressions := func(ctx context.Context, wss []*trustloop.Workspace) error {
+		for _, ws := range wss {
+			hashes, err := m.Store.Suppressions(ctx, ws.ID)
+			if err != nil {
+				return err
+			}
+			m.Pipeline.Suppress(ws.ID, hashes)
 		}
-		m.Pipeline.Suppress(ws.ID, hashes)
+		return nil
+	}
+	if err := loadSuppressions(ctx, wss); err != nil {
+		return err
 	}
 	host, _ := os.Hostname()
 	m.Privacy = &privacy.Service{Store: m.Store, Keys: m.Keyring, Consent: m.Consent, Profiles: profiles, Audit: m.Audit,
@@ -396,6 +402,30 @@ func (m *Main) Open(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(context.Background())
 	workDone := make(chan struct{})
 	go func() { m.Privacy.Run(workCtx); close(workDone) }()
+	if m.DatabaseURL != "" {
+		// Several nodes may share a PostgreSQL store: an erasure with
+		// suppression on another node reaches this one's door within
+		// suppressionReload (this node's in-flight events of the subject are
+		// not covered; see docs/privacy.md).
+		go func() {
+			t := time.NewTicker(suppressionReload)
+			defer t.Stop()
+			for {
+				select {
+				case <-workCtx.Done():
+					return
+				case <-t.C:
+				}
+				wss, err := m.Store.ListWorkspaces(workCtx)
+				if err == nil {
+					err = loadSuppressions(workCtx, wss)
+				}
+				if err != nil && workCtx.Err() == nil {
+					m.Log.Error("reloading suppressions failed", "err", err)
+				}
+			}
+		}()
+	}
 	m.stopPrivacy = func() { stopWork(); <-workDone }
 	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Consent: m.Consent, Audit: m.Audit,
 		Privacy: m.Privacy, Metrics: m.Metrics, Log: m.Log,
@@ -458,6 +488,10 @@ func (m *Main) bootstrap(ctx context.Context) error {
 		writeKey, adminKey, path)
 	return nil
 }
+
+// suppressionReload is how often a node on a shared PostgreSQL store reads
+// the suppression entries other nodes' erasures stored.
+const suppressionReload = 10 * time.Second
 
 const tokenAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 

@@ -1,0 +1,123 @@
+package privacy_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/privacy"
+	"github.com/trustloop/trustloop/sqlite"
+)
+
+// A derived model that cannot forget stops the erasure before anything is
+// deleted; the retry, once the model can, erases and tells it whom.
+func TestErasureWaitsForDerivedModels(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	sue, bob := newPerson("s", "Sue"), newPerson("b", "Bob")
+	h.history(sue)
+	h.history(bob)
+	before := h.events()
+	var down atomic.Bool
+	down.Store(true)
+	var told []privacy.Erased
+	h.svc.OnErase = []func(context.Context, privacy.Erased) error{func(_ context.Context, e privacy.Erased) error {
+		if down.Load() {
+			return errors.New("model unavailable")
+		}
+		told = append(told, e)
+		return nil
+	}}
+	r := h.create(privacy.NewRequest{Type: trustloop.RequestErasure, Identifier: "user_id:" + sue.user, VerifiedBy: "key:1"})
+	if n := h.work(); n != 1 {
+		t.Fatalf("the worker ran %d jobs, want 1", n)
+	}
+	if got := h.get(r.ID); got.Status != trustloop.RequestInProgress {
+		t.Fatalf("with the model down the request is %s, want in_progress", got.Status)
+	}
+	if got := h.events(); got != before {
+		t.Fatalf("%d events deleted while a model could not forget", before-got)
+	}
+	if _, err := h.lookup(trustloop.IDUserID, sue.user); err != nil {
+		t.Fatalf("the profile went while a model could not forget: %v", err)
+	}
+	down.Store(false)
+	h.skew.Store(int64(time.Minute)) // past the retry's backoff
+	if n := h.work(); n != 1 {
+		t.Fatalf("the retry: the worker ran %d jobs, want 1", n)
+	}
+	if got := h.get(r.ID); got.Status != trustloop.RequestCompleted {
+		t.Fatalf("after the retry the request is %s", got.Status)
+	}
+	if len(told) != 1 || len(told[0].KeyIDs) == 0 || len(told[0].Blinds) == 0 || len(told[0].ProfileIDs) == 0 {
+		t.Fatalf("the model was told %+v", told)
+	}
+	if _, err := h.lookup(trustloop.IDUserID, sue.user); trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
+		t.Fatalf("lookup after the erasure: %v", err)
+	}
+	if _, err := h.lookup(trustloop.IDUserID, bob.user); err != nil {
+		t.Fatalf("the other customer: %v", err)
+	}
+}
+
+// scrubFails is the store with a WAL truncation that fails n times (a reader
+// holding an old snapshot).
+type scrubFails struct {
+	*sqlite.DB
+	n     *atomic.Int32
+	calls *atomic.Int32
+}
+
+func (s scrubFails) ScrubLog(ctx context.Context) error {
+	s.calls.Add(1)
+	if s.n.Add(-1) >= 0 {
+		return errors.New("sqlite: the WAL could not be truncated (readers busy)")
+	}
+	return s.DB.ScrubLog(ctx)
+}
+
+// A truncation that fails after the erasure committed does not undo or
+// hide the erasure: the request is complete with its receipt, suppression
+// holds, and the truncation is retried as a job of its own until it works.
+func TestScrubRetriedAfterErasure(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	sue := newPerson("s", "Sue")
+	h.history(sue)
+	st := scrubFails{DB: h.db, n: new(atomic.Int32), calls: new(atomic.Int32)}
+	st.n.Store(2)
+	h.svc.Store = st
+	r := h.create(privacy.NewRequest{Type: trustloop.RequestErasure, Identifier: "user_id:" + sue.user, Suppress: true, VerifiedBy: "key:1"})
+	// The erasure, then the scrub job it queued, which fails once more.
+	if n := h.work(); n != 2 {
+		t.Fatalf("the worker ran %d jobs, want the erasure and the scrub", n)
+	}
+	if r = h.get(r.ID); r.Status != trustloop.RequestCompleted || r.Receipt == "" || st.calls.Load() != 2 {
+		t.Fatalf("request %s, receipt %q, %d truncations", r.Status, r.Receipt, st.calls.Load())
+	}
+	jobs, err := h.db.JobsOf(bg, h.ws, privacy.ScrubKind)
+	if err != nil || len(jobs) != 1 || jobs[0].State != trustloop.JobQueued || jobs[0].Attempts != 1 {
+		t.Fatalf("scrub jobs after two failed truncations: %+v %v", jobs, err)
+	}
+	// Suppression started although the truncation failed.
+	before := h.events()
+	h.ingest("", `{"type":"track","messageId":"again-`+sue.user+`","userId":`+q(sue.user)+`,"event":"Product Viewed"}`)
+	if h.events() != before {
+		t.Fatal("a suppressed customer's event was stored")
+	}
+	// Past its backoff the job runs again, and works.
+	h.skew.Store(int64(time.Hour))
+	if n := h.work(); n != 1 {
+		t.Fatalf("the retry: the worker ran %d jobs", n)
+	}
+	jobs, err = h.db.JobsOf(bg, h.ws, privacy.ScrubKind)
+	if err != nil || len(jobs) != 1 || jobs[0].State != trustloop.JobDone || jobs[0].Attempts != 2 {
+		t.Fatalf("scrub job after the retries: %+v %v", jobs, err)
+	}
+	if st.calls.Load() != 3 {
+		t.Fatalf("%d truncations, want 3", st.calls.Load())
+	}
+}
