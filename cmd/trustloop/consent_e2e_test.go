@@ -22,6 +22,15 @@ import (
 // api calls the server's API with the bootstrap admin key.
 func api(t *testing.T, s *server, method, path string, body any, headers ...string) (int, map[string]any) {
 	t.Helper()
+	code, raw := apiRaw(t, s, method, path, body, headers...)
+	var v map[string]any
+	json.Unmarshal(raw, &v)
+	return code, v
+}
+
+// apiRaw calls the API with the admin key and returns the raw body.
+func apiRaw(t *testing.T, s *server, method, path string, body any, headers ...string) (int, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -37,10 +46,11 @@ func api(t *testing.T, s *server, method, path string, body any, headers ...stri
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var v map[string]any
-	raw, _ := io.ReadAll(res.Body)
-	json.Unmarshal(raw, &v)
-	return res.StatusCode, v
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.StatusCode, raw
 }
 
 // postBatchWith posts a batch with extra headers (Sec-GPC).

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -38,15 +40,16 @@ func newPerson(run, tag string) person {
 		phone: fmt.Sprintf("+4915%08d", (int(run[0])*7919+int(tag[0])*104729)%100000000), device: "dev-" + tag + "-" + run}
 }
 
-// messages: anonymous browsing, login (merge), a second device joined by
-// email (merge), an order, a consent banner choice.
+// messages: anonymous browsing on one device, browsing on a second device
+// that names the email (a second profile), login on the first device with the
+// email (the two profiles merge), an order, a consent banner choice.
 func (p person) messages(run string) []string {
 	return []string{
 		fmt.Sprintf(`{"type":"page","messageId":"pg-%s-%s","anonymousId":%q,"name":"Home","context":{"device":{"id":%q}}}`, p.user, run, p.anon, p.device),
-		fmt.Sprintf(`{"type":"identify","messageId":"id-%s-%s","anonymousId":%q,"userId":%q,"traits":{"email":%q,"name":%q,"phone":%q}}`,
-			p.user, run, p.anon, p.user, p.email, p.name, p.phone),
 		fmt.Sprintf(`{"type":"track","messageId":"tr-%s-%s","anonymousId":%q,"event":"Product Viewed","properties":{"product_id":"sku-9","category":"Boots"},"context":{"traits":{"email":%q}}}`,
 			p.user, run, p.anon2, p.email),
+		fmt.Sprintf(`{"type":"identify","messageId":"id-%s-%s","anonymousId":%q,"userId":%q,"traits":{"email":%q,"name":%q,"phone":%q}}`,
+			p.user, run, p.anon, p.user, p.email, p.name, p.phone),
 		fmt.Sprintf(`{"type":"track","messageId":"oc-%s-%s","userId":%q,"event":"Order Completed","properties":{"revenue":42,"shipping_name":%q}}`,
 			p.user, run, p.user, p.name),
 		fmt.Sprintf(`{"type":"track","messageId":"cp-%s-%s","userId":%q,"event":"Segment Consent Preference Updated","context":{"consent":{"categoryPreferences":{"Advertising":false,"Analytics":true}}}}`,
@@ -98,28 +101,79 @@ func keysOf(t *testing.T, keys *keyring.Keyring, find func([][]byte) (map[string
 	return sb
 }
 
-// scanDir fails if any file under dir holds one of the needles.
-func scanDir(t *testing.T, dir, when string, minFiles int, needles map[string][]byte) {
+// scanDir returns, for each needle found in a file under dir, the files that
+// hold it. It fails if fewer than minFiles files were read.
+func scanDir(t *testing.T, dir, when string, minFiles int, needles map[string][]byte) map[string][]string {
 	t.Helper()
 	files := 0
-	filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+	found := map[string][]string{}
+	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() {
 			return err
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		files++
 		for what, n := range needles {
 			if bytes.Contains(b, n) {
-				t.Errorf("%s: %s found in %s", when, what, path)
+				found[what] = append(found[what], path)
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatalf("%s: scanning %s: %v", when, dir, err)
+	}
 	if files < minFiles {
 		t.Fatalf("%s: only %d files scanned", when, files)
+	}
+	return found
+}
+
+// noneFound reports every needle a scan found.
+func noneFound(t *testing.T, when string, found map[string][]string) {
+	t.Helper()
+	names := make([]string, 0, len(found))
+	for what := range found {
+		names = append(names, what)
+	}
+	sort.Strings(names)
+	for _, what := range names {
+		t.Errorf("%s: %s found in %v", when, what, found[what])
+	}
+}
+
+// allFound is the positive control: the scan finds every blind index and every
+// wrapped key of the customer before the erasure, so it can fail after it.
+func allFound(t *testing.T, when string, found map[string][]string, sb secretBytes) {
+	t.Helper()
+	var want []string
+	for i := range sb.blinds {
+		want = append(want, fmt.Sprintf("blind index %d", i))
+	}
+	for i := range sb.wrapped {
+		want = append(want, fmt.Sprintf("wrapped key %d", i))
+	}
+	for _, what := range want {
+		if len(found[what]) == 0 {
+			t.Errorf("%s: positive control: the scan does not find %s", when, what)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// noValues fails if a raw response body holds any of the customer's plaintext
+// values.
+func noValues(t *testing.T, what string, raw []byte, p person) {
+	t.Helper()
+	for _, v := range p.values() {
+		if bytes.Contains(raw, []byte(v)) {
+			t.Errorf("%s after the erasure holds %q: %s", what, v, raw)
+		}
 	}
 }
 
@@ -200,6 +254,32 @@ func erasureEndToEnd(t *testing.T, extra ...string) {
 	if code, v := api(t, s, "GET", "/v1/profiles/"+pid+"/data-uses", nil); code != 200 || len(v["data"].([]any)) == 0 {
 		t.Fatalf("data uses: %d %v", code, v)
 	}
+	// The profiles merged away into pid (the customer browsed on two devices
+	// before logging in).
+	code, ms := api(t, s, "GET", "/v1/profiles/"+pid+"/merges?purpose=essential", nil)
+	if code != 200 {
+		t.Fatalf("GET merges answered %d: %v", code, ms)
+	}
+	var merged []string
+	for _, m := range ms["data"].([]any) {
+		m := m.(map[string]any)
+		if from, _ := m["from"].(string); from != "" && from != pid && !slices.Contains(merged, from) {
+			merged = append(merged, from)
+		}
+	}
+	if len(merged) == 0 {
+		t.Fatalf("the customer's profile has no merges: %v", ms)
+	}
+	// An audience both customers belong to (one order each).
+	code, aud := api(t, s, "POST", "/v1/audiences", map[string]any{"name": "Buyers " + run, "rule": "computed.order_count >= 1"})
+	if code != 201 {
+		t.Fatalf("POST audience answered %d: %v", code, aud)
+	}
+	membersPath := fmt.Sprintf("/v1/audiences/%.0f/members?purpose=analytics&limit=500", aud["id"].(float64))
+	code, mem := api(t, s, "GET", membersPath, nil)
+	if ids := memberIDs(mem); code != 200 || len(ids) != 2 || !slices.Contains(ids, pid) {
+		t.Fatalf("audience members before the erasure: %d %v, want both customers (the customer is %s)", code, mem, pid)
+	}
 	// The keys and blind indexes to look for, read from the stopped store.
 	s.stop()
 	var sb secretBytes
@@ -215,6 +295,15 @@ func erasureEndToEnd(t *testing.T, extra ...string) {
 			return db.FindSubjectKeys(context.Background(), 1, b)
 		}, erin)
 		db.Close()
+	}
+	// Positive controls: before the erasure the scans find the customer's
+	// blind indexes and wrapped keys (plaintext values are encrypted at rest
+	// and are not expected), so they can fail after it.
+	needles := needlesOf(erin, sb)
+	if pg {
+		allFound(t, "before the erasure, PostgreSQL rows", scanRows(t, extra[1], needles), sb)
+	} else {
+		allFound(t, "before the erasure, stopped", scanDir(t, dataDir, "before the erasure, stopped", 3, needles), sb)
 	}
 	s = start(t, dataDir, args...)
 
@@ -248,17 +337,45 @@ func erasureEndToEnd(t *testing.T, extra ...string) {
 			t.Fatalf("lookup of an erased %s answered %d: %v", id.Type, code, v)
 		}
 	}
-	for _, path := range []string{"/v1/profiles/" + pid + "?purpose=essential", "/v1/profiles/" + pid + "/events?purpose=essential",
+	gone := []string{"/v1/profiles/" + pid + "?purpose=essential", "/v1/profiles/" + pid + "/events?purpose=essential",
 		"/v1/profiles/" + pid + "/consent", "/v1/profiles/" + pid + "/consent/history", "/v1/profiles/" + pid + "/data-uses",
-		"/v1/consent-receipts/" + receipt} {
-		if code, v := api(t, s, "GET", path, nil); code != 404 {
-			t.Fatalf("GET %s after erasure answered %d, want 404: %v", path, code, v)
+		"/v1/profiles/" + pid + "/merges?purpose=essential", "/v1/consent-receipts/" + receipt}
+	for _, m := range merged {
+		gone = append(gone, "/v1/profiles/"+m+"?purpose=essential")
+	}
+	for _, path := range gone {
+		code, raw := apiRaw(t, s, "GET", path, nil)
+		if code != 404 {
+			t.Fatalf("GET %s after erasure answered %d, want 404: %s", path, code, raw)
 		}
+		noValues(t, "GET "+path, raw, erin)
 	}
-	code, list := api(t, s, "GET", "/v1/profiles?purpose=essential&limit=500", nil)
+	code, raw := apiRaw(t, s, "GET", "/v1/profiles?purpose=essential&limit=500", nil)
+	var list map[string]any
+	json.Unmarshal(raw, &list)
 	if data, _ := list["data"].([]any); code != 200 || len(data) != 1 {
-		t.Fatalf("profiles after erasure: %d %v, want only the other customer", code, list)
+		t.Fatalf("profiles after erasure: %d %s, want only the other customer", code, raw)
 	}
+	noValues(t, "GET /v1/profiles", raw, erin)
+	// The audience lists only the other customer.
+	code, raw = apiRaw(t, s, "GET", membersPath, nil)
+	var mem2 map[string]any
+	json.Unmarshal(raw, &mem2)
+	if ids := memberIDs(mem2); code != 200 || len(ids) != 1 || slices.Contains(ids, pid) {
+		t.Fatalf("audience members after the erasure: %d %s, want only the other customer", code, raw)
+	}
+	noValues(t, "GET "+membersPath, raw, erin)
+	// The privacy requests name nothing of the customer.
+	code, raw = apiRaw(t, s, "GET", "/v1/privacy-requests?limit=500", nil)
+	if code != 200 || !bytes.Contains(raw, []byte(req["request_id"].(string))) {
+		t.Fatalf("GET /v1/privacy-requests after the erasure: %d %s", code, raw)
+	}
+	noValues(t, "GET /v1/privacy-requests", raw, erin)
+	code, raw = apiRaw(t, s, "GET", "/v1/privacy-requests/"+req["request_id"].(string), nil)
+	if code != 200 {
+		t.Fatalf("GET the erasure request answered %d: %s", code, raw)
+	}
+	noValues(t, "GET /v1/privacy-requests/{id}", raw, erin)
 	// The other customer is untouched.
 	code, o := api(t, s, "GET", "/v1/profiles/lookup?purpose=essential&identifier=email:"+other.email, nil)
 	if code != 200 || len(o["identities"].([]any)) != 6 {
@@ -266,9 +383,8 @@ func erasureEndToEnd(t *testing.T, extra ...string) {
 	}
 	// (b) No file holds their values, blind indexes or wrapped keys: while
 	// running (database, WAL, shm, segments) and after a clean stop.
-	needles := needlesOf(erin, sb)
 	if !pg {
-		scanDir(t, dataDir, "after the erasure, running", 3, needles)
+		noneFound(t, "after the erasure, running", scanDir(t, dataDir, "after the erasure, running", 3, needles))
 	}
 	// An access request for the erased customer finds nothing, says so
 	// without an error, and keeps no blind index of the identifier.
@@ -287,7 +403,7 @@ func erasureEndToEnd(t *testing.T, extra ...string) {
 	if pg {
 		minFiles = 2
 	}
-	scanDir(t, dataDir, "after the erasure, stopped", minFiles, needles)
+	noneFound(t, "after the erasure, stopped", scanDir(t, dataDir, "after the erasure, stopped", minFiles, needles))
 
 	// (c) The audit log still verifies.
 	verify := []string{"audit", "verify", "--data-dir", dataDir}
@@ -299,8 +415,21 @@ func erasureEndToEnd(t *testing.T, extra ...string) {
 	}
 	// (d) On PostgreSQL no row of any table names them.
 	if pg {
-		checkNoRows(t, extra[1], sb)
+		checkNoRows(t, extra[1], sb, needles)
 	}
+}
+
+// memberIDs returns the profile ids of a page of audience members.
+func memberIDs(page map[string]any) []string {
+	var ids []string
+	data, _ := page["data"].([]any)
+	for _, m := range data {
+		if m, ok := m.(map[string]any); ok {
+			id, _ := m["profile_id"].(string)
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 func openPostgres(t *testing.T, dataDir, dbURL string) (*postgres.DB, *keyring.Keyring) {
@@ -319,8 +448,8 @@ func openPostgres(t *testing.T, dataDir, dbURL string) (*postgres.DB, *keyring.K
 }
 
 // checkNoRows looks through every table for the customer's blind indexes, key
-// ids and wrapped keys.
-func checkNoRows(t *testing.T, dbURL string, sb secretBytes) {
+// ids and wrapped keys, and through every column of every row for any needle.
+func checkNoRows(t *testing.T, dbURL string, sb secretBytes, needles map[string][]byte) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dbURL)
@@ -360,32 +489,84 @@ func checkNoRows(t *testing.T, dbURL string, sb secretBytes) {
 			t.Errorf("%s: %d rows after the erasure", q.sql, n)
 		}
 	}
-	// No byte string of any column of any table holds a blind index.
-	rows, err := conn.Query(ctx, `SELECT table_name, column_name FROM information_schema.columns
-		WHERE table_schema = current_schema() AND data_type IN ('bytea', 'text')`)
+	noneFound(t, "after the erasure, PostgreSQL rows", scanRows(t, dbURL, needles))
+}
+
+// scanRows returns, for each needle held by some value of some column of some
+// table of the schema, the columns (table.column) that hold it. bytea columns
+// are searched as they are; every other column as its text form in UTF-8
+// (text, json, jsonb, arrays; numbers and times hold no needle but are
+// searched too, so that no column is skipped by type).
+func scanRows(t *testing.T, dbURL string, needles map[string][]byte) map[string][]string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	type col struct{ table, column string }
+	defer conn.Close(ctx)
+	names := make([]string, 0, len(needles))
+	for what := range needles {
+		names = append(names, what)
+	}
+	sort.Strings(names)
+	bs := make([][]byte, len(names))
+	for i, what := range names {
+		bs[i] = needles[what]
+	}
+	rows, err := conn.Query(ctx, `SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c
+		JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+		WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'
+		ORDER BY c.table_name, c.ordinal_position`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type col struct{ table, column, typ string }
 	var cols []col
 	for rows.Next() {
 		var c col
-		rows.Scan(&c.table, &c.column)
+		if err := rows.Scan(&c.table, &c.column, &c.typ); err != nil {
+			t.Fatal(err)
+		}
 		cols = append(cols, c)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	tables := map[string]bool{}
 	for _, c := range cols {
-		for i, b := range sb.blinds {
-			var n int64
-			q := fmt.Sprintf(`SELECT COUNT(*) FROM %s WHERE position($1::bytea in convert_to(%s::text, 'UTF8')) > 0 OR position($2::bytea in %s::bytea) > 0`,
-				pgx.Identifier{c.table}.Sanitize(), pgx.Identifier{c.column}.Sanitize(), pgx.Identifier{c.column}.Sanitize())
-			if err := conn.QueryRow(ctx, q, []byte(hex.EncodeToString(b)), b).Scan(&n); err != nil {
-				t.Fatalf("scan %s.%s: %v", c.table, c.column, err)
-			}
-			if n != 0 {
-				t.Errorf("%s.%s holds blind index %d in %d rows", c.table, c.column, i, n)
-			}
+		tables[c.table] = true
+	}
+	for _, want := range []string{"events", "identities", "profiles", "subject_keys", "privacy_requests", "consent_records"} {
+		if !tables[want] {
+			t.Fatalf("scanRows: no table %s in the schema (%d columns found)", want, len(cols))
 		}
 	}
-	_ = http.StatusOK
+	found := map[string][]string{}
+	for _, c := range cols {
+		expr := pgx.Identifier{c.column}.Sanitize()
+		if c.typ != "bytea" {
+			expr = fmt.Sprintf(`convert_to(%s::text, 'UTF8')`, expr)
+		}
+		q := fmt.Sprintf(`SELECT u.i FROM unnest($1::bytea[]) WITH ORDINALITY AS u(n, i)
+			WHERE EXISTS (SELECT 1 FROM %s WHERE position(u.n in %s) > 0)`, pgx.Identifier{c.table}.Sanitize(), expr)
+		rs, err := conn.Query(ctx, q, bs)
+		if err != nil {
+			t.Fatalf("scan %s.%s (%s): %v", c.table, c.column, c.typ, err)
+		}
+		for rs.Next() {
+			var i int64
+			if err := rs.Scan(&i); err != nil {
+				t.Fatal(err)
+			}
+			what := names[i-1]
+			found[what] = append(found[what], c.table+"."+c.column)
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			t.Fatalf("scan %s.%s (%s): %v", c.table, c.column, c.typ, err)
+		}
+	}
+	return found
 }
