@@ -1,10 +1,15 @@
 package sqlite_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/sqlite"
@@ -93,4 +98,121 @@ func TestTimelineWatermarkMigration(t *testing.T) {
 	if up, err := db.TimelineUpto(ctx); err != nil || up != 42 {
 		t.Fatalf("TimelineUpto after the migration = %d, %v; want 42 (the profile watermark)", up, err)
 	}
+}
+
+// TestScrubLogTruncatesWAL: after an erasure and a rekey, ScrubLog leaves the
+// WAL empty, and no file of the data directory holds the erased subject's key,
+// blind index, payload, identity value or profile state, nor the rekeyed
+// subject's old ones (the payloads are small, so they were in the rows, not in
+// a segment file).
+func TestScrubLogTruncatesWAL(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := sqlite.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	b := storetest.MustBootstrap(t, db)
+	ws := b.Workspace.ID
+	rnd := func(n int) []byte {
+		v := make([]byte, n)
+		rand.Read(v)
+		return v
+	}
+	created := time.UnixMilli(1_750_000_000_000).UTC()
+	erased := trustloop.SubjectKey{ID: 7, WorkspaceID: ws, Blind: rnd(32), Wrapped: rnd(60), CreatedAt: created}
+	kept := trustloop.SubjectKey{ID: 8, WorkspaceID: ws, Blind: rnd(32), Wrapped: rnd(60), CreatedAt: created}
+	var events []trustloop.StoredEvent
+	for _, k := range []trustloop.SubjectKey{erased, kept} {
+		events = append(events, trustloop.StoredEvent{WorkspaceID: ws, SourceID: b.Source.ID, MessageHash: rnd(16), KeyID: k.ID,
+			Type: trustloop.EventTrack, ReceivedAt: time.Now(), Timestamp: time.Now(), Payload: rnd(300)})
+	}
+	if _, err := db.AppendEvents(ctx, &trustloop.CommitBatch{NewKeys: []trustloop.SubjectKey{erased, kept}, Events: events}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := db.ListEvents(ctx, ws, 0, 10)
+	if err != nil || len(stored) != 2 {
+		t.Fatalf("ListEvents = %d, %v", len(stored), err)
+	}
+	var profiles []trustloop.ProfileRecord
+	var identities []trustloop.IdentityRecord
+	for _, k := range []trustloop.SubjectKey{erased, kept} {
+		profiles = append(profiles, trustloop.ProfileRecord{ID: k.ID * 10, WorkspaceID: ws, KeyID: k.ID, State: rnd(80), CreatedAt: created, UpdatedAt: created})
+		identities = append(identities, trustloop.IdentityRecord{WorkspaceID: ws, Blind: k.Blind, Type: "user_id", ProfileID: k.ID * 10,
+			KeyID: k.ID, Sealed: rnd(48), FirstSeen: created})
+	}
+	if err := db.WriteProjection(ctx, &trustloop.ProjectionChanges{Profiles: profiles, Identities: identities,
+		Timeline: []trustloop.TimelineRun{{KeyID: erased.ID, Seqs: []int64{stored[0].Seq}}, {KeyID: kept.ID, Seqs: []int64{stored[1].Seq}}}}); err != nil {
+		t.Fatal(err)
+	}
+	gone := map[string][]byte{
+		"erased wrapped key": erased.Wrapped, "erased blind index": erased.Blind, "erased payload": events[0].Payload,
+		"erased identity value": identities[0].Sealed, "erased profile state": profiles[0].State,
+		"old wrapped key": kept.Wrapped, "old payload": events[1].Payload, "old identity value": identities[1].Sealed,
+		"old profile state": profiles[1].State,
+	}
+	// Positive control: the scan finds them before.
+	if found := filesHolding(t, dir, gone); len(found) != len(gone) {
+		t.Fatalf("before the erasure the scan finds only %v", found)
+	}
+
+	if _, err := db.Erase(ctx, &trustloop.Erasure{WorkspaceID: ws, KeyIDs: []int64{erased.ID}, Seqs: []int64{stored[0].Seq},
+		ProfileIDs: []int64{profiles[0].ID}, Blinds: [][]byte{erased.Blind}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Rekey(ctx, &trustloop.Rekey{WorkspaceID: ws, Keys: []trustloop.SubjectKey{{ID: kept.ID, Wrapped: rnd(60)}},
+		Events:     []trustloop.StoredEvent{{Seq: stored[1].Seq, Payload: rnd(300)}},
+		Identities: []trustloop.IdentityRecord{{Blind: kept.Blind, Sealed: rnd(48)}},
+		Profiles:   []trustloop.ProfileRecord{{ID: profiles[1].ID, State: rnd(80)}}}); err != nil {
+		t.Fatal(err)
+	}
+	wal := filepath.Join(dir, sqlite.FileName+"-wal")
+	if fi, err := os.Stat(wal); err != nil || fi.Size() == 0 {
+		t.Fatalf("the WAL before ScrubLog: %v, %v; want frames in it", fi, err)
+	}
+	if err := db.ScrubLog(ctx); err != nil {
+		t.Fatalf("ScrubLog = %v", err)
+	}
+	if fi, err := os.Stat(wal); err == nil && fi.Size() != 0 {
+		t.Fatalf("the WAL after ScrubLog is %d bytes; want it truncated", fi.Size())
+	} else if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	if found := filesHolding(t, dir, gone); len(found) != 0 {
+		t.Fatalf("after the erasure, the rekey and ScrubLog the data directory still holds: %v", found)
+	}
+	// And the store still works: the kept subject reads back rekeyed.
+	if evs, err := db.ListEvents(ctx, ws, 0, 10); err != nil || len(evs) != 1 || evs[0].Seq != stored[1].Seq {
+		t.Fatalf("ListEvents after the erasure = %d, %v", len(evs), err)
+	}
+	if err := db.ScrubLog(ctx); err != nil {
+		t.Fatalf("ScrubLog with nothing to do = %v", err)
+	}
+}
+
+// filesHolding returns the needles some file under dir contains, with the
+// files.
+func filesHolding(t *testing.T, dir string, needles map[string][]byte) map[string][]string {
+	t.Helper()
+	found := map[string][]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for name, n := range needles {
+			if bytes.Contains(data, n) {
+				found[name] = append(found[name], filepath.Base(path))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
 }

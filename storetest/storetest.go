@@ -59,6 +59,14 @@ func Run(t *testing.T, open Opener) {
 		{"JobLease", testJobLease},
 		{"JobRetry", testJobRetry},
 		{"JobsConcurrent", testJobsConcurrent},
+		{"Erase", testErase},
+		{"EraseScan", testEraseScan},
+		{"EraseFailureWritesNothing", testEraseFailure},
+		{"EraseUnknown", testEraseUnknown},
+		{"Rekey", testRekey},
+		{"DeleteEvents", testDeleteEvents},
+		{"ExpiredConsent", testExpiredConsent},
+		{"Suppressions", testSuppressions},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
