@@ -59,12 +59,16 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 		if e.ScanEvents {
 			exec(&c.Events, `DELETE FROM events WHERE workspace_id = $1 AND key_id = ANY($2)`, ws, e.KeyIDs)
 		}
-		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id = ANY($1)`, e.KeyIDs)
+		// timeline and audience_members have no workspace column: their keys
+		// and profiles are checked against the workspace's own.
+		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (SELECT id FROM subject_keys WHERE workspace_id = $1 AND id = ANY($2))`, ws, e.KeyIDs)
 		if len(e.ForeignSeqs) > 0 {
 			exec(&c.Events, `DELETE FROM events WHERE seq = ANY($1) AND workspace_id = $2`, e.ForeignSeqs, ws)
 		}
 		if len(e.TimelineKeys) > 0 {
-			exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id = ANY($1)`, e.TimelineKeys)
+			exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id = ANY($1)
+				AND (key_id IN (SELECT id FROM subject_keys WHERE workspace_id = $2) OR -key_id IN (SELECT id FROM profiles WHERE workspace_id = $2))`,
+				e.TimelineKeys, ws)
 		}
 		exec(&c.SubjectKeys, `DELETE FROM subject_keys WHERE workspace_id = $1 AND id = ANY($2)`, ws, e.KeyIDs)
 	}
@@ -74,7 +78,8 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 		exec(&c.Profiles, `DELETE FROM profiles WHERE workspace_id = $1 AND id = ANY($2)`, ws, p)
 		exec(&c.Merges, `DELETE FROM merges WHERE workspace_id = $1 AND (into_profile = ANY($2) OR from_profile = ANY($2))`, ws, p)
 		exec(nil, `DELETE FROM separations WHERE workspace_id = $1 AND (a = ANY($2) OR b = ANY($2))`, ws, p)
-		exec(&c.AudienceMemberships, `DELETE FROM audience_members WHERE profile_id = ANY($1)`, p)
+		exec(&c.AudienceMemberships, `DELETE FROM audience_members WHERE profile_id = ANY($1)
+			AND audience_id IN (SELECT id FROM audiences WHERE workspace_id = $2)`, p, ws)
 		names := make([]string, len(p))
 		for i, id := range p {
 			names[i] = strconv.FormatInt(id, 10)

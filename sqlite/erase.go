@@ -134,13 +134,18 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 		if e.ScanEvents {
 			exec(&c.Events, `DELETE FROM events WHERE workspace_id = ? AND key_id IN (`+marks(len(keys))+`)`, append([]any{ws}, keys...)...)
 		}
-		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (`+marks(len(keys))+`)`, keys...)
+		// timeline and audience_members have no workspace column: their keys
+		// and profiles are checked against the workspace's own.
+		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (SELECT id FROM subject_keys WHERE workspace_id = ? AND id IN (`+marks(len(keys))+`))`,
+			append([]any{ws}, keys...)...)
 		for start := 0; start < len(e.ForeignSeqs); start += 500 {
 			chunk := int64Args(e.ForeignSeqs[start:min(start+500, len(e.ForeignSeqs))])
 			exec(&c.Events, `DELETE FROM events WHERE seq IN (`+marks(len(chunk))+`) AND workspace_id = ?`, append(chunk, ws)...)
 		}
 		if tk := int64Args(e.TimelineKeys); len(tk) > 0 {
-			exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (`+marks(len(tk))+`)`, tk...)
+			exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (`+marks(len(tk))+`)
+				AND (key_id IN (SELECT id FROM subject_keys WHERE workspace_id = ?) OR -key_id IN (SELECT id FROM profiles WHERE workspace_id = ?))`,
+				append(tk, ws, ws)...)
 		}
 		exec(&c.SubjectKeys, `DELETE FROM subject_keys WHERE workspace_id = ? AND id IN (`+marks(len(keys))+`)`, append([]any{ws}, keys...)...)
 	}
@@ -152,7 +157,8 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 			append(append([]any{ws}, profiles...), profiles...)...)
 		exec(nil, `DELETE FROM separations WHERE workspace_id = ? AND (a IN `+in+` OR b IN `+in+`)`,
 			append(append([]any{ws}, profiles...), profiles...)...)
-		exec(&c.AudienceMemberships, `DELETE FROM audience_members WHERE profile_id IN `+in, profiles...)
+		exec(&c.AudienceMemberships, `DELETE FROM audience_members WHERE profile_id IN `+in+`
+			AND audience_id IN (SELECT id FROM audiences WHERE workspace_id = ?)`, append(profiles, ws)...)
 		names := make([]any, len(profiles))
 		for i, p := range e.ProfileIDs {
 			names[i] = strconv.FormatInt(p, 10)

@@ -656,11 +656,21 @@ func testEraseUnknown(t *testing.T, s trustloop.Store) {
 	}
 }
 
-// Left out until the stores are fixed: an erasure in another workspace's name
-// (one with nothing stored) that names this workspace's key and profile ids
-// deletes this workspace's timelines and audience memberships, on both
-// backends (sqlite/erase.go:137,143,155 and postgres/erase.go:62,67,77 do not
-// scope those deletes by workspace; every other delete is scoped).
+// testEraseOtherWorkspace: an erasure in another workspace's name that names
+// this workspace's keys, positions, profiles and blind indexes changes nothing
+// here (key and profile ids are unique across workspaces, so such an erasure
+// is bad input, never a request of the other workspace).
+func testEraseOtherWorkspace(t *testing.T, s trustloop.Store) {
+	ctx := context.Background()
+	w := newEraseWorld(t, s)
+	before := w.snapshot(t, s)
+	e := w.fullErasure()
+	e.WorkspaceID, e.RequestID, e.ScanEvents = other(w.b), w.req["RW2"].ID, true
+	if c, err := s.Erase(ctx, e); err != nil || c != (trustloop.ErasureCounts{}) {
+		t.Errorf("Erase in another workspace's name = %+v, %v; want nothing counted", c, err)
+	}
+	mustChange(t, "Erase in another workspace's name", before, w.snapshot(t, s))
+}
 
 // testRekey: payloads, identity values, profile states and wrapped keys are
 // replaced in one transaction with the request's completion; nothing else

@@ -63,6 +63,7 @@ func Run(t *testing.T, open Opener) {
 		{"EraseScan", testEraseScan},
 		{"EraseFailureWritesNothing", testEraseFailure},
 		{"EraseUnknown", testEraseUnknown},
+		{"EraseOtherWorkspace", testEraseOtherWorkspace},
 		{"Rekey", testRekey},
 		{"DeleteEvents", testDeleteEvents},
 		{"ExpiredConsent", testExpiredConsent},
