@@ -3,8 +3,10 @@ package privacy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
+	"strconv"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/ingest"
@@ -22,7 +24,8 @@ type AccessResult struct {
 }
 
 // access checks what the package will hold and completes the request. It
-// writes nothing of the subject's data: the download reads it live.
+// writes nothing of the subject's data: the download reads it live. While it
+// counts the events it reports how far it got on the request (ProgressEvery).
 func (s *Service) access(ctx context.Context, r *trustloop.PrivacyRequest) error {
 	pkg, keyIDs, err := s.gather(ctx, r)
 	if err != nil {
@@ -30,10 +33,52 @@ func (s *Service) access(ctx context.Context, r *trustloop.PrivacyRequest) error
 	}
 	res := AccessResult{Found: pkg.Found, Identities: len(pkg.Identities), ConsentRecords: len(pkg.Consent),
 		DataUses: len(pkg.DataUses), PrivacyRequests: len(pkg.PrivacyRequests)}
-	if err := s.eachEvent(ctx, r.WorkspaceID, keyIDs, func(ExportEvent) error { res.Events++; return nil }); err != nil {
+	every := s.ProgressEvery
+	if every <= 0 {
+		every = 10_000
+	}
+	err = s.eachEvent(ctx, r.WorkspaceID, keyIDs, func(ExportEvent) error {
+		res.Events++
+		if res.Events%every != 0 {
+			return nil
+		}
+		return s.progress(ctx, r, "counted "+strconv.Itoa(res.Events)+" events")
+	})
+	if errors.Is(err, errClosed) {
+		return nil // rejected meanwhile: nothing is left to do
+	} else if err != nil {
 		return err
 	}
 	return s.complete(ctx, r, res.Found, res)
+}
+
+// errClosed stops the work on a request that was closed while it ran.
+var errClosed = errors.New("privacy: the request was closed meanwhile")
+
+// progress records how far the work on a running request got. A request
+// changed meanwhile (extended, say) is read again and takes the progress;
+// one no longer open (rejected) stops the work (errClosed). Progress is for
+// people to look at: a store that cannot take it now does not fail the work.
+func (s *Service) progress(ctx context.Context, r *trustloop.PrivacyRequest, msg string) error {
+	for attempt := 0; ; attempt++ {
+		r.Progress, r.UpdatedAt = msg, s.now()
+		err := s.Store.UpdatePrivacyRequest(ctx, r, nil)
+		if err == nil {
+			return nil
+		}
+		if trustloop.ErrorCode(err) != trustloop.ECONFLICT || attempt == 3 {
+			s.Log.Warn("recording a privacy request's progress failed", "request", r.ID, "err", err)
+			return nil
+		}
+		cur, err := s.Store.FindPrivacyRequest(ctx, r.WorkspaceID, r.ID)
+		if err != nil {
+			return err
+		}
+		if !cur.Open() {
+			return errClosed
+		}
+		*r = *cur
+	}
 }
 
 // rectify corrects traits everywhere the subject's data holds them and seals

@@ -147,7 +147,12 @@ func (s *Service) gather(ctx context.Context, r *trustloop.PrivacyRequest) (*Pac
 		return pkg, nil, nil // the subject was erased since
 	}
 	blinds := [][]byte{r.Subject}
-	var keyIDs []int64
+	var (
+		keyIDs []int64
+		// attributed is the consent under the blind indexes of keys that
+		// are not the subject's identities' (see consentUnderKeys).
+		attributed []trustloop.ConsentRecord
+	)
 	if s.Profiles != nil {
 		sub, err := s.Profiles.Find(ctx, s.Store, ws, r.Subject)
 		if err != nil {
@@ -155,8 +160,21 @@ func (s *Service) gather(ctx context.Context, r *trustloop.PrivacyRequest) (*Pac
 		}
 		if sub != nil {
 			pkg.Found = true
-			keyIDs = append(slices.Clone(sub.KeyIDs), sub.TimelineKeys...)
+			ki, err := s.keyInfo(ctx, ws, sub)
+			if err != nil {
+				return nil, nil, err
+			}
+			// The events: under the identities' keys, and on the foreign
+			// timelines. Not every event under the profiles' other keys: a
+			// profile made by an event under a blocked id has that value's
+			// key, which seals every customer's events sent with it; the
+			// subject's own events under such a key are on its foreign
+			// timelines.
+			keyIDs = append(slices.Clone(ki.identity), sub.TimelineKeys...)
 			blinds = appendNew(blinds, sub.Blinds()...)
+			if attributed, err = s.consentUnderKeys(ctx, ws, sub, ki, keyIDs); err != nil {
+				return nil, nil, err
+			}
 			pkg.Identities = append(pkg.Identities, sub.Values...)
 			p, err := s.Profiles.Profile(ctx, ws, sub.ProfileIDs[0])
 			if err != nil {
@@ -181,10 +199,15 @@ func (s *Service) gather(ctx context.Context, r *trustloop.PrivacyRequest) (*Pac
 		}
 	}
 	receipts := map[string]bool{}
-	for _, b := range blinds {
-		recs, err := s.Store.ConsentRecords(ctx, ws, b)
-		if err != nil {
-			return nil, nil, err
+	for i := 0; i <= len(blinds); i++ {
+		var recs []trustloop.ConsentRecord
+		if i < len(blinds) {
+			var err error
+			if recs, err = s.Store.ConsentRecords(ctx, ws, blinds[i]); err != nil {
+				return nil, nil, err
+			}
+		} else {
+			recs = attributed
 		}
 		for _, rec := range recs {
 			pkg.Found = true
@@ -215,6 +238,103 @@ func (s *Service) gather(ctx context.Context, r *trustloop.PrivacyRequest) (*Pac
 		pkg.PrivacyRequests = append(pkg.PrivacyRequests, View(q))
 	}
 	return pkg, keyIDs, nil
+}
+
+// consentUnderKeys returns the subject's consent records kept under the blind
+// indexes of keys that are not its identities' (its events' keys, keyIDs
+// being where they are listed): a profile's key or a foreign event's, the
+// key of an anonymous id kept out by a limit or of a blocked one. An erasure
+// deletes the consent under such a key when every event under it is the
+// subject's (Erasure.Blinds gets projection.Subject.KeyBlinds). A blocked
+// value's key may be shared, and even one that holds only the subject's
+// events can have others' consent under its blind index: the consent stage
+// records a change under a message's anonymous id as well as its user id,
+// and the message is then sealed under the user id's key. So a record here
+// is the subject's when it says which message carried it and that message
+// is one of the subject's events: nothing of another customer comes in,
+// and a record no event vouches for (one made through the API, or whose
+// event is gone) is left out.
+func (s *Service) consentUnderKeys(ctx context.Context, ws int64, sub *projection.Subject, ki *keyInfo, keyIDs []int64) ([]trustloop.ConsentRecord, error) {
+	// The keys: the profiles' other keys, and those of the events on the
+	// foreign timelines.
+	others := slices.Clone(ki.other)
+	err := s.Profiles.EachEvent(ctx, ws, sub.TimelineKeys, func(e trustloop.StoredEvent, _ *collect.Envelope) error {
+		if !slices.Contains(ki.identity, e.KeyID) && !slices.Contains(others, e.KeyID) {
+			others = append(others, e.KeyID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(others) == 0 {
+		return nil, nil
+	}
+	sks, err := s.Store.FindSubjectKeysByID(ctx, ws, others)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{} // the identities' blind indexes (their consent is read anyway) and those read
+	for _, b := range sub.Blinds() {
+		seen[string(b)] = true
+	}
+	var (
+		candidates []trustloop.ConsentRecord
+		wanted     = map[string]bool{} // message hashes the candidates name
+	)
+	for _, k := range others {
+		sk, ok := sks[k]
+		if !ok || seen[string(sk.Blind)] {
+			continue
+		}
+		seen[string(sk.Blind)] = true
+		recs, err := s.Store.ConsentRecords(ctx, ws, sk.Blind)
+		if err != nil {
+			return nil, err
+		}
+		for _, rec := range recs {
+			if h, ok := messageEvidence(rec.Evidence); ok {
+				candidates = append(candidates, rec)
+				wanted[h] = true
+			}
+		}
+	}
+	if len(candidates) == 0 {
+		return nil, nil
+	}
+	// Which of those messages are the subject's: one pass over its events,
+	// keeping only the hashes asked for (memory does not grow with them).
+	mine := map[string]bool{}
+	err = s.Profiles.EachEvent(ctx, ws, keyIDs, func(e trustloop.StoredEvent, _ *collect.Envelope) error {
+		if h := string(e.MessageHash); wanted[h] {
+			mine[h] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := candidates[:0]
+	for _, rec := range candidates {
+		if h, _ := messageEvidence(rec.Evidence); mine[h] {
+			out = append(out, rec)
+		}
+	}
+	return out, nil
+}
+
+// messageEvidence returns the message hash a consent record's evidence names
+// ("message:<hex>"), as bytes in a string.
+func messageEvidence(evidence string) (string, bool) {
+	x, ok := strings.CutPrefix(evidence, "message:")
+	if !ok {
+		return "", false
+	}
+	h, err := hex.DecodeString(x)
+	if err != nil || len(h) == 0 {
+		return "", false
+	}
+	return string(h), true
 }
 
 // dataUses adds the recorded uses of one profile's data.

@@ -46,6 +46,31 @@ type harness struct {
 	svc      *privacy.Service
 	// skew moves the service's clock (job leases).
 	skew *atomic.Int64
+	// drops counts the events the collector dropped, by reason.
+	drops *drops
+}
+
+// drops is an ingest.Observer counting dropped events by reason.
+type drops struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (d *drops) Committed(int, int, int, time.Duration) {}
+
+func (d *drops) Dropped(reason string, n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n == nil {
+		d.n = map[string]int{}
+	}
+	d.n[reason] += n
+}
+
+func (d *drops) count(reason string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n[reason]
 }
 
 // with returns the harness reporting to t (a subtest).
@@ -94,7 +119,8 @@ func newHarnessWith(t *testing.T, withProfiles bool) *harness {
 	if !withProfiles {
 		profiles, cfg.Projection = nil, nil
 	}
-	p := ingest.New(db, keys, nil, log, admit, cfg)
+	dropped := &drops{}
+	p := ingest.New(db, keys, dropped, log, admit, cfg)
 	al := auditlog.New(db, keys, auditlog.Config{Logger: log})
 	cs.OnChange = func(ctx context.Context, recs []trustloop.ConsentRecord) {
 		if err := al.Append(ctx, consent.AuditEntries(recs)...); err != nil {
@@ -102,7 +128,7 @@ func newHarnessWith(t *testing.T, withProfiles bool) *harness {
 		}
 	}
 	h := &harness{t: t, db: db, keys: keys, ws: b.Workspace.ID, src: &b.Source, consent: cs, profiles: profiles, pipeline: p,
-		skew: new(atomic.Int64)}
+		skew: new(atomic.Int64), drops: dropped}
 	h.svc = &privacy.Service{Store: db, Keys: keys, Consent: cs, Profiles: profiles, Audit: al, Ingest: p,
 		Log: log, Worker: "test", Now: func() time.Time { return time.Now().Add(time.Duration(h.skew.Load())) }}
 	t.Cleanup(func() {
@@ -1347,19 +1373,31 @@ func TestDeadWorker(t *testing.T) {
 // ingestion after the erasure completed, no event sealed under an erased key
 // is left, and X's profile, if X came back, counts exactly those events. With
 // suppression nothing of X is stored at all.
+// The race is real: at least one round must have had events of X in flight
+// across the erasure, prepared before it and dropped after it ("erased");
+// rounds go on (up to 10) until one has, so a slow machine that serialized
+// every round does not pass vacuously.
 func TestErasureDuringIngestion(t *testing.T) {
 	t.Parallel()
 	for _, suppress := range []bool{false, true} {
 		t.Run(fmt.Sprintf("suppress=%v", suppress), func(t *testing.T) {
 			t.Parallel()
-			for round := 0; round < 3; round++ {
-				eraseWhileIngesting(t, suppress, round)
+			raced := 0
+			for round := 0; round < 3 || raced == 0 && round < 10; round++ {
+				if eraseWhileIngesting(t, suppress, round) > 0 {
+					raced++
+				}
+			}
+			if raced == 0 {
+				t.Fatal("in no round was an event of X in flight across the erasure: the race was not tested")
 			}
 		})
 	}
 }
 
-func eraseWhileIngesting(t *testing.T, suppress bool, round int) {
+// eraseWhileIngesting runs one round and returns how many events of X were
+// in flight across the erasure (dropped as erased).
+func eraseWhileIngesting(t *testing.T, suppress bool, round int) int {
 	h := newHarness(t)
 	x, y := newPerson("x", "Xan"), newPerson("y", "Yul")
 	h.history(x)
@@ -1530,8 +1568,22 @@ func eraseWhileIngesting(t *testing.T, suppress bool, round int) {
 			}
 		}
 	}
-	t.Logf("round %d: %d events of X acknowledged, %d in flight during the erasure, %d sent after it; stored %d by user id, %d by email; %d of Y",
-		round, len(acked), inFlight, after, len(byUser), len(byEmail), yStored)
+	// Events in flight across the erasure were dropped (only X's: Y's are
+	// all stored, above); each began before the erasure returned and is not
+	// stored.
+	erasedDrops, gone := h.drops.count("erased"), 0
+	for id, s := range acked {
+		if s.start.Before(runEnd) && !slices.Contains(byUser, id) && !slices.Contains(byEmail, id) {
+			gone++
+		}
+	}
+	if erasedDrops > gone {
+		t.Fatalf("round %d: %d events dropped as erased, but only %d of X's that began before the erasure returned are not stored",
+			round, erasedDrops, gone)
+	}
+	t.Logf("round %d: %d events of X acknowledged, %d in flight during the erasure (%d dropped as erased), %d sent after it; "+
+		"stored %d by user id, %d by email; %d of Y",
+		round, len(acked), inFlight, erasedDrops, after, len(byUser), len(byEmail), yStored)
 	// The profiles of X's identifiers, if X came back, count exactly the
 	// events stored since.
 	for _, c := range []struct {
@@ -1566,4 +1618,5 @@ func eraseWhileIngesting(t *testing.T, suppress bool, round int) {
 	if !suppress && len(byUser) == 0 {
 		t.Fatalf("round %d: no event of X after the erasure was stored", round)
 	}
+	return erasedDrops
 }

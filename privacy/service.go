@@ -24,6 +24,7 @@ type Store interface {
 	trustloop.ErasureStore
 	FindSubjectKeys(ctx context.Context, workspaceID int64, blinds [][]byte) (map[string]trustloop.SubjectKey, error)
 	ListEvents(ctx context.Context, workspaceID, after int64, limit int) ([]trustloop.StoredEvent, error)
+	TimelineSeqs(ctx context.Context, keyIDs []int64) ([]int64, error)
 	ConsentRecords(ctx context.Context, workspaceID int64, subject []byte) ([]trustloop.ConsentRecord, error)
 	FindConsentReceipt(ctx context.Context, workspaceID int64, id string) (*trustloop.ConsentReceipt, error)
 	AuditRecordsOf(ctx context.Context, workspaceID int64, subject string, before int64, limit int) ([]trustloop.AuditRecord, error)
@@ -71,6 +72,10 @@ type Service struct {
 	// often an idle worker looks for work (a new request wakes it at once).
 	Worker    string
 	PollEvery time.Duration
+	// ProgressEvery is how many events an access or portability request
+	// counts between two progress reports on the request ("counted N
+	// events"); default 10,000.
+	ProgressEvery int
 	// OnDone, when set, observes a finished job (metrics).
 	OnDone func(kind, state string, d time.Duration)
 	// OnRetention, when set, observes a retention sweep (metrics).
