@@ -62,15 +62,19 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 		// timeline and audience_members have no workspace column: their keys
 		// and profiles are checked against the workspace's own.
 		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (SELECT id FROM subject_keys WHERE workspace_id = $1 AND id = ANY($2))`, ws, e.KeyIDs)
-		if len(e.ForeignSeqs) > 0 {
-			exec(&c.Events, `DELETE FROM events WHERE seq = ANY($1) AND workspace_id = $2`, e.ForeignSeqs, ws)
-		}
-		if len(e.TimelineKeys) > 0 {
-			exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id = ANY($1)
-				AND (key_id IN (SELECT id FROM subject_keys WHERE workspace_id = $2) OR -key_id IN (SELECT id FROM profiles WHERE workspace_id = $2))`,
-				e.TimelineKeys, ws)
-		}
 		exec(&c.SubjectKeys, `DELETE FROM subject_keys WHERE workspace_id = $1 AND id = ANY($2)`, ws, e.KeyIDs)
+	}
+	// Events applied to the subject's profiles under keys that are not the
+	// subject's (a blocked value's, shared with others), by position: a
+	// subject may have no key of its own at all (a profile known by its email
+	// alone, made by an event under a blocked anonymous id).
+	if len(e.ForeignSeqs) > 0 {
+		exec(&c.Events, `DELETE FROM events WHERE seq = ANY($1) AND workspace_id = $2`, e.ForeignSeqs, ws)
+	}
+	if len(e.TimelineKeys) > 0 {
+		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id = ANY($1)
+			AND (key_id IN (SELECT id FROM subject_keys WHERE workspace_id = $2) OR -key_id IN (SELECT id FROM profiles WHERE workspace_id = $2))`,
+			e.TimelineKeys, ws)
 	}
 	if len(e.ProfileIDs) > 0 {
 		p := e.ProfileIDs

@@ -77,26 +77,11 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 					return fmt.Errorf("privacy: a derived model could not forget the subject (nothing erased yet; the request is retried): %w", err)
 				}
 			}
-			// A subject all of whose keys are shared (a profile made by an
-			// event under a blocked id, known by its email alone) has events
-			// to delete by position only, which the stores' Erase does for a
-			// subject with keys of its own alone: they go first, on the
-			// customer's side should the transaction then fail.
-			var before int64
-			if len(plan.KeyIDs) == 0 && len(plan.ForeignSeqs) > 0 {
-				n, err := s.Store.DeleteEvents(ctx, ws, plan.ForeignSeqs)
-				if err != nil {
-					return err
-				}
-				before = n
-			}
 			plan.Complete = func(c trustloop.ErasureCounts) (*trustloop.PrivacyRequest, error) {
-				c.Events += before
 				return s.completeErasure(r, found, c, start)
 			}
 			var err error
 			counts, err = s.Store.Erase(ctx, plan)
-			counts.Events += before
 			return err
 		}
 		var err error

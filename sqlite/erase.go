@@ -138,16 +138,20 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 		// and profiles are checked against the workspace's own.
 		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (SELECT id FROM subject_keys WHERE workspace_id = ? AND id IN (`+marks(len(keys))+`))`,
 			append([]any{ws}, keys...)...)
-		for start := 0; start < len(e.ForeignSeqs); start += 500 {
-			chunk := int64Args(e.ForeignSeqs[start:min(start+500, len(e.ForeignSeqs))])
-			exec(&c.Events, `DELETE FROM events WHERE seq IN (`+marks(len(chunk))+`) AND workspace_id = ?`, append(chunk, ws)...)
-		}
-		if tk := int64Args(e.TimelineKeys); len(tk) > 0 {
-			exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (`+marks(len(tk))+`)
-				AND (key_id IN (SELECT id FROM subject_keys WHERE workspace_id = ?) OR -key_id IN (SELECT id FROM profiles WHERE workspace_id = ?))`,
-				append(tk, ws, ws)...)
-		}
 		exec(&c.SubjectKeys, `DELETE FROM subject_keys WHERE workspace_id = ? AND id IN (`+marks(len(keys))+`)`, append([]any{ws}, keys...)...)
+	}
+	// Events applied to the subject's profiles under keys that are not the
+	// subject's (a blocked value's, shared with others), by position: a
+	// subject may have no key of its own at all (a profile known by its email
+	// alone, made by an event under a blocked anonymous id).
+	for start := 0; start < len(e.ForeignSeqs); start += 500 {
+		chunk := int64Args(e.ForeignSeqs[start:min(start+500, len(e.ForeignSeqs))])
+		exec(&c.Events, `DELETE FROM events WHERE seq IN (`+marks(len(chunk))+`) AND workspace_id = ?`, append(chunk, ws)...)
+	}
+	if tk := int64Args(e.TimelineKeys); len(tk) > 0 {
+		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (`+marks(len(tk))+`)
+			AND (key_id IN (SELECT id FROM subject_keys WHERE workspace_id = ?) OR -key_id IN (SELECT id FROM profiles WHERE workspace_id = ?))`,
+			append(tk, ws, ws)...)
 	}
 	if len(profiles) > 0 {
 		in := `(` + marks(len(profiles)) + `)`
