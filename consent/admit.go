@@ -55,6 +55,14 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 	}
 	evidence := func() string { return "message:" + hex.EncodeToString(msgHash) }
 	recorded := false
+	// A message without a subject (its ids are placeholders) is decided by
+	// its own signals; there is no one to record them for.
+	if userBlind == nil && anonBlind == nil {
+		if allowed := k.Decide(st, sig); k.Serves(allowed, EventCategories(m)) != 0 {
+			a.Purposes = k.Names(allowed)
+		}
+		return a, nil
+	}
 	if m.Type == trustloop.EventTrack && m.Event == ConsentPreferenceUpdated {
 		changes := s.preferenceChanges(k, sig, latest)
 		for method, cs := range changes {

@@ -404,6 +404,11 @@ func (r *Rules) normalizeKind(k kind, value string) (v, reason string) {
 	return v, ""
 }
 
+// Placeholder reports whether a user or anonymous id, as sent, is a blocked
+// placeholder ("null", "anonymous", "00000000-…"): a value that many people's
+// broken integrations send, which names no one.
+func (r *Rules) Placeholder(value string) bool { return r.isBlocked(strings.TrimSpace(value)) }
+
 // isBlocked reports whether a normalized value matches a Blocked pattern.
 func (r *Rules) isBlocked(v string) bool {
 	for _, w := range r.blockedWords {

@@ -60,6 +60,12 @@ type Config struct {
 	QueueRequests int
 	// Projection, when set, updates profiles in the same commits as the events.
 	Projection Projection
+	// Placeholder, when set, reports whether a user or anonymous id is a
+	// blocked placeholder ("null", "anonymous"): consent is then neither read
+	// nor stored under it, since everyone whose integration sends that value
+	// would share one customer's choices. The event is still decided by its
+	// own consent context and the regime.
+	Placeholder func(ws int64, value string) bool
 }
 
 // Pipeline takes validated messages to the durable log.
@@ -237,7 +243,16 @@ func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustl
 		}
 	}
 	if p.admit != nil {
-		purposes, err := p.admit(ctx, src, m, hash, userBlind, anonBlind)
+		cu, ca := userBlind, anonBlind
+		if ph := p.cfg.Placeholder; ph != nil {
+			if cu != nil && ph(src.WorkspaceID, m.UserID) {
+				cu = nil
+			}
+			if ca != nil && ph(src.WorkspaceID, m.AnonymousID) {
+				ca = nil
+			}
+		}
+		purposes, err := p.admit(ctx, src, m, hash, cu, ca)
 		if err != nil {
 			return pending{}, err
 		}

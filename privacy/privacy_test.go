@@ -115,9 +115,10 @@ func newHarnessWith(t *testing.T, withProfiles bool) *harness {
 		a, err := cs.Admit(ctx, src, m, hash, user, anon)
 		return a.Purposes, err
 	}
-	cfg := ingest.Config{Projection: profiles}
+	cfg := ingest.Config{Projection: profiles, Placeholder: profiles.Placeholder}
 	if !withProfiles {
 		profiles, cfg.Projection = nil, nil
+		cfg.Placeholder = func(_ int64, v string) bool { return rules.Placeholder(v) }
 	}
 	dropped := &drops{}
 	p := ingest.New(db, keys, dropped, log, admit, cfg)

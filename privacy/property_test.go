@@ -33,18 +33,6 @@ type streamEvent struct {
 // nothing through it but the value.
 var blockedValues = []string{"anonymous", "null"}
 
-// sharedConsent (TRUSTLOOP_PROPERTY_SHARED_CONSENT=1) lets the broken
-// client send consent changes too. The property does not hold then, and
-// not because of the erasure: the consent stage records a change under the
-// message's user id and anonymous id, a blocked one included, and reads a
-// customer's consent as the latest of both, so customers who send the same
-// blocked value share one consent chain under it: one customer's choice is
-// folded into another's state (what a later change of theirs records
-// differs, and so does what their events are admitted for), whether or not
-// the first is erased later. Until the consent stage leaves blocked values
-// out, the generator keeps consent changes off them.
-var sharedConsent = os.Getenv("TRUSTLOOP_PROPERTY_SHARED_CONSENT") == "1"
-
 // customer is one generated customer's identifiers: a user id, an email and
 // one to three devices, each an anonymous id and a device id; blocked is the
 // blocked anonymous id their broken client sends ("" when it is not broken).
@@ -103,10 +91,7 @@ func genStream(r *rand.Rand, seed uint64, n int) ([]customer, []streamEvent) {
 		mid := fmt.Sprintf("m-%d-%d", seed, i)
 		kinds := 7
 		if c.blocked != "" {
-			kinds = 9
-			if sharedConsent {
-				kinds = 10
-			}
+			kinds = 10
 		}
 		var m string
 		switch r.IntN(kinds) {
@@ -134,7 +119,8 @@ func genStream(r *rand.Rand, seed uint64, n int) ([]customer, []streamEvent) {
 		case 7: // the broken client, logged in
 			m = fmt.Sprintf(`{"type":"track","messageId":%q,"anonymousId":%q,"userId":%q,"event":"Product Viewed",`+
 				`"timestamp":%q,"properties":{"product_id":"p%d"}}`, mid, c.blocked, c.user, ts, r.IntN(5))
-		case 9: // the broken client's consent change (see sharedConsent)
+		case 9: // the broken client's consent change: recorded under the user id
+			// alone (a blocked value names no one, so no consent is kept under it)
 			m = fmt.Sprintf(`{"type":"track","messageId":%q,"anonymousId":%q,"userId":%q,"event":"Segment Consent Preference Updated",`+
 				`"timestamp":%q,"context":{"consent":{"categoryPreferences":{"Advertising":%v,"Analytics":%v,"Functional":%v}}}}`,
 				mid, c.blocked, c.user, ts, r.IntN(2) == 0, r.IntN(3) > 0, r.IntN(2) == 0)

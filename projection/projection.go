@@ -207,6 +207,16 @@ func (s *Service) Prepare(ws int64, m *trustloop.Message, sourceID int64, user, 
 
 // Identify extracts a message's identifiers (in the request's goroutine, so the
 // work runs in parallel across requests).
+// Placeholder reports whether a user or anonymous id is one of the
+// workspace's blocked values (identity.Rules.Placeholder).
+func (s *Service) Placeholder(ws int64, value string) bool {
+	rules := s.rules
+	if c, err := s.config(context.Background(), ws); err == nil {
+		rules = c.rules
+	}
+	return rules.Placeholder(value)
+}
+
 func (s *Service) Identify(ws int64, m *trustloop.Message) []trustloop.Identifier {
 	rules := s.rules
 	if c, err := s.config(context.Background(), ws); err == nil {

@@ -378,3 +378,38 @@ func consentEndToEnd(t *testing.T, extra ...string) {
 		t.Fatalf("trustloop audit verify: %v\n%s", err, out)
 	}
 }
+
+// A placeholder id names no one: a banner choice sent with anonymousId
+// "null" (a broken integration many visitors share) admits that event by its
+// own signals but is kept for no one, so another visitor sending "null" is
+// still decided by the regime (opt-in: their view is dropped), and no
+// consent record is written under it.
+func TestConsentPlaceholderIDs(t *testing.T) {
+	s := start(t, t.TempDir(), "--profiles", "--regime", "opt_in")
+	run := randomHex(4)
+	before := droppedNoConsent(t, s)
+	postBatchWith(t, s.url, []string{
+		fmt.Sprintf(`{"type":"track","messageId":"ph1-%s","anonymousId":"null","event":"Segment Consent Preference Updated","context":{"consent":{"categoryPreferences":{"Analytics":true,"Advertising":true}}}}`, run),
+	})
+	if d := droppedNoConsent(t, s) - before; d != 0 {
+		t.Fatalf("the banner choice itself was dropped (%v)", d)
+	}
+	postBatchWith(t, s.url, []string{anonViewed(run, 2, "null")})
+	if d := droppedNoConsent(t, s) - before; d != 1 {
+		t.Fatalf("another visitor's view under the placeholder: dropped grew by %v, want 1 (one visitor's choice applied to all)", d)
+	}
+	// The same choice with a real anonymous id is kept for that visitor.
+	anon := "anon-ph-" + run
+	postBatchWith(t, s.url, []string{
+		fmt.Sprintf(`{"type":"track","messageId":"ph3-%s","anonymousId":%q,"event":"Segment Consent Preference Updated","context":{"consent":{"categoryPreferences":{"Analytics":true}}}}`, run, anon),
+		anonViewed(run, 4, anon),
+	})
+	if d := droppedNoConsent(t, s) - before; d != 1 {
+		t.Fatalf("a real visitor's view after their choice was dropped (%v)", d)
+	}
+}
+
+func anonViewed(run string, i int, anon string) string {
+	return fmt.Sprintf(`{"type":"track","messageId":"av-%s-%d","anonymousId":%q,"event":"Product Viewed","properties":{"product_id":"p-%d","category":"Shoes"}}`,
+		run, i, anon, i)
+}

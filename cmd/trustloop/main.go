@@ -327,17 +327,18 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 	}
 	m.Metrics = metrics.New()
-	icfg := ingest.Config{}
+	rules, err := identity.Compile(identity.DefaultConfig())
+	if err != nil {
+		return err
+	}
+	// Without profiles the default blocked values are the placeholders.
+	icfg := ingest.Config{Placeholder: func(_ int64, v string) bool { return rules.Placeholder(v) }}
 	var profiles *projection.Service
 	if ps, ok := m.Store.(projection.Store); ok && m.Profiles {
-		rules, err := identity.Compile(identity.DefaultConfig())
-		if err != nil {
-			return err
-		}
 		profiles = projection.New(ps, m.Keyring, rules, profile.Config{})
 		profiles.OnSkip = m.Metrics.Skip
 		profiles.MaxCached, profiles.FlushAfter = m.ProfilesCached, m.ProfilesFlushAfter
-		icfg.Projection = profiles
+		icfg.Projection, icfg.Placeholder = profiles, profiles.Placeholder
 		// What the last run held only in memory is rebuilt from the log before
 		// the collector takes events.
 		ids := make([]int64, len(wss))
