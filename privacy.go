@@ -174,8 +174,10 @@ func ExtendRequest(r *PrivacyRequest, reason string, now time.Time) error {
 	if r.Regime == RegimeCCPA {
 		r.DueAt = r.DueAt.AddDate(0, 0, 45)
 	} else {
-		// Two further months from the end of the first, clamped like it.
-		r.DueAt = AddMonths(r.DueAt, 2)
+		// Three months from receipt in all (Art. 12(3)), counted like the
+		// first: adding two to the first month's end would cut a request
+		// received on 31 January short (28 February + 2 = 28 April, not 30).
+		r.DueAt = AddMonths(r.ReceivedAt, 3)
 	}
 	r.ExtendedAt, r.ExtensionReason = now, reason
 	return nil

@@ -75,12 +75,12 @@ func TestRequestDeadlinesMonthEnd(t *testing.T) {
 				due.Format(time.DateOnly), tc.due.Format(time.DateOnly))
 		}
 	}
-	r := &trustloop.PrivacyRequest{Status: trustloop.RequestReceived, Regime: trustloop.RegimeGDPR, DueAt: day(2023, 12, 31)}
+	r := &trustloop.PrivacyRequest{Status: trustloop.RequestReceived, Regime: trustloop.RegimeGDPR, ReceivedAt: day(2023, 11, 30), DueAt: day(2023, 12, 30)}
 	if err := trustloop.ExtendRequest(r, "complex", day(2023, 12, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if want := day(2024, 2, 29); !r.DueAt.Equal(want) {
-		t.Errorf("a GDPR request due 2023-12-31 extended by two months is due %s, after the legal deadline %s",
+		t.Errorf("a GDPR request received 2023-11-30 and extended is due %s, after the legal deadline %s (three months from receipt)",
 			r.DueAt.Format(time.DateOnly), want.Format(time.DateOnly))
 	}
 }
@@ -149,6 +149,11 @@ func TestExtendRequest(t *testing.T) {
 		return &trustloop.PrivacyRequest{ID: trustloop.NewRequestID(), Type: trustloop.RequestAccess, Status: status,
 			Regime: regime, ReceivedAt: day(2023, 3, 10), AckDueAt: ack, DueAt: due}
 	}
+	openAt := func(regime string, received time.Time) *trustloop.PrivacyRequest {
+		ack, due := trustloop.RequestDeadlines(regime, received)
+		return &trustloop.PrivacyRequest{ID: trustloop.NewRequestID(), Type: trustloop.RequestAccess, Status: trustloop.RequestVerified,
+			Regime: regime, ReceivedAt: received, AckDueAt: ack, DueAt: due}
+	}
 	extended := func(regime string) *trustloop.PrivacyRequest {
 		r := open(regime, trustloop.RequestInProgress)
 		if err := trustloop.ExtendRequest(r, "many requests", day(2023, 3, 15)); err != nil {
@@ -167,6 +172,7 @@ func TestExtendRequest(t *testing.T) {
 		{"gdpr: two more months", open(trustloop.RegimeGDPR, trustloop.RequestReceived), "  complex request  ", "", day(2023, 6, 10)},
 		{"gdpr in progress", open(trustloop.RegimeGDPR, trustloop.RequestInProgress), "complex", "", day(2023, 6, 10)},
 		{"ccpa: 45 more days", open(trustloop.RegimeCCPA, trustloop.RequestVerified), "complex", "", day(2023, 6, 8)},
+		{"gdpr from 31 January: three months from receipt, not two from 28 February", openAt(trustloop.RegimeGDPR, day(2023, 1, 31)), "complex", "", day(2023, 4, 30)},
 		{"reason of 500 characters", open(trustloop.RegimeCCPA, trustloop.RequestVerified), strings.Repeat("y", 500), "", day(2023, 6, 8)},
 		{"second extension (gdpr)", extended(trustloop.RegimeGDPR), "again", trustloop.ECONFLICT, time.Time{}},
 		{"second extension (ccpa)", extended(trustloop.RegimeCCPA), "again", trustloop.ECONFLICT, time.Time{}},

@@ -546,6 +546,9 @@ type RequestView struct {
 	Result          json.RawMessage `json:"result,omitempty"`
 	Receipt         string          `json:"receipt,omitempty"`
 	Overdue         bool            `json:"overdue"`
+	// AckOverdue: still waiting for verification (unacknowledged) past
+	// acknowledge_by.
+	AckOverdue bool `json:"acknowledgement_overdue"`
 }
 
 // View returns the API's view of a request.
@@ -560,6 +563,8 @@ func View(r *trustloop.PrivacyRequest) RequestView {
 		ReceivedAt: r.ReceivedAt, AckDueAt: r.AckDueAt, DueAt: r.DueAt, ExtendedAt: opt(r.ExtendedAt), ExtensionReason: r.ExtensionReason,
 		VerifiedBy: r.VerifiedBy, VerifiedAt: opt(r.VerifiedAt), CompletedAt: opt(r.CompletedAt), RejectReason: r.RejectReason,
 		Suppress: r.Suppress, Progress: r.Progress, Result: r.Result, Receipt: r.Receipt}
-	v.Overdue = r.Open() && time.Now().After(r.DueAt)
+	now := time.Now()
+	v.Overdue = r.Open() && now.After(r.DueAt)
+	v.AckOverdue = r.Status == trustloop.RequestReceived && now.After(r.AckDueAt)
 	return v
 }

@@ -497,7 +497,7 @@ func TestLifecycle(t *testing.T) {
 		h.skew.Store(int64(-60 * 24 * time.Hour))
 		old := h.create(privacy.NewRequest{Type: trustloop.RequestPortability, Identifier: "anonymous_id:" + alice.anon2})
 		h.skew.Store(0)
-		if v := privacy.View(h.get(old.ID)); !v.Overdue || v.RequestID != old.ID || v.VerifiedAt != nil || v.CompletedAt != nil {
+		if v := privacy.View(h.get(old.ID)); !v.Overdue || !v.AckOverdue || v.RequestID != old.ID || v.VerifiedAt != nil || v.CompletedAt != nil {
 			t.Fatalf("a request received 60 days ago: %+v", v)
 		}
 		// A rejected request is closed, not overdue; its view names no one.
@@ -506,7 +506,7 @@ func TestLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		v := privacy.View(rej)
-		if v.Overdue || v.RejectReason == "" || v.CompletedAt == nil {
+		if v.Overdue || v.AckOverdue || v.RejectReason == "" || v.CompletedAt == nil {
 			t.Fatalf("rejected view %+v", v)
 		}
 		b, _ := json.Marshal(v)
