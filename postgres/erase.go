@@ -72,8 +72,10 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 		exec(&c.Events, `DELETE FROM events WHERE seq = ANY($1) AND workspace_id = $2`, e.ForeignSeqs, ws)
 	}
 	if len(e.TimelineKeys) > 0 {
-		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id = ANY($1)
-			AND (key_id IN (SELECT id FROM subject_keys WHERE workspace_id = $2) OR -key_id IN (SELECT id FROM profiles WHERE workspace_id = $2))`,
+		// Foreign timelines are keyed by the negated profile id; correlated,
+		// so the check reads one profile row, not the workspace's ids.
+		exec(&c.TimelineRuns, `DELETE FROM timeline t WHERE t.key_id = ANY($1)
+			AND EXISTS (SELECT 1 FROM profiles p WHERE p.id = -t.key_id AND p.workspace_id = $2)`,
 			e.TimelineKeys, ws)
 	}
 	if len(e.ProfileIDs) > 0 {

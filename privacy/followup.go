@@ -54,7 +54,8 @@ func (s *Service) auditEntry(r *trustloop.PrivacyRequest, actor trustloop.AuditA
 // later queues a follow-up job; if even that fails, the log says so (the
 // store is then failing as a whole, and the operator sees it).
 func (s *Service) later(ctx context.Context, j *trustloop.Job) {
-	j.RunAt, j.MaxAttempts = s.now(), 50
+	// Backoff grows to an hour: 1,000 attempts are some 40 days of trying.
+	j.RunAt, j.MaxAttempts = s.now(), 1000
 	if err := s.Store.EnqueueJob(context.WithoutCancel(ctx), j); err != nil {
 		s.Log.Error("queueing a follow-up job failed", "kind", j.Kind, "err", err)
 		return

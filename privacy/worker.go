@@ -104,21 +104,25 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 		if len(msg) > 300 {
 			msg = msg[:300]
 		}
-		state, at = trustloop.JobQueued, s.now().Add(time.Duration(job.Attempts*job.Attempts)*5*time.Second)
+		state, at = trustloop.JobQueued, s.now().Add(min(time.Duration(job.Attempts*job.Attempts)*5*time.Second, time.Hour))
 		if job.Attempts >= job.MaxAttempts {
 			state = trustloop.JobFailed
 		}
 		s.Log.Error("privacy request failed", "job", job.ID, "attempt", job.Attempts, "err", perr)
 	}
-	if err := s.Store.FinishJob(pctx, job.ID, worker, state, msg, at); err != nil {
+	// Finished with a context of its own: the job's may have run out
+	// (maxJobTime), and a job left running would wait out its lease.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer fcancel()
+	if err := s.Store.FinishJob(fctx, job.ID, worker, state, msg, at); err != nil {
 		return true, err
 	}
 	if state == trustloop.JobFailed && job.Kind == JobKind {
 		// The request stays open (its deadline runs on and shows it overdue);
 		// its progress tells the operator it needs them.
-		if r, err := s.Store.FindPrivacyRequest(pctx, job.WorkspaceID, job.Ref); err == nil && r.Open() {
+		if r, err := s.Store.FindPrivacyRequest(fctx, job.WorkspaceID, job.Ref); err == nil && r.Open() {
 			r.Progress, r.UpdatedAt = "failed after "+strconv.Itoa(job.Attempts)+" attempts: "+trustloop.ErrorCode(perr)+"; retry with verify or reject", s.now()
-			if err := s.Store.UpdatePrivacyRequest(pctx, r, nil); err != nil {
+			if err := s.Store.UpdatePrivacyRequest(fctx, r, nil); err != nil {
 				s.Log.Error("marking a failed privacy request", "err", err)
 			}
 		}
@@ -131,8 +135,10 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 
 // keepLease extends the job's lease every heartbeat until the returned stop
 // is called. A worker that finds the job no longer its own (its lease ran out
-// while it was stalled and another worker took it) cancels its work: two
-// workers must not run one job at once.
+// while it was stalled and another worker took it) cancels its context, so
+// reads and exports stop; an erasure or a rectification already queued on the
+// collector's writer runs to its end, and the request's version check keeps a
+// second run from completing it twice.
 func (s *Service) keepLease(ctx context.Context, cancel context.CancelFunc, id int64, worker string) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup

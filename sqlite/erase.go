@@ -149,9 +149,11 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 		exec(&c.Events, `DELETE FROM events WHERE seq IN (`+marks(len(chunk))+`) AND workspace_id = ?`, append(chunk, ws)...)
 	}
 	if tk := int64Args(e.TimelineKeys); len(tk) > 0 {
+		// Foreign timelines are keyed by the negated profile id; correlated,
+		// so the check reads one profile row, not the workspace's ids.
 		exec(&c.TimelineRuns, `DELETE FROM timeline WHERE key_id IN (`+marks(len(tk))+`)
-			AND (key_id IN (SELECT id FROM subject_keys WHERE workspace_id = ?) OR -key_id IN (SELECT id FROM profiles WHERE workspace_id = ?))`,
-			append(tk, ws, ws)...)
+			AND EXISTS (SELECT 1 FROM profiles p WHERE p.id = -timeline.key_id AND p.workspace_id = ?)`,
+			append(tk, ws)...)
 	}
 	if len(profiles) > 0 {
 		in := `(` + marks(len(profiles)) + `)`
