@@ -56,14 +56,9 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 	evidence := func() string { return "message:" + hex.EncodeToString(msgHash) }
 	recorded := false
 	// A message without a subject (its ids are placeholders) is decided by
-	// its own signals; there is no one to record them for.
-	if userBlind == nil && anonBlind == nil {
-		if allowed := k.Decide(st, sig); k.Serves(allowed, EventCategories(m)) != 0 {
-			a.Purposes = k.Names(allowed)
-		}
-		return a, nil
-	}
-	if m.Type == trustloop.EventTrack && m.Event == ConsentPreferenceUpdated {
+	// its own signals alone: there is no one to record them for.
+	named := userBlind != nil || anonBlind != nil
+	if named && m.Type == trustloop.EventTrack && m.Event == ConsentPreferenceUpdated {
 		changes := s.preferenceChanges(k, sig, latest)
 		for method, cs := range changes {
 			if len(cs) == 0 {
@@ -77,7 +72,7 @@ func (s *Service) Admit(ctx context.Context, src *trustloop.Source, m *trustloop
 			}
 		}
 	}
-	if m.Consent.GPC {
+	if named && m.Consent.GPC {
 		var cs []Change
 		for i := range k.Len() {
 			bit := Set(1) << i

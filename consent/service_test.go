@@ -516,3 +516,20 @@ func TestEventsCannotOverturnAnAuthenticatedNo(t *testing.T) {
 		t.Fatalf("after the preference center's yes: %v", a.Purposes)
 	}
 }
+
+// A message with no subject (the collector passes none for placeholder ids
+// such as "null") is decided by its own signals, and records nothing: there
+// is no one to record a banner choice or a GPC opt-out for (Record would
+// refuse an empty subject list and fail the whole request).
+func TestAdmitWithoutSubject(t *testing.T) {
+	e := newEnv(t, nil)
+	upd := prefUpdate(map[string]bool{"Analytics": true})
+	upd.Consent.GPC = true
+	if a := e.admit(t, upd, "", ""); a.Recorded != 0 || len(a.Purposes) == 0 {
+		t.Fatalf("a subject-less preference update with GPC: recorded %d, purposes %v; want none recorded, the event admitted", a.Recorded, a.Purposes)
+	}
+	// Nothing stands for anyone afterwards: a view is decided by the regime.
+	if a := e.admit(t, viewed, "", ""); len(a.Purposes) != 0 {
+		t.Fatalf("a subject-less view after it serves %v, want nothing (opt-in)", a.Purposes)
+	}
+}

@@ -406,8 +406,12 @@ func (r *Rules) normalizeKind(k kind, value string) (v, reason string) {
 
 // Placeholder reports whether a user or anonymous id, as sent, is a blocked
 // placeholder ("null", "anonymous", "00000000-…"): a value that many people's
-// broken integrations send, which names no one.
-func (r *Rules) Placeholder(value string) bool { return r.isBlocked(strings.TrimSpace(value)) }
+// broken integrations send, which names no one. An empty id is none (it is
+// absent, not a placeholder).
+func (r *Rules) Placeholder(value string) bool {
+	v := strings.TrimSpace(value)
+	return v != "" && r.isBlocked(v)
+}
 
 // isBlocked reports whether a normalized value matches a Blocked pattern.
 func (r *Rules) isBlocked(v string) bool {

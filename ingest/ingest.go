@@ -60,12 +60,13 @@ type Config struct {
 	QueueRequests int
 	// Projection, when set, updates profiles in the same commits as the events.
 	Projection Projection
-	// Placeholder, when set, reports whether a user or anonymous id is a
-	// blocked placeholder ("null", "anonymous"): consent is then neither read
-	// nor stored under it, since everyone whose integration sends that value
-	// would share one customer's choices. The event is still decided by its
-	// own consent context and the regime.
-	Placeholder func(ws int64, value string) bool
+	// Placeholders, when set, reports whether a message's user id and
+	// anonymous id are blocked placeholders ("null", "anonymous"; an empty id
+	// is none): consent is then neither read nor stored under it, since
+	// everyone whose integration sends that value would share one customer's
+	// choices. The event is still decided by its own consent context and the
+	// regime.
+	Placeholders func(ws int64, userID, anonymousID string) (user, anon bool)
 }
 
 // Pipeline takes validated messages to the durable log.
@@ -244,11 +245,12 @@ func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustl
 	}
 	if p.admit != nil {
 		cu, ca := userBlind, anonBlind
-		if ph := p.cfg.Placeholder; ph != nil {
-			if cu != nil && ph(src.WorkspaceID, m.UserID) {
+		if p.cfg.Placeholders != nil {
+			u, a := p.cfg.Placeholders(src.WorkspaceID, m.UserID, m.AnonymousID)
+			if u {
 				cu = nil
 			}
-			if ca != nil && ph(src.WorkspaceID, m.AnonymousID) {
+			if a {
 				ca = nil
 			}
 		}

@@ -115,10 +115,12 @@ func newHarnessWith(t *testing.T, withProfiles bool) *harness {
 		a, err := cs.Admit(ctx, src, m, hash, user, anon)
 		return a.Purposes, err
 	}
-	cfg := ingest.Config{Projection: profiles, Placeholder: profiles.Placeholder}
+	cfg := ingest.Config{Projection: profiles, Placeholders: profiles.Placeholders}
 	if !withProfiles {
 		profiles, cfg.Projection = nil, nil
-		cfg.Placeholder = func(_ int64, v string) bool { return rules.Placeholder(v) }
+		cfg.Placeholders = func(_ int64, user, anon string) (bool, bool) {
+			return rules.Placeholder(user), rules.Placeholder(anon)
+		}
 	}
 	dropped := &drops{}
 	p := ingest.New(db, keys, dropped, log, admit, cfg)

@@ -205,24 +205,28 @@ func (s *Service) Prepare(ws int64, m *trustloop.Message, sourceID int64, user, 
 	return ids, blinds, &in
 }
 
-// Identify extracts a message's identifiers (in the request's goroutine, so the
-// work runs in parallel across requests).
-// Placeholder reports whether a user or anonymous id is one of the
-// workspace's blocked values (identity.Rules.Placeholder).
-func (s *Service) Placeholder(ws int64, value string) bool {
-	rules := s.rules
+// rulesFor returns the workspace's identity rules, or the defaults when its
+// settings cannot be read now (the commit's projection reports the store
+// error).
+func (s *Service) rulesFor(ws int64) *identity.Rules {
 	if c, err := s.config(context.Background(), ws); err == nil {
-		rules = c.rules
+		return c.rules
 	}
-	return rules.Placeholder(value)
+	return s.rules
 }
 
+// Placeholders reports whether a message's user id and anonymous id are
+// among the workspace's blocked values (identity.Rules.Placeholder), with one
+// look-up of the workspace's rules for both.
+func (s *Service) Placeholders(ws int64, userID, anonymousID string) (user, anon bool) {
+	rules := s.rulesFor(ws)
+	return rules.Placeholder(userID), rules.Placeholder(anonymousID)
+}
+
+// Identify extracts a message's identifiers (in the request's goroutine, so the
+// work runs in parallel across requests).
 func (s *Service) Identify(ws int64, m *trustloop.Message) []trustloop.Identifier {
-	rules := s.rules
-	if c, err := s.config(context.Background(), ws); err == nil {
-		rules = c.rules
-	} // else: the defaults; the commit's projection reports the store error
-	ids, skipped := rules.FromMessage(m)
+	ids, skipped := s.rulesFor(ws).FromMessage(m)
 	s.skipped(skipped)
 	return ids
 }

@@ -332,13 +332,15 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	// Without profiles the default blocked values are the placeholders.
-	icfg := ingest.Config{Placeholder: func(_ int64, v string) bool { return rules.Placeholder(v) }}
+	icfg := ingest.Config{Placeholders: func(_ int64, user, anon string) (bool, bool) {
+		return rules.Placeholder(user), rules.Placeholder(anon)
+	}}
 	var profiles *projection.Service
 	if ps, ok := m.Store.(projection.Store); ok && m.Profiles {
 		profiles = projection.New(ps, m.Keyring, rules, profile.Config{})
 		profiles.OnSkip = m.Metrics.Skip
 		profiles.MaxCached, profiles.FlushAfter = m.ProfilesCached, m.ProfilesFlushAfter
-		icfg.Projection, icfg.Placeholder = profiles, profiles.Placeholder
+		icfg.Projection, icfg.Placeholders = profiles, profiles.Placeholders
 		// What the last run held only in memory is rebuilt from the log before
 		// the collector takes events.
 		ids := make([]int64, len(wss))
