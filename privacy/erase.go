@@ -27,8 +27,9 @@ import (
 // stops the erasure before anything is deleted). After the commit nothing can
 // fail the erasure any more: memory forgets the subject, suppression starts,
 // the WAL is truncated and the audit log records it; a truncation or an
-// audit append that fails is retried as a job of its own (scrubLater,
-// auditLater), since the request is already complete.
+// audit append that fails is retried as a job of its own (Service.scrub and
+// Service.audit queue ScrubKind and AuditKind jobs), since the request is
+// already complete.
 
 // ReceiptType is the JWS type of erasure receipts.
 const ReceiptType = "trustloop-erasure-receipt+json"

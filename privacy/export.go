@@ -198,34 +198,32 @@ func (s *Service) gather(ctx context.Context, r *trustloop.PrivacyRequest) (*Pac
 			pkg.Found = true
 		}
 	}
-	receipts := map[string]bool{}
-	for i := 0; i <= len(blinds); i++ {
-		var recs []trustloop.ConsentRecord
-		if i < len(blinds) {
-			var err error
-			if recs, err = s.Store.ConsentRecords(ctx, ws, blinds[i]); err != nil {
-				return nil, nil, err
-			}
-		} else {
-			recs = attributed
+	var recs []trustloop.ConsentRecord
+	for _, b := range blinds {
+		more, err := s.Store.ConsentRecords(ctx, ws, b)
+		if err != nil {
+			return nil, nil, err
 		}
-		for _, rec := range recs {
-			pkg.Found = true
-			e := ConsentEntry{Purpose: rec.Purpose, State: rec.State, At: rec.At, Method: rec.Method, NoticeVersion: rec.NoticeVersion,
-				Jurisdiction: rec.Jurisdiction, SourceID: rec.SourceID, ReceiptID: rec.ReceiptID, Hash: hex.EncodeToString(rec.Hash)}
-			if !rec.ExpiresAt.IsZero() {
-				t := rec.ExpiresAt
-				e.ExpiresAt = &t
-			}
-			pkg.Consent = append(pkg.Consent, e)
-			if rec.ReceiptID != "" && !receipts[rec.ReceiptID] {
-				receipts[rec.ReceiptID] = true
-				rc, err := s.Store.FindConsentReceipt(ctx, ws, rec.ReceiptID)
-				if err == nil {
-					pkg.Receipts = append(pkg.Receipts, Receipt{ReceiptID: rc.ID, JWS: string(rc.Body)})
-				} else if trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
-					return nil, nil, err
-				}
+		recs = append(recs, more...)
+	}
+	recs = append(recs, attributed...)
+	receipts := map[string]bool{}
+	for _, rec := range recs {
+		pkg.Found = true
+		e := ConsentEntry{Purpose: rec.Purpose, State: rec.State, At: rec.At, Method: rec.Method, NoticeVersion: rec.NoticeVersion,
+			Jurisdiction: rec.Jurisdiction, SourceID: rec.SourceID, ReceiptID: rec.ReceiptID, Hash: hex.EncodeToString(rec.Hash)}
+		if !rec.ExpiresAt.IsZero() {
+			t := rec.ExpiresAt
+			e.ExpiresAt = &t
+		}
+		pkg.Consent = append(pkg.Consent, e)
+		if rec.ReceiptID != "" && !receipts[rec.ReceiptID] {
+			receipts[rec.ReceiptID] = true
+			rc, err := s.Store.FindConsentReceipt(ctx, ws, rec.ReceiptID)
+			if err == nil {
+				pkg.Receipts = append(pkg.Receipts, Receipt{ReceiptID: rc.ID, JWS: string(rc.Body)})
+			} else if trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
+				return nil, nil, err
 			}
 		}
 	}

@@ -3,11 +3,15 @@ package privacy_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/auditlog"
 	"github.com/trustloop/trustloop/privacy"
 	"github.com/trustloop/trustloop/sqlite"
 )
@@ -119,5 +123,56 @@ func TestScrubRetriedAfterErasure(t *testing.T) {
 	}
 	if st.calls.Load() != 3 {
 		t.Fatalf("%d truncations, want 3", st.calls.Load())
+	}
+}
+
+// stepsRecorded returns the audit log's privacy-request steps for request id,
+// by action and actor.
+func (h *harness) stepsRecorded(id string) []string {
+	h.t.Helper()
+	n, err := h.db.AuditSize(bg, h.ws)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	recs, err := h.db.AuditRecords(bg, h.ws, 0, n)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, r := range recs {
+		e, err := trustloop.DecodeAuditEntry(r.Data)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if e.Detail == "request "+id {
+			out = append(out, e.Action+" by "+e.Actor.ID)
+		}
+	}
+	return out
+}
+
+// A step the audit log cannot take when it happens is recorded later, by a
+// job of its own, with the actor it had.
+func TestAuditStepRetried(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	working := h.svc.Audit
+	down := auditlog.New(h.db, h.keys, auditlog.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	down.Close()
+	h.svc.Audit = down
+	actor := trustloop.AuditActor{Kind: trustloop.ActorAPIKey, ID: "key:1"}
+	r := h.create(privacy.NewRequest{Type: trustloop.RequestAccess, Identifier: "user_id:nobody", VerifiedBy: "key:1", Actor: actor})
+	if got := h.stepsRecorded(r.ID); len(got) != 0 {
+		t.Fatalf("steps recorded with the log down: %v", got)
+	}
+	h.svc.Audit = working
+	h.work() // the access request and the queued audit steps
+	got := h.stepsRecorded(r.ID)
+	if !slices.Contains(got, "privacy_request access received by key:1") || !slices.Contains(got, "privacy_request access completed by component:privacy") {
+		t.Fatalf("steps after the retry: %v; want the reception by its key, and the completion", got)
+	}
+	jobs, err := h.db.JobsOf(bg, h.ws, r.ID+"|received|"+trustloop.ActorAPIKey+"|key:1")
+	if err != nil || len(jobs) != 1 || jobs[0].State != trustloop.JobDone {
+		t.Fatalf("the audit step's job: %+v %v", jobs, err)
 	}
 }

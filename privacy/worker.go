@@ -108,7 +108,7 @@ func (s *Service) RunOnce(ctx context.Context) (bool, error) {
 		if job.Attempts >= job.MaxAttempts {
 			state = trustloop.JobFailed
 		}
-		s.Log.Error("privacy request failed", "job", job.ID, "attempt", job.Attempts, "err", perr)
+		s.Log.Error("privacy job failed", "job", job.ID, "kind", job.Kind, "attempt", job.Attempts, "err", perr)
 	}
 	// Finished with a context of its own: the job's may have run out
 	// (maxJobTime), and a job left running would wait out its lease.
@@ -172,8 +172,7 @@ func (s *Service) process(ctx context.Context, job *trustloop.Job) error {
 	switch job.Kind {
 	case ScrubKind, AuditKind:
 		return s.followUp(ctx, job)
-	}
-	if job.Kind == RetentionKind {
+	case RetentionKind:
 		res, err := s.Retention(ctx, job.WorkspaceID)
 		if err == nil {
 			s.Log.Info("retention sweep", "workspace", job.WorkspaceID, "events_examined", res.EventsExamined,

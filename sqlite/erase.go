@@ -49,8 +49,9 @@ func (db *DB) truncateWAL(ctx context.Context) error {
 }
 
 // Rekey rewrites a subject under fresh keys in one transaction (ScrubLog
-// then drops the WAL frames of the old ciphertext). A rewritten payload goes into its row (the segment file
-// keeps the old ciphertext, whose key this transaction replaces).
+// then drops the WAL frames of the old ciphertext). A rewritten payload goes
+// into its row (the segment file keeps the old ciphertext, whose key this
+// transaction replaces).
 func (db *DB) Rekey(ctx context.Context, r *trustloop.Rekey) error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
