@@ -1,11 +1,8 @@
 package sqlite_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -115,18 +112,13 @@ func TestScrubLogTruncatesWAL(t *testing.T) {
 	defer db.Close()
 	b := storetest.MustBootstrap(t, db)
 	ws := b.Workspace.ID
-	rnd := func(n int) []byte {
-		v := make([]byte, n)
-		rand.Read(v)
-		return v
-	}
 	created := time.UnixMilli(1_750_000_000_000).UTC()
-	erased := trustloop.SubjectKey{ID: 7, WorkspaceID: ws, Blind: rnd(32), Wrapped: rnd(60), CreatedAt: created}
-	kept := trustloop.SubjectKey{ID: 8, WorkspaceID: ws, Blind: rnd(32), Wrapped: rnd(60), CreatedAt: created}
+	erased := trustloop.SubjectKey{ID: 7, WorkspaceID: ws, Blind: randBytes(32), Wrapped: randBytes(60), CreatedAt: created}
+	kept := trustloop.SubjectKey{ID: 8, WorkspaceID: ws, Blind: randBytes(32), Wrapped: randBytes(60), CreatedAt: created}
 	var events []trustloop.StoredEvent
 	for _, k := range []trustloop.SubjectKey{erased, kept} {
-		events = append(events, trustloop.StoredEvent{WorkspaceID: ws, SourceID: b.Source.ID, MessageHash: rnd(16), KeyID: k.ID,
-			Type: trustloop.EventTrack, ReceivedAt: time.Now(), Timestamp: time.Now(), Payload: rnd(300)})
+		events = append(events, trustloop.StoredEvent{WorkspaceID: ws, SourceID: b.Source.ID, MessageHash: randBytes(16), KeyID: k.ID,
+			Type: trustloop.EventTrack, ReceivedAt: time.Now(), Timestamp: time.Now(), Payload: randBytes(300)})
 	}
 	if _, err := db.AppendEvents(ctx, &trustloop.CommitBatch{NewKeys: []trustloop.SubjectKey{erased, kept}, Events: events}); err != nil {
 		t.Fatal(err)
@@ -138,9 +130,9 @@ func TestScrubLogTruncatesWAL(t *testing.T) {
 	var profiles []trustloop.ProfileRecord
 	var identities []trustloop.IdentityRecord
 	for _, k := range []trustloop.SubjectKey{erased, kept} {
-		profiles = append(profiles, trustloop.ProfileRecord{ID: k.ID * 10, WorkspaceID: ws, KeyID: k.ID, State: rnd(80), CreatedAt: created, UpdatedAt: created})
+		profiles = append(profiles, trustloop.ProfileRecord{ID: k.ID * 10, WorkspaceID: ws, KeyID: k.ID, State: randBytes(80), CreatedAt: created, UpdatedAt: created})
 		identities = append(identities, trustloop.IdentityRecord{WorkspaceID: ws, Blind: k.Blind, Type: "user_id", ProfileID: k.ID * 10,
-			KeyID: k.ID, Sealed: rnd(48), FirstSeen: created})
+			KeyID: k.ID, Sealed: randBytes(48), FirstSeen: created})
 	}
 	if err := db.WriteProjection(ctx, &trustloop.ProjectionChanges{Profiles: profiles, Identities: identities,
 		Timeline: []trustloop.TimelineRun{{KeyID: erased.ID, Seqs: []int64{stored[0].Seq}}, {KeyID: kept.ID, Seqs: []int64{stored[1].Seq}}}}); err != nil {
@@ -153,7 +145,7 @@ func TestScrubLogTruncatesWAL(t *testing.T) {
 		"old profile state": profiles[1].State,
 	}
 	// Positive control: the scan finds them before.
-	if found := filesHolding(t, dir, gone); len(found) != len(gone) {
+	if found, _ := storetest.FilesHolding(t, dir, gone); len(found) != len(gone) {
 		t.Fatalf("before the erasure the scan finds only %v", found)
 	}
 
@@ -161,10 +153,10 @@ func TestScrubLogTruncatesWAL(t *testing.T) {
 		ProfileIDs: []int64{profiles[0].ID}, Blinds: [][]byte{erased.Blind}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Rekey(ctx, &trustloop.Rekey{WorkspaceID: ws, Keys: []trustloop.SubjectKey{{ID: kept.ID, Wrapped: rnd(60)}},
-		Events:     []trustloop.StoredEvent{{Seq: stored[1].Seq, Payload: rnd(300)}},
-		Identities: []trustloop.IdentityRecord{{Blind: kept.Blind, Sealed: rnd(48)}},
-		Profiles:   []trustloop.ProfileRecord{{ID: profiles[1].ID, State: rnd(80)}}}); err != nil {
+	if err := db.Rekey(ctx, &trustloop.Rekey{WorkspaceID: ws, Keys: []trustloop.SubjectKey{{ID: kept.ID, Wrapped: randBytes(60)}},
+		Events:     []trustloop.StoredEvent{{Seq: stored[1].Seq, Payload: randBytes(300)}},
+		Identities: []trustloop.IdentityRecord{{Blind: kept.Blind, Sealed: randBytes(48)}},
+		Profiles:   []trustloop.ProfileRecord{{ID: profiles[1].ID, State: randBytes(80)}}}); err != nil {
 		t.Fatal(err)
 	}
 	wal := filepath.Join(dir, sqlite.FileName+"-wal")
@@ -179,7 +171,7 @@ func TestScrubLogTruncatesWAL(t *testing.T) {
 	} else if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	if found := filesHolding(t, dir, gone); len(found) != 0 {
+	if found, _ := storetest.FilesHolding(t, dir, gone); len(found) != 0 {
 		t.Fatalf("after the erasure, the rekey and ScrubLog the data directory still holds: %v", found)
 	}
 	// And the store still works: the kept subject reads back rekeyed.
@@ -189,30 +181,4 @@ func TestScrubLogTruncatesWAL(t *testing.T) {
 	if err := db.ScrubLog(ctx); err != nil {
 		t.Fatalf("ScrubLog with nothing to do = %v", err)
 	}
-}
-
-// filesHolding returns the needles some file under dir contains, with the
-// files.
-func filesHolding(t *testing.T, dir string, needles map[string][]byte) map[string][]string {
-	t.Helper()
-	found := map[string][]string{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for name, n := range needles {
-			if bytes.Contains(data, n) {
-				found[name] = append(found[name], filepath.Base(path))
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return found
 }

@@ -59,14 +59,22 @@ type eraseWorld struct {
 	pseudonyms map[string]string // "ws/name" -> the audit pseudonym of the subject's consent
 }
 
+// mustSecondWorkspace creates a workspace beside the bootstrapped one, whose
+// data the erasure cases check stays untouched.
+func mustSecondWorkspace(t *testing.T, s trustloop.Store) *trustloop.Bootstrap {
+	t.Helper()
+	b := Bootstrap("second")
+	if err := s.CreateWorkspace(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func newEraseWorld(t *testing.T, s trustloop.Store) *eraseWorld {
 	t.Helper()
 	ctx := context.Background()
-	w := &eraseWorld{b: MustBootstrap(t, s), b2: Bootstrap("second"), blind: map[string][]byte{},
+	w := &eraseWorld{b: MustBootstrap(t, s), b2: mustSecondWorkspace(t, s), blind: map[string][]byte{},
 		keys: map[int64]trustloop.SubjectKey{}, req: map[string]*trustloop.PrivacyRequest{}, pseudonyms: map[string]string{}}
-	if err := s.CreateWorkspace(ctx, w.b2); err != nil {
-		t.Fatal(err)
-	}
 	w.ws, w.ws2 = w.b.Workspace.ID, w.b2.Workspace.ID
 	for _, n := range eraseBlindNames {
 		w.blind[n] = random(32)
@@ -801,10 +809,7 @@ func testDeleteEvents(t *testing.T, s trustloop.Store) {
 	ctx := context.Background()
 	b := MustBootstrap(t, s)
 	ws := b.Workspace.ID
-	b2 := Bootstrap("second")
-	if err := s.CreateWorkspace(ctx, b2); err != nil {
-		t.Fatal(err)
-	}
+	b2 := mustSecondWorkspace(t, s)
 	now := time.Now()
 	batch := &trustloop.CommitBatch{NewKeys: []trustloop.SubjectKey{newKey(b, 1)}}
 	for range 1203 {
@@ -922,10 +927,7 @@ func testExpiredConsent(t *testing.T, s trustloop.Store) {
 	if err := s.AppendConsent(ctx, recs, nil); err != nil {
 		t.Fatal(err)
 	}
-	b2 := Bootstrap("second")
-	if err := s.CreateWorkspace(ctx, b2); err != nil {
-		t.Fatal(err)
-	}
+	b2 := mustSecondWorkspace(t, s)
 	if err := s.AppendConsent(ctx, []trustloop.ConsentRecord{rec(b2.Workspace.ID, "s1", "analytics", given, long, -time.Hour)}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -968,10 +970,7 @@ func testSuppressions(t *testing.T, s trustloop.Store) {
 	ctx := context.Background()
 	b := MustBootstrap(t, s)
 	ws := b.Workspace.ID
-	b2 := Bootstrap("second")
-	if err := s.CreateWorkspace(ctx, b2); err != nil {
-		t.Fatal(err)
-	}
+	b2 := mustSecondWorkspace(t, s)
 	mustSuppressions := func(ws int64, want ...[]byte) {
 		t.Helper()
 		got, err := s.Suppressions(ctx, ws)

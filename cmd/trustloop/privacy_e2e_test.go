@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -21,6 +20,7 @@ import (
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/postgres"
 	"github.com/trustloop/trustloop/postgres/pgtest"
+	"github.com/trustloop/trustloop/storetest"
 )
 
 // Erasure end to end (issue 5, T6): a customer known across devices, merged,
@@ -105,27 +105,7 @@ func keysOf(t *testing.T, keys *keyring.Keyring, find func([][]byte) (map[string
 // hold it. It fails if fewer than minFiles files were read.
 func scanDir(t *testing.T, dir, when string, minFiles int, needles map[string][]byte) map[string][]string {
 	t.Helper()
-	files := 0
-	found := map[string][]string{}
-	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		files++
-		for what, n := range needles {
-			if bytes.Contains(b, n) {
-				found[what] = append(found[what], path)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("%s: scanning %s: %v", when, dir, err)
-	}
+	found, files := storetest.FilesHolding(t, dir, needles)
 	if files < minFiles {
 		t.Fatalf("%s: only %d files scanned", when, files)
 	}
