@@ -256,7 +256,8 @@ func (s *Service) consentUnderKeys(ctx context.Context, ws int64, sub *projectio
 	// The keys: the profiles' other keys, and those of the events on the
 	// foreign timelines.
 	others := slices.Clone(ki.other)
-	err := s.Profiles.EachEvent(ctx, ws, sub.TimelineKeys, func(e trustloop.StoredEvent, _ *collect.Envelope) error {
+	// (the rows only: nothing needs opening here)
+	err := s.Profiles.EachStoredEvent(ctx, ws, sub.TimelineKeys, func(e trustloop.StoredEvent) error {
 		if !slices.Contains(ki.identity, e.KeyID) && !slices.Contains(others, e.KeyID) {
 			others = append(others, e.KeyID)
 		}
@@ -303,7 +304,7 @@ func (s *Service) consentUnderKeys(ctx context.Context, ws int64, sub *projectio
 	// Which of those messages are the subject's: one pass over its events,
 	// keeping only the hashes asked for (memory does not grow with them).
 	mine := map[string]bool{}
-	err = s.Profiles.EachEvent(ctx, ws, keyIDs, func(e trustloop.StoredEvent, _ *collect.Envelope) error {
+	err = s.Profiles.EachStoredEvent(ctx, ws, keyIDs, func(e trustloop.StoredEvent) error {
 		if h := string(e.MessageHash); wanted[h] {
 			mine[h] = true
 		}

@@ -231,21 +231,8 @@ func (s *Service) find(ctx context.Context, es ErasureStore, ws int64, blind []b
 // opened, a page at a time (bounded memory however many there are): the
 // stored timelines and the positions still held in memory.
 func (s *Service) EachEvent(ctx context.Context, ws int64, keyIDs []int64, fn func(e trustloop.StoredEvent, env *collect.Envelope) error) error {
-	// The positions once (8 bytes each), then the events a page at a time:
-	// memory and time stay linear in the number of events.
-	seqs, err := s.allSeqs(ctx, keyIDs)
-	if err != nil {
-		return err
-	}
-	slices.Reverse(seqs)
 	keys := map[int64]keyring.Key{}
-	const page = 500
-	for start := 0; start < len(seqs); start += page {
-		evs, err := s.store.EventsBySeq(ctx, ws, seqs[start:min(start+page, len(seqs))])
-		if err != nil {
-			return err
-		}
-		slices.Reverse(evs) // EventsBySeq gives them ascending
+	return s.eachPage(ctx, ws, keyIDs, func(evs []trustloop.StoredEvent) error {
 		// Keys by the events' own key ids: a foreign timeline lists events
 		// sealed under keys not in keyIDs.
 		var need []int64
@@ -276,6 +263,42 @@ func (s *Service) EachEvent(ctx context.Context, ws int64, keyIDs []int64, fn fu
 		}
 		if len(keys) > 10_000 {
 			clear(keys)
+		}
+		return nil
+	})
+}
+
+// EachStoredEvent is EachEvent without opening anything: the rows alone (key
+// ids, message hashes), for a caller that needs no payload.
+func (s *Service) EachStoredEvent(ctx context.Context, ws int64, keyIDs []int64, fn func(e trustloop.StoredEvent) error) error {
+	return s.eachPage(ctx, ws, keyIDs, func(evs []trustloop.StoredEvent) error {
+		for _, e := range evs {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// eachPage calls fn with the events of the subject keys, newest first, 500 at
+// a time: the positions are read once (8 bytes each), then the events a page
+// at a time, so memory and time stay linear in the number of events.
+func (s *Service) eachPage(ctx context.Context, ws int64, keyIDs []int64, fn func(evs []trustloop.StoredEvent) error) error {
+	seqs, err := s.allSeqs(ctx, keyIDs)
+	if err != nil {
+		return err
+	}
+	slices.Reverse(seqs)
+	const page = 500
+	for start := 0; start < len(seqs); start += page {
+		evs, err := s.store.EventsBySeq(ctx, ws, seqs[start:min(start+page, len(seqs))])
+		if err != nil {
+			return err
+		}
+		slices.Reverse(evs) // EventsBySeq gives them ascending
+		if err := fn(evs); err != nil {
+			return err
 		}
 	}
 	return nil
