@@ -246,8 +246,9 @@ func (s *Service) gather(ctx context.Context, r *trustloop.PrivacyRequest) (*Pac
 // subject's (Erasure.Blinds gets projection.Subject.KeyBlinds). A blocked
 // value's key may be shared, and even one that holds only the subject's
 // events can have others' consent under its blind index: the consent stage
-// records a change under a message's anonymous id as well as its user id,
-// and the message is then sealed under the user id's key. So a record here
+// records a change under a message's anonymous id as well as its user id
+// (under a placeholder id no more, but stores hold such records from
+// before), and the message is then sealed under the user id's key. So a record here
 // is the subject's when it says which message carried it and that message
 // is one of the subject's events: nothing of another customer comes in,
 // and a record no event vouches for (one made through the API, or whose

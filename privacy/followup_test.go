@@ -176,3 +176,50 @@ func TestAuditStepRetried(t *testing.T) {
 		t.Fatalf("the audit step's job: %+v %v", jobs, err)
 	}
 }
+
+// leaseLost is the store as a worker sees it once another took its job: the
+// lease cannot be renewed, and a request's consent history is read until the
+// work is cancelled (a long read).
+type leaseLost struct {
+	*sqlite.DB
+	renewals atomic.Int32
+}
+
+func (l *leaseLost) ProgressJob(context.Context, int64, string, string, time.Time) error {
+	l.renewals.Add(1)
+	return trustloop.Errorf(trustloop.ECONFLICT, "The job is held by another worker.")
+}
+
+func (l *leaseLost) ConsentRecords(ctx context.Context, ws int64, subject []byte) ([]trustloop.ConsentRecord, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A running job renews its lease every heartbeat; a worker that finds the
+// job taken by another cancels its work instead of finishing it beside them.
+// (Not parallel: it sets the package's heartbeat.)
+func TestLostLeaseCancelsTheWork(t *testing.T) {
+	defer privacy.SetHeartbeat(10 * time.Millisecond)()
+	h := newHarness(t)
+	p := newPerson("l", "Lea")
+	h.history(p)
+	st := &leaseLost{DB: h.db}
+	h.svc.Store = st
+	r := h.create(privacy.NewRequest{Type: trustloop.RequestAccess, Identifier: "user_id:" + p.user, VerifiedBy: "key:1"})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.svc.RunOnce(bg)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the work went on after its lease was lost")
+	}
+	if st.renewals.Load() == 0 {
+		t.Fatal("the lease was never renewed")
+	}
+	if got := h.get(r.ID); got.Status == trustloop.RequestCompleted {
+		t.Fatalf("a request whose lease was lost completed: %s", got.Status)
+	}
+}

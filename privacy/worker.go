@@ -27,9 +27,12 @@ import (
 // minutes).
 const (
 	lease      = 2 * time.Minute
-	heartbeat  = 20 * time.Second
 	maxJobTime = 30 * time.Minute
 )
+
+// heartbeat is how often a running job renews its lease (a variable for the
+// tests only).
+var heartbeat = 20 * time.Second
 
 // Run works on requests until ctx ends.
 func (s *Service) Run(ctx context.Context) {
