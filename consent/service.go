@@ -593,3 +593,46 @@ func JurisdictionOf(latest map[string]trustloop.ConsentRecord) string {
 	}
 	return j
 }
+
+// Allowed reports whether the subjects' stored choices, or failing those the
+// regime's default, allow purpose now: what a derived model (the recommender)
+// asks before it uses a subject's data, without any one event's own signals.
+// An unknown purpose is not allowed.
+func (s *Service) Allowed(ctx context.Context, ws int64, purpose string, subjects ...[]byte) (bool, error) {
+	k, i, err := s.purpose(ctx, ws, purpose)
+	if err != nil || k == nil {
+		return false, err
+	}
+	st, latest, err := s.Stored(ctx, k, ws, subjects...)
+	if err != nil {
+		return false, err
+	}
+	return k.Decide(st, Signals{Regime: k.Regime(JurisdictionOf(latest))}).Has(i), nil
+}
+
+// Serves reports whether purpose was allowed when the message was collected
+// (the purposes sealed with it) and may use the message's data category (T3).
+func (s *Service) Serves(ctx context.Context, ws int64, purpose string, m *trustloop.Message) (bool, error) {
+	if !slices.Contains(m.Purposes, purpose) {
+		return false, nil
+	}
+	k, i, err := s.purpose(ctx, ws, purpose)
+	if err != nil || k == nil {
+		return false, err
+	}
+	return k.Categories(i)&EventCategories(m) != 0, nil
+}
+
+// purpose returns the workspace's catalog and the purpose's index in it; a nil
+// catalog when the purpose is not in it.
+func (s *Service) purpose(ctx context.Context, ws int64, purpose string) (*Compiled, int, error) {
+	k, err := s.Catalog(ctx, ws)
+	if err != nil {
+		return nil, 0, err
+	}
+	i, ok := k.Index(purpose)
+	if !ok {
+		return nil, 0, nil
+	}
+	return k, i, nil
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/trustloop/trustloop/metrics"
 	"github.com/trustloop/trustloop/privacy"
 	"github.com/trustloop/trustloop/projection"
+	"github.com/trustloop/trustloop/recommend"
 )
 
 // Ingester is what the collector hands validated messages to (ingest.Pipeline).
@@ -50,9 +51,12 @@ type Server struct {
 	Audit *auditlog.Log
 	// Privacy serves the privacy request API; nil leaves it out.
 	Privacy *privacy.Service
-	Metrics *metrics.Metrics
-	Log     *slog.Logger
-	Config  Config
+	// Recommender serves recommendations and similar items (with Profiles);
+	// nil leaves them out.
+	Recommender *recommend.Service
+	Metrics     *metrics.Metrics
+	Log         *slog.Logger
+	Config      Config
 	// Ready reports whether storage is open and migrated; nil means ready.
 	Ready func(context.Context) error
 	// Now and NewID are injected for tests.
@@ -127,6 +131,7 @@ func (s *Server) Handler() http.Handler {
 	s.apiKeyRoutes(mux)
 	s.auditRoutes(mux)
 	s.privacyRoutes(mux)
+	s.recommendRoutes(mux)
 	mux.Handle("/", s.route("other", func(w http.ResponseWriter, r *http.Request) error {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")

@@ -14,6 +14,7 @@ import (
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/profile"
 	"github.com/trustloop/trustloop/projection"
+	"github.com/trustloop/trustloop/recommend"
 )
 
 // Observer is told what the writer did; the metrics package implements it.
@@ -67,6 +68,18 @@ type Config struct {
 	// choices. The event is still decided by its own consent context and the
 	// regime.
 	Placeholders func(ws int64, userID, anonymousID string) (user, anon bool)
+	// Recommender, when set, learns from every committed event, on the
+	// writer after each commit and before the requests are answered.
+	Recommender Recommender
+}
+
+// Recommender is a model fed from the group commits (recommend.Service).
+type Recommender interface {
+	// Prepare reads what the model needs of a message (nil: nothing), in the
+	// request's goroutine.
+	Prepare(m *trustloop.Message) *recommend.Prepared
+	// Observe applies committed events in log order.
+	Observe(ctx context.Context, evs []recommend.Event) error
 }
 
 // Pipeline takes validated messages to the durable log.
@@ -143,6 +156,10 @@ type pending struct {
 	ids      []trustloop.Identifier
 	blinds   [][]byte
 	input    *profile.Input
+	// rec is what the recommender reads of the message; user and anon are the
+	// blind indexes of its ids the consent stage made (nil: not made).
+	rec        *recommend.Prepared
+	user, anon []byte
 	// dropped: the consent stage refused it; it is counted, not stored.
 	dropped bool
 	// epoch is the erasure epoch the event's preparation began in.
@@ -287,6 +304,11 @@ func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustl
 				p.obs.Dropped("suppressed", 1)
 				return pending{dropped: true}, nil
 			}
+		}
+	}
+	if r := p.cfg.Recommender; r != nil {
+		if ev.rec = r.Prepare(m); ev.rec != nil {
+			ev.msg, ev.user, ev.anon = m, userBlind, anonBlind
 		}
 	}
 	if key, ok := p.keys.Cached(src.WorkspaceID, blind); ok {
@@ -587,6 +609,19 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 		// answered: read-your-writes.
 		defer func() { g.Done(committed) }()
 	}
+	// The recommender learns from the new events only: a repeat was learnt
+	// from when it was first stored.
+	var fresh []int
+	if p.cfg.Recommender != nil {
+		project := batch.Project
+		batch.Project = func(ctx context.Context, idx []int, seqs []int64) (*trustloop.ProjectionChanges, error) {
+			fresh = idx // the last call is the one committed (a retried transaction calls again)
+			if project == nil {
+				return nil, nil
+			}
+			return project(ctx, idx, seqs)
+		}
+	}
 	stored, err = p.store.AppendEvents(ctx, batch)
 	if err != nil {
 		return 0, err
@@ -595,7 +630,37 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 	for _, res := range resolved {
 		p.keys.Remember(res)
 	}
+	if p.cfg.Recommender != nil {
+		p.observe(ctx, group, fresh)
+	}
 	return stored, nil
+}
+
+// observe hands the group's new events to the recommender. A failure there
+// (consent unreadable) does not fail the commit, which stands: the
+// recommender reads the subject back from the log later, and it is logged.
+func (p *Pipeline) observe(ctx context.Context, group []*request, fresh []int) {
+	var evs []recommend.Event
+	isFresh := make(map[int]bool, len(fresh))
+	for _, i := range fresh {
+		isFresh[i] = true
+	}
+	i := 0
+	for _, r := range group {
+		for k := range r.events {
+			e := &r.events[k]
+			i++
+			if isFresh[i-1] && e.rec != nil {
+				evs = append(evs, recommend.Event{WorkspaceID: e.ws, Message: e.msg, Subject: e.blind, User: e.user, Anon: e.anon, Prepared: e.rec})
+			}
+		}
+	}
+	if len(evs) == 0 {
+		return
+	}
+	if err := p.cfg.Recommender.Observe(ctx, evs); err != nil {
+		p.log.Error("the recommender could not learn from committed events", "events", len(evs), "err", err)
+	}
 }
 
 // ErrClosed reports whether err is the pipeline's shutting-down error.

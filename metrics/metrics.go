@@ -32,6 +32,9 @@ type Metrics struct {
 	// RetentionDeleted and ConsentExpired count what retention sweeps did.
 	RetentionDeleted prometheus.Counter
 	ConsentExpired   prometheus.Counter
+	// RecommendIgnored counts weighted events the recommender could not use, by
+	// a fixed reason (no_product_id, …).
+	RecommendIgnored *prometheus.CounterVec
 }
 
 // New makes the collectors and registers them, with the Go runtime and process
@@ -73,10 +76,12 @@ func New() *Metrics {
 			Name: "trustloop_retention_events_deleted_total", Help: "Events the retention sweep deleted past their purposes' retention."}),
 		ConsentExpired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trustloop_consent_expired_total", Help: "Given consents the retention sweep marked expired."}),
+		RecommendIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trustloop_recommend_ignored_total", Help: "Weighted events the recommender did not use, by reason."}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(m.EventsReceived, m.EventsStored, m.EventsDuplicate, m.EventsDropped, m.RequestsRejected,
 		m.RequestBatchSize, m.CommitGroupSize, m.CommitDuration, m.RequestDuration, m.Skipped,
-		m.PrivacyRequests, m.PrivacyDuration, m.RetentionDeleted, m.ConsentExpired,
+		m.PrivacyRequests, m.PrivacyDuration, m.RetentionDeleted, m.ConsentExpired, m.RecommendIgnored,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -114,3 +119,7 @@ func (m *Metrics) RetentionDone(eventsDeleted int64, consentExpired int) {
 	m.RetentionDeleted.Add(float64(eventsDeleted))
 	m.ConsentExpired.Add(float64(consentExpired))
 }
+
+// RecommendIgnore counts an event the recommender did not use; reason is a
+// fixed word of the recommend package.
+func (m *Metrics) RecommendIgnore(reason string) { m.RecommendIgnored.WithLabelValues(reason).Inc() }

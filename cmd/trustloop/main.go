@@ -35,6 +35,7 @@ import (
 	"github.com/trustloop/trustloop/privacy"
 	"github.com/trustloop/trustloop/profile"
 	"github.com/trustloop/trustloop/projection"
+	"github.com/trustloop/trustloop/recommend"
 	"github.com/trustloop/trustloop/sqlite"
 )
 
@@ -178,6 +179,11 @@ type Main struct {
 	ProfilesFlushAfter time.Duration
 	// Regime is the consent regime of the workspace made on first start.
 	Regime string
+	// Recommend turns the recommender on (with Profiles); RecConfig tunes it.
+	Recommend     bool
+	RecConfig     recommend.Config
+	Recommender   *recommend.Service
+	stopRecommend func()
 
 	stopProfiles func()
 	stopPrivacy  func()
@@ -219,6 +225,13 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.DurationVar(&m.ProfilesFlushAfter, "profiles-flush-after", 5*time.Second, "with --profiles: how long a changed profile may stay only in memory before it is written (the log replays it after a crash; longer writes less under load)")
 	fs.StringVar(&m.Regime, "regime", consent.RegimeOptIn, "consent regime of the workspace created on first start: opt_in (GDPR-style: nothing but essential without consent) or opt_out (CCPA-style); later changes go through PUT /v1/purposes")
 	fs.DurationVar(&m.RetentionEvery, "retention-every", 24*time.Hour, "how often the retention sweep deletes events past their purposes' retention and marks expired consent (0: never)")
+	fs.BoolVar(&m.Recommend, "recommend", true, "with --profiles: learn recommendations from consented events and serve /v1/profiles/{id}/recommendations and /v1/items/{id}/similar")
+	def := recommend.Defaults()
+	weights := fs.String("rec-weights", recommend.FormatWeights(def.Weights), "interaction weights of the recommender, \"Event Name=weight,…\"")
+	fs.DurationVar(&m.RecConfig.HalfLife, "rec-half-life", def.HalfLife, "time decay of the recommender's affinity: an interaction counts half as much this much later (0: no decay)")
+	similarity := fs.String("rec-similarity", string(def.Similarity), "item similarity of the recommender: jaccard, lift or count")
+	fs.IntVar(&m.RecConfig.MaxItems, "rec-max-items", def.MaxItems, "distinct items per customer counted in the recommender's co-occurrence (the first ones met; bounds the cost of learning and forgetting one customer)")
+	exclude := fs.String("rec-exclude", string(def.Exclude), "which of a customer's own items recommendations leave out: purchased, seen or none")
 	fs.StringVar(&m.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&m.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (empty: off; never expose it publicly)")
 	fs.DurationVar(&m.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
@@ -227,6 +240,14 @@ func (m *Main) ParseFlags(args []string) error {
 	}
 	if m.MasterKeyFile == "" {
 		m.MasterKeyFile = filepath.Join(m.DataDir, "master.key")
+	}
+	w, err := recommend.ParseWeights(*weights)
+	if err != nil {
+		return &usageError{"--rec-weights: " + describe(err)}
+	}
+	m.RecConfig.Weights, m.RecConfig.Similarity, m.RecConfig.Exclude = w, recommend.Similarity(*similarity), recommend.Exclude(*exclude)
+	if _, err := recommend.NewModel(m.RecConfig); err != nil {
+		return &usageError{"recommender flags: " + describe(err)}
 	}
 	if m.ProfilesCached < 1000 {
 		return &usageError{fmt.Sprintf("--profiles-cached %d: want at least 1000 profiles", m.ProfilesCached)}
@@ -360,6 +381,12 @@ func (m *Main) Open(ctx context.Context) error {
 	} else if m.Profiles {
 		m.Log.Warn("this storage backend does not keep profiles yet; the profile API is off")
 	}
+	if profiles != nil && m.Recommend {
+		if err := m.openRecommender(ctx, profiles, wss); err != nil {
+			return err
+		}
+		icfg.Recommender = m.Recommender
+	}
 	admit := func(ctx context.Context, src *trustloop.Source, msg *trustloop.Message, hash, user, anon []byte) ([]string, error) {
 		a, err := m.Consent.Admit(ctx, src, msg, hash, user, anon)
 		return a.Purposes, err
@@ -369,6 +396,17 @@ func (m *Main) Open(ctx context.Context) error {
 	// Consent changes go to the audit log once committed. A failure leaves the
 	// change standing (it is the customer's) and is logged for the operator.
 	m.Consent.OnChange = func(ctx context.Context, recs []trustloop.ConsentRecord) {
+		if m.Recommender != nil {
+			// The recommender takes the subjects out at once and reads back
+			// what their consent now allows.
+			bySubject := map[int64][][]byte{}
+			for _, r := range recs {
+				bySubject[r.WorkspaceID] = append(bySubject[r.WorkspaceID], r.Subject)
+			}
+			for ws, subjects := range bySubject {
+				m.Recommender.ConsentChanged(ws, subjects)
+			}
+		}
 		if err := m.Audit.Append(ctx, consent.AuditEntries(recs)...); err != nil {
 			m.Log.Error("recording consent changes in the audit log failed", "records", len(recs), "err", err)
 		}
@@ -393,6 +431,22 @@ func (m *Main) Open(ctx context.Context) error {
 		OnRetention: m.Metrics.RetentionDone, RetentionEvery: m.RetentionEvery}
 	if m.RetentionEvery == 0 {
 		m.Privacy.RetentionEvery = -1
+	}
+	if rec := m.Recommender; rec != nil {
+		// Derived model: the erased subjects leave it before the erasure's
+		// transaction (on the collector's writer, so nothing of theirs is
+		// learnt meanwhile).
+		m.Privacy.OnErase = append(m.Privacy.OnErase, func(_ context.Context, e privacy.Erased) error {
+			rec.Forget(e.WorkspaceID, e.Blinds)
+			return nil
+		})
+		rec.Exclusive = func(ctx context.Context, fn func(ctx context.Context) error) error {
+			return m.Pipeline.Exclusive(ctx, func(ctx context.Context) (ingest.Outcome, error) { return ingest.Outcome{}, fn(ctx) })
+		}
+		recCtx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { rec.Run(recCtx); close(done) }()
+		m.stopRecommend = func() { stop(); <-done }
 	}
 	m.Privacy.Workspaces = func(ctx context.Context) ([]int64, error) {
 		wss, err := m.Store.ListWorkspaces(ctx)
@@ -431,7 +485,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.stopPrivacy = func() { stopWork(); <-workDone }
 	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Consent: m.Consent, Audit: m.Audit,
-		Privacy: m.Privacy, Metrics: m.Metrics, Log: m.Log,
+		Privacy: m.Privacy, Recommender: m.Recommender, Metrics: m.Metrics, Log: m.Log,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
 	if err := m.HTTP.Open(m.Addr); err != nil {
@@ -443,6 +497,45 @@ func (m *Main) Open(ctx context.Context) error {
 		go func() { m.Log.Warn("debug server stopped", "err", http.ListenAndServe(m.DebugAddr, nil)) }()
 	}
 	return nil
+}
+
+// openRecommender builds the recommender's models from the log before the
+// collector takes events.
+func (m *Main) openRecommender(ctx context.Context, profiles *projection.Service, wss []*trustloop.Workspace) error {
+	rec, err := recommend.NewService(m.RecConfig)
+	if err != nil {
+		return err
+	}
+	rec.Consent, rec.Log, rec.Blind, rec.Logger = m.Consent, recLog{profiles}, m.Keyring.Blind, m.Log
+	rec.OnIgnore = m.Metrics.RecommendIgnore
+	rec.Placeholder = func(ws int64, v string) bool { u, _ := profiles.Placeholders(ws, v, ""); return u }
+	ids := make([]int64, len(wss))
+	for i, ws := range wss {
+		ids[i] = ws.ID
+	}
+	start := time.Now()
+	n, err := rec.Rebuild(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("recommender: rebuild from the log: %w", err)
+	}
+	m.Log.Info("recommender built from the log", "events_read", n, "seconds", time.Since(start).Seconds())
+	m.Recommender = rec
+	return nil
+}
+
+// recLog reads the log for the recommender through the projection.
+type recLog struct{ p *projection.Service }
+
+func (l recLog) Each(ctx context.Context, ws int64, fn func(recommend.LogEvent) error) error {
+	return l.p.EachLogEvent(ctx, ws, 0, func(e projection.LogEvent) error {
+		return fn(recommend.LogEvent{Message: e.Message, Subject: e.Subject})
+	})
+}
+
+func (l recLog) Subject(ctx context.Context, ws int64, subject []byte, fn func(recommend.LogEvent) error) error {
+	return l.p.EachSubjectEvent(ctx, ws, subject, func(e projection.LogEvent) error {
+		return fn(recommend.LogEvent{Message: e.Message, Subject: e.Subject})
+	})
 }
 
 // bootstrap creates the default workspace, source and admin key on an empty store
@@ -540,6 +633,10 @@ func (m *Main) Close() error {
 	if m.stopPrivacy != nil {
 		// Before the pipeline: an erasure in progress runs on its writer.
 		m.stopPrivacy()
+	}
+	if m.stopRecommend != nil {
+		// Before the pipeline too: reading subjects back runs on its writer.
+		m.stopRecommend()
 	}
 	if m.Pipeline != nil {
 		errs = append(errs, m.Pipeline.Close())

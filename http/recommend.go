@@ -1,0 +1,164 @@
+package http
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/consent"
+	"github.com/trustloop/trustloop/projection"
+	"github.com/trustloop/trustloop/recommend"
+)
+
+// Recommendations (API.md): personalized from the subject's own consented
+// history when personalization is allowed for them now, else the popular
+// items of analytics-allowed data, with the reason. A personalized answer is
+// a recorded data use; a fallback uses none of the subject's data.
+
+var recommendPaths = []string{"/v1/profiles/{id}/recommendations", "/v1/items/{id}/similar", "/v1/recommender/model"}
+
+func (s *Server) recommendRoutes(mux *http.ServeMux) {
+	if s.Recommender == nil || s.Profiles == nil {
+		return
+	}
+	mux.Handle("GET /v1/profiles/{id}/recommendations", s.route("/v1/profiles/{id}/recommendations", s.authed(s.recommendations)))
+	mux.Handle("GET /v1/items/{id}/similar", s.route("/v1/items/{id}/similar", s.authed(s.similarItems)))
+	mux.Handle("GET /v1/recommender/model", s.route("/v1/recommender/model", s.authed(s.recommenderModel)))
+}
+
+type modelView struct {
+	recommend.Stats
+	// Digest is the SHA-256 of the model's canonical form: equal digests are
+	// the same model (after a withdrawal, equal to a rebuild from the log).
+	Digest string `json:"digest"`
+	// Pending counts subjects still to be read back after consent changes.
+	Pending    int                `json:"pending"`
+	Similarity string             `json:"similarity"`
+	HalfLifeH  float64            `json:"half_life_hours"`
+	MaxItems   int                `json:"max_items"`
+	Exclude    string             `json:"exclude"`
+	Weights    map[string]float64 `json:"weights"`
+}
+
+// recommenderModel describes the workspace's model (admin): its size, its
+// configuration and a digest of its whole state. Nothing in it is personal.
+func (s *Server) recommenderModel(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if err := requireAdmin(k); err != nil {
+		return err
+	}
+	c := s.Recommender.Config()
+	sum := sha256.Sum256(s.Recommender.Encode(k.WorkspaceID))
+	writeJSON(w, http.StatusOK, modelView{Stats: s.Recommender.Stats(k.WorkspaceID), Digest: hex.EncodeToString(sum[:]), Pending: s.Recommender.Pending(),
+		Similarity: string(c.Similarity), HalfLifeH: c.HalfLife.Hours(), MaxItems: c.MaxItems, Exclude: string(c.Exclude), Weights: c.Weights})
+	return nil
+}
+
+type recommendationsView struct {
+	ProfileID    string          `json:"profile_id"`
+	Personalized bool            `json:"personalized"`
+	Reason       string          `json:"reason,omitempty"`
+	Items        []recommend.Rec `json:"items"`
+}
+
+// Reasons an answer is not personalized.
+const (
+	reasonNotAllowed = "not_allowed"
+	reasonNoHistory  = "no_history"
+)
+
+func (s *Server) recommendations(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	id, err := projection.ParseID(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	// The purpose is personalization; a caller may say so, not name another.
+	q := r.URL.Query()
+	if p := q.Get("purpose"); p != "" && p != recommend.Personalization {
+		return trustloop.Errorf(trustloop.EINVALID, "Recommendations are read for purpose personalization, not %q.", p).
+			WithHint("Leave purpose out or set purpose=personalization.")
+	}
+	if !q.Has("purpose") {
+		q.Set("purpose", recommend.Personalization)
+		r.URL.RawQuery = q.Encode()
+	}
+	n, err := limit(r, 10, 100)
+	if err != nil {
+		return err
+	}
+	pp, c, err := s.readPurpose(r, k)
+	if err != nil {
+		return err
+	}
+	p, err := s.Profiles.Profile(r.Context(), k.WorkspaceID, id)
+	if err != nil {
+		return err
+	}
+	a, err := s.decideRead(r.Context(), k.WorkspaceID, pp, c, p.Subjects())
+	if err != nil {
+		return err
+	}
+	v := recommendationsView{ProfileID: p.ProfileID}
+	if a.allowed {
+		recs, history := s.Recommender.Recommend(k.WorkspaceID, p.Subjects(), n)
+		if history {
+			if err := s.recordUses(r.Context(), k, pp, routeOf(r), []use{{profile: p.ProfileID, categories: s.modelCategories(c, a)}}); err != nil {
+				return err
+			}
+			v.Personalized, v.Items = true, recs
+			writeJSON(w, http.StatusOK, v)
+			return nil
+		}
+		v.Reason = reasonNoHistory
+	} else {
+		v.Reason = reasonNotAllowed
+	}
+	v.Items = []recommend.Rec{}
+	for _, it := range s.Recommender.Popular(k.WorkspaceID, n) {
+		v.Items = append(v.Items, recommend.Rec{ItemID: it.ItemID, Score: it.Score, Because: []recommend.Because{}})
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// modelCategories are the data categories a personalized answer used: those
+// of the weighted events that personalization may use.
+func (s *Server) modelCategories(c *consent.Compiled, a *access) []string {
+	var cats consent.Cats
+	for name := range s.Recommender.Config().Weights {
+		cats |= consent.EventCategories(&trustloop.Message{Type: trustloop.EventTrack, Event: name})
+	}
+	if c != nil {
+		cats &= a.visible
+	}
+	out := cats.Names()
+	slices.Sort(out)
+	return out
+}
+
+type similarView struct {
+	ItemID string             `json:"item_id"`
+	Items  []recommend.Scored `json:"items"`
+}
+
+// similarItems answers which items the customers who allow personalization
+// met together with this one. Items are not personal data; any key of the
+// workspace may ask.
+func (s *Server) similarItems(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	item := r.PathValue("id")
+	if strings.TrimSpace(item) == "" || len(item) > recommend.MaxItemID {
+		return trustloop.Errorf(trustloop.EINVALID, "The item id must be 1 to %d characters.", recommend.MaxItemID)
+	}
+	n, err := limit(r, 10, 100)
+	if err != nil {
+		return err
+	}
+	items, err := s.Recommender.Similar(k.WorkspaceID, item, n)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, similarView{ItemID: item, Items: items})
+	return nil
+}

@@ -1,0 +1,551 @@
+package recommend
+
+import (
+	"cmp"
+	"encoding/binary"
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Model is one workspace's recommender state. It is not safe for concurrent
+// use: the Service guards it (many readers or one writer).
+type Model struct {
+	cfg   Config
+	ids   []string
+	index map[string]int32
+	items []item
+	users map[string]*user
+}
+
+// item is what every subject together says of one item: integer sums, so that
+// subtracting a subject is exact.
+type item struct {
+	// users is C(i,i): subjects whose counted items include i.
+	users int32
+	// pop counts subjects who interacted with i while analytics was allowed.
+	pop int32
+	// co is C(i,j) for j ≠ i, kept in both rows.
+	co map[int32]int32
+}
+
+// user is one subject's contribution, all of it, so it can be taken back.
+type user struct {
+	// counted are the distinct items counted in co-occurrence, in the order the
+	// subject met them (at most MaxItems).
+	counted []int32
+	// aff is the affinity per item, in the order the subject met them.
+	aff []affinity
+	at  map[int32]int32
+	// ref is the time (ms) affinity weights are relative to (time decay).
+	ref int64
+	// popular are the items counted in popularity for this subject.
+	popular []int32
+	popAt   map[int32]struct{}
+}
+
+type affinity struct {
+	item   int32
+	w      float64
+	bought bool
+}
+
+// NewModel returns an empty model; cfg's zero fields take the defaults.
+func NewModel(cfg Config) (*Model, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Model{cfg: c, index: map[string]int32{}, users: map[string]*user{}}, nil
+}
+
+// Config returns the effective configuration.
+func (m *Model) Config() Config { return m.cfg }
+
+func (m *Model) intern(id string) int32 {
+	if x, ok := m.index[id]; ok {
+		return x
+	}
+	x := int32(len(m.ids))
+	m.ids = append(m.ids, id)
+	m.items = append(m.items, item{})
+	m.index[id] = x
+	return x
+}
+
+// Add applies one interaction of a subject: to its affinity and the
+// co-occurrence counts when personal (personalization allowed), to popularity
+// when popular (analytics allowed).
+func (m *Model) Add(subject string, in *Interaction, personal, popular bool) {
+	if in == nil || (!personal && !popular) || len(in.Items) == 0 {
+		return
+	}
+	u := m.users[subject]
+	if u == nil {
+		u = &user{}
+		m.users[subject] = u
+	}
+	var f float64
+	if personal {
+		f = u.decay(in.Time, m.cfg.HalfLife)
+	}
+	for _, id := range in.Items {
+		x := m.intern(id)
+		if personal {
+			m.addAffinity(u, x, in.Weight*f, in.Purchase)
+		}
+		if popular {
+			if u.popAt == nil {
+				u.popAt = map[int32]struct{}{}
+			}
+			if _, ok := u.popAt[x]; !ok {
+				u.popAt[x] = struct{}{}
+				u.popular = append(u.popular, x)
+				m.items[x].pop++
+			}
+		}
+	}
+}
+
+// decay returns the factor an interaction at t gets relative to the subject's
+// reference time, moving the reference forward (and scaling what is there)
+// before the factor grows too large for a float64.
+func (u *user) decay(t int64, halfLife time.Duration) float64 {
+	if halfLife <= 0 {
+		return 1
+	}
+	if len(u.aff) == 0 {
+		u.ref = t
+		return 1
+	}
+	e := float64(t-u.ref) / float64(halfLife.Milliseconds())
+	if e > 64 {
+		scale := math.Exp2(-e)
+		for i := range u.aff {
+			u.aff[i].w *= scale
+		}
+		u.ref = t
+		return 1
+	}
+	return math.Exp2(e)
+}
+
+func (m *Model) addAffinity(u *user, x int32, w float64, bought bool) {
+	if u.at == nil {
+		u.at = map[int32]int32{}
+	}
+	if i, ok := u.at[x]; ok {
+		u.aff[i].w += w
+		u.aff[i].bought = u.aff[i].bought || bought
+		return
+	}
+	u.at[x] = int32(len(u.aff))
+	u.aff = append(u.aff, affinity{item: x, w: w, bought: bought})
+	if len(u.counted) >= m.cfg.MaxItems {
+		return
+	}
+	for _, i := range u.counted {
+		m.inc(i, x)
+		m.inc(x, i)
+	}
+	m.items[x].users++
+	u.counted = append(u.counted, x)
+}
+
+func (m *Model) inc(i, j int32) {
+	it := &m.items[i]
+	if it.co == nil {
+		it.co = map[int32]int32{}
+	}
+	it.co[j]++
+}
+
+func (m *Model) dec(i, j int32) {
+	co := m.items[i].co
+	if c := co[j]; c > 1 {
+		co[j] = c - 1
+	} else {
+		delete(co, j)
+	}
+}
+
+// Remove takes a subject's whole contribution back. It reports whether the
+// subject was in the model.
+func (m *Model) Remove(subject string) bool {
+	u, ok := m.users[subject]
+	if !ok {
+		return false
+	}
+	for a, i := range u.counted {
+		m.items[i].users--
+		for _, j := range u.counted[a+1:] {
+			m.dec(i, j)
+			m.dec(j, i)
+		}
+	}
+	for _, x := range u.popular {
+		m.items[x].pop--
+	}
+	delete(m.users, subject)
+	return true
+}
+
+// Has reports whether the subject contributes anything.
+func (m *Model) Has(subject string) bool { _, ok := m.users[subject]; return ok }
+
+// Personal reports whether the subject has personalization history.
+func (m *Model) Personal(subject string) bool {
+	u, ok := m.users[subject]
+	return ok && len(u.aff) > 0
+}
+
+// Stats describes the model's size.
+type Stats struct {
+	Subjects int `json:"subjects"`
+	Items    int `json:"items"`
+	// Pairs counts item pairs with a co-occurrence (each pair once).
+	Pairs int `json:"pairs"`
+}
+
+// Stats returns the model's size.
+func (m *Model) Stats() Stats {
+	s := Stats{Subjects: len(m.users)}
+	for i := range m.items {
+		if m.items[i].users > 0 || m.items[i].pop > 0 {
+			s.Items++
+		}
+		s.Pairs += len(m.items[i].co)
+	}
+	s.Pairs /= 2
+	return s
+}
+
+// sim is the similarity of two items from their counts; 0 below the threshold.
+func (m *Model) sim(cij, ci, cj int32) float64 {
+	if cij < int32(m.cfg.Threshold) {
+		return 0
+	}
+	switch m.cfg.Similarity {
+	case Lift:
+		return float64(cij) / (float64(ci) * float64(cj))
+	case Count:
+		return float64(cij)
+	default:
+		return float64(cij) / float64(ci+cj-cij)
+	}
+}
+
+// Because is one of the subject's own items and how much it added to a score.
+type Because struct {
+	ItemID string  `json:"item_id"`
+	Weight float64 `json:"weight"`
+}
+
+// Rec is one recommended item.
+type Rec struct {
+	ItemID  string    `json:"item_id"`
+	Score   float64   `json:"score"`
+	Because []Because `json:"because"`
+}
+
+// MaxBecause is how many contributing items explain one recommendation.
+const MaxBecause = 3
+
+type scratch struct {
+	scores  []float64
+	mark    []uint32
+	gen     uint32
+	touched []int32
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{} }}
+
+// combined is the affinity of one or more subjects (a profile's), in a fixed
+// order: subjects as given, items in the order each met them.
+type combined struct {
+	aff []affinity
+	at  map[int32]int32
+}
+
+func (m *Model) combine(subjects []string, now int64) combined {
+	var c combined
+	for _, s := range subjects {
+		u, ok := m.users[s]
+		if !ok || len(u.aff) == 0 {
+			continue
+		}
+		f := 1.0
+		if hl := m.cfg.HalfLife; hl > 0 {
+			f = math.Exp2(float64(u.ref-now) / float64(hl.Milliseconds()))
+		}
+		if c.at == nil {
+			c.at = make(map[int32]int32, len(u.aff))
+		}
+		for _, a := range u.aff {
+			if i, ok := c.at[a.item]; ok {
+				c.aff[i].w += a.w * f
+				c.aff[i].bought = c.aff[i].bought || a.bought
+				continue
+			}
+			c.at[a.item] = int32(len(c.aff))
+			c.aff = append(c.aff, affinity{item: a.item, w: a.w * f, bought: a.bought})
+		}
+	}
+	return c
+}
+
+// Recommend scores items for the subjects (one profile's) at time now (ms): the
+// sum over their items i of affinity(i) × similarity(i, j), best k first (ties
+// by item id), each with the subject's items that added most. history is false
+// when the subjects have no personalization history.
+func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, history bool) {
+	c := m.combine(subjects, now)
+	if len(c.aff) == 0 {
+		return nil, false
+	}
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
+	if n := len(m.items); len(sc.scores) < n {
+		sc.scores = make([]float64, n+n/4)
+		sc.mark = make([]uint32, n+n/4)
+		sc.gen = 0
+	}
+	sc.gen++
+	if sc.gen == 0 { // wrapped: old marks could collide
+		clear(sc.mark)
+		sc.gen = 1
+	}
+	sc.touched = sc.touched[:0]
+	add := func(j int32, v float64) {
+		if sc.mark[j] != sc.gen {
+			sc.mark[j] = sc.gen
+			sc.scores[j] = 0
+			sc.touched = append(sc.touched, j)
+		}
+		sc.scores[j] += v
+	}
+	for _, a := range c.aff {
+		it := &m.items[a.item]
+		if it.users == 0 {
+			continue // met beyond the cap and by no one else: no similarities
+		}
+		if s := m.sim(it.users, it.users, it.users); s > 0 {
+			add(a.item, a.w*s)
+		}
+		for j, cij := range it.co {
+			if s := m.sim(cij, it.users, m.items[j].users); s > 0 {
+				add(j, a.w*s)
+			}
+		}
+	}
+	excluded := func(j int32) bool {
+		i, ok := c.at[j]
+		switch {
+		case !ok:
+			return false
+		case m.cfg.Exclude == ExcludeSeen:
+			return true
+		case m.cfg.Exclude == ExcludePurchased:
+			return c.aff[i].bought
+		}
+		return false
+	}
+	top := make([]int32, 0, k+1)
+	better := func(a, b int32) bool {
+		if sc.scores[a] != sc.scores[b] {
+			return sc.scores[a] > sc.scores[b]
+		}
+		return m.ids[a] < m.ids[b]
+	}
+	for _, j := range sc.touched {
+		if sc.scores[j] <= 0 || excluded(j) {
+			continue
+		}
+		top = insertTop(top, j, k, better)
+	}
+	recs = make([]Rec, len(top))
+	for n, j := range top {
+		recs[n] = Rec{ItemID: m.ids[j], Score: sc.scores[j], Because: m.because(c, j)}
+	}
+	return recs, true
+}
+
+// because lists the subject's items that added most to item j's score.
+func (m *Model) because(c combined, j int32) []Because {
+	out := make([]Because, 0, MaxBecause+1)
+	weight := make([]float64, 0, MaxBecause+1)
+	jt := &m.items[j]
+	for _, a := range c.aff {
+		it := &m.items[a.item]
+		if it.users == 0 {
+			continue
+		}
+		var s float64
+		if a.item == j {
+			s = m.sim(it.users, it.users, it.users)
+		} else if cij, ok := it.co[j]; ok {
+			s = m.sim(cij, it.users, jt.users)
+		}
+		v := a.w * s
+		if v <= 0 {
+			continue
+		}
+		pos := len(out)
+		for pos > 0 && (weight[pos-1] < v || (weight[pos-1] == v && m.ids[a.item] < out[pos-1].ItemID)) {
+			pos--
+		}
+		if pos >= MaxBecause {
+			continue
+		}
+		out = slices.Insert(out, pos, Because{ItemID: m.ids[a.item], Weight: v})
+		weight = slices.Insert(weight, pos, v)
+		if len(out) > MaxBecause {
+			out, weight = out[:MaxBecause], weight[:MaxBecause]
+		}
+	}
+	return out
+}
+
+// Scored is an item and a score.
+type Scored struct {
+	ItemID string  `json:"item_id"`
+	Score  float64 `json:"score"`
+}
+
+// Similar returns the k items most similar to item (ties by id); ok is false
+// when no subject's counted items include it.
+func (m *Model) Similar(itemID string, k int) (out []Scored, ok bool) {
+	x, found := m.index[itemID]
+	if !found || m.items[x].users == 0 {
+		return nil, false
+	}
+	it := &m.items[x]
+	out = make([]Scored, 0, len(it.co))
+	for j, cij := range it.co {
+		if s := m.sim(cij, it.users, m.items[j].users); s > 0 {
+			out = append(out, Scored{ItemID: m.ids[j], Score: s})
+		}
+	}
+	return topScored(out, k), true
+}
+
+// Popular returns the k items the most subjects interacted with while
+// analytics was allowed (ties by id); the score is that number of subjects.
+func (m *Model) Popular(k int) []Scored {
+	out := make([]Scored, 0, k+1)
+	for x := range m.items {
+		p := m.items[x].pop
+		if p == 0 {
+			continue
+		}
+		out = insertTop(out, Scored{ItemID: m.ids[x], Score: float64(p)}, k, scoredBefore)
+	}
+	return out
+}
+
+// insertTop inserts v into top, the best first and at most k long.
+func insertTop[T any](top []T, v T, k int, before func(a, b T) bool) []T {
+	if len(top) == k && !before(v, top[k-1]) {
+		return top
+	}
+	pos, _ := slices.BinarySearchFunc(top, v, func(a, b T) int {
+		if before(a, b) {
+			return -1
+		}
+		return 1
+	})
+	top = slices.Insert(top, pos, v)
+	if len(top) > k {
+		top = top[:k]
+	}
+	return top
+}
+
+func scoredBefore(a, b Scored) bool {
+	if a.Score != b.Score {
+		return a.Score > b.Score
+	}
+	return a.ItemID < b.ItemID
+}
+
+func topScored(s []Scored, k int) []Scored {
+	slices.SortFunc(s, func(a, b Scored) int {
+		if scoredBefore(a, b) {
+			return -1
+		}
+		if scoredBefore(b, a) {
+			return 1
+		}
+		return 0
+	})
+	if len(s) > k {
+		s = s[:k]
+	}
+	return s
+}
+
+// Encode returns the model's state in a canonical form: items by id with their
+// counts and co-occurrences, subjects by name with everything they added. Two
+// models are the same model exactly when their encodings are equal, whatever
+// order items were first met in (their internal numbering).
+func (m *Model) Encode() []byte {
+	var b []byte
+	str := func(s string) { b = binary.AppendUvarint(b, uint64(len(s))); b = append(b, s...) }
+	num := func(v int64) { b = binary.AppendVarint(b, v) }
+	order := make([]int32, 0, len(m.items))
+	for x := range m.items {
+		if it := &m.items[x]; it.users > 0 || it.pop > 0 || len(it.co) > 0 {
+			order = append(order, int32(x))
+		}
+	}
+	byID := func(a, b int32) int { return cmp.Compare(m.ids[a], m.ids[b]) }
+	slices.SortFunc(order, byID)
+	num(int64(len(order)))
+	for _, x := range order {
+		it := &m.items[x]
+		str(m.ids[x])
+		num(int64(it.users))
+		num(int64(it.pop))
+		row := make([]int32, 0, len(it.co))
+		for j := range it.co {
+			row = append(row, j)
+		}
+		slices.SortFunc(row, byID)
+		num(int64(len(row)))
+		for _, j := range row {
+			str(m.ids[j])
+			num(int64(it.co[j]))
+		}
+	}
+	subjects := make([]string, 0, len(m.users))
+	for s := range m.users {
+		subjects = append(subjects, s)
+	}
+	slices.Sort(subjects)
+	num(int64(len(subjects)))
+	for _, s := range subjects {
+		u := m.users[s]
+		str(s)
+		num(u.ref)
+		num(int64(len(u.counted)))
+		for _, x := range u.counted {
+			str(m.ids[x])
+		}
+		num(int64(len(u.aff)))
+		for _, a := range u.aff {
+			str(m.ids[a.item])
+			b = binary.BigEndian.AppendUint64(b, math.Float64bits(a.w))
+			if a.bought {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+		}
+		num(int64(len(u.popular)))
+		for _, x := range u.popular {
+			str(m.ids[x])
+		}
+	}
+	return b
+}

@@ -1,0 +1,462 @@
+package recommend
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/trustloop/trustloop"
+)
+
+// The purposes the model serves: personalization for affinity and
+// co-occurrence, analytics for the popular items it falls back to.
+const (
+	Personalization = "personalization"
+	Analytics       = "analytics"
+)
+
+// Consent answers the model's consent questions (consent.Service does).
+type Consent interface {
+	// Allowed: the subjects' stored choices (or the regime's default) allow
+	// purpose now.
+	Allowed(ctx context.Context, ws int64, purpose string, subjects ...[]byte) (bool, error)
+	// Serves: purpose was allowed when the message was collected and may use
+	// its category.
+	Serves(ctx context.Context, ws int64, purpose string, m *trustloop.Message) (bool, error)
+}
+
+// LogEvent is one event read back from the log.
+type LogEvent struct {
+	Message *trustloop.Message
+	// Subject is the blind index of the identifier the event is keyed to.
+	Subject []byte
+}
+
+// Log reads the committed event log (projection.Service does).
+type Log interface {
+	// Each calls fn with every event of the workspace, in log order.
+	Each(ctx context.Context, ws int64, fn func(LogEvent) error) error
+	// Subject calls fn with the events keyed to one subject, in log order.
+	Subject(ctx context.Context, ws int64, subject []byte, fn func(LogEvent) error) error
+}
+
+// Event is a committed event as the collector hands it over.
+type Event struct {
+	WorkspaceID int64
+	Message     *trustloop.Message
+	// Subject is the blind index of the identifier the event is keyed to;
+	// User and Anon those of its user and anonymous ids (nil when absent;
+	// computed when not given).
+	Subject, User, Anon []byte
+	// Prepared is what Prepare read from the message (nil: read it now).
+	Prepared *Prepared
+}
+
+// Prepared is the part of an event the model reads, made off the writer.
+type Prepared struct {
+	in     *Interaction
+	reason string
+}
+
+// Service keeps one model per workspace current with the log, consent and
+// erasures, and answers from it. Build it with NewService.
+type Service struct {
+	cfg Config
+	// Consent, Log and Blind are required; Placeholder reports blocked
+	// identifier values (they name no one); Exclusive runs fn with the
+	// collector's writer stopped between two group commits; OnIgnore counts
+	// events the model could not use (reason is a fixed word).
+	Consent     Consent
+	Log         Log
+	Blind       func(ws int64, idType, value string) ([]byte, error)
+	Placeholder func(ws int64, value string) bool
+	Exclusive   func(ctx context.Context, fn func(ctx context.Context) error) error
+	OnIgnore    func(reason string)
+	Logger      *slog.Logger
+	// Now is the clock (tests set it).
+	Now func() time.Time
+
+	mu     sync.Mutex
+	models map[int64]*wsModel
+	// resync queues subjects whose consent changed, for the worker.
+	queue  map[int64]map[string]bool
+	wake   chan struct{}
+	idleMu sync.Mutex
+	idle   *sync.Cond
+	busy   bool
+}
+
+type wsModel struct {
+	mu sync.RWMutex
+	m  *Model
+	// links: a consent subject (an anonymous id seen on a logged-in
+	// subject's events) → the model subjects whose events it vouched for.
+	links map[string][]string
+}
+
+// NewService returns a service whose models use cfg.
+func NewService(cfg Config) (*Service, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: c, models: map[int64]*wsModel{}, queue: map[int64]map[string]bool{}, wake: make(chan struct{}, 1),
+		Now: time.Now}
+	s.idle = sync.NewCond(&s.idleMu)
+	return s, nil
+}
+
+// Config returns the effective configuration.
+func (s *Service) Config() Config { return s.cfg }
+
+func (s *Service) model(ws int64) *wsModel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.models[ws]
+	if !ok {
+		m, _ := NewModel(s.cfg) // cfg was checked by NewService
+		w = &wsModel{m: m, links: map[string][]string{}}
+		s.models[ws] = w
+	}
+	return w
+}
+
+// Prepare reads an event's interaction; cheap for events that are none. The
+// collector calls it in the request's goroutine.
+func (s *Service) Prepare(m *trustloop.Message) *Prepared {
+	in, reason := s.cfg.Extract(m)
+	if in == nil && reason == "" {
+		return nil
+	}
+	return &Prepared{in: in, reason: reason}
+}
+
+// Observe applies committed events, in log order. The collector calls it on
+// its writer after each group commit, before answering (read-your-writes).
+// An event it cannot apply (consent unreadable) queues its subject to be read
+// back from the log, and the error is returned for the log.
+func (s *Service) Observe(ctx context.Context, evs []Event) error {
+	var errs []error
+	for i := range evs {
+		if err := s.observe(ctx, &evs[i]); err != nil {
+			errs = append(errs, err)
+			if evs[i].Subject != nil {
+				s.enqueue(evs[i].WorkspaceID, []string{string(evs[i].Subject)})
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) observe(ctx context.Context, ev *Event) error {
+	p := ev.Prepared
+	if p == nil {
+		if p = s.Prepare(ev.Message); p == nil {
+			return nil
+		}
+	}
+	if p.in == nil {
+		s.ignore(p.reason)
+		return nil
+	}
+	ws, m := ev.WorkspaceID, ev.Message
+	idType, id := m.Subject()
+	if s.placeholder(ws, id) {
+		s.ignore("placeholder_subject")
+		return nil
+	}
+	subject := ev.Subject
+	if subject == nil {
+		var err error
+		if subject, err = s.Blind(ws, idType, id); err != nil {
+			return err
+		}
+	}
+	// Consent is asked of the ids the event names (its user and anonymous
+	// ids), as the collector asked when it took the event.
+	var subjects [][]byte
+	for _, c := range []struct {
+		blind  []byte
+		typ, v string
+	}{{ev.User, trustloop.IDUserID, m.UserID}, {ev.Anon, trustloop.IDAnonymousID, m.AnonymousID}} {
+		if c.v == "" || s.placeholder(ws, c.v) {
+			continue
+		}
+		b := c.blind
+		if b == nil {
+			var err error
+			if b, err = s.Blind(ws, c.typ, c.v); err != nil {
+				return err
+			}
+		}
+		subjects = append(subjects, b)
+	}
+	personal, err := s.uses(ctx, ws, Personalization, m, subjects)
+	if err != nil {
+		return err
+	}
+	popular, err := s.uses(ctx, ws, Analytics, m, subjects)
+	if err != nil {
+		return err
+	}
+	w := s.model(ws)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// Linked whether or not consent allows anything now: a later yes under
+	// the other id must bring these events back.
+	key := string(subject)
+	for _, c := range subjects {
+		if string(c) != key && !slices.Contains(w.links[string(c)], key) {
+			w.links[string(c)] = append(w.links[string(c)], key)
+		}
+	}
+	w.m.Add(key, p.in, personal, popular)
+	return nil
+}
+
+func (s *Service) uses(ctx context.Context, ws int64, purpose string, m *trustloop.Message, subjects [][]byte) (bool, error) {
+	ok, err := s.Consent.Serves(ctx, ws, purpose, m)
+	if err != nil || !ok {
+		return false, err
+	}
+	return s.Consent.Allowed(ctx, ws, purpose, subjects...)
+}
+
+func (s *Service) placeholder(ws int64, v string) bool {
+	return s.Placeholder != nil && s.Placeholder(ws, v)
+}
+
+func (s *Service) ignore(reason string) {
+	if s.OnIgnore != nil {
+		s.OnIgnore(reason)
+	}
+}
+
+// Rebuild builds the workspaces' models from the log (at start, before the
+// collector takes events). Erasures that happened while the process was down
+// deleted their events and keys, so they are simply not there.
+func (s *Service) Rebuild(ctx context.Context, workspaces []int64) (events int, err error) {
+	for _, ws := range workspaces {
+		s.mu.Lock()
+		delete(s.models, ws)
+		s.mu.Unlock()
+		err := s.Log.Each(ctx, ws, func(e LogEvent) error {
+			events++
+			return s.observe(ctx, &Event{WorkspaceID: ws, Message: e.Message, Subject: e.Subject})
+		})
+		if err != nil {
+			return events, err
+		}
+	}
+	return events, nil
+}
+
+// Forget removes erased subjects (blind indexes) at once. The erasure calls it
+// before its transaction, on the collector's writer.
+func (s *Service) Forget(ws int64, subjects [][]byte) {
+	w := s.model(ws)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, b := range subjects {
+		w.m.Remove(string(b))
+		for _, u := range w.links[string(b)] {
+			w.m.Remove(u)
+		}
+		delete(w.links, string(b))
+	}
+}
+
+// ConsentChanged takes the subjects whose consent changed out of the model at
+// once (a withdrawal holds from this moment), and queues them to be read back
+// from the log with the choices now stored: the events their consent still
+// allows return, in log order, so the model equals one rebuilt from the log.
+func (s *Service) ConsentChanged(ws int64, subjects [][]byte) {
+	w := s.model(ws)
+	w.mu.Lock()
+	var affected []string
+	for _, b := range subjects {
+		affected = append(affected, string(b))
+		affected = append(affected, w.links[string(b)]...)
+	}
+	for _, u := range affected {
+		w.m.Remove(u)
+	}
+	w.mu.Unlock()
+	s.enqueue(ws, affected)
+}
+
+// enqueue queues subjects to be read back from the log.
+func (s *Service) enqueue(ws int64, affected []string) {
+	s.idleMu.Lock()
+	q := s.queue[ws]
+	if q == nil {
+		q = map[string]bool{}
+		s.queue[ws] = q
+	}
+	for _, u := range affected {
+		q[u] = true
+	}
+	s.idleMu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run reads subjects back after consent changes until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		}
+		for {
+			if err := s.ResyncQueued(ctx); err == nil || ctx.Err() != nil {
+				break
+			} else if s.Logger != nil {
+				s.Logger.Error("recommender: reading subjects back after a consent change failed; retrying", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// ResyncQueued reads back every queued subject, on the collector's writer (no
+// event is committed meanwhile, so none is applied twice or out of order).
+func (s *Service) ResyncQueued(ctx context.Context) error {
+	s.idleMu.Lock()
+	for s.busy {
+		s.idle.Wait()
+	}
+	queue := s.queue
+	s.queue = map[int64]map[string]bool{}
+	s.busy = true
+	s.idleMu.Unlock()
+	defer func() {
+		s.idleMu.Lock()
+		s.busy = false
+		s.idle.Broadcast()
+		s.idleMu.Unlock()
+	}()
+	if len(queue) == 0 {
+		return nil
+	}
+	run := func(ctx context.Context) error {
+		for ws, subjects := range queue {
+			for u := range subjects {
+				if err := s.resync(ctx, ws, u); err != nil {
+					return err
+				}
+				delete(subjects, u)
+			}
+		}
+		return nil
+	}
+	var err error
+	if s.Exclusive != nil {
+		err = s.Exclusive(ctx, run)
+	} else {
+		err = run(ctx)
+	}
+	if err != nil {
+		// What is left is tried again.
+		s.idleMu.Lock()
+		for ws, subjects := range queue {
+			for u := range subjects {
+				if s.queue[ws] == nil {
+					s.queue[ws] = map[string]bool{}
+				}
+				s.queue[ws][u] = true
+			}
+		}
+		s.idleMu.Unlock()
+	}
+	return err
+}
+
+func (s *Service) resync(ctx context.Context, ws int64, subject string) error {
+	w := s.model(ws)
+	w.mu.Lock()
+	w.m.Remove(subject)
+	w.mu.Unlock()
+	return s.Log.Subject(ctx, ws, []byte(subject), func(e LogEvent) error {
+		return s.observe(ctx, &Event{WorkspaceID: ws, Message: e.Message, Subject: e.Subject})
+	})
+}
+
+// Recommend answers for a profile's subjects (blind indexes): personalized
+// items, or history false when the model has no personalization history of
+// theirs.
+func (s *Service) Recommend(ws int64, subjects [][]byte, k int) (recs []Rec, history bool) {
+	w := s.model(ws)
+	names := make([]string, len(subjects))
+	for i, b := range subjects {
+		names[i] = string(b)
+	}
+	slices.Sort(names)
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.m.Recommend(names, s.Now().UnixMilli(), k)
+}
+
+// Popular returns the k items most subjects interacted with under analytics.
+func (s *Service) Popular(ws int64, k int) []Scored {
+	w := s.model(ws)
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.m.Popular(k)
+}
+
+// Similar returns the k items most similar to item; ENOTFOUND when the model
+// does not know it.
+func (s *Service) Similar(ws int64, itemID string, k int) ([]Scored, error) {
+	w := s.model(ws)
+	w.mu.RLock()
+	out, ok := w.m.Similar(itemID, k)
+	w.mu.RUnlock()
+	if !ok {
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No consented interactions with this item are known.").
+			WithHint("Similar items exist once customers who allow personalization interacted with it.")
+	}
+	return out, nil
+}
+
+// Pending counts subjects waiting to be read back after a consent change (and
+// one more while a read-back runs).
+func (s *Service) Pending() int {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	n := 0
+	for _, q := range s.queue {
+		n += len(q)
+	}
+	if s.busy {
+		n++
+	}
+	return n
+}
+
+// Encode returns the canonical form of the workspace's model (tests compare
+// it with a rebuild).
+func (s *Service) Encode(ws int64) []byte {
+	w := s.model(ws)
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.m.Encode()
+}
+
+// Stats returns the size of the workspace's model.
+func (s *Service) Stats(ws int64) Stats {
+	w := s.model(ws)
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.m.Stats()
+}
