@@ -68,7 +68,7 @@ func Defaults() Config {
 		Purchases:  []string{"Order Completed"},
 		HalfLife:   30 * 24 * time.Hour,
 		Similarity: Jaccard,
-		MaxItems:   200,
+		MaxItems:   100,
 		Threshold:  1,
 		Exclude:    ExcludePurchased,
 	}

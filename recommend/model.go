@@ -27,7 +27,7 @@ type item struct {
 	// pop counts subjects who interacted with i while analytics was allowed.
 	pop int32
 	// co is C(i,j) for j ≠ i, kept in both rows.
-	co map[int32]int32
+	co row
 }
 
 // user is one subject's contribution, all of it, so it can be taken back.
@@ -153,22 +153,9 @@ func (m *Model) addAffinity(u *user, x int32, w float64, bought bool) {
 	u.counted = append(u.counted, x)
 }
 
-func (m *Model) inc(i, j int32) {
-	it := &m.items[i]
-	if it.co == nil {
-		it.co = map[int32]int32{}
-	}
-	it.co[j]++
-}
+func (m *Model) inc(i, j int32) { m.items[i].co.inc(j) }
 
-func (m *Model) dec(i, j int32) {
-	co := m.items[i].co
-	if c := co[j]; c > 1 {
-		co[j] = c - 1
-	} else {
-		delete(co, j)
-	}
-}
+func (m *Model) dec(i, j int32) { m.items[i].co.dec(j) }
 
 // Remove takes a subject's whole contribution back. It reports whether the
 // subject was in the model.
@@ -215,7 +202,7 @@ func (m *Model) Stats() Stats {
 		if m.items[i].users > 0 || m.items[i].pop > 0 {
 			s.Items++
 		}
-		s.Pairs += len(m.items[i].co)
+		s.Pairs += m.items[i].co.len()
 	}
 	s.Pairs /= 2
 	return s
@@ -304,6 +291,9 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 	if len(c.aff) == 0 {
 		return nil, false
 	}
+	if k <= 0 {
+		return []Rec{}, true
+	}
 	sc := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(sc)
 	if n := len(m.items); len(sc.scores) < n {
@@ -333,7 +323,11 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 		if s := m.sim(it.users, it.users, it.users); s > 0 {
 			add(a.item, a.w*s)
 		}
-		for j, cij := range it.co {
+		for _, slot := range it.co.slots {
+			if slot == 0 {
+				continue
+			}
+			j, cij := int32(slot>>32-1), int32(slot&0xffffffff)
 			if s := m.sim(cij, it.users, m.items[j].users); s > 0 {
 				add(j, a.w*s)
 			}
@@ -384,7 +378,7 @@ func (m *Model) because(c combined, j int32) []Because {
 		var s float64
 		if a.item == j {
 			s = m.sim(it.users, it.users, it.users)
-		} else if cij, ok := it.co[j]; ok {
+		} else if cij := it.co.get(j); cij > 0 {
 			s = m.sim(cij, it.users, jt.users)
 		}
 		v := a.w * s
@@ -420,19 +414,25 @@ func (m *Model) Similar(itemID string, k int) (out []Scored, ok bool) {
 	if !found || m.items[x].users == 0 {
 		return nil, false
 	}
+	if k <= 0 {
+		return []Scored{}, true
+	}
 	it := &m.items[x]
-	out = make([]Scored, 0, len(it.co))
-	for j, cij := range it.co {
+	out = make([]Scored, 0, it.co.len())
+	it.co.each(func(j, cij int32) {
 		if s := m.sim(cij, it.users, m.items[j].users); s > 0 {
 			out = append(out, Scored{ItemID: m.ids[j], Score: s})
 		}
-	}
+	})
 	return topScored(out, k), true
 }
 
 // Popular returns the k items the most subjects interacted with while
 // analytics was allowed (ties by id); the score is that number of subjects.
 func (m *Model) Popular(k int) []Scored {
+	if k <= 0 {
+		return []Scored{}
+	}
 	out := make([]Scored, 0, k+1)
 	for x := range m.items {
 		p := m.items[x].pop
@@ -495,7 +495,7 @@ func (m *Model) Encode() []byte {
 	num := func(v int64) { b = binary.AppendVarint(b, v) }
 	order := make([]int32, 0, len(m.items))
 	for x := range m.items {
-		if it := &m.items[x]; it.users > 0 || it.pop > 0 || len(it.co) > 0 {
+		if it := &m.items[x]; it.users > 0 || it.pop > 0 || it.co.len() > 0 {
 			order = append(order, int32(x))
 		}
 	}
@@ -507,15 +507,13 @@ func (m *Model) Encode() []byte {
 		str(m.ids[x])
 		num(int64(it.users))
 		num(int64(it.pop))
-		row := make([]int32, 0, len(it.co))
-		for j := range it.co {
-			row = append(row, j)
-		}
+		row := make([]int32, 0, it.co.len())
+		it.co.each(func(j, _ int32) { row = append(row, j) })
 		slices.SortFunc(row, byID)
 		num(int64(len(row)))
 		for _, j := range row {
 			str(m.ids[j])
-			num(int64(it.co[j]))
+			num(int64(it.co.get(j)))
 		}
 	}
 	subjects := make([]string, 0, len(m.users))

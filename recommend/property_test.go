@@ -144,3 +144,40 @@ func TestEncodeIndependentOfSubjectOrder(t *testing.T) {
 		}
 	})
 }
+
+// The flat co-occurrence row behaves as a map of counts under any sequence of
+// increments and decrements (deletions shift probe chains back, wrapping).
+func TestRowIsAMap(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		var r row
+		want := map[int32]int32{}
+		keys := rapid.IntRange(1, 200).Draw(t, "key range")
+		for range rapid.IntRange(0, 600).Draw(t, "ops") {
+			k := int32(rapid.IntRange(0, keys-1).Draw(t, "key"))
+			if rapid.IntRange(0, 2).Draw(t, "op") > 0 {
+				r.inc(k)
+				want[k]++
+			} else {
+				r.dec(k)
+				if want[k] > 1 {
+					want[k]--
+				} else {
+					delete(want, k)
+				}
+			}
+		}
+		if r.len() != len(want) {
+			t.Fatalf("len %d, want %d", r.len(), len(want))
+		}
+		for k := range int32(keys) {
+			if got := r.get(k); got != want[k] {
+				t.Fatalf("get(%d) = %d, want %d", k, got, want[k])
+			}
+		}
+		seen := map[int32]int32{}
+		r.each(func(k, c int32) { seen[k] = c })
+		if fmt.Sprint(seen) != fmt.Sprint(want) {
+			t.Fatalf("each gives %v, want %v", seen, want)
+		}
+	})
+}

@@ -82,6 +82,7 @@ Usage:
   trustloop serve    [flags]   run the server (collector, API, web)
   trustloop stats    [flags]   print what a store holds, as JSON
   trustloop bench    [flags]   drive a running server with realistic events
+  trustloop eval     [flags]   measure recommendation quality on a ratings or events file
   trustloop audit    verify    check the audit log against its signed checkpoints
   trustloop receipt  verify    check a consent receipt offline with the workspace's public key
   trustloop privacy  <command> file and follow privacy requests (access, erasure, …) on a running server
@@ -119,6 +120,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPrivacy(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout)
+	case "eval":
+		return runEval(ctx, args[1:], stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "trustloop", trustloop.Version)
 		return nil

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/trustloop/trustloop"
+)
+
+const evalFixtures = "../../recommend/testdata/eval/"
+
+func TestEvalRatings(t *testing.T) {
+	var out bytes.Buffer
+	if err := runEval(context.Background(), []string{"--ratings", evalFixtures + "ratings.tsv"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	// 40 users with 12 ratings each: 9 train, 3 test.
+	for _, want := range []string{
+		"480 user–item rows, 40 users, 60 items",
+		"75/25 per user, seed 42: 360 train, 120 test rows",
+		"jaccard, half-life 720h0m0s, max-items 200, threshold 1",
+		"40 evaluated (40 test users, 0 without training ratings)",
+		"precision@10   0.",
+		"recall@10      0.",
+		"nDCG@10        0.",
+		"MAP            0.",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	// --json, other flags; the same seed gives the same figures.
+	args := []string{"--ratings", evalFixtures + "ratings.tsv", "--json", "--k", "5", "--seed", "7",
+		"--similarity", "lift", "--half-life", "0", "--max-items", "5", "--threshold", "2"}
+	var first evalResult
+	for i := 0; i < 2; i++ {
+		out.Reset()
+		if err := runEval(context.Background(), args, &out); err != nil {
+			t.Fatal(err)
+		}
+		var r evalResult
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			t.Fatalf("%v: %s", err, out.String())
+		}
+		if r.Source != "ratings" || r.Ratings != 480 || r.Train != 360 || r.Test != 120 || r.K != 5 || r.Seed != 7 ||
+			r.Similarity != "lift" || r.HalfLife != "0s" || r.MaxItems != 5 || r.Threshold != 2 || r.Metrics.Users != 40 {
+			t.Fatalf("result %+v", r)
+		}
+		if m := r.Metrics; !(m.Precision > 0 && m.Precision <= 1 && m.Recall > 0 && m.NDCG > 0 && m.MAP > 0) {
+			t.Fatalf("metrics %+v", m)
+		}
+		if i == 0 {
+			first = r
+		} else if r.Metrics != first.Metrics {
+			t.Errorf("seed 7 twice: %+v, then %+v", first.Metrics, r.Metrics)
+		}
+	}
+}
+
+func TestEvalEvents(t *testing.T) {
+	var out bytes.Buffer
+	err := runEval(context.Background(), []string{"--events", evalFixtures + "events.jsonl", "--json",
+		"--weights", "Product Viewed=1,Product Added=2,Order Completed=4"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r evalResult
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Source != "events" || r.Events == nil || r.Events.Events != 266 || r.Events.Interactions != 240 ||
+		r.Events.Skipped["not_interaction"] != 20 || r.Events.Skipped["no_product_id"] != 6 ||
+		r.Weights != "Order Completed=4,Product Added=2,Product Viewed=1" || r.Ratings != 240 || r.Users != 30 || r.Metrics.Users != 30 {
+		t.Fatalf("result %s", out.String())
+	}
+	if m := r.Metrics; !(m.Precision > 0 && m.Recall > 0 && m.NDCG > 0 && m.MAP > 0) {
+		t.Fatalf("metrics %+v", m)
+	}
+	// Only orders weighted: the views and carts are skipped.
+	out.Reset()
+	err = runEval(context.Background(), []string{"--events", evalFixtures + "events.jsonl", "--weights", "Order Completed=1"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "266 read, ") || strings.Contains(out.String(), "240 interactions") {
+		t.Errorf("orders only:\n%s", out.String())
+	}
+}
+
+func TestEvalMalformed(t *testing.T) {
+	dir := t.TempDir()
+	badEvents := filepath.Join(dir, "events.jsonl")
+	os.WriteFile(badEvents, []byte(`{"type":"track","userId":"u1","event":"Product Viewed","properties":{"product_id":"p1"},"timestamp":"2024-05-01T10:00:00Z"}`+
+		"\n\n{\"type\":\"track\",\"userId\":\"someone@example.com\"\n"), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ratings", evalFixtures + "bad.tsv"}, evalFixtures + "bad.tsv: Line 4: the rating is not a positive number"},
+		{[]string{"--events", badEvents}, badEvents + ": Line 3: not a JSON object"},
+		{[]string{"--events", evalFixtures + "ratings.tsv"}, evalFixtures + "ratings.tsv: Line 1: not a JSON object"},
+		{[]string{"--ratings", evalFixtures + "events.jsonl"}, evalFixtures + "events.jsonl: Line 1: want 4 fields"},
+	} {
+		var out bytes.Buffer
+		err := runEval(context.Background(), c.args, &out)
+		if trustloop.ErrorCode(err) != trustloop.EINVALID || !strings.HasPrefix(describe(err), c.want) {
+			t.Errorf("%v: %v, want an EINVALID error starting %q", c.args, err, c.want)
+		}
+		if err != nil && strings.Contains(describe(err), "example.com") {
+			t.Errorf("the error echoes the line: %s", describe(err))
+		}
+		if out.Len() != 0 {
+			t.Errorf("%v printed %q", c.args, out.String())
+		}
+	}
+}
+
+func TestEvalUsage(t *testing.T) {
+	ratings := evalFixtures + "ratings.tsv"
+	for _, args := range [][]string{
+		{},
+		{"--ratings", ratings, "--events", ratings},
+		{"--ratings", ratings, "--weights", "Product Viewed=1"},
+		{"--events", ratings, "--weights", "Product Viewed"},
+		{"--ratings", ratings, "--ratio", "1"},
+		{"--ratings", ratings, "--ratio", "0"},
+		{"--ratings", ratings, "--k", "0"},
+		{"--ratings", ratings, "--max-items", "0"},
+		{"--ratings", ratings, "--threshold", "0"},
+		{"--ratings", ratings, "--half-life", "30m"},
+		{"--ratings", ratings, "--half-life", "-1h"},
+		{"--ratings", ratings, "extra"},
+		{"--ratings", ratings, "--no-such-flag"},
+	} {
+		var ue *usageError
+		if err := runEval(context.Background(), args, &bytes.Buffer{}); !errors.As(err, &ue) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+	if err := runEval(context.Background(), []string{"--ratings", ratings, "--similarity", "cosine"}, &bytes.Buffer{}); trustloop.ErrorCode(err) != trustloop.EINVALID {
+		t.Errorf("--similarity cosine: %v", err)
+	}
+	if err := runEval(context.Background(), []string{"--ratings", filepath.Join(t.TempDir(), "none.tsv")}, &bytes.Buffer{}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing file: %v", err)
+	}
+	if err := runEval(context.Background(), []string{"-h"}, &bytes.Buffer{}); err != nil {
+		t.Errorf("-h: %v", err)
+	}
+}
