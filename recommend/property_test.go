@@ -88,6 +88,26 @@ func TestRemoveEqualsRebuild(t *testing.T) {
 			if fmt.Sprint(a) != fmt.Sprint(b) {
 				t.Fatalf("answers differ for %v: %v vs %v", subj, a, b)
 			}
+			// Explanations name only the subject's own items, met while
+			// personalization was allowed.
+			own := map[string]bool{}
+			for _, e := range h {
+				if e.subject == subj[0] && e.subject != victim && e.personal {
+					for _, it := range e.in.Items {
+						own[it] = true
+					}
+				}
+			}
+			for _, r := range a {
+				if len(r.Because) == 0 {
+					t.Fatalf("%s is recommended without a reason", r.ItemID)
+				}
+				for _, why := range r.Because {
+					if !own[why.ItemID] {
+						t.Fatalf("an explanation for %v names %s, not one of their allowed items", subj, why.ItemID)
+					}
+				}
+			}
 		}
 	})
 }

@@ -3,8 +3,10 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -166,6 +168,13 @@ func recommendEndToEnd(t *testing.T, extra ...string) {
 		t.Fatalf("popular items do not count analytics-allowed views: %s", raw)
 	}
 
+	// A weighted event without a product id teaches nothing and is counted.
+	alice.n++
+	alice.send(fmt.Sprintf(`{"type":"track","messageId":"np-%s","userId":%q,"event":"Product Viewed","properties":{"name":"no id"}}`, alice.user, alice.user))
+	if n := metricValue(t, s, `trustloop_recommend_ignored_total{reason="no_product_id"}`); n != 1 {
+		t.Fatalf("events without a product id counted %v, want 1", n)
+	}
+
 	// Explanations name only the customer's own items collected while
 	// personalization was allowed: erin viewed p6 under analytics only.
 	erin := who("erin")
@@ -295,5 +304,50 @@ func recommendEndToEnd(t *testing.T, extra ...string) {
 	if m := settled(t, s); m["digest"] != m3["digest"] {
 		t.Fatalf("after a restart the model is %v, before it was %v", m, m3)
 	}
+	if len(extra) == 0 {
+		s.stop()
+		return
+	}
+	// PostgreSQL, two nodes: carol is erased through the second while the
+	// first is down; the first, started again, has the second's model.
+	other := start(t, t.TempDir(), append(args, "--master-key-file", dataDir+"/master.key")...)
+	if mb := settled(t, other); mb["digest"] != m3["digest"] {
+		t.Fatalf("a second node built %v from the log, the first had %v", mb, m3)
+	}
 	s.stop()
+	code, r = api(t, other, "POST", "/v1/privacy-requests", map[string]any{"type": "erasure", "identifier": "user_id:" + carol.user})
+	if code != 201 {
+		t.Fatalf("POST erasure: %d %v", code, r)
+	}
+	if done := waitRequest(t, other, r["request_id"].(string)); done["status"] != "completed" {
+		t.Fatalf("erasure ended %v", done)
+	}
+	m4 := settled(t, other)
+	if m4["digest"] == m3["digest"] {
+		t.Fatal("the second node's model did not change when carol was erased")
+	}
+	s = start(t, dataDir, args...)
+	if m := settled(t, s); m["digest"] != m4["digest"] {
+		t.Fatalf("the first node, started after an erasure while it was down, has %v; the second %v", m, m4)
+	}
+	s.stop()
+	other.stop()
+}
+
+// metricValue reads one sample of the server's /metrics (0 when absent).
+func metricValue(t *testing.T, s *server, sample string) float64 {
+	t.Helper()
+	res, err := client.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
 }
