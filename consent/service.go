@@ -47,6 +47,9 @@ type Service struct {
 	// OnChange, when set, is called with every appended record (after commit);
 	// the audit log is wired here.
 	OnChange func(ctx context.Context, recs []trustloop.ConsentRecord)
+	// OnCatalog, when set, is told that a workspace's catalog changed (after
+	// commit): what every stored choice and default means may have changed.
+	OnCatalog func(ctx context.Context, ws int64)
 
 	// Shared: other nodes change consent too (a shared PostgreSQL store).
 	// Reads of personal data then read stored consent afresh (T4 holds across
@@ -215,6 +218,9 @@ func (s *Service) PutCatalog(ctx context.Context, ws int64, c *Catalog, version 
 		return nil, err
 	}
 	s.putCatalog(ws, k, s.Now())
+	if s.OnCatalog != nil {
+		s.OnCatalog(ctx, ws)
+	}
 	return c, nil
 }
 
@@ -597,17 +603,22 @@ func JurisdictionOf(latest map[string]trustloop.ConsentRecord) string {
 // Allowed reports whether the subjects' stored choices, or failing those the
 // regime's default, allow purpose now: what a derived model (the recommender)
 // asks before it uses a subject's data, without any one event's own signals.
-// An unknown purpose is not allowed.
-func (s *Service) Allowed(ctx context.Context, ws int64, purpose string, subjects ...[]byte) (bool, error) {
+// until, when not zero, is when the consent that allows it expires. An
+// unknown purpose is not allowed.
+func (s *Service) Allowed(ctx context.Context, ws int64, purpose string, subjects ...[]byte) (ok bool, until time.Time, err error) {
 	k, i, err := s.purpose(ctx, ws, purpose)
 	if err != nil || k == nil {
-		return false, err
+		return false, time.Time{}, err
 	}
 	st, latest, err := s.Stored(ctx, k, ws, subjects...)
 	if err != nil {
-		return false, err
+		return false, time.Time{}, err
 	}
-	return k.Decide(st, Signals{Regime: k.Regime(JurisdictionOf(latest))}).Has(i), nil
+	ok = k.Decide(st, Signals{Regime: k.Regime(JurisdictionOf(latest))}).Has(i)
+	if r := latest[purpose]; ok && r.State == trustloop.ConsentGiven {
+		until = r.ExpiresAt
+	}
+	return ok, until, nil
 }
 
 // Serves reports whether purpose was allowed when the message was collected

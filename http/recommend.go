@@ -31,9 +31,10 @@ func (s *Server) recommendRoutes(mux *http.ServeMux) {
 
 type modelView struct {
 	recommend.Stats
-	// Digest is the SHA-256 of the model's canonical form: equal digests are
-	// the same model (after a withdrawal, equal to a rebuild from the log).
-	Digest string `json:"digest"`
+	// Digest (with ?digest=true) is the SHA-256 of the model's canonical
+	// form: equal digests are the same model (after a withdrawal, equal to a
+	// rebuild from the log).
+	Digest string `json:"digest,omitempty"`
 	// Pending counts subjects still to be read back after consent changes.
 	Pending    int                `json:"pending"`
 	Similarity string             `json:"similarity"`
@@ -50,9 +51,19 @@ func (s *Server) recommenderModel(w http.ResponseWriter, r *http.Request, k *tru
 		return err
 	}
 	c := s.Recommender.Config()
-	sum := sha256.Sum256(s.Recommender.Encode(k.WorkspaceID))
-	writeJSON(w, http.StatusOK, modelView{Stats: s.Recommender.Stats(k.WorkspaceID), Digest: hex.EncodeToString(sum[:]), Pending: s.Recommender.Pending(),
-		Similarity: string(c.Similarity), HalfLifeH: c.HalfLife.Hours(), MaxItems: c.MaxItems, Exclude: string(c.Exclude), Weights: c.Weights})
+	v := modelView{Stats: s.Recommender.Stats(k.WorkspaceID), Pending: s.Recommender.Pending(k.WorkspaceID),
+		Similarity: string(c.Similarity), HalfLifeH: c.HalfLife.Hours(), MaxItems: c.MaxItems, Exclude: string(c.Exclude), Weights: c.Weights}
+	switch r.URL.Query().Get("digest") {
+	case "true":
+		// The whole state is encoded: only when asked (it holds the model's
+		// read lock for as long, which the collector's writer waits on).
+		sum := sha256.Sum256(s.Recommender.Encode(k.WorkspaceID))
+		v.Digest = hex.EncodeToString(sum[:])
+	case "", "false":
+	default:
+		return trustloop.Errorf(trustloop.EINVALID, "digest must be true or false.")
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
@@ -103,7 +114,9 @@ func (s *Server) recommendations(w http.ResponseWriter, r *http.Request, k *trus
 	v := recommendationsView{ProfileID: p.ProfileID}
 	if a.allowed {
 		recs, history := s.Recommender.Recommend(k.WorkspaceID, p.Subjects(), n)
-		if history {
+		// History that leads to nothing new (everything similar bought) is
+		// no history for this answer: nothing of theirs is shown.
+		if history && len(recs) > 0 {
 			if err := s.recordUses(r.Context(), k, pp, routeOf(r), []use{{profile: p.ProfileID, categories: s.modelCategories(c, a)}}); err != nil {
 				return err
 			}
@@ -144,9 +157,14 @@ type similarView struct {
 }
 
 // similarItems answers which items the customers who allow personalization
-// met together with this one. Items are not personal data; any key of the
-// workspace may ask.
+// met together with this one: aggregate data drawn from personalization, so
+// the key must hold that purpose, and pairs fewer than MinSupport customers
+// met are left out.
 func (s *Server) similarItems(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
+	if !slices.Contains(k.Purposes, recommend.Personalization) {
+		return trustloop.Errorf(trustloop.EFORBIDDEN, "This API key may not read for purpose personalization, which similar items are drawn from.").
+			WithHint("Use a key created for personalization.")
+	}
 	item := r.PathValue("id")
 	if strings.TrimSpace(item) == "" || len(item) > recommend.MaxItemID {
 		return trustloop.Errorf(trustloop.EINVALID, "The item id must be 1 to %d characters.", recommend.MaxItemID)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -612,10 +613,12 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 	// The recommender learns from the new events only: a repeat was learnt
 	// from when it was first stored.
 	var fresh []int
+	var freshSeqs []int64
 	if p.cfg.Recommender != nil {
 		project := batch.Project
 		batch.Project = func(ctx context.Context, idx []int, seqs []int64) (*trustloop.ProjectionChanges, error) {
-			fresh = idx // the last call is the one committed (a retried transaction calls again)
+			// The last call is the one committed (a retried transaction calls again).
+			fresh, freshSeqs = idx, seqs
 			if project == nil {
 				return nil, nil
 			}
@@ -631,7 +634,7 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 		p.keys.Remember(res)
 	}
 	if p.cfg.Recommender != nil {
-		p.observe(ctx, group, fresh)
+		p.observe(ctx, group, fresh, freshSeqs)
 	}
 	return stored, nil
 }
@@ -639,25 +642,40 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 // observe hands the group's new events to the recommender. A failure there
 // (consent unreadable) does not fail the commit, which stands: the
 // recommender reads the subject back from the log later, and it is logged.
-func (p *Pipeline) observe(ctx context.Context, group []*request, fresh []int) {
-	var evs []recommend.Event
-	isFresh := make(map[int]bool, len(fresh))
-	for _, i := range fresh {
-		isFresh[i] = true
+func (p *Pipeline) observe(ctx context.Context, group []*request, fresh []int, seqs []int64) {
+	seqOf := make(map[int]int64, len(fresh))
+	for j, i := range fresh {
+		seqOf[i] = seqs[j]
 	}
+	var evs []recommend.Event
+	var at []int64
 	i := 0
 	for _, r := range group {
 		for k := range r.events {
 			e := &r.events[k]
+			seq, ok := seqOf[i]
 			i++
-			if isFresh[i-1] && e.rec != nil {
+			if ok && e.rec != nil {
 				evs = append(evs, recommend.Event{WorkspaceID: e.ws, Message: e.msg, Subject: e.blind, User: e.user, Anon: e.anon, Prepared: e.rec})
+				at = append(at, seq)
 			}
 		}
 	}
 	if len(evs) == 0 {
 		return
 	}
+	// In log order, as a rebuild reads them (a store need not number a
+	// multi-row insert in the order of its rows).
+	idx := make([]int, len(evs))
+	for j := range idx {
+		idx[j] = j
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return at[idx[a]] < at[idx[b]] })
+	sorted := make([]recommend.Event, len(evs))
+	for j, k := range idx {
+		sorted[j] = evs[k]
+	}
+	evs = sorted
 	if err := p.cfg.Recommender.Observe(ctx, evs); err != nil {
 		p.log.Error("the recommender could not learn from committed events", "events", len(evs), "err", err)
 	}

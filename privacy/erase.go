@@ -68,11 +68,12 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 		}
 		var (
 			hook   = Erased{WorkspaceID: ws}
+			shared [][]byte
 			found  bool
 			counts trustloop.ErasureCounts
 		)
 		run := func() error {
-			hook.Blinds, hook.KeyIDs, hook.ProfileIDs = plan.Blinds, plan.KeyIDs, plan.ProfileIDs
+			hook.Blinds, hook.KeyIDs, hook.ProfileIDs, hook.Shared = plan.Blinds, plan.KeyIDs, plan.ProfileIDs, shared
 			for _, h := range s.OnErase {
 				if err := h(ctx, hook); err != nil {
 					return fmt.Errorf("privacy: a derived model could not forget the subject (nothing erased yet; the request is retried): %w", err)
@@ -93,7 +94,7 @@ func (s *Service) erase(ctx context.Context, r *trustloop.PrivacyRequest) error 
 					return err
 				}
 				plan.KeyIDs, plan.Seqs, plan.ProfileIDs = sub.KeyIDs, sub.Seqs, sub.ProfileIDs
-				plan.ForeignSeqs, plan.TimelineKeys = sub.ForeignSeqs, sub.TimelineKeys
+				plan.ForeignSeqs, plan.TimelineKeys, shared = sub.ForeignSeqs, sub.TimelineKeys, sub.SharedBlinds
 				plan.Blinds = appendNew(plan.Blinds, sub.Blinds()...)
 				plan.Blinds = appendNew(plan.Blinds, sub.KeyBlinds...)
 				if r.Suppress {

@@ -171,6 +171,9 @@ func (s *Service) Retention(ctx context.Context, ws int64) (RetentionResult, err
 	if s.OnRetention != nil {
 		s.OnRetention(res.EventsDeleted, res.ConsentExpired)
 	}
+	if s.OnEventsDeleted != nil && res.EventsDeleted > 0 {
+		s.OnEventsDeleted(ws)
+	}
 	return res, nil
 }
 

@@ -52,6 +52,9 @@ type Erased struct {
 	Blinds      [][]byte
 	KeyIDs      []int64
 	ProfileIDs  []int64
+	// Shared are the blind indexes of keys shared with others under which
+	// some of the subject's events are deleted (the keys stay).
+	Shared [][]byte
 }
 
 // Service runs privacy requests.
@@ -80,6 +83,9 @@ type Service struct {
 	OnDone func(kind, state string, d time.Duration)
 	// OnRetention, when set, observes a retention sweep (metrics).
 	OnRetention func(eventsDeleted int64, consentExpired int)
+	// OnEventsDeleted, when set, is told that a sweep deleted events of a
+	// workspace (derived models rebuild from what the log still holds).
+	OnEventsDeleted func(ws int64)
 	// Workspaces lists the workspaces to sweep; RetentionEvery is how often
 	// (default a day; negative: never).
 	Workspaces     func(ctx context.Context) ([]int64, error)

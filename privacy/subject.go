@@ -88,6 +88,11 @@ func (s *Service) shareKeys(ctx context.Context, ws int64, sub *projection.Subje
 	if len(shared) == 0 {
 		return nil
 	}
+	for _, k := range shared {
+		if b, ok := ki.blind[k]; ok {
+			sub.SharedBlinds = append(sub.SharedBlinds, b)
+		}
+	}
 	sub.KeyIDs = slices.DeleteFunc(sub.KeyIDs, func(k int64) bool { return slices.Contains(shared, k) })
 	sub.Seqs = slices.DeleteFunc(sub.Seqs, func(q int64) bool { return gone[q] })
 	sub.KeyBlinds = sub.KeyBlinds[:0]

@@ -39,6 +39,9 @@ type Subject struct {
 	ForeignSeqs []int64
 	// TimelineKeys are the profiles' foreign timelines (ForeignKey).
 	TimelineKeys []int64
+	// SharedBlinds are the blind indexes of the shared keys ForeignSeqs are
+	// under: derived models keyed by subject must read those subjects again.
+	SharedBlinds [][]byte
 }
 
 // Blinds returns the blind indexes of the subject's identities.
@@ -115,6 +118,7 @@ func (s *Service) subject(ctx context.Context, es ErasureStore, ws int64, blind 
 			}
 		}
 	}
+	var shared []int64
 	for k, seqs := range foreign {
 		all, err := s.allSeqs(ctx, []int64{k})
 		if err != nil {
@@ -124,14 +128,19 @@ func (s *Service) subject(ctx context.Context, es ErasureStore, ws int64, blind 
 			sub.KeyIDs = append(sub.KeyIDs, k)
 		} else {
 			sub.ForeignSeqs = append(sub.ForeignSeqs, seqs...)
+			shared = append(shared, k)
 		}
 	}
-	sks, err := s.store.FindSubjectKeysByID(ctx, ws, sub.KeyIDs)
+	sks, err := s.store.FindSubjectKeysByID(ctx, ws, append(slices.Clip(sub.KeyIDs), shared...))
 	if err != nil {
 		return nil, err
 	}
-	for _, sk := range sks {
-		sub.KeyBlinds = append(sub.KeyBlinds, sk.Blind)
+	for id, sk := range sks {
+		if slices.Contains(shared, id) {
+			sub.SharedBlinds = append(sub.SharedBlinds, sk.Blind)
+		} else {
+			sub.KeyBlinds = append(sub.KeyBlinds, sk.Blind)
+		}
 	}
 	sub.Seqs, err = s.allSeqs(ctx, sub.KeyIDs)
 	return sub, err

@@ -57,6 +57,11 @@ type Config struct {
 	// threshold; 1 keeps everything).
 	Threshold int
 	Exclude   Exclude
+	// MinSupport is the fewest customers behind anything served as aggregate
+	// data: an item pair in similar items (and the item itself), an item in
+	// the popular fallback. A rare item's similar items would otherwise show
+	// what one customer did alongside it.
+	MinSupport int
 }
 
 // Defaults returns the default configuration: Product Viewed 1, Product Added
@@ -71,6 +76,7 @@ func Defaults() Config {
 		MaxItems:   100,
 		Threshold:  1,
 		Exclude:    ExcludePurchased,
+		MinSupport: 3,
 	}
 }
 
@@ -95,6 +101,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Exclude == "" {
 		c.Exclude = d.Exclude
 	}
+	if c.MinSupport == 0 {
+		c.MinSupport = d.MinSupport
+	}
 	switch {
 	case c.Similarity != Jaccard && c.Similarity != Lift && c.Similarity != Count:
 		return c, trustloop.Errorf(trustloop.EINVALID, "Unknown similarity %q.", c.Similarity).WithHint("Use jaccard, lift or count.")
@@ -102,6 +111,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, trustloop.Errorf(trustloop.EINVALID, "Unknown exclusion %q.", c.Exclude).WithHint("Use purchased, seen or none.")
 	case c.MaxItems < 1 || c.MaxItems > 10_000:
 		return c, trustloop.Errorf(trustloop.EINVALID, "The items counted per subject must be 1 to 10000, not %d.", c.MaxItems)
+	case c.MinSupport < 1 || c.MinSupport > 1000:
+		return c, trustloop.Errorf(trustloop.EINVALID, "The minimum support must be 1 to 1000 customers, not %d.", c.MinSupport)
 	case c.Threshold < 1:
 		return c, trustloop.Errorf(trustloop.EINVALID, "The co-occurrence threshold must be at least 1.")
 	case c.HalfLife < 0 || (c.HalfLife > 0 && c.HalfLife < time.Hour):
@@ -185,7 +196,14 @@ func (c *Config) Extract(m *trustloop.Message) (*Interaction, string) {
 	if !ok {
 		return nil, ""
 	}
-	in := &Interaction{Weight: w, Time: m.Timestamp.UnixMilli()}
+	// The event's own time, but never after it was received: a client's clock
+	// (or a sentinel date) in the far future would make its weight dwarf
+	// everything, up to infinity.
+	t := m.Timestamp.UnixMilli()
+	if !m.ReceivedAt.IsZero() {
+		t = min(t, m.ReceivedAt.UnixMilli())
+	}
+	in := &Interaction{Weight: w, Time: t}
 	for _, p := range c.Purchases {
 		if p == m.Event {
 			in.Purchase = true

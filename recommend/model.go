@@ -266,6 +266,9 @@ func (m *Model) combine(subjects []string, now int64) combined {
 		if hl := m.cfg.HalfLife; hl > 0 {
 			f = math.Exp2(float64(u.ref-now) / float64(hl.Milliseconds()))
 		}
+		if math.IsInf(f, 0) || math.IsNaN(f) {
+			continue // a reference far after now: nothing sensible to add
+		}
 		if c.at == nil {
 			c.at = make(map[int32]int32, len(u.aff))
 		}
@@ -407,11 +410,13 @@ type Scored struct {
 	Score  float64 `json:"score"`
 }
 
-// Similar returns the k items most similar to item (ties by id); ok is false
-// when no subject's counted items include it.
+// Similar returns the k items most similar to item (ties by id), each pair
+// met by at least MinSupport subjects; ok is false when fewer subjects'
+// counted items include the item.
 func (m *Model) Similar(itemID string, k int) (out []Scored, ok bool) {
 	x, found := m.index[itemID]
-	if !found || m.items[x].users == 0 {
+	support := int32(m.cfg.MinSupport)
+	if !found || m.items[x].users < support {
 		return nil, false
 	}
 	if k <= 0 {
@@ -420,6 +425,9 @@ func (m *Model) Similar(itemID string, k int) (out []Scored, ok bool) {
 	it := &m.items[x]
 	out = make([]Scored, 0, it.co.len())
 	it.co.each(func(j, cij int32) {
+		if cij < support {
+			return
+		}
 		if s := m.sim(cij, it.users, m.items[j].users); s > 0 {
 			out = append(out, Scored{ItemID: m.ids[j], Score: s})
 		}
@@ -428,7 +436,8 @@ func (m *Model) Similar(itemID string, k int) (out []Scored, ok bool) {
 }
 
 // Popular returns the k items the most subjects interacted with while
-// analytics was allowed (ties by id); the score is that number of subjects.
+// analytics was allowed (ties by id), at least MinSupport of them; the score
+// is that number of subjects.
 func (m *Model) Popular(k int) []Scored {
 	if k <= 0 {
 		return []Scored{}
@@ -436,7 +445,7 @@ func (m *Model) Popular(k int) []Scored {
 	out := make([]Scored, 0, k+1)
 	for x := range m.items {
 		p := m.items[x].pop
-		if p == 0 {
+		if p == 0 || p < int32(m.cfg.MinSupport) {
 			continue
 		}
 		out = insertTop(out, Scored{ItemID: m.ids[x], Score: float64(p)}, k, scoredBefore)

@@ -1,6 +1,7 @@
 package recommend
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"log/slog"
@@ -21,8 +22,9 @@ const (
 // Consent answers the model's consent questions (consent.Service does).
 type Consent interface {
 	// Allowed: the subjects' stored choices (or the regime's default) allow
-	// purpose now.
-	Allowed(ctx context.Context, ws int64, purpose string, subjects ...[]byte) (bool, error)
+	// purpose now; until, when not zero, is when the consent allowing it
+	// expires.
+	Allowed(ctx context.Context, ws int64, purpose string, subjects ...[]byte) (ok bool, until time.Time, err error)
 	// Serves: purpose was allowed when the message was collected and may use
 	// its category.
 	Serves(ctx context.Context, ws int64, purpose string, m *trustloop.Message) (bool, error)
@@ -81,12 +83,19 @@ type Service struct {
 
 	mu     sync.Mutex
 	models map[int64]*wsModel
-	// resync queues subjects whose consent changed, for the worker.
+	// resync queues subjects whose consent changed, for the worker; reload
+	// the workspaces to rebuild whole (their catalog changed, or retention
+	// deleted events).
 	queue  map[int64]map[string]bool
-	wake   chan struct{}
-	idleMu sync.Mutex
-	idle   *sync.Cond
-	busy   bool
+	reload map[int64]bool
+	// expiries schedules read-backs when a consent that allowed a subject's
+	// events lapses; expiring is each subject's scheduled time.
+	expiries expiryHeap
+	expiring map[expiry]time.Time
+	wake     chan struct{}
+	idleMu   sync.Mutex
+	idle     *sync.Cond
+	busy     bool
 }
 
 type wsModel struct {
@@ -95,6 +104,17 @@ type wsModel struct {
 	// links: a consent subject (an anonymous id seen on a logged-in
 	// subject's events) → the model subjects whose events it vouched for.
 	links map[string][]string
+	// gen counts, per subject, the consent changes and erasures that took it
+	// out: an event whose consent was read before one of them is not added
+	// (the subject is read back from the log instead).
+	gen map[string]uint64
+}
+
+// bump marks subjects taken out; w.mu is held.
+func (w *wsModel) bump(subjects ...string) {
+	for _, s := range subjects {
+		w.gen[s]++
+	}
 }
 
 // NewService returns a service whose models use cfg.
@@ -103,7 +123,7 @@ func NewService(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: c, models: map[int64]*wsModel{}, queue: map[int64]map[string]bool{}, wake: make(chan struct{}, 1),
+	s := &Service{cfg: c, models: map[int64]*wsModel{}, queue: map[int64]map[string]bool{}, reload: map[int64]bool{}, expiring: map[expiry]time.Time{}, wake: make(chan struct{}, 1),
 		Now: time.Now}
 	s.idle = sync.NewCond(&s.idleMu)
 	return s, nil
@@ -118,7 +138,7 @@ func (s *Service) model(ws int64) *wsModel {
 	w, ok := s.models[ws]
 	if !ok {
 		m, _ := NewModel(s.cfg) // cfg was checked by NewService
-		w = &wsModel{m: m, links: map[string][]string{}}
+		w = &wsModel{m: m, links: map[string][]string{}, gen: map[string]uint64{}}
 		s.models[ws] = w
 	}
 	return w
@@ -152,6 +172,10 @@ func (s *Service) Observe(ctx context.Context, evs []Event) error {
 }
 
 func (s *Service) observe(ctx context.Context, ev *Event) error {
+	return s.observeInto(ctx, s.model(ev.WorkspaceID), ev)
+}
+
+func (s *Service) observeInto(ctx context.Context, w *wsModel, ev *Event) error {
 	p := ev.Prepared
 	if p == nil {
 		if p = s.Prepare(ev.Message); p == nil {
@@ -194,6 +218,17 @@ func (s *Service) observe(ctx context.Context, ev *Event) error {
 		}
 		subjects = append(subjects, b)
 	}
+	key := string(subject)
+	gens := func() uint64 {
+		g := w.gen[key]
+		for _, c := range subjects {
+			g += w.gen[string(c)]
+		}
+		return g
+	}
+	w.mu.RLock()
+	before := gens()
+	w.mu.RUnlock()
 	personal, err := s.uses(ctx, ws, Personalization, m, subjects)
 	if err != nil {
 		return err
@@ -202,16 +237,20 @@ func (s *Service) observe(ctx context.Context, ev *Event) error {
 	if err != nil {
 		return err
 	}
-	w := s.model(ws)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	// Linked whether or not consent allows anything now: a later yes under
 	// the other id must bring these events back.
-	key := string(subject)
 	for _, c := range subjects {
 		if string(c) != key && !slices.Contains(w.links[string(c)], key) {
 			w.links[string(c)] = append(w.links[string(c)], key)
 		}
+	}
+	if gens() != before {
+		// Consent changed (or an erasure ran) while it was read: the
+		// subject is queued to be read back with what is stored now.
+		s.enqueue(ws, []string{key})
+		return nil
 	}
 	w.m.Add(key, p.in, personal, popular)
 	return nil
@@ -222,7 +261,80 @@ func (s *Service) uses(ctx context.Context, ws int64, purpose string, m *trustlo
 	if err != nil || !ok {
 		return false, err
 	}
-	return s.Consent.Allowed(ctx, ws, purpose, subjects...)
+	ok, until, err := s.Consent.Allowed(ctx, ws, purpose, subjects...)
+	if ok && !until.IsZero() {
+		// When that consent lapses the subjects are read back (T1: an
+		// expired yes is no yes).
+		for _, sub := range subjects {
+			s.expireAt(ws, string(sub), until)
+		}
+	}
+	return ok, err
+}
+
+// expiry is a consent lapsing for a subject.
+type expiry struct {
+	at      time.Time
+	ws      int64
+	subject string
+}
+
+type expiryHeap []expiry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// expireAt schedules a read-back of the subject when its consent lapses (once
+// per subject and time).
+func (s *Service) expireAt(ws int64, subject string, at time.Time) {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	key := expiry{ws: ws, subject: subject}
+	if have, ok := s.expiring[key]; ok && !at.Before(have) {
+		return
+	}
+	s.expiring[key] = at
+	heap.Push(&s.expiries, expiry{at: at, ws: ws, subject: subject})
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// due takes the lapsed consents off the schedule; it returns when the next
+// one lapses (zero: none).
+func (s *Service) due(now time.Time) (lapsed []expiry, next time.Time) {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	for len(s.expiries) > 0 {
+		e := s.expiries[0]
+		if e.at.After(now) {
+			return lapsed, e.at
+		}
+		heap.Pop(&s.expiries)
+		key := expiry{ws: e.ws, subject: e.subject}
+		if s.expiring[key].Equal(e.at) {
+			delete(s.expiring, key)
+			lapsed = append(lapsed, e)
+		}
+	}
+	return lapsed, time.Time{}
+}
+
+// Expire reads back the subjects whose consent lapsed by now.
+func (s *Service) Expire(now time.Time) {
+	lapsed, _ := s.due(now)
+	for _, e := range lapsed {
+		s.ConsentChanged(e.ws, [][]byte{[]byte(e.subject)})
+	}
 }
 
 func (s *Service) placeholder(ws int64, v string) bool {
@@ -240,13 +352,8 @@ func (s *Service) ignore(reason string) {
 // deleted their events and keys, so they are simply not there.
 func (s *Service) Rebuild(ctx context.Context, workspaces []int64) (events int, err error) {
 	for _, ws := range workspaces {
-		s.mu.Lock()
-		delete(s.models, ws)
-		s.mu.Unlock()
-		err := s.Log.Each(ctx, ws, func(e LogEvent) error {
-			events++
-			return s.observe(ctx, &Event{WorkspaceID: ws, Message: e.Message, Subject: e.Subject})
-		})
+		n, err := s.rebuild(ctx, ws)
+		events += n
 		if err != nil {
 			return events, err
 		}
@@ -254,19 +361,73 @@ func (s *Service) Rebuild(ctx context.Context, workspaces []int64) (events int, 
 	return events, nil
 }
 
+// rebuild builds a workspace's model from the log on the side and swaps it in.
+func (s *Service) rebuild(ctx context.Context, ws int64) (int, error) {
+	m, _ := NewModel(s.cfg)
+	w := &wsModel{m: m, links: map[string][]string{}, gen: map[string]uint64{}}
+	events := 0
+	err := s.Log.Each(ctx, ws, func(e LogEvent) error {
+		events++
+		return s.observeInto(ctx, w, &Event{WorkspaceID: ws, Message: e.Message, Subject: e.Subject})
+	})
+	if err != nil {
+		return events, err
+	}
+	s.mu.Lock()
+	if old, ok := s.models[ws]; ok {
+		// Changes counted on the old model still hold for events read
+		// meanwhile (an observe that read consent before one re-checks).
+		old.mu.Lock()
+		w.gen = old.gen
+		old.mu.Unlock()
+	}
+	s.models[ws] = w
+	s.mu.Unlock()
+	return events, nil
+}
+
 // Forget removes erased subjects (blind indexes) at once. The erasure calls it
-// before its transaction, on the collector's writer.
-func (s *Service) Forget(ws int64, subjects [][]byte) {
+// before its transaction, on the collector's writer. Others whose events the
+// erased ids vouched for, and shared keys some of the erased events were
+// under, are taken out too and read back from the log once the erasure is
+// done (what is left of them returns).
+func (s *Service) Forget(ws int64, erased, shared [][]byte) {
 	w := s.model(ws)
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, b := range subjects {
+	gone := map[string]bool{}
+	for _, b := range erased {
+		gone[string(b)] = true
+	}
+	var again []string
+	for _, b := range erased {
 		w.m.Remove(string(b))
+		w.bump(string(b))
 		for _, u := range w.links[string(b)] {
-			w.m.Remove(u)
+			if !gone[u] {
+				again = append(again, u)
+			}
 		}
 		delete(w.links, string(b))
 	}
+	for _, b := range shared {
+		if !gone[string(b)] {
+			again = append(again, string(b))
+		}
+	}
+	for _, u := range again {
+		w.m.Remove(u)
+		w.bump(u)
+	}
+	// No list keeps an erased subject.
+	for c, us := range w.links {
+		if us = slices.DeleteFunc(us, func(u string) bool { return gone[u] }); len(us) == 0 {
+			delete(w.links, c)
+		} else {
+			w.links[c] = us
+		}
+	}
+	w.mu.Unlock()
+	s.enqueue(ws, again)
 }
 
 // ConsentChanged takes the subjects whose consent changed out of the model at
@@ -284,6 +445,7 @@ func (s *Service) ConsentChanged(ws int64, subjects [][]byte) {
 	for _, u := range affected {
 		w.m.Remove(u)
 	}
+	w.bump(affected...)
 	w.mu.Unlock()
 	s.enqueue(ws, affected)
 }
@@ -306,13 +468,39 @@ func (s *Service) enqueue(ws int64, affected []string) {
 	}
 }
 
+// Reload queues a workspace's model to be rebuilt from the log: its purpose
+// catalog changed (regime, categories, retention), or retention deleted
+// events. Until then the model stays as it was.
+func (s *Service) Reload(ws int64) {
+	s.idleMu.Lock()
+	s.reload[ws] = true
+	s.idleMu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Run reads subjects back after consent changes until ctx ends.
 func (s *Service) Run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
+		lapsed, next := s.due(s.Now())
+		for _, e := range lapsed {
+			s.ConsentChanged(e.ws, [][]byte{[]byte(e.subject)})
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			// A little after, so the consent reads as expired.
+			wait = min(wait, time.Until(next)+time.Second)
+		}
+		timer.Reset(max(wait, 10*time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.wake:
+		case <-timer.C:
 		}
 		for {
 			if err := s.ResyncQueued(ctx); err == nil || ctx.Err() != nil {
@@ -329,6 +517,9 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
+// resyncChunk is how many subjects one turn on the writer reads back.
+const resyncChunk = 64
+
 // ResyncQueued reads back every queued subject, on the collector's writer (no
 // event is committed meanwhile, so none is applied twice or out of order).
 func (s *Service) ResyncQueued(ctx context.Context) error {
@@ -336,8 +527,8 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 	for s.busy {
 		s.idle.Wait()
 	}
-	queue := s.queue
-	s.queue = map[int64]map[string]bool{}
+	queue, reload := s.queue, s.reload
+	s.queue, s.reload = map[int64]map[string]bool{}, map[int64]bool{}
 	s.busy = true
 	s.idleMu.Unlock()
 	defer func() {
@@ -346,25 +537,49 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 		s.idle.Broadcast()
 		s.idleMu.Unlock()
 	}()
+	for ws := range reload {
+		// A workspace rebuilt whole needs none of its subjects read back.
+		delete(queue, ws)
+		rebuild := func(ctx context.Context) error { _, err := s.rebuild(ctx, ws); return err }
+		var err error
+		if s.Exclusive != nil {
+			err = s.Exclusive(ctx, rebuild)
+		} else {
+			err = rebuild(ctx)
+		}
+		if err != nil {
+			s.Reload(ws)
+			return err
+		}
+	}
 	if len(queue) == 0 {
 		return nil
 	}
+	// A bounded number per turn on the writer: the collector commits between.
 	run := func(ctx context.Context) error {
+		n := 0
 		for ws, subjects := range queue {
 			for u := range subjects {
+				if n == resyncChunk {
+					return nil
+				}
 				if err := s.resync(ctx, ws, u); err != nil {
 					return err
 				}
 				delete(subjects, u)
+				n++
 			}
+			delete(queue, ws)
 		}
 		return nil
 	}
 	var err error
-	if s.Exclusive != nil {
-		err = s.Exclusive(ctx, run)
-	} else {
-		err = run(ctx)
+	for len(queue) > 0 && err == nil {
+		if s.Exclusive != nil {
+			err = s.Exclusive(ctx, run)
+		} else {
+			err = run(ctx)
+		}
 	}
 	if err != nil {
 		// What is left is tried again.
@@ -429,14 +644,15 @@ func (s *Service) Similar(ws int64, itemID string, k int) ([]Scored, error) {
 	return out, nil
 }
 
-// Pending counts subjects waiting to be read back after a consent change (and
-// one more while a read-back runs).
-func (s *Service) Pending() int {
+// Pending counts the workspace's subjects waiting to be read back after a
+// consent change, one more for a rebuild of it waiting, and one more while a
+// read-back runs.
+func (s *Service) Pending(ws int64) int {
 	s.idleMu.Lock()
 	defer s.idleMu.Unlock()
-	n := 0
-	for _, q := range s.queue {
-		n += len(q)
+	n := len(s.queue[ws])
+	if s.reload[ws] {
+		n++
 	}
 	if s.busy {
 		n++

@@ -235,6 +235,7 @@ func (m *Main) ParseFlags(args []string) error {
 	similarity := fs.String("rec-similarity", string(def.Similarity), "item similarity of the recommender: jaccard, lift or count")
 	fs.IntVar(&m.RecConfig.MaxItems, "rec-max-items", def.MaxItems, "distinct items per customer counted in the recommender's co-occurrence (the first ones met; bounds the cost of learning and forgetting one customer)")
 	exclude := fs.String("rec-exclude", string(def.Exclude), "which of a customer's own items recommendations leave out: purchased, seen or none")
+	fs.IntVar(&m.RecConfig.MinSupport, "rec-min-support", def.MinSupport, "fewest customers behind an item pair served as similar items, or an item served as popular")
 	fs.StringVar(&m.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&m.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (empty: off; never expose it publicly)")
 	fs.DurationVar(&m.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
@@ -404,7 +405,9 @@ func (m *Main) Open(ctx context.Context) error {
 			// what their consent now allows.
 			bySubject := map[int64][][]byte{}
 			for _, r := range recs {
-				bySubject[r.WorkspaceID] = append(bySubject[r.WorkspaceID], r.Subject)
+				if r.Purpose == recommend.Personalization || r.Purpose == recommend.Analytics {
+					bySubject[r.WorkspaceID] = append(bySubject[r.WorkspaceID], r.Subject)
+				}
 			}
 			for ws, subjects := range bySubject {
 				m.Recommender.ConsentChanged(ws, subjects)
@@ -440,9 +443,13 @@ func (m *Main) Open(ctx context.Context) error {
 		// transaction (on the collector's writer, so nothing of theirs is
 		// learnt meanwhile).
 		m.Privacy.OnErase = append(m.Privacy.OnErase, func(_ context.Context, e privacy.Erased) error {
-			rec.Forget(e.WorkspaceID, e.Blinds)
+			rec.Forget(e.WorkspaceID, e.Blinds, e.Shared)
 			return nil
 		})
+		// What the catalog says, and what the log holds, decide the model:
+		// when either changes under it, it is rebuilt from the log.
+		m.Consent.OnCatalog = func(_ context.Context, ws int64) { rec.Reload(ws) }
+		m.Privacy.OnEventsDeleted = rec.Reload
 		rec.Exclusive = func(ctx context.Context, fn func(ctx context.Context) error) error {
 			return m.Pipeline.Exclusive(ctx, func(ctx context.Context) (ingest.Outcome, error) { return ingest.Outcome{}, fn(ctx) })
 		}
