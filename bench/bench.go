@@ -19,15 +19,32 @@ import (
 
 // Config describes one run.
 type Config struct {
-	URL         string
-	WriteKey    string
-	Shape       string // "track" or "batch"
+	URL      string
+	WriteKey string
+	// APIKey is the admin API key shape recommend reads with.
+	APIKey      string
+	Shape       string // "track", "batch", "recommend" or "load-interactions"
 	BatchSize   int
 	Concurrency int
 	Duration    time.Duration
 	Warmup      time.Duration
-	Users       int
-	JSON        bool
+	// Users is how many distinct users the load is spread over; 0 takes the
+	// shape's default (DefaultUsers).
+	Users int
+	// Items and Interactions size the shopping history load-interactions
+	// posts (0: 5,000 and 100,000); Seed makes it (0: 1).
+	Items        int
+	Interactions int
+	Seed         uint64
+	JSON         bool
+}
+
+// DefaultUsers is the user count of a shape when Config.Users is 0.
+func DefaultUsers(shape string) int {
+	if shape == ShapeRecommend || shape == ShapeLoad {
+		return 10_000
+	}
+	return 100_000
 }
 
 // Result is what a run measured (after the warm-up).
@@ -47,13 +64,37 @@ type Result struct {
 	Errors        map[string]int `json:"errors"`
 	ServerRSSMB   float64        `json:"server_max_rss_mb"` // -1 when /metrics could not be read
 	ServerRSSSeen int            `json:"server_rss_samples"`
+
+	// Shape recommend: the profiles resolved and how long that took, the
+	// model's size before the run, the answers that were not 200 (each is
+	// an error, also counted in Errors) and the 200 answers that were
+	// personalized.
+	P90ms         float64     `json:"p90_ms,omitempty"`
+	Profiles      int         `json:"profiles,omitempty"`
+	ResolveSecs   float64     `json:"resolve_seconds,omitempty"`
+	Model         *ModelStats `json:"model,omitempty"`
+	Non200        *int64      `json:"non_200,omitempty"`
+	Personalized  *int64      `json:"personalized,omitempty"`
+	PersonalShare float64     `json:"personalized_share,omitempty"`
+
+	// Shape load-interactions: what was posted.
+	Load *LoadStats `json:"load,omitempty"`
 }
 
 // Run drives the server and returns what it measured.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if cfg.Users == 0 {
+		cfg.Users = DefaultUsers(cfg.Shape)
+	}
+	switch cfg.Shape {
+	case ShapeRecommend:
+		return runRecommend(ctx, cfg)
+	case ShapeLoad:
+		return loadInteractions(ctx, cfg)
+	}
 	switch {
 	case cfg.Shape != "track" && cfg.Shape != "batch":
-		return nil, fmt.Errorf("--shape must be track or batch, not %q", cfg.Shape)
+		return nil, fmt.Errorf("--shape must be track, batch, recommend or load-interactions, not %q", cfg.Shape)
 	case cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.BatchSize > 2500 || cfg.Duration <= 0 || cfg.Users < 1:
 		return nil, fmt.Errorf("--concurrency, --users and --duration must be positive and --batch 1..2500")
 	case cfg.WriteKey == "":
@@ -203,6 +244,12 @@ func post(ctx context.Context, client *http.Client, url, writeKey string, body [
 func (r *Result) Print(w io.Writer, asJSON bool) error {
 	if asJSON {
 		return json.NewEncoder(w).Encode(r)
+	}
+	switch r.Shape {
+	case ShapeRecommend:
+		return r.printRecommend(w)
+	case ShapeLoad:
+		return r.printLoad(w)
 	}
 	rss := "unknown (server /metrics not readable)"
 	if r.ServerRSSMB >= 0 {

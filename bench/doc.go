@@ -2,6 +2,13 @@
 // running server's collector with realistic Segment events over real HTTP and
 // reports throughput, latency percentiles, errors and the server's peak RSS.
 //
+// Beyond the collector's shapes (track, batch) it has two for the
+// recommender: load-interactions posts a deterministic shopping history
+// (users shopper-0 … with a consent update each, then product views, cart
+// additions and orders over Zipf-like popular items) once, and recommend
+// reads GET /v1/profiles/{id}/recommendations of those users' profiles
+// (scripts/rec-bench.sh runs both).
+//
 // It owns only the client side of a measurement; it must never reach into the
 // server's process or storage, so what it measures is what a client sees.
 package bench

@@ -725,13 +725,19 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	var cfg bench.Config
 	fs.StringVar(&cfg.URL, "url", "http://127.0.0.1:8080", "server base URL")
 	fs.StringVar(&cfg.WriteKey, "write-key", "", "source write key (default: read from <data-dir>/credentials)")
-	dataDir := fs.String("data-dir", "./trustloop-data", "where to find the credentials file when --write-key is not given")
-	fs.StringVar(&cfg.Shape, "shape", "batch", "track (one event per request to /v1/track) or batch (N events per request to /v1/batch)")
-	fs.IntVar(&cfg.BatchSize, "batch", 100, "events per request for shape batch")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "admin API key for shape recommend (default: admin_api_key= read from <data-dir>/credentials)")
+	dataDir := fs.String("data-dir", "./trustloop-data", "where to find the credentials file when --write-key or --api-key is not given")
+	fs.StringVar(&cfg.Shape, "shape", "batch", "track (one event per request to /v1/track), batch (N events per request to /v1/batch), "+
+		"load-interactions (post a shopping history of --users shopper-<i> users over --items items to /v1/batch once) or "+
+		"recommend (read /v1/profiles/{id}/recommendations of those users' profiles)")
+	fs.IntVar(&cfg.BatchSize, "batch", 100, "events per request for shapes batch and load-interactions")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "concurrent requests in flight")
 	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to send")
 	fs.DurationVar(&cfg.Warmup, "warmup", 3*time.Second, "sending time before measuring starts")
-	fs.IntVar(&cfg.Users, "users", 100_000, "distinct users (subjects) the events are spread over")
+	fs.IntVar(&cfg.Users, "users", 0, "distinct users (subjects) the events are spread over (0: 100000 for track and batch, 10000 for load-interactions and recommend)")
+	fs.IntVar(&cfg.Items, "items", 5_000, "load-interactions: distinct products (Zipf-like popularity)")
+	fs.IntVar(&cfg.Interactions, "interactions", 100_000, "load-interactions: Product Viewed, Product Added and Order Completed events in all")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "load-interactions: the history's seed (the same seed posts the same events)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the result as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		if err == errHelp {
@@ -739,14 +745,23 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return err
 	}
-	if cfg.WriteKey == "" {
+	needAPIKey := cfg.Shape == bench.ShapeRecommend
+	if cfg.WriteKey == "" || (needAPIKey && cfg.APIKey == "") {
 		b, err := os.ReadFile(filepath.Join(*dataDir, "credentials"))
 		if err != nil {
-			return &usageError{"no --write-key given and no credentials file in --data-dir"}
+			if needAPIKey && cfg.APIKey == "" {
+				return &usageError{"no --api-key given and no credentials file in --data-dir"}
+			}
+			if !needAPIKey {
+				return &usageError{"no --write-key given and no credentials file in --data-dir"}
+			}
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "write_key="); ok {
+			if v, ok := strings.CutPrefix(line, "write_key="); ok && cfg.WriteKey == "" {
 				cfg.WriteKey = v
+			}
+			if v, ok := strings.CutPrefix(line, "admin_api_key="); ok && cfg.APIKey == "" {
+				cfg.APIKey = v
 			}
 		}
 	}

@@ -1,0 +1,281 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ModelStats is the recommender model's size as GET /v1/recommender/model
+// tells it.
+type ModelStats struct {
+	Subjects int `json:"subjects"`
+	Items    int `json:"items"`
+	Pairs    int `json:"pairs"`
+	Pending  int `json:"pending"`
+}
+
+// personalizedMark is how a personalized answer is told from a fallback
+// without decoding it.
+var personalizedMark = []byte(`"personalized":true`)
+
+// runRecommend resolves the profiles of users shopper-0 … shopper-(Users-1)
+// (GET /v1/profiles/lookup, purpose essential), then reads recommendations
+// of profiles picked at random (GET /v1/profiles/{id}/recommendations?limit=10)
+// from Concurrency workers for Duration after Warmup. Every answer but 200 is
+// an error; 200 answers are counted as personalized when they say so.
+func runRecommend(ctx context.Context, cfg Config) (*Result, error) {
+	switch {
+	case cfg.Concurrency < 1 || cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.Users < 1:
+		return nil, fmt.Errorf("--concurrency, --users and --duration must be positive")
+	case cfg.APIKey == "":
+		return nil, fmt.Errorf("an admin API key is needed (--api-key)")
+	}
+	base := strings.TrimRight(cfg.URL, "/")
+	tr := &http.Transport{MaxIdleConns: cfg.Concurrency * 2, MaxIdleConnsPerHost: cfg.Concurrency * 2,
+		MaxConnsPerHost: cfg.Concurrency, DisableCompression: true, IdleConnTimeout: time.Minute}
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
+	auth := "Bearer " + cfg.APIKey
+
+	// Fail fast on a wrong URL or key, or a server without the recommender.
+	model, err := modelStats(ctx, client, base, auth)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	urls, lookupErrs, err := resolveProfiles(ctx, client, base, auth, cfg)
+	if err != nil {
+		return nil, err
+	}
+	resolveSecs := time.Since(t0).Seconds()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	measureFrom := start.Add(cfg.Warmup)
+	end := measureFrom.Add(cfg.Duration)
+	var (
+		measuring atomic.Bool
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		lat       []time.Duration
+		requests  int64
+		non200    int64
+		personal  int64
+		errs      = map[string]int{}
+	)
+	for k, v := range lookupErrs {
+		errs[k] = v
+	}
+	rss := &rssSampler{url: base + "/metrics", client: &http.Client{Timeout: 2 * time.Second}}
+	go func() {
+		t := time.NewTimer(time.Until(measureFrom))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			measuring.Store(true)
+			rss.run(ctx, end)
+		case <-ctx.Done():
+		}
+	}()
+	if cfg.Warmup == 0 {
+		measuring.Store(true)
+	}
+	for w := 0; w < cfg.Concurrency; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			seed := uint64(w) + uint64(start.UnixNano())
+			r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+			myLat := make([]time.Duration, 0, 1<<16)
+			var myReq, myNon200, myPersonal int64
+			myErr := map[string]int{}
+			var buf bytes.Buffer
+			for ctx.Err() == nil && time.Now().Before(end) {
+				u := urls[r.IntN(len(urls))]
+				t0 := time.Now()
+				status, err := get(ctx, client, u, auth, &buf)
+				d := time.Since(t0)
+				if !measuring.Load() || t0.After(end) {
+					continue
+				}
+				switch {
+				case err != nil:
+					if ctx.Err() == nil {
+						myErr["transport: "+err.Error()]++
+					}
+				case status != http.StatusOK:
+					myNon200++
+					myErr["HTTP "+strconv.Itoa(status)]++
+				default:
+					myLat = append(myLat, d)
+					myReq++
+					if bytes.Contains(buf.Bytes(), personalizedMark) {
+						myPersonal++
+					}
+				}
+			}
+			mu.Lock()
+			lat = append(lat, myLat...)
+			requests += myReq
+			non200 += myNon200
+			personal += myPersonal
+			for k, v := range myErr {
+				errs[k] += v
+			}
+			mu.Unlock()
+		}(w)
+	}
+	wg.Wait()
+	cancel()
+	elapsed := min(time.Since(measureFrom), cfg.Duration).Seconds()
+	slices.Sort(lat)
+	res := &Result{Shape: cfg.Shape, BatchSize: 1, Concurrency: cfg.Concurrency, Seconds: elapsed,
+		Requests: requests, RequestsPerS: float64(requests) / elapsed,
+		P50ms: pct(lat, 0.50), P90ms: pct(lat, 0.90), P95ms: pct(lat, 0.95), P99ms: pct(lat, 0.99), Errors: errs,
+		ServerRSSMB: rss.maxMB(), ServerRSSSeen: rss.samples,
+		Profiles: len(urls), ResolveSecs: resolveSecs, Model: model, Non200: &non200, Personalized: &personal}
+	if len(lat) > 0 {
+		res.MaxMS = ms(lat[len(lat)-1])
+	}
+	if requests > 0 {
+		res.PersonalShare = float64(personal) / float64(requests)
+	}
+	return res, nil
+}
+
+// get reads url into buf (reset first) and returns the status.
+func get(ctx context.Context, client *http.Client, url, auth string, buf *bytes.Buffer) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", auth)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	buf.Reset()
+	_, err = buf.ReadFrom(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, err
+}
+
+// modelStats reads the model's size; it is the probe of shape recommend.
+func modelStats(ctx context.Context, client *http.Client, base, auth string) (*ModelStats, error) {
+	var buf bytes.Buffer
+	status, err := get(ctx, client, base+"/v1/recommender/model", auth, &buf)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("cannot reach %s: %v", base, err)
+	case status == http.StatusNotFound:
+		return nil, fmt.Errorf("GET /v1/recommender/model answered HTTP 404: is the server running with --profiles (and --recommend)?")
+	case status != http.StatusOK:
+		return nil, fmt.Errorf("GET /v1/recommender/model answered HTTP %d (an admin API key is needed): %.300s", status, buf.Bytes())
+	}
+	var m ModelStats
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+		return nil, fmt.Errorf("GET /v1/recommender/model: %v", err)
+	}
+	return &m, nil
+}
+
+// resolveProfiles looks up the profiles of the Users shoppers and returns
+// their recommendation URLs, and the failed lookups by answer. Users without
+// a profile are left out; none at all is an error.
+func resolveProfiles(ctx context.Context, client *http.Client, base, auth string, cfg Config) ([]string, map[string]int, error) {
+	urls := make([]string, cfg.Users)
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs = map[string]int{}
+	)
+	for range cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf bytes.Buffer
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= cfg.Users {
+					return
+				}
+				q := base + "/v1/profiles/lookup?purpose=essential&identifier=" + url.QueryEscape("user_id:"+ShopperPrefix+strconv.Itoa(i))
+				status, err := get(ctx, client, q, auth, &buf)
+				var p struct {
+					ProfileID string `json:"profile_id"`
+				}
+				switch {
+				case err != nil:
+					mu.Lock()
+					errs["lookup transport: "+err.Error()]++
+					mu.Unlock()
+				case status != http.StatusOK:
+					mu.Lock()
+					errs["lookup HTTP "+strconv.Itoa(status)]++
+					mu.Unlock()
+				case json.Unmarshal(buf.Bytes(), &p) != nil || p.ProfileID == "":
+					mu.Lock()
+					errs["lookup answer without profile_id"]++
+					mu.Unlock()
+				default:
+					urls[i] = base + "/v1/profiles/" + url.PathEscape(p.ProfileID) + "/recommendations?limit=10"
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	urls = slices.DeleteFunc(urls, func(s string) bool { return s == "" })
+	if len(urls) == 0 {
+		return nil, nil, fmt.Errorf("no profile found for user_id:%s0 … %s%d (load them with --shape %s first): %v",
+			ShopperPrefix, ShopperPrefix, cfg.Users-1, ShapeLoad, errs)
+	}
+	return urls, errs, nil
+}
+
+func (r *Result) printRecommend(w io.Writer) error {
+	rss := "unknown (server /metrics not readable)"
+	if r.ServerRSSMB >= 0 {
+		rss = fmt.Sprintf("%.1f MB (max of %d samples)", r.ServerRSSMB, r.ServerRSSSeen)
+	}
+	fmt.Fprintf(w, "shape %s, %d profiles (resolved in %.1f s), concurrency %d, %.1f s measured\n",
+		r.Shape, r.Profiles, r.ResolveSecs, r.Concurrency, r.Seconds)
+	if m := r.Model; m != nil {
+		fmt.Fprintf(w, "  model       %d subjects, %d items, %d pairs (%d pending)\n", m.Subjects, m.Items, m.Pairs, m.Pending)
+	}
+	fmt.Fprintf(w, "  requests/s  %.0f (200 answers)\n", r.RequestsPerS)
+	fmt.Fprintf(w, "  latency     p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms\n", r.P50ms, r.P90ms, r.P99ms, r.MaxMS)
+	var personal, non200 int64
+	if r.Personalized != nil {
+		personal = *r.Personalized
+	}
+	if r.Non200 != nil {
+		non200 = *r.Non200
+	}
+	fmt.Fprintf(w, "  personalized %d of %d answers (%.1f %%)\n", personal, r.Requests, 100*r.PersonalShare)
+	fmt.Fprintf(w, "  non-200     %d\n", non200)
+	fmt.Fprintf(w, "  server RSS  %s\n", rss)
+	if len(r.Errors) == 0 {
+		fmt.Fprintln(w, "  errors      0")
+	}
+	for k, v := range r.Errors {
+		fmt.Fprintf(w, "  error       %s: %d\n", k, v)
+	}
+	return nil
+}
