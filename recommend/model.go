@@ -16,6 +16,9 @@ type Model struct {
 	ids   []string
 	index map[string]int32
 	items []item
+	// cnt mirrors items[i].users, packed: a recommendation reads it for every
+	// entry of every row it walks.
+	cnt   []int32
 	users map[string]*user
 }
 
@@ -70,6 +73,7 @@ func (m *Model) intern(id string) int32 {
 	x := int32(len(m.ids))
 	m.ids = append(m.ids, id)
 	m.items = append(m.items, item{})
+	m.cnt = append(m.cnt, 0)
 	m.index[id] = x
 	return x
 }
@@ -150,6 +154,7 @@ func (m *Model) addAffinity(u *user, x int32, w float64, bought bool) {
 		m.inc(x, i)
 	}
 	m.items[x].users++
+	m.cnt[x]++
 	u.counted = append(u.counted, x)
 }
 
@@ -166,6 +171,7 @@ func (m *Model) Remove(subject string) bool {
 	}
 	for a, i := range u.counted {
 		m.items[i].users--
+		m.cnt[i]--
 		for _, j := range u.counted[a+1:] {
 			m.dec(i, j)
 			m.dec(j, i)
@@ -310,30 +316,43 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 		sc.gen = 1
 	}
 	sc.touched = sc.touched[:0]
-	add := func(j int32, v float64) {
-		if sc.mark[j] != sc.gen {
-			sc.mark[j] = sc.gen
-			sc.scores[j] = 0
-			sc.touched = append(sc.touched, j)
-		}
-		sc.scores[j] += v
-	}
+	scores, mark, gen, cnt := sc.scores, sc.mark, sc.gen, m.cnt
+	thr := int32(m.cfg.Threshold)
 	for _, a := range c.aff {
 		it := &m.items[a.item]
 		if it.users == 0 {
 			continue // met beyond the cap and by no one else: no similarities
 		}
 		if s := m.sim(it.users, it.users, it.users); s > 0 {
-			add(a.item, a.w*s)
+			if mark[a.item] != gen {
+				mark[a.item], scores[a.item] = gen, 0
+				sc.touched = append(sc.touched, a.item)
+			}
+			scores[a.item] += a.w * s
 		}
+		// The hot loop: every entry of the row, one similarity each (the
+		// kind chosen once per row, counts read from the packed array).
+		ci, w := float64(it.users), a.w
 		for _, slot := range it.co.slots {
-			if slot == 0 {
+			cij := int32(uint32(slot))
+			if slot == 0 || cij < thr {
 				continue
 			}
-			j, cij := int32(slot>>32-1), int32(slot&0xffffffff)
-			if s := m.sim(cij, it.users, m.items[j].users); s > 0 {
-				add(j, a.w*s)
+			j := int32(slot>>32 - 1)
+			var s float64
+			switch m.cfg.Similarity {
+			case Jaccard:
+				s = float64(cij) / (ci + float64(cnt[j]) - float64(cij))
+			case Lift:
+				s = float64(cij) / (ci * float64(cnt[j]))
+			default:
+				s = float64(cij)
 			}
+			if mark[j] != gen {
+				mark[j], scores[j] = gen, 0
+				sc.touched = append(sc.touched, j)
+			}
+			scores[j] += w * s
 		}
 	}
 	excluded := func(j int32) bool {
