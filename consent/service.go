@@ -600,25 +600,31 @@ func JurisdictionOf(latest map[string]trustloop.ConsentRecord) string {
 	return j
 }
 
-// Allowed reports whether the subjects' stored choices, or failing those the
-// regime's default, allow purpose now: what a derived model (the recommender)
-// asks before it uses a subject's data, without any one event's own signals.
-// until, when not zero, is when the consent that allows it expires. An
-// unknown purpose is not allowed.
-func (s *Service) Allowed(ctx context.Context, ws int64, purpose string, subjects ...[]byte) (ok bool, until time.Time, err error) {
-	k, i, err := s.purpose(ctx, ws, purpose)
-	if err != nil || k == nil {
-		return false, time.Time{}, err
+// AllowedEach reports, for each purpose, whether the subjects' stored
+// choices, or failing those the regime's default, allow it now: what a derived
+// model (the recommender) asks before it uses a subject's data, without any
+// one event's own signals. untils[i], when not zero, is when the consent that
+// allows purposes[i] expires. An unknown purpose is not allowed. One read of
+// the subjects' stored consent serves them all.
+func (s *Service) AllowedEach(ctx context.Context, ws int64, purposes []string, subjects ...[]byte) (oks []bool, untils []time.Time, err error) {
+	oks, untils = make([]bool, len(purposes)), make([]time.Time, len(purposes))
+	k, err := s.Catalog(ctx, ws)
+	if err != nil {
+		return nil, nil, err
 	}
 	st, latest, err := s.Stored(ctx, k, ws, subjects...)
 	if err != nil {
-		return false, time.Time{}, err
+		return nil, nil, err
 	}
-	ok = k.Decide(st, Signals{Regime: k.Regime(JurisdictionOf(latest))}).Has(i)
-	if r := latest[purpose]; ok && r.State == trustloop.ConsentGiven {
-		until = r.ExpiresAt
+	allowed := k.Decide(st, Signals{Regime: k.Regime(JurisdictionOf(latest))})
+	for n, p := range purposes {
+		i, known := k.Index(p)
+		oks[n] = known && allowed.Has(i)
+		if r := latest[p]; oks[n] && r.State == trustloop.ConsentGiven {
+			untils[n] = r.ExpiresAt
+		}
 	}
-	return ok, until, nil
+	return oks, untils, nil
 }
 
 // Serves reports whether purpose was allowed when the message was collected

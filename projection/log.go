@@ -2,7 +2,10 @@ package projection
 
 import (
 	"context"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/keyring"
@@ -43,7 +46,7 @@ func (s *Service) EachLogEvent(ctx context.Context, ws, after int64, fn func(Log
 			return nil
 		}
 		after = evs[len(evs)-1].Seq
-		if len(keys) > 100_000 {
+		if len(keys) > 2_000_000 { // ~100 bytes each
 			clear(keys)
 		}
 	}
@@ -76,8 +79,10 @@ func (s *Service) EachSubjectEvent(ctx context.Context, ws int64, subject []byte
 
 func (s *Service) openEach(ctx context.Context, ws int64, evs []trustloop.StoredEvent, keys map[int64]subjectKey, fn func(LogEvent) error) error {
 	var missing []int64
+	asked := map[int64]bool{}
 	for _, e := range evs {
-		if _, ok := keys[e.KeyID]; !ok && !slices.Contains(missing, e.KeyID) {
+		if _, ok := keys[e.KeyID]; !ok && !asked[e.KeyID] {
+			asked[e.KeyID] = true
 			missing = append(missing, e.KeyID)
 		}
 	}
@@ -94,16 +99,40 @@ func (s *Service) openEach(ctx context.Context, ws int64, evs []trustloop.Stored
 			keys[id] = subjectKey{key: k, blind: sk.Blind}
 		}
 	}
-	for _, e := range evs {
-		k, ok := keys[e.KeyID]
-		if !ok {
-			continue // erased
+	// Opening (decrypting, parsing) is each event's own work: across the
+	// CPUs; fn then sees them in order.
+	out := make([]LogEvent, len(evs))
+	errs := make([]error, len(evs))
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), 4, max(len(evs)/64, 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(evs); i = int(next.Add(1) - 1) {
+				e := evs[i]
+				k, ok := keys[e.KeyID]
+				if !ok {
+					continue // erased
+				}
+				env, err := openEvent(ws, e, k.key)
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				out[i] = LogEvent{Seq: e.Seq, Message: messageOf(env, e), Subject: k.blind}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range out {
+		if errs[i] != nil {
+			return errs[i]
 		}
-		env, err := openEvent(ws, e, k.key)
-		if err != nil {
-			return err
+		if out[i].Message == nil {
+			continue
 		}
-		if err := fn(LogEvent{Seq: e.Seq, Message: messageOf(env, e), Subject: k.blind}); err != nil {
+		if err := fn(out[i]); err != nil {
 			return err
 		}
 	}

@@ -21,10 +21,10 @@ const (
 
 // Consent answers the model's consent questions (consent.Service does).
 type Consent interface {
-	// Allowed: the subjects' stored choices (or the regime's default) allow
-	// purpose now; until, when not zero, is when the consent allowing it
-	// expires.
-	Allowed(ctx context.Context, ws int64, purpose string, subjects ...[]byte) (ok bool, until time.Time, err error)
+	// AllowedEach: for each purpose, whether the subjects' stored choices (or
+	// the regime's default) allow it now, and when the consent allowing it
+	// expires (zero: not by itself).
+	AllowedEach(ctx context.Context, ws int64, purposes []string, subjects ...[]byte) (oks []bool, untils []time.Time, err error)
 	// Serves: purpose was allowed when the message was collected and may use
 	// its category.
 	Serves(ctx context.Context, ws int64, purpose string, m *trustloop.Message) (bool, error)
@@ -229,11 +229,7 @@ func (s *Service) observeInto(ctx context.Context, w *wsModel, ev *Event) error 
 	w.mu.RLock()
 	before := gens()
 	w.mu.RUnlock()
-	personal, err := s.uses(ctx, ws, Personalization, m, subjects)
-	if err != nil {
-		return err
-	}
-	popular, err := s.uses(ctx, ws, Analytics, m, subjects)
+	personal, popular, err := s.uses(ctx, ws, m, subjects)
 	if err != nil {
 		return err
 	}
@@ -256,20 +252,44 @@ func (s *Service) observeInto(ctx context.Context, w *wsModel, ev *Event) error 
 	return nil
 }
 
-func (s *Service) uses(ctx context.Context, ws int64, purpose string, m *trustloop.Message, subjects [][]byte) (bool, error) {
-	ok, err := s.Consent.Serves(ctx, ws, purpose, m)
-	if err != nil || !ok {
-		return false, err
-	}
-	ok, until, err := s.Consent.Allowed(ctx, ws, purpose, subjects...)
-	if ok && !until.IsZero() {
-		// When that consent lapses the subjects are read back (T1: an
-		// expired yes is no yes).
-		for _, sub := range subjects {
-			s.expireAt(ws, string(sub), until)
+// uses decides whether the event may teach personalization and popularity:
+// collected for the purpose, of a category it may use, and allowed now.
+func (s *Service) uses(ctx context.Context, ws int64, m *trustloop.Message, subjects [][]byte) (personal, popular bool, err error) {
+	var want []string
+	for _, p := range [...]string{Personalization, Analytics} {
+		ok, err := s.Consent.Serves(ctx, ws, p, m)
+		if err != nil {
+			return false, false, err
+		}
+		if ok {
+			want = append(want, p)
 		}
 	}
-	return ok, err
+	if len(want) == 0 {
+		return false, false, nil
+	}
+	oks, untils, err := s.Consent.AllowedEach(ctx, ws, want, subjects...)
+	if err != nil {
+		return false, false, err
+	}
+	for n, p := range want {
+		if !oks[n] {
+			continue
+		}
+		if !untils[n].IsZero() {
+			// When that consent lapses the subjects are read back (T1: an
+			// expired yes is no yes).
+			for _, sub := range subjects {
+				s.expireAt(ws, string(sub), untils[n])
+			}
+		}
+		if p == Personalization {
+			personal = true
+		} else {
+			popular = true
+		}
+	}
+	return personal, popular, nil
 }
 
 // expiry is a consent lapsing for a subject.

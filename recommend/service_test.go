@@ -22,7 +22,7 @@ type fakeConsent struct {
 	allowed map[string]map[string]bool
 	// until is when every yes lapses (zero: never).
 	until time.Time
-	// during, when set, runs right after one Allowed read (a change racing it).
+	// during, when set, runs right after one consent read (a change racing it).
 	during func()
 }
 
@@ -35,7 +35,15 @@ func (f *fakeConsent) set(subject, purpose string, yes bool) {
 	f.allowed[subject][purpose] = yes
 }
 
-func (f *fakeConsent) Allowed(_ context.Context, _ int64, purpose string, subjects ...[]byte) (bool, time.Time, error) {
+func (f *fakeConsent) AllowedEach(ctx context.Context, ws int64, purposes []string, subjects ...[]byte) ([]bool, []time.Time, error) {
+	oks, untils := make([]bool, len(purposes)), make([]time.Time, len(purposes))
+	for i, p := range purposes {
+		oks[i], untils[i], _ = f.allowed1(p, subjects...)
+	}
+	return oks, untils, nil
+}
+
+func (f *fakeConsent) allowed1(purpose string, subjects ...[]byte) (bool, time.Time, error) {
 	if f.during != nil {
 		// The change lands just after this read.
 		d := f.during

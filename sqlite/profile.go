@@ -246,7 +246,7 @@ func scanProfile(sc interface{ Scan(...any) error }) (trustloop.ProfileRecord, e
 // FindProfiles returns profiles by id.
 func (db *DB) FindProfiles(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.ProfileRecord, error) {
 	out := make(map[int64]trustloop.ProfileRecord, len(ids))
-	err := queryIn(ctx, db.read, "find profiles", `SELECT `+profileCols+` FROM profiles WHERE workspace_id = ? AND id IN (%s)`,
+	err := queryIn(ctx, db.read, "find profiles", `SELECT `+profileCols+` FROM profiles WHERE +workspace_id = ? AND id IN (%s)`,
 		workspaceID, ids, func(rows *sql.Rows) error {
 			p, err := scanProfile(rows)
 			out[p.ID] = p
@@ -686,7 +686,7 @@ func (db *DB) SetMembers(ctx context.Context, workspaceID int64, members map[int
 // IdentitiesOfProfiles returns the identities of several profiles.
 func (db *DB) IdentitiesOfProfiles(ctx context.Context, workspaceID int64, profileIDs []int64) ([]trustloop.IdentityRecord, error) {
 	var out []trustloop.IdentityRecord
-	err := queryIn(ctx, db.read, "identities of profiles", `SELECT `+identityCols+` FROM identities WHERE workspace_id = ? AND profile_id IN (%s)
+	err := queryIn(ctx, db.read, "identities of profiles", `SELECT `+identityCols+` FROM identities WHERE +workspace_id = ? AND profile_id IN (%s)
 		ORDER BY first_seen, blind`, workspaceID, profileIDs, func(rows *sql.Rows) error {
 		r, err := scanIdentity(rows)
 		out = append(out, r)
@@ -698,7 +698,7 @@ func (db *DB) IdentitiesOfProfiles(ctx context.Context, workspaceID int64, profi
 // FindSubjectKeysByID looks subject keys up by id.
 func (db *DB) FindSubjectKeysByID(ctx context.Context, workspaceID int64, ids []int64) (map[int64]trustloop.SubjectKey, error) {
 	out := make(map[int64]trustloop.SubjectKey, len(ids))
-	err := queryIn(ctx, db.read, "find subject keys", `SELECT id, blind, wrapped, created_at FROM subject_keys WHERE workspace_id = ? AND id IN (%s)`,
+	err := queryIn(ctx, db.read, "find subject keys", `SELECT id, blind, wrapped, created_at FROM subject_keys WHERE +workspace_id = ? AND id IN (%s)`,
 		workspaceID, ids, func(rows *sql.Rows) error {
 			k, err := scanSubjectKey(rows, workspaceID)
 			out[k.ID] = k

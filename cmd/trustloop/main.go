@@ -287,6 +287,12 @@ func (m *Main) Open(ctx context.Context) error {
 	m.Log.Info("starting trustloop", "version", trustloop.Version, "addr", m.Addr, "data_dir", m.DataDir,
 		"database_url", redactURL(m.DatabaseURL), "master_key_file", m.MasterKeyFile,
 		"master_key_from_env", os.Getenv("TRUSTLOOP_MASTER_KEY") != "", "rate_limit", m.RateLimit, "rate_burst", m.RateBurst, "profiles", m.Profiles)
+	if m.DebugAddr != "" {
+		// First, so the start itself (log replay, model rebuild) can be
+		// profiled. pprof registers on http.DefaultServeMux, which nothing
+		// else uses.
+		go func() { m.Log.Warn("debug server stopped", "err", http.ListenAndServe(m.DebugAddr, nil)) }()
+	}
 	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -502,10 +508,6 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	m.Log.Info("listening", "addr", m.HTTP.Addr())
-	if m.DebugAddr != "" {
-		// pprof registers on http.DefaultServeMux, which nothing else uses.
-		go func() { m.Log.Warn("debug server stopped", "err", http.ListenAndServe(m.DebugAddr, nil)) }()
-	}
 	return nil
 }
 
