@@ -24,7 +24,7 @@ func TestEvalRatings(t *testing.T) {
 	for _, want := range []string{
 		"480 user–item rows, 40 users, 60 items",
 		"75/25 per user, seed 42: 360 train, 120 test rows",
-		"jaccard, half-life 720h0m0s, max-items 200, threshold 1",
+		"jaccard, half-life 720h0m0s, max-items 100, threshold 1",
 		"40 evaluated (40 test users, 0 without training ratings)",
 		"precision@10   0.",
 		"recall@10      0.",
