@@ -139,7 +139,11 @@ func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err != nil || id <= 0 {
 		return trustloop.Errorf(trustloop.EINVALID, "An API key id is a positive number.").WithHint("GET /v1/api-keys lists them.")
 	}
-	if err := s.Store.RevokeAPIKey(r.Context(), k.WorkspaceID, id, s.now()); err != nil {
+	err = s.Store.RevokeAPIKey(r.Context(), k.WorkspaceID, id, s.now())
+	// Forgotten whatever the outcome: a commit whose answer was lost may
+	// have revoked it.
+	s.forgetAPIKey(id)
+	if err != nil {
 		return err
 	}
 	s.recordAdmin(r, k, trustloop.AuditKeyRevoked, "key:"+strconv.FormatInt(id, 10))

@@ -333,3 +333,36 @@ func TestUnrecordedReadIsRefused(t *testing.T) {
 		t.Error("no Retry-After on the refused read")
 	}
 }
+
+// Valid keys are remembered for a moment, but a key revoked through this
+// server is refused at once, even right after it was used.
+func TestRevokedKeyRefusedAtOnce(t *testing.T) {
+	m := setupMatrix(t)
+	key := newKey(t, m.s, m.s.WS.ID, trustloop.RoleReader, "analytics", "revoke-test")
+	path := "/v1/profiles/" + m.profile + "?purpose=analytics"
+	if r := m.s.api(t, "GET", path, nil, key); r.Status != http.StatusOK {
+		t.Fatalf("the new key: %d %s", r.Status, r.Body)
+	}
+	var keys struct {
+		Data []struct {
+			ID       string
+			Purposes []string
+		}
+	}
+	json.Unmarshal(m.s.api(t, "GET", "/v1/api-keys", nil).Body, &keys)
+	id := ""
+	for _, k := range keys.Data {
+		if slices.Contains(k.Purposes, "revoke-test") {
+			id = k.ID
+		}
+	}
+	if id == "" {
+		t.Fatal("the new key is not listed")
+	}
+	if r := m.s.api(t, "DELETE", "/v1/api-keys/"+id, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	if r := m.s.api(t, "GET", path, nil, key); r.Status != http.StatusUnauthorized {
+		t.Fatalf("a revoked key was accepted: %d", r.Status)
+	}
+}

@@ -67,6 +67,7 @@ type Server struct {
 	srv      *http.Server
 	draining atomic.Bool
 	sources  sync.Map // string(write key hash) -> *sourceEntry
+	apiKeys  sync.Map // string(API key secret hash) -> *apiKeyEntry
 	limiters sync.Map // source id -> *rate.Limiter
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/projection"
@@ -44,6 +45,12 @@ func (s *Server) apiKey(r *http.Request) (*trustloop.APIKey, error) {
 	// Secrets are stored as SHA-256 hashes: the lookup compares hashes, never the
 	// secret, so its timing says nothing about the secret.
 	h := sha256.Sum256([]byte(strings.TrimSpace(secret)))
+	// Valid keys are remembered briefly: the lookup is a store read on every
+	// API call. A revocation through this node forgets at once; through
+	// another node it holds within apiKeyTTL.
+	if e, ok := s.apiKeys.Load(string(h[:])); ok && s.now().Before(e.(*apiKeyEntry).expires) {
+		return e.(*apiKeyEntry).key, nil
+	}
 	k, err := s.Store.FindAPIKeyBySecretHash(r.Context(), h[:])
 	if trustloop.ErrorCode(err) == trustloop.ENOTFOUND || (err == nil && k.RevokedAt != nil) {
 		return nil, trustloop.Errorf(trustloop.EUNAUTHORIZED, "The API key is not valid.").
@@ -51,7 +58,26 @@ func (s *Server) apiKey(r *http.Request) (*trustloop.APIKey, error) {
 	} else if err != nil {
 		return nil, err
 	}
+	s.apiKeys.Store(string(h[:]), &apiKeyEntry{key: k, expires: s.now().Add(apiKeyTTL)})
 	return k, nil
+}
+
+// apiKeyTTL is how long a valid API key is trusted without reading it again.
+const apiKeyTTL = 2 * time.Second
+
+type apiKeyEntry struct {
+	key     *trustloop.APIKey
+	expires time.Time
+}
+
+// forgetAPIKey drops a key from memory (it was revoked).
+func (s *Server) forgetAPIKey(id int64) {
+	s.apiKeys.Range(func(h, e any) bool {
+		if e.(*apiKeyEntry).key.ID == id {
+			s.apiKeys.Delete(h)
+		}
+		return true
+	})
 }
 
 // checkPurpose checks the purpose p of a personal-data read against the

@@ -103,21 +103,22 @@ func (s *Server) recommendations(w http.ResponseWriter, r *http.Request, k *trus
 	if err != nil {
 		return err
 	}
-	p, err := s.Profiles.Profile(r.Context(), k.WorkspaceID, id)
+	// Only whose data it is: nothing of the profile is shown.
+	pid, subjects, err := s.Profiles.Subjects(r.Context(), k.WorkspaceID, id)
 	if err != nil {
 		return err
 	}
-	a, err := s.decideRead(r.Context(), k.WorkspaceID, pp, c, p.Subjects())
+	a, err := s.decideRead(r.Context(), k.WorkspaceID, pp, c, subjects)
 	if err != nil {
 		return err
 	}
-	v := recommendationsView{ProfileID: p.ProfileID}
+	v := recommendationsView{ProfileID: projection.FormatID(pid)}
 	if a.allowed {
-		recs, history := s.Recommender.Recommend(k.WorkspaceID, p.Subjects(), n)
+		recs, history := s.Recommender.Recommend(k.WorkspaceID, subjects, n)
 		// History that leads to nothing new (everything similar bought) is
 		// no history for this answer: nothing of theirs is shown.
 		if history && len(recs) > 0 {
-			if err := s.recordUses(r.Context(), k, pp, routeOf(r), []use{{profile: p.ProfileID, categories: s.modelCategories(c, a)}}); err != nil {
+			if err := s.recordUses(r.Context(), k, pp, routeOf(r), []use{{profile: v.ProfileID, categories: s.modelCategories(c, a)}}); err != nil {
 				return err
 			}
 			v.Personalized, v.Items = true, recs

@@ -77,12 +77,27 @@ func notFound() error {
 // Profile returns a profile, opened. A merged-away id answers with the profile it
 // was merged into.
 func (s *Service) Profile(ctx context.Context, ws, id int64) (*Profile, error) {
-	var mergedFrom int64
+	rec, mem, mergedFrom, err := s.resolve(ctx, ws, id)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.open(ctx, rec, mem)
+	if err != nil {
+		return nil, err
+	}
+	if mergedFrom != 0 {
+		p.MergedFrom = FormatID(mergedFrom)
+	}
+	return p, nil
+}
+
+// resolve finds a profile's record, following merges (a merged-away id stands
+// for the profile it was merged into); mem is its in-memory state, if any.
+func (s *Service) resolve(ctx context.Context, ws, id int64) (rec trustloop.ProfileRecord, mem *state, mergedFrom int64, err error) {
 	for hops := 0; ; hops++ {
-		var rec trustloop.ProfileRecord
-		mem, err := s.cached(id)
+		mem, err = s.cached(id)
 		if err != nil {
-			return nil, err
+			return rec, nil, 0, err
 		}
 		if mem != nil && mem.rec.WorkspaceID == ws {
 			rec = mem.rec
@@ -90,11 +105,11 @@ func (s *Service) Profile(ctx context.Context, ws, id int64) (*Profile, error) {
 			mem = nil
 			recs, err := s.store.FindProfiles(ctx, ws, []int64{id})
 			if err != nil {
-				return nil, err
+				return rec, nil, 0, err
 			}
 			r, ok := recs[id]
 			if !ok {
-				return nil, notFound()
+				return rec, nil, 0, notFound()
 			}
 			rec = r
 		}
@@ -105,15 +120,37 @@ func (s *Service) Profile(ctx context.Context, ws, id int64) (*Profile, error) {
 			id = rec.MergedInto
 			continue
 		}
-		p, err := s.open(ctx, rec, mem)
-		if err != nil {
-			return nil, err
-		}
-		if mergedFrom != 0 {
-			p.MergedFrom = FormatID(mergedFrom)
-		}
-		return p, nil
+		return rec, mem, mergedFrom, nil
 	}
+}
+
+// Subjects returns a profile's id (after merges) and its subjects (the blind
+// indexes of its user and anonymous ids, under which its consent is kept),
+// without opening anything: what a reader that needs only whose data it is
+// (the recommender) asks. ENOTFOUND as Profile.
+func (s *Service) Subjects(ctx context.Context, ws, id int64) (int64, [][]byte, error) {
+	rec, _, _, err := s.resolve(ctx, ws, id)
+	if err != nil {
+		return 0, nil, err
+	}
+	keys, err := s.keysFor(ctx, ws, []int64{rec.KeyID})
+	if err != nil {
+		return 0, nil, err
+	}
+	if _, ok := keys[rec.KeyID]; !ok {
+		return 0, nil, notFound() // its key was destroyed: the profile was erased
+	}
+	idents, err := s.store.ProfileIdentities(ctx, ws, rec.ID)
+	if err != nil {
+		return 0, nil, err
+	}
+	var subjects [][]byte
+	for _, ir := range idents {
+		if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
+			subjects = append(subjects, ir.Blind)
+		}
+	}
+	return rec.ID, subjects, nil
 }
 
 // open builds the API's view of a profile: from its in-memory state when mem is
