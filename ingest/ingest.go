@@ -1,11 +1,12 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -610,11 +611,15 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 		// answered: read-your-writes.
 		defer func() { g.Done(committed) }()
 	}
-	// The recommender learns from the new events only: a repeat was learnt
-	// from when it was first stored.
+	// The recommender learns from the new events only (a repeat was learnt
+	// from when it was first stored): the store says which they are, asked
+	// only when the group holds an interaction.
 	var fresh []int
 	var freshSeqs []int64
-	if p.cfg.Recommender != nil {
+	learns := p.cfg.Recommender != nil && slices.ContainsFunc(group, func(r *request) bool {
+		return slices.ContainsFunc(r.events, func(e pending) bool { return e.rec != nil })
+	})
+	if learns {
 		project := batch.Project
 		batch.Project = func(ctx context.Context, idx []int, seqs []int64) (*trustloop.ProjectionChanges, error) {
 			// The last call is the one committed (a retried transaction calls again).
@@ -633,7 +638,7 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 	for _, res := range resolved {
 		p.keys.Remember(res)
 	}
-	if p.cfg.Recommender != nil {
+	if learns {
 		p.observe(ctx, group, fresh, freshSeqs)
 	}
 	return stored, nil
@@ -643,39 +648,32 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 // (consent unreadable) does not fail the commit, which stands: the
 // recommender reads the subject back from the log later, and it is logged.
 func (p *Pipeline) observe(ctx context.Context, group []*request, fresh []int, seqs []int64) {
-	seqOf := make(map[int]int64, len(fresh))
-	for j, i := range fresh {
-		seqOf[i] = seqs[j]
-	}
-	var evs []recommend.Event
-	var at []int64
-	i := 0
+	all := make([]*pending, 0, len(fresh))
 	for _, r := range group {
 		for k := range r.events {
-			e := &r.events[k]
-			seq, ok := seqOf[i]
-			i++
-			if ok && e.rec != nil {
-				evs = append(evs, recommend.Event{WorkspaceID: e.ws, Message: e.msg, Subject: e.blind, User: e.user, Anon: e.anon, Prepared: e.rec})
-				at = append(at, seq)
-			}
+			all = append(all, &r.events[k])
 		}
 	}
-	if len(evs) == 0 {
+	type learnt struct {
+		seq int64
+		ev  recommend.Event
+	}
+	var ls []learnt
+	for j, i := range fresh {
+		if e := all[i]; e.rec != nil {
+			ls = append(ls, learnt{seqs[j], recommend.Event{WorkspaceID: e.ws, Message: e.msg, Subject: e.blind, User: e.user, Anon: e.anon, Prepared: e.rec}})
+		}
+	}
+	if len(ls) == 0 {
 		return
 	}
 	// In log order, as a rebuild reads them (a store need not number a
 	// multi-row insert in the order of its rows).
-	idx := make([]int, len(evs))
-	for j := range idx {
-		idx[j] = j
+	slices.SortFunc(ls, func(a, b learnt) int { return cmp.Compare(a.seq, b.seq) })
+	evs := make([]recommend.Event, len(ls))
+	for j, l := range ls {
+		evs[j] = l.ev
 	}
-	sort.SliceStable(idx, func(a, b int) bool { return at[idx[a]] < at[idx[b]] })
-	sorted := make([]recommend.Event, len(evs))
-	for j, k := range idx {
-		sorted[j] = evs[k]
-	}
-	evs = sorted
 	if err := p.cfg.Recommender.Observe(ctx, evs); err != nil {
 		p.log.Error("the recommender could not learn from committed events", "events", len(evs), "err", err)
 	}

@@ -4,10 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
-	"runtime"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -314,44 +311,34 @@ func (s *Service) replay(ctx context.Context, ws int64, evs []trustloop.StoredEv
 	// Opening and reading each event is its own work: across the CPUs, as the
 	// request goroutines do it at ingest.
 	all := make([]Item, len(evs))
-	errs := make([]error, len(evs))
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range min(runtime.GOMAXPROCS(0), 4) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(evs); i = int(next.Add(1) - 1) {
-				e := evs[i]
-				k, ok := keys[e.KeyID]
-				if !ok {
-					continue // the subject was erased
-				}
-				env, err := openEvent(ws, e, k)
-				if err != nil {
-					errs[i] = err
-					continue
-				}
-				m := messageOf(env, e)
-				it := Item{WorkspaceID: ws, SourceID: e.SourceID, Message: m, MessageHash: e.MessageHash, KeyID: e.KeyID, Key: k}
-				// The subject's blind index, for the foreign timeline.
-				idType, id := m.Subject()
-				if b, err := s.keys.Blind(ws, idType, id); err == nil {
-					it.Subject = b
-				}
-				it.IDs, it.Blinds, it.Input = s.Prepare(ws, m, e.SourceID, nil, nil)
-				all[i] = it
-			}
-		}()
+	err = eachParallel(len(evs), func(i int) error {
+		e := evs[i]
+		k, ok := keys[e.KeyID]
+		if !ok {
+			return nil // the subject was erased
+		}
+		env, err := openEvent(ws, e, k)
+		if err != nil {
+			return err
+		}
+		m := messageOf(env, e)
+		it := Item{WorkspaceID: ws, SourceID: e.SourceID, Message: m, MessageHash: e.MessageHash, KeyID: e.KeyID, Key: k}
+		// The subject's blind index, for the foreign timeline.
+		idType, id := m.Subject()
+		if b, err := s.keys.Blind(ws, idType, id); err == nil {
+			it.Subject = b
+		}
+		it.IDs, it.Blinds, it.Input = s.Prepare(ws, m, e.SourceID, nil, nil)
+		all[i] = it
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	wg.Wait()
 	items := make([]Item, 0, len(evs))
 	fresh := make([]int, 0, len(evs))
 	seqs := make([]int64, 0, len(evs))
 	for i, e := range evs {
-		if errs[i] != nil {
-			return errs[i]
-		}
 		if all[i].Message == nil {
 			continue // the subject was erased
 		}

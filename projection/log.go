@@ -102,37 +102,52 @@ func (s *Service) openEach(ctx context.Context, ws int64, evs []trustloop.Stored
 	// Opening (decrypting, parsing) is each event's own work: across the
 	// CPUs; fn then sees them in order.
 	out := make([]LogEvent, len(evs))
-	errs := make([]error, len(evs))
-	var wg sync.WaitGroup
-	var next atomic.Int64
-	for range min(runtime.GOMAXPROCS(0), 4, max(len(evs)/64, 1)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(evs); i = int(next.Add(1) - 1) {
-				e := evs[i]
-				k, ok := keys[e.KeyID]
-				if !ok {
-					continue // erased
-				}
-				env, err := openEvent(ws, e, k.key)
-				if err != nil {
-					errs[i] = err
-					continue
-				}
-				out[i] = LogEvent{Seq: e.Seq, Message: messageOf(env, e), Subject: k.blind}
-			}
-		}()
-	}
-	wg.Wait()
-	for i := range out {
-		if errs[i] != nil {
-			return errs[i]
+	err := eachParallel(len(evs), func(i int) error {
+		e := evs[i]
+		k, ok := keys[e.KeyID]
+		if !ok {
+			return nil // erased
 		}
+		env, err := openEvent(ws, e, k.key)
+		if err != nil {
+			return err
+		}
+		out[i] = LogEvent{Seq: e.Seq, Message: messageOf(env, e), Subject: k.blind}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range out {
 		if out[i].Message == nil {
 			continue
 		}
 		if err := fn(out[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachParallel calls fn(i) for every i below n across the CPUs (at most four
+// goroutines, one per 64 items) and returns the error of the lowest i that
+// failed.
+func eachParallel(n int, fn func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range min(runtime.GOMAXPROCS(0), 4, max(n/64, 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				errs[i] = fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
 			return err
 		}
 	}
