@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -76,18 +74,7 @@ func postBatchWith(t *testing.T, url string, msgs []string, headers ...string) {
 
 func droppedNoConsent(t *testing.T, s *server) float64 {
 	t.Helper()
-	res, err := client.Get(s.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	m := regexp.MustCompile(`trustloop_events_dropped_total\{reason="no_consent"\} (\S+)`).FindSubmatch(b)
-	if m == nil {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
+	return metricValue(t, s, `trustloop_events_dropped_total{reason="no_consent"}`)
 }
 
 func stats(t *testing.T, dataDir string) map[string]float64 {
