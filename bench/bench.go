@@ -114,53 +114,81 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 
+	path := "/v1/batch"
+	if cfg.Shape == "track" {
+		path = "/v1/track"
+	}
+	m := drive(ctx, cfg, base, func(w int, start time.Time) call {
+		g := newGenerator(uint64(w)+uint64(start.UnixNano()), cfg.Users)
+		var body []byte
+		return func(ctx context.Context) (int, int64, error) {
+			if cfg.Shape == "track" {
+				body = g.track(body[:0], time.Now())
+			} else {
+				body = g.batch(body[:0], cfg.BatchSize, time.Now())
+			}
+			status, err := post(ctx, client, base+path, cfg.WriteKey, body)
+			return status, int64(cfg.BatchSize), err
+		}
+	})
+	r := m.result(cfg)
+	r.BatchSize, r.Events, r.EventsPerSec = cfg.BatchSize, m.counted, float64(m.counted)/m.seconds
+	return r, nil
+}
+
+// call makes one request and returns its status, a transport error, and what
+// the shape counts for a 200 (events sent, a personalized answer).
+type call func(ctx context.Context) (status int, counted int64, err error)
+
+// measured is what the workers of a run saw in the measured window.
+type measured struct {
+	lat      []time.Duration // sorted
+	requests int64
+	counted  int64
+	non200   int64
+	errs     map[string]int
+	seconds  float64
+	rss      *rssSampler
+}
+
+// drive runs cfg.Concurrency workers, each with the call newCall makes for it,
+// for cfg.Warmup and then cfg.Duration; only calls started in the measured
+// window count, and the server's RSS is sampled meanwhile. Any answer but 200
+// is an error.
+func drive(ctx context.Context, cfg Config, base string, newCall func(w int, start time.Time) call) *measured {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
 	measureFrom := start.Add(cfg.Warmup)
 	end := measureFrom.Add(cfg.Duration)
-
 	var (
 		measuring atomic.Bool
 		wg        sync.WaitGroup
 		mu        sync.Mutex
-		lat       []time.Duration
-		requests  int64
-		events    int64
-		errs      = map[string]int{}
+		m         = &measured{errs: map[string]int{}}
 	)
-	rss := &rssSampler{url: base + "/metrics", client: &http.Client{Timeout: 2 * time.Second}}
+	m.rss = &rssSampler{url: base + "/metrics", client: &http.Client{Timeout: 2 * time.Second}}
 	go func() {
 		t := time.NewTimer(time.Until(measureFrom))
 		defer t.Stop()
 		select {
 		case <-t.C:
 			measuring.Store(true)
-			rss.run(ctx, end)
+			m.rss.run(ctx, end)
 		case <-ctx.Done():
 		}
 	}()
-	path := "/v1/batch"
-	if cfg.Shape == "track" {
-		path = "/v1/track"
+	if cfg.Warmup == 0 {
+		measuring.Store(true)
 	}
 	for w := 0; w < cfg.Concurrency; w++ {
 		wg.Add(1)
-		go func(w int) {
+		go func(do call) {
 			defer wg.Done()
-			g := newGenerator(uint64(w)+uint64(start.UnixNano()), cfg.Users)
-			var myLat []time.Duration
-			var myReq, myEv int64
-			myErr := map[string]int{}
-			var body []byte
+			my := measured{lat: make([]time.Duration, 0, 1<<14), errs: map[string]int{}}
 			for ctx.Err() == nil && time.Now().Before(end) {
-				if cfg.Shape == "track" {
-					body = g.track(body[:0], time.Now())
-				} else {
-					body = g.batch(body[:0], cfg.BatchSize, time.Now())
-				}
 				t0 := time.Now()
-				status, err := post(ctx, client, base+path, cfg.WriteKey, body)
+				status, counted, err := do(ctx)
 				d := time.Since(t0)
 				if !measuring.Load() || t0.After(end) {
 					continue
@@ -168,38 +196,45 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				switch {
 				case err != nil:
 					if ctx.Err() == nil {
-						myErr["transport: "+err.Error()]++
+						my.errs["transport: "+err.Error()]++
 					}
 				case status != http.StatusOK:
-					myErr["HTTP "+strconv.Itoa(status)]++
+					my.non200++
+					my.errs["HTTP "+strconv.Itoa(status)]++
 				default:
-					myLat = append(myLat, d)
-					myReq++
-					myEv += int64(cfg.BatchSize)
+					my.lat = append(my.lat, d)
+					my.requests++
+					my.counted += counted
 				}
 			}
 			mu.Lock()
-			lat = append(lat, myLat...)
-			requests += myReq
-			events += myEv
-			for k, v := range myErr {
-				errs[k] += v
+			m.lat = append(m.lat, my.lat...)
+			m.requests += my.requests
+			m.counted += my.counted
+			m.non200 += my.non200
+			for k, v := range my.errs {
+				m.errs[k] += v
 			}
 			mu.Unlock()
-		}(w)
+		}(newCall(w, start))
 	}
 	wg.Wait()
 	cancel()
-	elapsed := min(time.Since(measureFrom), cfg.Duration).Seconds()
-	slices.Sort(lat)
-	r := &Result{Shape: cfg.Shape, BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency, Seconds: elapsed,
-		Requests: requests, Events: events, EventsPerSec: float64(events) / elapsed, RequestsPerS: float64(requests) / elapsed,
-		P50ms: pct(lat, 0.50), P95ms: pct(lat, 0.95), P99ms: pct(lat, 0.99), Errors: errs,
-		ServerRSSMB: rss.maxMB(), ServerRSSSeen: rss.samples}
-	if len(lat) > 0 {
-		r.MaxMS = ms(lat[len(lat)-1])
+	m.seconds = min(time.Since(measureFrom), cfg.Duration).Seconds()
+	slices.Sort(m.lat)
+	return m
+}
+
+// result is the part of a Result every shape fills the same way.
+func (m *measured) result(cfg Config) *Result {
+	r := &Result{Shape: cfg.Shape, Concurrency: cfg.Concurrency, Seconds: m.seconds,
+		Requests: m.requests, RequestsPerS: float64(m.requests) / m.seconds,
+		P50ms: pct(m.lat, 0.50), P90ms: pct(m.lat, 0.90), P95ms: pct(m.lat, 0.95), P99ms: pct(m.lat, 0.99), Errors: m.errs,
+		ServerRSSMB: m.rss.maxMB(), ServerRSSSeen: m.rss.samples}
+	if len(m.lat) > 0 {
+		r.MaxMS = ms(m.lat[len(m.lat)-1])
 	}
-	return r, nil
+	return r
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -61,97 +61,27 @@ func runRecommend(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	resolveSecs := time.Since(t0).Seconds()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start := time.Now()
-	measureFrom := start.Add(cfg.Warmup)
-	end := measureFrom.Add(cfg.Duration)
-	var (
-		measuring atomic.Bool
-		wg        sync.WaitGroup
-		mu        sync.Mutex
-		lat       []time.Duration
-		requests  int64
-		non200    int64
-		personal  int64
-		errs      = map[string]int{}
-	)
-	for k, v := range lookupErrs {
-		errs[k] = v
-	}
-	rss := &rssSampler{url: base + "/metrics", client: &http.Client{Timeout: 2 * time.Second}}
-	go func() {
-		t := time.NewTimer(time.Until(measureFrom))
-		defer t.Stop()
-		select {
-		case <-t.C:
-			measuring.Store(true)
-			rss.run(ctx, end)
-		case <-ctx.Done():
+	m := drive(ctx, cfg, base, func(w int, start time.Time) call {
+		seed := uint64(w) + uint64(start.UnixNano())
+		r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+		var buf bytes.Buffer
+		return func(ctx context.Context) (int, int64, error) {
+			status, err := get(ctx, client, urls[r.IntN(len(urls))], auth, &buf)
+			personal := int64(0)
+			if bytes.Contains(buf.Bytes(), personalizedMark) {
+				personal = 1
+			}
+			return status, personal, err
 		}
-	}()
-	if cfg.Warmup == 0 {
-		measuring.Store(true)
+	})
+	for k, v := range lookupErrs {
+		m.errs[k] += v
 	}
-	for w := 0; w < cfg.Concurrency; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			seed := uint64(w) + uint64(start.UnixNano())
-			r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-			myLat := make([]time.Duration, 0, 1<<16)
-			var myReq, myNon200, myPersonal int64
-			myErr := map[string]int{}
-			var buf bytes.Buffer
-			for ctx.Err() == nil && time.Now().Before(end) {
-				u := urls[r.IntN(len(urls))]
-				t0 := time.Now()
-				status, err := get(ctx, client, u, auth, &buf)
-				d := time.Since(t0)
-				if !measuring.Load() || t0.After(end) {
-					continue
-				}
-				switch {
-				case err != nil:
-					if ctx.Err() == nil {
-						myErr["transport: "+err.Error()]++
-					}
-				case status != http.StatusOK:
-					myNon200++
-					myErr["HTTP "+strconv.Itoa(status)]++
-				default:
-					myLat = append(myLat, d)
-					myReq++
-					if bytes.Contains(buf.Bytes(), personalizedMark) {
-						myPersonal++
-					}
-				}
-			}
-			mu.Lock()
-			lat = append(lat, myLat...)
-			requests += myReq
-			non200 += myNon200
-			personal += myPersonal
-			for k, v := range myErr {
-				errs[k] += v
-			}
-			mu.Unlock()
-		}(w)
-	}
-	wg.Wait()
-	cancel()
-	elapsed := min(time.Since(measureFrom), cfg.Duration).Seconds()
-	slices.Sort(lat)
-	res := &Result{Shape: cfg.Shape, BatchSize: 1, Concurrency: cfg.Concurrency, Seconds: elapsed,
-		Requests: requests, RequestsPerS: float64(requests) / elapsed,
-		P50ms: pct(lat, 0.50), P90ms: pct(lat, 0.90), P95ms: pct(lat, 0.95), P99ms: pct(lat, 0.99), Errors: errs,
-		ServerRSSMB: rss.maxMB(), ServerRSSSeen: rss.samples,
-		Profiles: len(urls), ResolveSecs: resolveSecs, Model: model, Non200: &non200, Personalized: &personal}
-	if len(lat) > 0 {
-		res.MaxMS = ms(lat[len(lat)-1])
-	}
-	if requests > 0 {
-		res.PersonalShare = float64(personal) / float64(requests)
+	res := m.result(cfg)
+	res.BatchSize, res.Profiles, res.ResolveSecs, res.Model = 1, len(urls), resolveSecs, model
+	res.Non200, res.Personalized = &m.non200, &m.counted
+	if m.requests > 0 {
+		res.PersonalShare = float64(m.counted) / float64(m.requests)
 	}
 	return res, nil
 }
