@@ -127,6 +127,8 @@ type Store interface {
 	PrivacyStore
 	JobStore
 	ErasureStore
+	OperatorStore
+	CountStore
 	// Ping reports whether the store is open and usable.
 	Ping(ctx context.Context) error
 	Close() error

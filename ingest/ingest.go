@@ -73,6 +73,10 @@ type Config struct {
 	// Recommender, when set, learns from every committed event, on the
 	// writer after each commit and before the requests are answered.
 	Recommender Recommender
+	// CountsEvery is how often the dashboard's daily counts are flushed to
+	// the store, when the store keeps them (trustloop.CountStore; see
+	// counts.go). Default 10 s: a crash loses at most that much of them.
+	CountsEvery time.Duration
 }
 
 // Recommender is a model fed from the group commits (recommend.Service).
@@ -97,6 +101,10 @@ type Pipeline struct {
 	mu      sync.RWMutex
 	closed  bool
 	stopped chan struct{}
+	// counts, when the store keeps daily counts, tallies collected and
+	// refused events for the dashboard (nil otherwise).
+	counts    *counter
+	closeOnce sync.Once
 
 	// epoch counts erasures; an event remembers the epoch its request began
 	// in, and erased lists the blind indexes each erasure removed, so that an
@@ -137,6 +145,10 @@ type request struct {
 	done   chan error
 	// op, when set, is run by the writer alone, between two group commits.
 	op func(ctx context.Context) (Outcome, error)
+	// drops are the request's events refused for lack of consent, counted
+	// for the dashboard with the request's commit (a failed request is sent
+	// again, and counted then).
+	drops drops
 }
 
 // pending is an event prepared in the caller's goroutine. When the subject's key
@@ -162,8 +174,9 @@ type pending struct {
 	// blind indexes of its ids the consent stage made (nil: not made).
 	rec        *recommend.Prepared
 	user, anon []byte
-	// dropped: the consent stage refused it; it is counted, not stored.
-	dropped bool
+	// dropped: the consent stage refused it (noConsent) or its subject is
+	// suppressed; it is counted, not stored.
+	dropped, noConsent bool
 	// epoch is the erasure epoch the event's preparation began in.
 	epoch int64
 }
@@ -179,8 +192,16 @@ func New(store trustloop.EventStore, keys *keyring.Keyring, obs Observer, log *s
 	if obs == nil {
 		obs = nopObserver{}
 	}
+	if cfg.CountsEvery <= 0 {
+		cfg.CountsEvery = 10 * time.Second
+	}
 	p := &Pipeline{store: store, keys: keys, obs: obs, log: log, cfg: cfg, admit: admit, proj: cfg.Projection,
 		queue: make(chan *request, cfg.QueueRequests), stopped: make(chan struct{})}
+	// The store the pipeline already writes keeps the dashboard's counts too
+	// when it can (both backends do; a test's event store may not).
+	if cs, ok := store.(trustloop.CountStore); ok {
+		p.counts = newCounter(cs, log, cfg.CountsEvery)
+	}
 	go p.writer()
 	return p
 }
@@ -200,11 +221,19 @@ func (p *Pipeline) Ingest(ctx context.Context, src *trustloop.Source, msgs []tru
 			return err
 		}
 		if ev.dropped {
+			if ev.noConsent && p.counts != nil {
+				if k := (dayKey{src.WorkspaceID, dayOf(m.Timestamp, m.ReceivedAt)}); !req.drops.add(k) {
+					p.counts.dropOne(k)
+				}
+			}
 			continue
 		}
 		req.events = append(req.events, ev)
 	}
 	if len(req.events) == 0 {
+		if p.counts != nil {
+			p.counts.addDrops(&req.drops)
+		}
 		return nil
 	}
 	return p.send(ctx, req)
@@ -279,7 +308,7 @@ func (p *Pipeline) prepare(ctx context.Context, src *trustloop.Source, m *trustl
 		}
 		if len(purposes) == 0 {
 			p.obs.Dropped("no_consent", 1)
-			return pending{dropped: true}, nil
+			return pending{dropped: true, noConsent: true}, nil
 		}
 		m.Purposes = purposes
 	}
@@ -336,6 +365,10 @@ func (p *Pipeline) Close() error {
 	}
 	p.mu.Unlock()
 	<-p.stopped
+	if p.counts != nil {
+		// After the writer: the last groups' counts are in.
+		p.closeOnce.Do(p.counts.close)
+	}
 	return nil
 }
 
@@ -544,6 +577,11 @@ func (p *Pipeline) commit(group []*request) error {
 	)
 	n := p.dropErased(group)
 	if n == 0 {
+		if p.counts != nil {
+			for _, r := range group {
+				p.counts.addDrops(&r.drops)
+			}
+		}
 		return nil
 	}
 	for attempt := 0; attempt < 3; attempt++ {
@@ -619,7 +657,10 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 	learns := p.cfg.Recommender != nil && slices.ContainsFunc(group, func(r *request) bool {
 		return slices.ContainsFunc(r.events, func(e pending) bool { return e.rec != nil })
 	})
-	if learns {
+	// The daily counts use the new events' indexes when the store is asked
+	// for them anyway (a projection), never asking it only for them.
+	asked := learns || batch.Project != nil
+	if asked {
 		project := batch.Project
 		batch.Project = func(ctx context.Context, idx []int, seqs []int64) (*trustloop.ProjectionChanges, error) {
 			// The last call is the one committed (a retried transaction calls again).
@@ -637,6 +678,13 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 	committed = true
 	for _, res := range resolved {
 		p.keys.Remember(res)
+	}
+	if p.counts != nil {
+		var known []int
+		if asked {
+			known = fresh
+		}
+		p.counts.committed(group, batch.Events, stored, known)
 	}
 	if learns {
 		p.observe(ctx, group, fresh, freshSeqs)

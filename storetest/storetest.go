@@ -68,6 +68,9 @@ func Run(t *testing.T, open Opener) {
 		{"DeleteEvents", testDeleteEvents},
 		{"ExpiredConsent", testExpiredConsent},
 		{"Suppressions", testSuppressions},
+		{"Operators", testOperators},
+		{"DailyCounts", testDailyCounts},
+		{"ConsentDaily", testConsentDaily},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)
