@@ -354,3 +354,6 @@ func EventCategories(m *trustloop.Message) Cats {
 	}
 	return CategoryBit(trustloop.CategoryBehavior)
 }
+
+// GPC returns the purposes a Global Privacy Control signal opts out of.
+func (k *Compiled) GPC() Set { return k.gpc }

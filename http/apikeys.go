@@ -1,6 +1,7 @@
 package http
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"net/http"
@@ -72,46 +73,69 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err := readJSON(r, &body); err != nil {
 		return err
 	}
-	body.Name = strings.TrimSpace(body.Name)
-	if body.Name == "" || len(body.Name) > 100 {
-		return trustloop.Errorf(trustloop.EINVALID, "name is required (1–100 characters): say who or what uses the key.")
+	nk, secret, err := s.newAPIKey(r, k.WorkspaceID, actorOf(k), body.Name, body.Roles, body.Purposes)
+	if err != nil {
+		return err
 	}
-	if len(body.Roles) == 0 {
-		return trustloop.Errorf(trustloop.EINVALID, "roles is required: one or more of admin, reader, privacy.")
+	v := viewKey(nk)
+	v.Secret = secret
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+// newAPIKey checks a new key's name, roles and purposes (against the
+// workspace's catalog), stores it with a fresh secret and records who made
+// it. The API and the console both make keys here, so they apply one set of
+// rules. The secret is returned for its one showing; only its hash is kept.
+func (s *Server) newAPIKey(r *http.Request, ws int64, by trustloop.AuditActor, name string, keyRoles, purposes []string) (*trustloop.APIKey, string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" || len(name) > 100 {
+		return nil, "", trustloop.Errorf(trustloop.EINVALID, "name is required (1–100 characters): say who or what uses the key.")
 	}
-	for _, role := range body.Roles {
+	if len(keyRoles) == 0 {
+		return nil, "", trustloop.Errorf(trustloop.EINVALID, "roles is required: one or more of admin, reader, privacy.")
+	}
+	for _, role := range keyRoles {
 		if !slices.Contains(roles, role) {
-			return trustloop.Errorf(trustloop.EINVALID, "Unknown role %q.", role).WithHint("Roles: admin, reader, privacy.")
+			return nil, "", trustloop.Errorf(trustloop.EINVALID, "Unknown role %q.", role).WithHint("Roles: admin, reader, privacy.")
 		}
 	}
+	if err := s.checkPurposes(r.Context(), ws, purposes); err != nil {
+		return nil, "", err
+	}
+	keyRoles = slices.Clone(keyRoles)
+	slices.Sort(keyRoles)
+	secret := newSecret()
+	h := sha256.Sum256([]byte(secret))
+	nk := &trustloop.APIKey{WorkspaceID: ws, Name: name, SecretHash: h[:],
+		Roles: slices.Compact(keyRoles), Purposes: purposes}
+	if nk.Purposes == nil {
+		nk.Purposes = []string{}
+	}
+	if err := s.Store.CreateAPIKey(r.Context(), nk); err != nil {
+		return nil, "", err
+	}
+	s.recordAdminBy(r, ws, by, trustloop.AuditKeyCreated, "key:"+strconv.FormatInt(nk.ID, 10))
+	return nk, secret, nil
+}
+
+// checkPurposes refuses purposes the workspace's catalog (the defaults when
+// consent is not enforced) does not have: a key or operator may read only for
+// purposes customers can choose.
+func (s *Server) checkPurposes(ctx context.Context, ws int64, purposes []string) error {
 	known := trustloop.DefaultPurposes
 	if s.Consent != nil {
-		c, err := s.Consent.Catalog(r.Context(), k.WorkspaceID)
+		c, err := s.Consent.Catalog(ctx, ws)
 		if err != nil {
 			return err
 		}
 		known = c.Names(c.All())
 	}
-	for _, p := range body.Purposes {
+	for _, p := range purposes {
 		if !slices.Contains(known, p) {
 			return trustloop.Errorf(trustloop.EINVALID, "Unknown purpose %q.", p).WithHint("Purposes: " + strings.Join(known, ", ") + ".")
 		}
 	}
-	slices.Sort(body.Roles)
-	secret := newSecret()
-	h := sha256.Sum256([]byte(secret))
-	nk := &trustloop.APIKey{WorkspaceID: k.WorkspaceID, Name: body.Name, SecretHash: h[:],
-		Roles: slices.Compact(body.Roles), Purposes: body.Purposes}
-	if nk.Purposes == nil {
-		nk.Purposes = []string{}
-	}
-	if err := s.Store.CreateAPIKey(r.Context(), nk); err != nil {
-		return err
-	}
-	s.recordAdmin(r, k, trustloop.AuditKeyCreated, "key:"+strconv.FormatInt(nk.ID, 10))
-	v := viewKey(nk)
-	v.Secret = secret
-	writeJSON(w, http.StatusCreated, v)
 	return nil
 }
 
@@ -139,28 +163,37 @@ func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err != nil || id <= 0 {
 		return trustloop.Errorf(trustloop.EINVALID, "An API key id is a positive number.").WithHint("GET /v1/api-keys lists them.")
 	}
-	err = s.Store.RevokeAPIKey(r.Context(), k.WorkspaceID, id, s.now())
+	if err := s.revokeKey(r, k.WorkspaceID, actorOf(k), id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// revokeKey revokes a key of the workspace (the store refuses its last
+// active admin key) and records who did, for the API and the console alike.
+func (s *Server) revokeKey(r *http.Request, ws int64, by trustloop.AuditActor, id int64) error {
+	err := s.Store.RevokeAPIKey(r.Context(), ws, id, s.now())
 	// Forgotten whatever the outcome: a commit whose answer was lost may
 	// have revoked it.
 	s.forgetAPIKey(id)
 	if err != nil {
 		return err
 	}
-	s.recordAdmin(r, k, trustloop.AuditKeyRevoked, "key:"+strconv.FormatInt(id, 10))
-	w.WriteHeader(http.StatusNoContent)
+	s.recordAdminBy(r, ws, by, trustloop.AuditKeyRevoked, "key:"+strconv.FormatInt(id, 10))
 	return nil
 }
 
-// recordAdmin appends an administrative change (a key made or revoked, the
-// catalog edited) to the audit log. The change is already made: a failure to
-// record it is logged for the operator, not turned into an error the caller
-// would retry.
-func (s *Server) recordAdmin(r *http.Request, k *trustloop.APIKey, kind, detail string) {
+// recordAdminBy appends an administrative change (a key made or revoked, the
+// catalog edited, an operator account changed) to the audit log, by an API
+// key or by the console's principal. The change is already made: a failure
+// to record it is logged for the operator, not turned into an error the
+// caller would retry.
+func (s *Server) recordAdminBy(r *http.Request, ws int64, by trustloop.AuditActor, kind, detail string) {
 	if s.Audit == nil {
 		return
 	}
-	e := trustloop.AuditEntry{WorkspaceID: k.WorkspaceID, Time: s.now(), Kind: kind,
-		Actor:  trustloop.AuditActor{Kind: trustloop.ActorAPIKey, ID: "key:" + strconv.FormatInt(k.ID, 10)},
+	e := trustloop.AuditEntry{WorkspaceID: ws, Time: s.now(), Kind: kind, Actor: by,
 		Action: routeOf(r), Detail: detail}
 	if err := s.Audit.Append(r.Context(), e); err != nil {
 		s.Log.Error("recording an administrative change in the audit log failed", "kind", kind, "err", err)

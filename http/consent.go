@@ -90,17 +90,30 @@ func (s *Server) putPurposes(w http.ResponseWriter, r *http.Request, k *trustloo
 	if err != nil {
 		return err
 	}
-	c, err := consent.DecodeCatalog(body)
+	out, err := s.saveCatalog(r, k.WorkspaceID, actorOf(k), body)
 	if err != nil {
 		return err
 	}
-	out, err := s.Consent.PutCatalog(r.Context(), k.WorkspaceID, c, c.Version)
-	if err != nil {
-		return err
-	}
-	s.recordAdmin(r, k, "catalog_changed", "version "+strconv.FormatInt(out.Version, 10))
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// saveCatalog stores an edited catalog document (JSON, with the version it
+// was read at) and records who changed it. The API and the console's editor
+// both save here, so the same document is refused or stored the same way:
+// EINVALID for a bad document, ECONFLICT if someone saved meanwhile, and
+// nothing changed in either case.
+func (s *Server) saveCatalog(r *http.Request, ws int64, by trustloop.AuditActor, body []byte) (*consent.Catalog, error) {
+	c, err := consent.DecodeCatalog(body)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.Consent.PutCatalog(r.Context(), ws, c, c.Version)
+	if err != nil {
+		return nil, err
+	}
+	s.recordAdminBy(r, ws, by, "catalog_changed", "version "+strconv.FormatInt(out.Version, 10))
+	return out, nil
 }
 
 func (s *Server) signingKey(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {

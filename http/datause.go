@@ -28,15 +28,20 @@ type use struct {
 // recordUses appends the uses of one read; it returns an error (and the read
 // fails) if the audit log cannot take them.
 func (s *Server) recordUses(ctx context.Context, k *trustloop.APIKey, purpose, action string, uses []use) error {
+	return s.recordUsesBy(ctx, k.WorkspaceID, actorOf(k), purpose, action, uses)
+}
+
+// recordUsesBy is recordUses for any actor: a key, an operator of the
+// console, or the customer in the preference center.
+func (s *Server) recordUsesBy(ctx context.Context, ws int64, actor trustloop.AuditActor, purpose, action string, uses []use) error {
 	if s.Audit == nil || len(uses) == 0 {
 		return nil
 	}
 	now := s.now()
 	entries := make([]trustloop.AuditEntry, 0, len(uses))
 	for _, u := range uses {
-		entries = append(entries, trustloop.AuditEntry{WorkspaceID: k.WorkspaceID, Time: now, Kind: trustloop.AuditDataUse,
-			Actor:   trustloop.AuditActor{Kind: trustloop.ActorAPIKey, ID: "key:" + strconv.FormatInt(k.ID, 10)},
-			Purpose: purpose, Subject: u.profile, Categories: u.categories, Action: action})
+		entries = append(entries, trustloop.AuditEntry{WorkspaceID: ws, Time: now, Kind: trustloop.AuditDataUse,
+			Actor: actor, Purpose: purpose, Subject: u.profile, Categories: u.categories, Action: action})
 	}
 	if err := s.Audit.Append(ctx, entries...); err != nil {
 		if trustloop.ErrorCode(err) == trustloop.EINTERNAL {

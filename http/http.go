@@ -17,6 +17,7 @@ import (
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/auditlog"
 	"github.com/trustloop/trustloop/consent"
+	"github.com/trustloop/trustloop/http/html"
 	"github.com/trustloop/trustloop/metrics"
 	"github.com/trustloop/trustloop/privacy"
 	"github.com/trustloop/trustloop/projection"
@@ -54,9 +55,19 @@ type Server struct {
 	// Recommender serves recommendations and similar items (with Profiles);
 	// nil leaves them out.
 	Recommender *recommend.Service
-	Metrics     *metrics.Metrics
-	Log         *slog.Logger
-	Config      Config
+	// Pages renders the preference center and the admin console, and
+	// WebKeys signs their links and cookies; with Pages nil they are left out.
+	Pages   *html.Pages
+	WebKeys WebKeys
+	// Operators holds the console's operator accounts; nil allows sign-in
+	// with an admin API key only.
+	Operators trustloop.OperatorStore
+	// Counts holds the trust dashboard's daily numbers; nil leaves its
+	// charts of consent and events out.
+	Counts  trustloop.CountStore
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	Config  Config
 	// Ready reports whether storage is open and migrated; nil means ready.
 	Ready func(context.Context) error
 	// Now and NewID are injected for tests.
@@ -133,6 +144,7 @@ func (s *Server) Handler() http.Handler {
 	s.auditRoutes(mux)
 	s.privacyRoutes(mux)
 	s.recommendRoutes(mux)
+	s.webRoutes(mux)
 	mux.Handle("/", s.route("other", func(w http.ResponseWriter, r *http.Request) error {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")

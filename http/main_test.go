@@ -22,6 +22,7 @@ import (
 	"github.com/trustloop/trustloop/collect"
 	"github.com/trustloop/trustloop/consent"
 	tlhttp "github.com/trustloop/trustloop/http"
+	"github.com/trustloop/trustloop/http/html"
 	"github.com/trustloop/trustloop/identity"
 	"github.com/trustloop/trustloop/ingest"
 	"github.com/trustloop/trustloop/keyring"
@@ -165,7 +166,12 @@ func newServer(t testing.TB, opt options) *testServer {
 		ts.Privacy = &privacy.Service{Store: db, Keys: kr, Consent: cs, Profiles: profiles, Audit: al, Ingest: p,
 			Log: log, Now: ts.Clock.Now, Worker: "test"}
 	}
+	pages, err := html.New(html.English())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ts.Server = &tlhttp.Server{Store: db, Ingester: ing, Profiles: profiles, Consent: cs, Audit: al, Privacy: ts.Privacy, Metrics: m, Log: log, Config: opt.config,
+		Pages: pages, WebKeys: kr, Operators: db, Counts: db,
 		Ready: ready, Now: ts.Clock.Now,
 		NewID: func() string { return fmt.Sprintf("generated-%d", ts.ids.Add(1)) }}
 	hs := httptest.NewServer(ts.Server.Handler())

@@ -42,7 +42,7 @@ func TestOpenAPIDocument(t *testing.T) {
 	}
 	// Nothing is documented that the server does not route.
 	routed := map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, "/openapi.json": true}
-	for _, p := range slices.Concat(profilePaths, consentPaths, apiKeyPaths, auditPaths, dataUsePaths, privacyPaths, recommendPaths) {
+	for _, p := range slices.Concat(profilePaths, consentPaths, apiKeyPaths, auditPaths, dataUsePaths, privacyPaths, recommendPaths, portalPaths) {
 		routed[p] = true
 		if _, ok := paths[p]; !ok {
 			t.Errorf("profile API path %s is not documented", p)

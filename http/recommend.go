@@ -112,29 +112,41 @@ func (s *Server) recommendations(w http.ResponseWriter, r *http.Request, k *trus
 	if err != nil {
 		return err
 	}
+	v, used := s.recommendFor(k.WorkspaceID, pid, subjects, c, a, n)
+	if v.Personalized {
+		if err := s.recordUses(r.Context(), k, pp, routeOf(r), []use{{profile: v.ProfileID, categories: used}}); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// recommendFor makes a profile's recommendations under a, the decision of a
+// personalization read (the API and the console's customer page share it):
+// personalized from the subject's own history when a allows it, else the
+// popular items with the reason. A personalized answer also returns the
+// categories it used, which the caller records before showing it; a fallback
+// uses none of the subject's data.
+func (s *Server) recommendFor(ws, pid int64, subjects [][]byte, c *consent.Compiled, a *access, n int) (recommendationsView, []string) {
 	v := recommendationsView{ProfileID: projection.FormatID(pid)}
 	if a.allowed {
-		recs, history := s.Recommender.Recommend(k.WorkspaceID, subjects, n)
+		recs, history := s.Recommender.Recommend(ws, subjects, n)
 		// History that leads to nothing new (everything similar bought) is
 		// no history for this answer: nothing of theirs is shown.
 		if history && len(recs) > 0 {
-			if err := s.recordUses(r.Context(), k, pp, routeOf(r), []use{{profile: v.ProfileID, categories: s.modelCategories(c, a)}}); err != nil {
-				return err
-			}
 			v.Personalized, v.Items = true, recs
-			writeJSON(w, http.StatusOK, v)
-			return nil
+			return v, s.modelCategories(c, a)
 		}
 		v.Reason = reasonNoHistory
 	} else {
 		v.Reason = reasonNotAllowed
 	}
 	v.Items = []recommend.Rec{}
-	for _, it := range s.Recommender.Popular(k.WorkspaceID, n) {
+	for _, it := range s.Recommender.Popular(ws, n) {
 		v.Items = append(v.Items, recommend.Rec{ItemID: it.ItemID, Score: it.Score, Because: []recommend.Because{}})
 	}
-	writeJSON(w, http.StatusOK, v)
-	return nil
+	return v, nil
 }
 
 // modelCategories are the data categories a personalized answer used: those

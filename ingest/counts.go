@@ -264,3 +264,33 @@ func takeRepeats(t map[dayKey]int64, days []dayKey, n int64) []dayKey {
 	}
 	return days
 }
+
+// pending returns what accumulated for workspace ws since the last flush.
+func (c *counter) pending(ws int64) []trustloop.DailyCount {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []trustloop.DailyCount
+	for k, v := range c.m {
+		if k.ws != ws {
+			continue
+		}
+		day := time.UnixMilli(k.day * msPerDay).UTC()
+		if v.collected > 0 {
+			out = append(out, trustloop.DailyCount{WorkspaceID: k.ws, Day: day, Name: trustloop.CountEventsCollected, N: v.collected})
+		}
+		if v.dropped > 0 {
+			out = append(out, trustloop.DailyCount{WorkspaceID: k.ws, Day: day, Name: trustloop.CountEventsDropped, N: v.dropped})
+		}
+	}
+	return out
+}
+
+// PendingCounts returns this node's daily counts of workspace ws not yet
+// flushed to the store: the dashboard adds them, so its numbers are current
+// on the node that took the events rather than up to 10 s behind.
+func (p *Pipeline) PendingCounts(ws int64) []trustloop.DailyCount {
+	if p.counts == nil {
+		return nil
+	}
+	return p.counts.pending(ws)
+}

@@ -444,3 +444,11 @@ func WarnGenerated(log *slog.Logger, file string) {
 	log.Warn("generated a new master key; move it out of the data directory (set TRUSTLOOP_MASTER_KEY or --master-key-file) before production use: whoever holds it and the data directory can read all personal data",
 		"file", file)
 }
+
+// MAC returns HMAC-SHA256 under the workspace index key of label and msg. The
+// web faces sign their links and session cookies with it: every node holding
+// the master key verifies them, and a label per use keeps a portal link from
+// passing for a console session.
+func (k *Keyring) MAC(workspaceID int64, label string, msg []byte) ([]byte, error) {
+	return k.keyed(make([]byte, 0, sha256.Size), workspaceID, "web/"+label, string(msg))
+}
