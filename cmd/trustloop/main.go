@@ -27,6 +27,7 @@ import (
 	"github.com/trustloop/trustloop/bench"
 	"github.com/trustloop/trustloop/consent"
 	tlhttp "github.com/trustloop/trustloop/http"
+	"github.com/trustloop/trustloop/http/html"
 	"github.com/trustloop/trustloop/identity"
 	"github.com/trustloop/trustloop/ingest"
 	"github.com/trustloop/trustloop/keyring"
@@ -86,6 +87,7 @@ Usage:
   trustloop audit    verify    check the audit log against its signed checkpoints
   trustloop receipt  verify    check a consent receipt offline with the workspace's public key
   trustloop privacy  <command> file and follow privacy requests (access, erasure, …) on a running server
+  trustloop operators <command> add, list and disable the admin console's staff accounts in the store
   trustloop version            print the version
   trustloop help [command]     show help
 
@@ -118,6 +120,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReceipt(ctx, args[1:], os.Stdin, stdout)
 	case "privacy":
 		return runPrivacy(ctx, args[1:], stdout, stderr)
+	case "operators":
+		return runOperators(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout)
 	case "eval":
@@ -196,6 +200,9 @@ type Main struct {
 	LogLevel       string
 	ShutdownWait   time.Duration
 	DebugAddr      string
+	// Demo loads the demo workspace once the server listens (demo.go).
+	Demo     bool
+	demoKeys demoKeys
 
 	stderr   io.Writer
 	Log      *slog.Logger
@@ -239,9 +246,11 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&m.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (empty: off; never expose it publicly)")
 	fs.DurationVar(&m.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
+	fs.BoolVar(&m.Demo, "demo", false, "load a demo workspace (20 customers from real OTTO shopping sessions, varied consent, privacy requests) once, through the API; turns on --profiles")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	m.Profiles = m.Profiles || m.Demo // the demo joins devices and changes consent through the profile API
 	if m.MasterKeyFile == "" {
 		m.MasterKeyFile = filepath.Join(m.DataDir, "master.key")
 	}
@@ -500,8 +509,13 @@ func (m *Main) Open(ctx context.Context) error {
 		}()
 	}
 	m.stopPrivacy = func() { stopWork(); <-workDone }
+	pages, err := html.New(html.English())
+	if err != nil {
+		return err
+	}
 	m.HTTP = &tlhttp.Server{Store: m.Store, Ingester: m.Pipeline, Profiles: profiles, Consent: m.Consent, Audit: m.Audit,
 		Privacy: m.Privacy, Recommender: m.Recommender, Metrics: m.Metrics, Log: m.Log,
+		Pages: pages, WebKeys: m.Keyring, Operators: m.Store, Counts: m.Store,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
 	if err := m.HTTP.Open(m.Addr); err != nil {
@@ -574,6 +588,9 @@ func (m *Main) bootstrap(ctx context.Context) error {
 	}
 	if !created {
 		return nil
+	}
+	if m.Demo {
+		m.demoKeys = demoKeys{writeKey: writeKey, adminKey: adminKey}
 	}
 	if m.Regime == consent.RegimeOptOut {
 		if err := m.Keyring.AddWorkspace(&b.Workspace); err != nil {
@@ -674,6 +691,9 @@ func (m *Main) Serve(ctx context.Context) error {
 	if err := m.Open(ctx); err != nil {
 		m.Close()
 		return err
+	}
+	if m.Demo {
+		m.loadDemo(ctx)
 	}
 	<-ctx.Done()
 	m.Log.Info("shutting down")

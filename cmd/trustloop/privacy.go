@@ -144,15 +144,7 @@ func runPrivacy(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return &usageError{fmt.Sprintf("privacy %s: %v (trustloop privacy %s -h lists the flags)", cmd.name, err, cmd.name)}
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	env := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
-	for _, name := range privacyConnFlags {
-		if f := fs.Lookup(name); !set[name] {
-			env.Var(f.Value, f.Name, f.Usage)
-		}
-	}
-	if err := parseFlags(env, nil); err != nil {
+	if err := envForUnset(fs, privacyConnFlags); err != nil {
 		return err
 	}
 	id := ""
@@ -773,4 +765,19 @@ func (d *docEnd) complete() bool {
 		return bytes.HasSuffix(bytes.TrimSpace(d.tail), []byte("</html>"))
 	}
 	return d.began && d.depth == 0 && !d.inString
+}
+
+// envForUnset fills the named flags a command line left unset from the
+// environment (TRUSTLOOP_<NAME>), as serve does for all of its flags: the
+// connection flags of a command that works on the store or a server.
+func envForUnset(fs *flag.FlagSet, names []string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	env := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	for _, name := range names {
+		if f := fs.Lookup(name); !set[name] {
+			env.Var(f.Value, f.Name, f.Usage)
+		}
+	}
+	return parseFlags(env, nil)
 }
