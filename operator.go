@@ -17,7 +17,7 @@ type Operator struct {
 	ID          int64
 	WorkspaceID int64
 	// Email is the staff sign-in name, normalized (NormalizeOperatorEmail):
-	// unique per workspace, matched case-insensitively.
+	// unique across workspaces, matched case-insensitively.
 	Email string
 	Name  string
 	// PasswordHash is the PHC string of package password (argon2id); the
@@ -97,12 +97,14 @@ type OperatorStore interface {
 	// CreateOperator stores a new operator (its email normalized), filling in
 	// ID and CreatedAt. Returns EINVALID if it is not valid (Operator.Validate),
 	// ENOTFOUND if the workspace does not exist, ECONFLICT if the email is taken
-	// in the workspace.
+	// (in any workspace).
 	CreateOperator(ctx context.Context, o *Operator) error
 
 	// FindOperatorByEmail returns the workspace's operator with this email,
 	// matched after normalization (so case-insensitively), disabled ones too
-	// (the caller refuses them). Returns ENOTFOUND if there is none.
+	// (the caller refuses them); workspaceID 0 looks in every workspace (an
+	// email is one operator's across them: sign-in names no workspace).
+	// Returns ENOTFOUND if there is none.
 	FindOperatorByEmail(ctx context.Context, workspaceID int64, email string) (*Operator, error)
 
 	// FindOperator returns the workspace's operator with this id. Returns

@@ -270,3 +270,16 @@ func BenchmarkDecide(b *testing.B) {
 	}
 	_ = sink
 }
+
+func TestValidReceiptID(t *testing.T) {
+	for range 100 {
+		if id := NewReceiptID(); !ValidReceiptID(id) {
+			t.Fatalf("%s is not valid", id)
+		}
+	}
+	for _, id := range []string{"", "rcpt_", "rcpt_x", "rcpt_ABCDEFGHIJKLMNOPQRSTUVWXYZ", "rcpt_abcdefghijklmnopqrstuvw1", "rcpt_abcdefghijklmnopqrstuvwx\x00", "prq_abcdefghijklmnopqrstuvwxyz"} {
+		if ValidReceiptID(id) {
+			t.Errorf("%q is valid", id)
+		}
+	}
+}

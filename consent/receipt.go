@@ -53,6 +53,22 @@ type ReceiptRecord struct {
 	Hash    string `json:"hash"`
 }
 
+// ValidReceiptID reports whether id has the shape NewReceiptID gives
+// ("rcpt_" and 26 lower-case base32 letters): anything else is no receipt,
+// and never reaches the store.
+func ValidReceiptID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "rcpt_")
+	if !ok || len(rest) != 26 {
+		return false
+	}
+	for i := 0; i < len(rest); i++ {
+		if c := rest[i]; !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
+
 // NewReceiptID returns a random receipt id ("rcpt_" and 26 base32 characters).
 func NewReceiptID() string {
 	var b [16]byte

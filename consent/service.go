@@ -560,7 +560,7 @@ func (s *Service) History(ctx context.Context, ws int64, subject []byte) ([]trus
 
 // Receipt returns a stored receipt of the workspace.
 func (s *Service) Receipt(ctx context.Context, ws int64, id string) (*trustloop.ConsentReceipt, error) {
-	if len(id) == 0 || len(id) > 64 {
+	if !ValidReceiptID(id) {
 		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No consent receipt with this id.")
 	}
 	return s.store.FindConsentReceipt(ctx, ws, id)
@@ -577,6 +577,8 @@ func AuditEntries(recs []trustloop.ConsentRecord) []trustloop.AuditEntry {
 		actor := trustloop.AuditActor{Kind: trustloop.ActorSubject, ID: "source:" + strconv.FormatInt(r.SourceID, 10)}
 		if key, ok := strings.CutPrefix(r.Evidence, "api_key:"); ok {
 			actor = trustloop.AuditActor{Kind: trustloop.ActorAPIKey, ID: "key:" + key}
+		} else if r.Evidence == EvidencePortal {
+			actor = trustloop.AuditActor{Kind: trustloop.ActorSubject, ID: EvidencePortal}
 		}
 		out = append(out, trustloop.AuditEntry{WorkspaceID: r.WorkspaceID, Time: r.At, Kind: trustloop.AuditConsentChange,
 			Actor: actor, Purpose: r.Purpose, Subject: r.Pseudonym,
@@ -585,6 +587,10 @@ func AuditEntries(recs []trustloop.ConsentRecord) []trustloop.AuditEntry {
 	}
 	return out
 }
+
+// EvidencePortal is the evidence of a choice the customer made in the
+// preference center: its audit entry names the customer there as the actor.
+const EvidencePortal = "portal"
 
 // JurisdictionOf returns the jurisdiction of the subject's most recent choice
 // that named one ("" if none did): it selects the regime for reads, and for

@@ -3,6 +3,7 @@ package http
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"net"
 	"net/http"
 	"slices"
@@ -98,9 +99,13 @@ func (s *Server) admin(h func(w http.ResponseWriter, r *http.Request, a *adminSe
 		}
 		a, err := s.principal(r.Context(), c)
 		if err != nil {
-			setCookie(w, r, adminCookie, "", "/admin", time.Time{}, true)
-			if r.Method == http.MethodGet && trustloop.ErrorCode(err) == trustloop.EUNAUTHORIZED {
-				return see(w, r, "/admin/signin")
+			// Only a session that is over is cleared: a store that failed
+			// for a moment signs no one out.
+			if trustloop.ErrorCode(err) == trustloop.EUNAUTHORIZED {
+				setCookie(w, r, adminCookie, "", "/admin", time.Time{}, true)
+				if r.Method == http.MethodGet {
+					return see(w, r, "/admin/signin")
+				}
 			}
 			return err
 		}
@@ -133,7 +138,7 @@ func (s *Server) principal(ctx context.Context, c *claims) (*adminSession, error
 			return nil, errBadToken(tokenAdmin)
 		}
 		op, err := s.Operators.FindOperator(ctx, c.WS, id)
-		if trustloop.ErrorCode(err) == trustloop.ENOTFOUND || (err == nil && op.DisabledAt != nil) {
+		if trustloop.ErrorCode(err) == trustloop.ENOTFOUND || (err == nil && (op.DisabledAt != nil || c.Epoch != passwordEpoch(op))) {
 			return nil, errBadToken(tokenAdmin)
 		} else if err != nil {
 			return nil, err
@@ -161,17 +166,69 @@ func (s *Server) signInPage(w http.ResponseWriter, r *http.Request) error {
 	return s.render(w, "admin_signin.html", p)
 }
 
-// signInLimits slows password and key guessing: per client address, 10
-// attempts and then one every 6 seconds.
-var signInLimits sync.Map // client address -> *rate.Limiter
+// signInLimits slows password and key guessing: per client address (an
+// IPv6 client by its /64, which one host controls whole) and per account
+// email, 10 attempts and then one every 6 seconds. The map is bounded: a
+// limiter idle for a minute is full again, so it is dropped when the map
+// grows. Per node, in memory (Server.signInLimits).
 
-func allowSignIn(r *http.Request) bool {
+type limiters struct {
+	mu sync.Mutex
+	m  map[string]*limiterEntry
+}
+
+type limiterEntry struct {
+	l    *rate.Limiter
+	last time.Time
+}
+
+// maxLimiters bounds the map before idle entries are swept.
+const maxLimiters = 10_000
+
+func (ls *limiters) allow(key string, now time.Time) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.m == nil {
+		ls.m = map[string]*limiterEntry{}
+	}
+	e, ok := ls.m[key]
+	if !ok {
+		if len(ls.m) >= maxLimiters {
+			for k, old := range ls.m {
+				if now.Sub(old.last) > time.Minute {
+					delete(ls.m, k)
+				}
+			}
+		}
+		e = &limiterEntry{l: rate.NewLimiter(rate.Every(6*time.Second), 10)}
+		ls.m[key] = e
+	}
+	e.last = now
+	return e.l.AllowN(now, 1)
+}
+
+// clientKey is the address a sign-in attempt is limited by.
+func clientKey(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	l, _ := signInLimits.LoadOrStore(host, rate.NewLimiter(rate.Every(6*time.Second), 10))
-	return l.(*rate.Limiter).Allow()
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return "ip:" + ip.Mask(net.CIDRMask(64, 128)).String()
+	}
+	return "ip:" + host
+}
+
+// allowSignIn spends one attempt of the client and, when an email is given,
+// one of that account (hashed: the map holds no email).
+func (s *Server) allowSignIn(r *http.Request, email string) bool {
+	now := time.Now()
+	ok := s.signInLimits.allow(clientKey(r), now)
+	if email != "" {
+		h := sha256.Sum256([]byte(email))
+		ok = s.signInLimits.allow("email:"+string(h[:]), now) && ok
+	}
+	return ok
 }
 
 // dummyHash is verified against when the email is unknown, so a wrong email
@@ -192,7 +249,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) error {
 		return s.render(w, "admin_signin.html", &html.Page{Face: "admin", Title: "admin.signin.title",
 			Data: &signInView{Operators: s.Operators != nil, Error: "The sign-in details are not right. Check them and try again."}})
 	}
-	if !allowSignIn(r) {
+	if !s.allowSignIn(r, trustloop.NormalizeOperatorEmail(r.PostForm.Get("email"))) {
 		return &trustloop.Error{Code: trustloop.ERATELIMITED, Message: "Too many sign-in attempts.",
 			Hint: "Wait a minute, then try again.", RetryAfterSeconds: 60}
 	}
@@ -211,7 +268,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) error {
 		if s.Operators == nil || email == "" || pw == "" {
 			return fail()
 		}
-		op, err := s.findOperator(r.Context(), email)
+		op, err := s.Operators.FindOperatorByEmail(r.Context(), 0, email)
 		if err != nil && trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
 			return err
 		}
@@ -223,7 +280,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) error {
 		if op == nil || !ok || op.DisabledAt != nil {
 			return fail()
 		}
-		c = &claims{Kind: tokenAdmin, WS: op.WorkspaceID, Who: "op:" + strconv.FormatInt(op.ID, 10)}
+		c = &claims{Kind: tokenAdmin, WS: op.WorkspaceID, Who: "op:" + strconv.FormatInt(op.ID, 10), Epoch: passwordEpoch(op)}
 	}
 	exp := s.now().Add(adminSessionTTL)
 	c.Exp = exp.Unix()
@@ -235,22 +292,11 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) error {
 	return see(w, r, "/admin")
 }
 
-// findOperator finds an operator by email in any workspace (the sign-in form
-// names no workspace; an email belongs to one workspace's staff).
-func (s *Server) findOperator(ctx context.Context, email string) (*trustloop.Operator, error) {
-	wss, err := s.Store.ListWorkspaces(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, ws := range wss {
-		op, err := s.Operators.FindOperatorByEmail(ctx, ws.ID, email)
-		if err == nil {
-			return op, nil
-		} else if trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
-			return nil, err
-		}
-	}
-	return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No such operator.")
+// passwordEpoch ties a session to the password it was opened with: a new
+// password (a reset) ends every session opened before it, on every node.
+func passwordEpoch(op *trustloop.Operator) string {
+	h := sha256.Sum256([]byte("session-epoch\x00" + op.PasswordHash))
+	return base64.RawURLEncoding.EncodeToString(h[:9])
 }
 
 func (s *Server) signOut(w http.ResponseWriter, r *http.Request) error {

@@ -46,7 +46,6 @@ func (s *Server) customerRoutes(mux *http.ServeMux, csrf *http.CrossOriginProtec
 	mux.Handle("GET /admin/customers", s.web("/admin/customers", s.admin(s.customerSearchPage)))
 	mux.Handle("POST /admin/customers", csrf.Handler(s.web("/admin/customers", s.admin(s.customerSearch))))
 	mux.Handle("GET /admin/customers/{id}", s.web("/admin/customers/{id}", s.admin(s.customerPage)))
-	mux.Handle("POST /admin/customers/{id}/portal-link", csrf.Handler(s.web("/admin/customers/{id}/portal-link", s.admin(s.customerPortalLink))))
 	mux.Handle("POST /admin/customers/{id}/requests", csrf.Handler(s.web("/admin/customers/{id}/requests", s.admin(s.customerFileRequest))))
 }
 
@@ -208,9 +207,6 @@ type customerView struct {
 	RequestTypes []string
 	// Filed is the request just filed (after the redirect).
 	Filed *privacy.RequestView
-	// Link is a preference-center link just made, and when it expires.
-	Link        string
-	LinkExpires time.Time
 }
 
 type customerConsent struct {
@@ -460,27 +456,6 @@ func (s *Server) customerAction(w http.ResponseWriter, r *http.Request, a *admin
 		return "", nil, err
 	}
 	return p, prof, nil
-}
-
-// customerPortalLink makes a link to the customer's preference center for
-// staff to send them, and shows it on the page this post answers (a link is
-// a credential: it never goes into a redirect's URL). Making it reads none of
-// the customer's data; whoever opens it does, and the portal records that.
-func (s *Server) customerPortalLink(w http.ResponseWriter, r *http.Request, a *adminSession) error {
-	p, prof, err := s.customerAction(w, r, a)
-	if err != nil {
-		return err
-	}
-	link, exp, err := s.portalLinkFor(a.key.WorkspaceID, prof.ID())
-	if err != nil {
-		return err
-	}
-	scheme := "http"
-	if secure(r) {
-		scheme = "https"
-	}
-	v := &customerView{ProfileID: prof.ProfileID, Purpose: p, Link: scheme + "://" + r.Host + link, LinkExpires: exp}
-	return s.render(w, "admin_customer.html", a.page("cust.link.title", "customers", v))
 }
 
 // customerFileRequest files a privacy request for the customer, verified by

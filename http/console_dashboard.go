@@ -53,8 +53,10 @@ type dashView struct {
 	Requests *dashRequests
 	// Audit is nil when the server keeps no audit log.
 	Audit *dashAudit
-	// Verify is the result of "Verify now", on the page its post answers.
-	Verify *dashVerify
+	// Verify is the result of "Verify now", on the page its post answers;
+	// CanVerify offers the button (admins and privacy staff).
+	Verify    *dashVerify
+	CanVerify bool
 }
 
 // dashRate is one optional purpose's opt-in rate over the whole window.
@@ -112,6 +114,16 @@ func (s *Server) dashboardVerify(w http.ResponseWriter, r *http.Request, a *admi
 	if s.Audit == nil {
 		return trustloop.Errorf(trustloop.EUNAVAILABLE, "This server keeps no audit log to verify.")
 	}
+	// It reads and hashes the whole log: for admins and privacy staff, one
+	// at a time per workspace on this node.
+	if err := a.require(trustloop.RoleAdmin, trustloop.RolePrivacy); err != nil {
+		return err
+	}
+	if _, busy := s.verifying.LoadOrStore(a.key.WorkspaceID, true); busy {
+		return &trustloop.Error{Code: trustloop.ERATELIMITED, Message: "The audit log is being verified already.",
+			Hint: "Wait for that verification to finish, then try again.", RetryAfterSeconds: 10}
+	}
+	defer s.verifying.Delete(a.key.WorkspaceID)
 	res, err := s.verifyAuditLog(r.Context(), a.key.WorkspaceID)
 	if err != nil {
 		return err
@@ -127,7 +139,7 @@ func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request, a *adminS
 	for i := range labels {
 		labels[i] = since.AddDate(0, 0, i).Format("2 Jan")
 	}
-	v := &dashView{Days: dashDays, Verify: verified, Counts: s.Counts != nil}
+	v := &dashView{Days: dashDays, Verify: verified, Counts: s.Counts != nil, CanVerify: a.has(trustloop.RoleAdmin, trustloop.RolePrivacy)}
 	if s.Counts != nil {
 		if err := s.dashConsent(ctx, ws, since, labels, v); err != nil {
 			return err

@@ -489,22 +489,7 @@ func (s *Server) consoleExport(w http.ResponseWriter, r *http.Request, a *adminS
 	if err != nil {
 		return err
 	}
-	// Checked here as well as by Export, so that a refusal is shown as a page
-	// rather than downloaded as a file.
-	if q.Status != trustloop.RequestCompleted || (q.Type != trustloop.RequestAccess && q.Type != trustloop.RequestPortability) {
-		return trustloop.Errorf(trustloop.ECONFLICT, "Only a completed access or portability request has a package to download.").
-			WithHint("Wait until the request is completed.")
-	}
-	if format == "html" {
-		w.Header().Set("Content-Disposition", `attachment; filename="`+q.ID+`.html"`)
-	}
-	lw := &lazyWriter{w: w, format: format, id: q.ID}
-	err = s.Privacy.Export(r.Context(), a.key.WorkspaceID, q.ID, format, a.actor, lw)
-	if err != nil && lw.started {
-		s.Log.Error("an access package was cut short", "err", err)
-		panic(http.ErrAbortHandler)
-	}
-	return err
+	return s.streamExport(w, r, a.key.WorkspaceID, q, format, a.actor)
 }
 
 // ---- Purposes ----
@@ -945,6 +930,17 @@ func (s *Server) changeOperator(w http.ResponseWriter, r *http.Request, a *admin
 		return s.renderOperators(w, r, a, &operatorsView{Error: fe}, nil, nil, status)
 	}
 	s.recordAdminBy(r, ws, a.actor, kind, operatorRef(id))
+	// A new password ends the operator's sessions (passwordEpoch): one's
+	// own goes on under the new password.
+	if a.claims.Who == "op:"+strconv.FormatInt(op.ID, 10) && a.claims.Epoch != passwordEpoch(op) {
+		c := *a.claims
+		c.Epoch, c.Nonce = passwordEpoch(op), ""
+		tok, err := s.signToken(&c)
+		if err != nil {
+			return err
+		}
+		setCookie(w, r, adminCookie, tok, "/admin", time.Unix(c.Exp, 0), true)
+	}
 	return see(w, r, "/admin/operators?done="+done)
 }
 

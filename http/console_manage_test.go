@@ -166,7 +166,7 @@ func TestManageReaderReadOnly(t *testing.T) {
 	id := s.privacyRequest(t, obj{"type": "access", "identifier": "user_id:u1", "verified": false})
 	b := s.signedIn(t, "rita@shop.example", "rita's long password")
 
-	for _, path := range []string{"/admin/requests", "/admin/requests?status=all", "/admin/requests/" + id, "/admin/purposes",
+	for _, path := range []string{"/admin", "/admin/requests", "/admin/requests?status=all", "/admin/requests/" + id, "/admin/purposes",
 		"/admin/keys", "/admin/audiences", "/admin/destinations"} {
 		p := b.get(path)
 		mustPage(t, p, 200, "")
@@ -199,6 +199,7 @@ func TestManageReaderReadOnly(t *testing.T) {
 		{"/admin/operators/" + itoa(boss.ID) + "/disable", url.Values{}},
 		{"/admin/operators/" + itoa(boss.ID) + "/enable", url.Values{}},
 		{"/admin/operators/" + itoa(boss.ID) + "/password", url.Values{"password": {"a new long password"}, "password_confirm": {"a new long password"}}},
+		{"/admin/audit/verify", url.Values{}},
 	} {
 		if p := b.post(c.path, c.form); p.Status != http.StatusForbidden || !strings.Contains(p.Body, "role") {
 			t.Errorf("POST %s as a reader: %d", c.path, p.Status)
@@ -652,7 +653,7 @@ func TestManageOperators(t *testing.T) {
 		t.Fatalf("a disabled operator's session: at %s", p.Path)
 	}
 	mustPage(t, b.post("/admin/operators/"+itoa(bo.ID)+"/enable", url.Values{}), 200, "/admin/operators")
-	s.signedIn(t, "bo@shop.example", "bo's long enough password")
+	boB = s.signedIn(t, "bo@shop.example", "bo's long enough password")
 	if p := b.post("/admin/operators/"+itoa(bo.ID)+"/password", url.Values{"password": {"tiny"}, "password_confirm": {"tiny"}}); p.Status != http.StatusBadRequest {
 		t.Fatalf("a short new password: %d", p.Status)
 	}
@@ -661,7 +662,20 @@ func TestManageOperators(t *testing.T) {
 	if p := s.manageBrowser(t).post("/admin/signin", url.Values{"email": {"bo@shop.example"}, "password": {"bo's long enough password"}}); p.Status != http.StatusUnauthorized {
 		t.Fatalf("the old password after a reset: %d", p.Status)
 	}
+	// The reset ended bo's open session; ann's own goes on.
+	if p := boB.get("/admin/requests"); p.Path != "/admin/signin" {
+		t.Fatalf("a session opened before the reset: at %s", p.Path)
+	}
+	if p := b.get("/admin/operators"); p.Status != 200 || p.Path != "/admin/operators" {
+		t.Fatalf("the admin's session after resetting another's password: %d at %s", p.Status, p.Path)
+	}
 	s.signedIn(t, "bo@shop.example", "a brand new passphrase")
+	// Resetting one's own password keeps one's session (under the new one).
+	mustPage(t, b.post("/admin/operators/"+itoa(ann.ID)+"/password", url.Values{"password": {"ann's second passphrase"},
+		"password_confirm": {"ann's second passphrase"}}), 200, "/admin/operators")
+	if p := b.get("/admin/operators"); p.Path != "/admin/operators" {
+		t.Fatalf("one's own session after one's own reset: at %s", p.Path)
+	}
 	if p := b.post("/admin/operators/424242/disable", url.Values{}); p.Status != http.StatusNotFound {
 		t.Errorf("an unknown operator: %d", p.Status)
 	}

@@ -80,6 +80,10 @@ type Server struct {
 	sources  sync.Map // string(write key hash) -> *sourceEntry
 	apiKeys  sync.Map // string(API key secret hash) -> *apiKeyEntry
 	limiters sync.Map // source id -> *rate.Limiter
+	// signInLimits slows guessing at the console's sign-in (admin.go).
+	signInLimits limiters
+	// verifying marks workspaces whose audit log the console is verifying.
+	verifying sync.Map // workspace id -> true
 }
 
 type sourceEntry struct {

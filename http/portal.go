@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,7 +30,7 @@ const (
 	portalCookie     = "tl_portal"
 	// portalActor is who the audit log names when the customer reads or
 	// changes their own data here.
-	portalActor = "portal"
+	portalActor = consent.EvidencePortal
 )
 
 // portalPaths are the preference center's API paths, as documented in openapi.json.
@@ -77,20 +78,29 @@ func (s *Server) createPortalSession(w http.ResponseWriter, r *http.Request, k *
 	if err != nil {
 		return err
 	}
-	link, exp, err := s.portalLinkFor(k.WorkspaceID, p.ID())
+	link, exp, err := s.portalLinkFor(k.WorkspaceID, p.ID(), "key:"+strconv.FormatInt(k.ID, 10))
 	if err != nil {
 		return err
+	}
+	// Who handed out a link to whose preference center is on record (the
+	// link is a credential for that customer's choices).
+	if s.Audit != nil {
+		if err := s.Audit.Append(r.Context(), trustloop.AuditEntry{WorkspaceID: k.WorkspaceID, Time: s.now(), Kind: "portal_link",
+			Actor: actorOf(k), Subject: p.ProfileID, Action: routeOf(r)}); err != nil {
+			return err
+		}
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"url": link, "expires_at": exp.UTC()})
 	return nil
 }
 
 // portalLinkFor signs a preference-center link for one customer of one
-// workspace: its path and when it stops working. The API hands it to the
-// business's server, the console to support staff to send on.
-func (s *Server) portalLinkFor(ws, profileID int64) (string, time.Time, error) {
+// workspace, naming the key that asked for it: its path and when it stops
+// working. Only the API makes them, for the business's server to hand its
+// signed-in customer; staff get none (they would act as the customer).
+func (s *Server) portalLinkFor(ws, profileID int64, issuer string) (string, time.Time, error) {
 	exp := s.now().Add(portalLinkTTL).Truncate(time.Second)
-	tok, err := s.signToken(&claims{Kind: tokenPortalLink, WS: ws, Profile: profileID, Exp: exp.Unix()})
+	tok, err := s.signToken(&claims{Kind: tokenPortalLink, WS: ws, Profile: profileID, Who: issuer, Exp: exp.Unix()})
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -104,7 +114,7 @@ func (s *Server) openPortalLink(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.setPortalSession(w, r, &claims{WS: c.WS, Profile: c.Profile}); err != nil {
+	if err := s.setPortalSession(w, r, &claims{WS: c.WS, Profile: c.Profile, Who: c.Who}); err != nil {
 		return err
 	}
 	return see(w, r, "/portal")
@@ -237,8 +247,9 @@ func (s *Server) portalHome(w http.ResponseWriter, r *http.Request, ps *portalSe
 		if pv.At != nil {
 			row.At = *pv.At
 		}
-		if c.GPC().Has(i) && (gpc || pv.Method == trustloop.MethodGPC) {
-			row.GPC, v.GPC = true, true
+		if c.GPC().Has(i) {
+			row.GPC = gpc
+			v.GPC = v.GPC || gpc || (pv.Method == trustloop.MethodGPC && !pv.Allowed)
 		}
 		v.Purposes = append(v.Purposes, row)
 	}
@@ -316,8 +327,15 @@ func (s *Server) honorGPC(ctx context.Context, ws int64, c *consent.Compiled, su
 		return nil
 	}
 	_, _, err = s.Consent.Record(ctx, ws, subjects, consent.Changes(want, latest),
-		consent.Meta{Method: trustloop.MethodGPC, Evidence: portalActor, Jurisdiction: consent.JurisdictionOf(latest)})
+		s.portalMeta(c, trustloop.MethodGPC, latest))
 	return err
+}
+
+// portalMeta is how a choice made in the preference center is recorded: by
+// the customer there, under the catalog version shown (the notice).
+func (s *Server) portalMeta(c *consent.Compiled, method string, latest map[string]trustloop.ConsentRecord) consent.Meta {
+	return consent.Meta{Method: method, Evidence: portalActor, Jurisdiction: consent.JurisdictionOf(latest),
+		NoticeVersion: "catalog-" + strconv.FormatInt(c.Catalog.Version, 10)}
 }
 
 // describeEvent says what an event was, in the customer's words.
@@ -446,7 +464,11 @@ func (s *Server) portalRequests(ctx context.Context, ps *portalSession) ([]priva
 	var out []privacy.RequestView
 	seen := map[string]bool{}
 	if ps.profile != nil {
-		reqs, err := s.Store.(trustloop.PrivacyStore).SubjectPrivacyRequests(ctx, ps.claims.WS, ps.profile.Subjects())
+		ps2, ok := s.Store.(trustloop.PrivacyStore)
+		if !ok {
+			return nil, nil
+		}
+		reqs, err := ps2.SubjectPrivacyRequests(ctx, ps.claims.WS, ps.profile.Subjects())
 		if err != nil {
 			return nil, err
 		}
@@ -479,6 +501,10 @@ func (s *Server) portalConsent(w http.ResponseWriter, r *http.Request, ps *porta
 		return trustloop.Errorf(trustloop.ENOTFOUND, "We hold no data about you any more.").WithHint("There is nothing left to choose.")
 	}
 	c := ps.catalog
+	// A browser sending Global Privacy Control asks for no selling or
+	// sharing: its purposes are not switched on from it (the next page view
+	// would record the signal's opt-out again).
+	gpc := r.Header.Get("Sec-GPC") == "1"
 	want := map[string]bool{}
 	yes, err := formBool(r, "allow")
 	if all := r.PostForm.Get("all"); all != "" {
@@ -486,7 +512,7 @@ func (s *Server) portalConsent(w http.ResponseWriter, r *http.Request, ps *porta
 			return err
 		}
 		for i := range c.Len() {
-			if !c.Contract().Has(i) {
+			if !c.Contract().Has(i) && !(yes && gpc && c.GPC().Has(i)) {
 				want[c.ID(i)] = yes
 			}
 		}
@@ -502,17 +528,30 @@ func (s *Server) portalConsent(w http.ResponseWriter, r *http.Request, ps *porta
 		case c.Contract().Has(i):
 			return trustloop.Errorf(trustloop.EINVALID, "This purpose is needed to serve you and cannot be switched off.").
 				WithHint("Go back to your privacy settings.")
+		case yes && gpc && c.GPC().Has(i):
+			return trustloop.Errorf(trustloop.EINVALID, "Your browser sends Global Privacy Control, which asks us not to do this.").
+				WithHint("Turn Global Privacy Control off in your browser first if you want to switch this on.")
 		}
 		want[id] = yes
 	}
 	ws, subjects := ps.claims.WS, ps.profile.Subjects()
-	_, latest, err := s.Consent.StoredForRead(r.Context(), c, ws, subjects...)
+	st, latest, err := s.Consent.StoredForRead(r.Context(), c, ws, subjects...)
 	if err != nil {
 		return err
 	}
-	if changes := consent.Changes(want, latest); len(changes) > 0 {
-		if _, _, err := s.Consent.Record(r.Context(), ws, subjects, changes,
-			consent.Meta{Method: trustloop.MethodPreferenceCenter, Evidence: portalActor, Jurisdiction: consent.JurisdictionOf(latest)}); err != nil {
+	// Only real changes are recorded: "refuse all" twice is one choice, and a
+	// withdrawal stays a withdrawal.
+	for id, y := range want {
+		i, _ := c.Index(id)
+		bit := consent.Set(1) << i
+		state := latest[id].State
+		if (y && state == trustloop.ConsentGiven && st.Expired&bit == 0) ||
+			(!y && (state == trustloop.ConsentRefused || state == trustloop.ConsentWithdrawn)) {
+			delete(want, id)
+		}
+	}
+	if len(want) > 0 {
+		if _, _, err := s.Consent.Record(r.Context(), ws, subjects, consent.Changes(want, latest), s.portalMeta(c, trustloop.MethodPreferenceCenter, latest)); err != nil {
 			return err
 		}
 	}
@@ -694,16 +733,7 @@ func (s *Server) portalExport(w http.ResponseWriter, r *http.Request, ps *portal
 	if err != nil {
 		return err
 	}
-	format := r.URL.Query().Get("format")
-	if format != "json" && format != "html" {
-		return trustloop.Errorf(trustloop.EINVALID, "Choose JSON or HTML.").WithHint("Use one of the download links.")
-	}
-	if format == "html" {
-		// A download, like the JSON one: the customer keeps a file.
-		w.Header().Set("Content-Disposition", `attachment; filename="`+q.ID+`.html"`)
-	}
-	lw := &lazyWriter{w: w, format: format, id: q.ID}
-	return s.Privacy.Export(r.Context(), ps.claims.WS, q.ID, format, trustloop.AuditActor{Kind: trustloop.ActorSubject, ID: portalActor}, lw)
+	return s.streamExport(w, r, ps.claims.WS, q, r.URL.Query().Get("format"), trustloop.AuditActor{Kind: trustloop.ActorSubject, ID: portalActor})
 }
 
 // portalReceipt shows one of the customer's consent receipts.

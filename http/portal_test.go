@@ -179,6 +179,8 @@ func TestPortalChoices(t *testing.T) {
 		{"purpose": {"nonsense"}, "allow": {"no"}},
 		{"purpose": {"essential"}, "allow": {"no"}},
 		{"purpose": {"marketing"}, "allow": {"maybe"}},
+		{"purpose": {"market\x00ing"}, "allow": {"no"}},
+		{"purpose": {"marketing\xff"}, "allow": {"no"}},
 	} {
 		if r := b.post("/portal/consent", f); r.Status != 400 || !strings.Contains(r.Body, `class="error"`) {
 			t.Errorf("post %v: %d", f, r.Status)
@@ -221,6 +223,11 @@ func TestPortalChoices(t *testing.T) {
 		}
 	}
 
+	for _, bad := range []string{"/portal/receipts/%00", "/portal/receipts/rcpt_x", "/portal/requests/%00", "/portal/requests/prq_x/export?format=json"} {
+		if r := b.get(bad); r.Status != 404 {
+			t.Errorf("GET %s: %d", bad, r.Status)
+		}
+	}
 	// Another customer's browser cannot see this one's receipt.
 	other := s.browser(t)
 	other.get(s.portalLink(t, "email:bob@example.com"))
@@ -328,5 +335,52 @@ func TestPortalGPC(t *testing.T) {
 	r := s.api(t, "GET", "/v1/profiles/"+ann+"/consent", nil)
 	if !strings.Contains(string(r.Body), `"method":"gpc"`) {
 		t.Fatalf("GPC not recorded: %s", r.Body)
+	}
+	gpc := map[string]string{"Sec-GPC": "1", "Origin": s.URL, "Sec-Fetch-Site": "same-origin",
+		"Content-Type": "application/x-www-form-urlencoded"}
+	history := func() string { return string(s.api(t, "GET", "/v1/profiles/"+ann+"/consent/history", nil).Body) }
+	before := history()
+	// While the browser sends the signal, its purposes are not switched on.
+	if p := b.do("POST", "/portal/consent", url.Values{"purpose": {"marketing"}, "allow": {"yes"}}, gpc); p.Status != 400 ||
+		!strings.Contains(p.Body, "Global Privacy Control") {
+		t.Fatalf("switching marketing on under GPC: %d", p.Status)
+	}
+	if history() != before {
+		t.Fatal("a refused switch recorded something")
+	}
+	b.do("POST", "/portal/consent", url.Values{"all": {"yes"}}, gpc)
+	c := string(s.api(t, "GET", "/v1/profiles/"+ann+"/consent", nil).Body)
+	if !strings.Contains(c, `"marketing":{"state":"withdrawn","allowed":false`) || !strings.Contains(c, `"sharing":{"state":"refused","allowed":false`) {
+		t.Fatalf("allow all under GPC switched on what the signal covers: %s", c)
+	}
+	// Without the signal the customer may switch it back on, and the page
+	// no longer disables the switch.
+	if p := b.post("/portal/consent", url.Values{"purpose": {"marketing"}, "allow": {"yes"}}); p.Status != 200 ||
+		strings.Contains(p.Body, `data-purpose="marketing" disabled`) {
+		t.Fatalf("switching marketing on without GPC: %d", p.Status)
+	}
+}
+
+// A choice that changes nothing records nothing; a choice made here is on
+// the audit log as the customer's own, under the notice (catalog) version.
+func TestPortalRecordsOnlyChanges(t *testing.T) {
+	s := newServer(t, options{regime: "opt_in"})
+	ann := s.shopper(t, "u1", "ann@example.com")
+	b := s.browser(t)
+	b.get(s.portalLink(t, "email:ann@example.com"))
+	b.post("/portal/consent", url.Values{"all": {"no"}})
+	history := func() string { return string(s.api(t, "GET", "/v1/profiles/"+ann+"/consent/history", nil).Body) }
+	once := history()
+	b.post("/portal/consent", url.Values{"all": {"no"}})
+	b.post("/portal/consent", url.Values{"purpose": {"analytics"}, "allow": {"no"}})
+	if history() != once {
+		t.Fatal("repeating a choice recorded it again")
+	}
+	if !strings.Contains(once, `"state":"withdrawn"`) || !strings.Contains(once, `"notice_version":"catalog-`) {
+		t.Fatalf("history: %s", once)
+	}
+	r := s.api(t, "GET", "/v1/audit/entries?start=0&end=1000", nil)
+	if !strings.Contains(string(r.Body), `"kind":"subject","id":"portal"`) || !strings.Contains(string(r.Body), `"kind":"portal_link"`) {
+		t.Fatalf("audit entries lack the portal's actor or the link: %.2000s", r.Body)
 	}
 }

@@ -247,3 +247,27 @@ func (s *Server) verifyErasureReceipt(w http.ResponseWriter, r *http.Request, k 
 	writeJSON(w, http.StatusOK, map[string]any{"valid": true, "receipt": rc})
 	return nil
 }
+
+// streamExport streams a request's access package for a web page's download
+// link (json or html, as a file). A request with no package yet is refused
+// as a page, not downloaded as a file; an error once the file has started
+// aborts the connection, so a cut-short package never looks complete.
+func (s *Server) streamExport(w http.ResponseWriter, r *http.Request, ws int64, q *trustloop.PrivacyRequest, format string, actor trustloop.AuditActor) error {
+	if format != "json" && format != "html" {
+		return trustloop.Errorf(trustloop.EINVALID, "Choose JSON or HTML.").WithHint("Use one of the download links.")
+	}
+	if q.Status != trustloop.RequestCompleted || (q.Type != trustloop.RequestAccess && q.Type != trustloop.RequestPortability) {
+		return trustloop.Errorf(trustloop.ECONFLICT, "Only a completed access or portability request has a package to download.").
+			WithHint("Wait until the request is completed.")
+	}
+	if format == "html" {
+		w.Header().Set("Content-Disposition", `attachment; filename="`+q.ID+`.html"`)
+	}
+	lw := &lazyWriter{w: w, format: format, id: q.ID}
+	err := s.Privacy.Export(r.Context(), ws, q.ID, format, actor, lw)
+	if err != nil && lw.started {
+		s.Log.Error("an access package was cut short", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return err
+}

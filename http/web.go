@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/http/html"
@@ -44,8 +45,10 @@ type claims struct {
 	// Requests are privacy requests the portal session filed (their status
 	// stays readable after an erasure removed the profile).
 	Requests []string `json:"r,omitempty"`
-	Exp      int64    `json:"e"`
-	Nonce    string   `json:"n"`
+	// Epoch is an operator session's password epoch (passwordEpoch).
+	Epoch string `json:"q,omitempty"`
+	Exp   int64  `json:"e"`
+	Nonce string `json:"n"`
 }
 
 func (s *Server) signToken(c *claims) (string, error) {
@@ -205,6 +208,16 @@ func parseForm(w http.ResponseWriter, r *http.Request) error {
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		return trustloop.Errorf(trustloop.EINVALID, "The form could not be read.").WithHint("Go back and send it again.")
+	}
+	// Text fields are text: a NUL or broken UTF-8 is refused here, the same
+	// on every store (PostgreSQL would refuse it only at the query).
+	for _, vs := range r.Form {
+		for _, v := range vs {
+			if !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+				return trustloop.Errorf(trustloop.EINVALID, "The form holds characters that are not text.").
+					WithHint("Go back, correct the field and send it again.")
+			}
+		}
 	}
 	return nil
 }

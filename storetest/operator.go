@@ -61,10 +61,18 @@ func testOperators(t *testing.T, s trustloop.Store) {
 	if _, err := s.FindOperatorByEmail(ctx, ws, "bob@shop.example"); trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
 		t.Fatalf("FindOperatorByEmail of an unknown email: %v, want not_found", err)
 	}
-	annThere := &trustloop.Operator{WorkspaceID: second.Workspace.ID, Email: "ann@shop.example", Name: "Ann", PasswordHash: hash,
+	// An email is one operator's across workspaces (sign-in names none).
+	annThere := &trustloop.Operator{WorkspaceID: second.Workspace.ID, Email: "Ann@Shop.example", Name: "Ann", PasswordHash: hash,
 		Roles: []string{trustloop.RoleReader}}
+	if err := s.CreateOperator(ctx, annThere); trustloop.ErrorCode(err) != trustloop.ECONFLICT {
+		t.Fatalf("the same email in another workspace: %v, want conflict", err)
+	}
+	if got, err := s.FindOperatorByEmail(ctx, 0, "ANN@shop.example"); err != nil || got.ID != ann.ID || got.WorkspaceID != ws {
+		t.Fatalf("FindOperatorByEmail in any workspace: %+v, %v", got, err)
+	}
+	annThere.Email = "zoe@shop.example"
 	if err := s.CreateOperator(ctx, annThere); err != nil {
-		t.Fatalf("the same email in another workspace: %v", err)
+		t.Fatalf("an operator of the second workspace: %v", err)
 	}
 
 	// Invalid operators and unknown workspaces write nothing.

@@ -24,6 +24,8 @@ import (
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
+
+	"github.com/trustloop/trustloop/postgres/pgtest"
 )
 
 // chromium finds the browser, or skips (fails under TRUSTLOOP_TEST_BROWSER=1).
@@ -59,7 +61,8 @@ func newTab(t *testing.T, exe string, noJS bool) *tab {
 	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
 	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
 	tb := &tab{t: t, ctx: ctx, noJS: noJS, shots: t.TempDir(), prefix: "js-"}
-	if os.Getenv("TRUSTLOOP_SCREENSHOTS") == "1" && !noJS {
+	// The README's pictures come from the SQLite run with scripts on.
+	if os.Getenv("TRUSTLOOP_SCREENSHOTS") == "1" && !noJS && !strings.Contains(t.Name(), "Postgres") {
 		tb.shots, tb.prefix = filepath.Join("..", "..", "docs", "screenshots"), ""
 		os.MkdirAll(tb.shots, 0o755)
 	}
@@ -162,9 +165,15 @@ func TestBrowserFaces(t *testing.T) {
 	}
 }
 
-func browserFlows(t *testing.T, exe string, noJS bool) {
+// TestBrowserFacesPostgres runs the same flows on PostgreSQL (scripts on).
+func TestBrowserFacesPostgres(t *testing.T) {
+	exe := chromium(t)
+	browserFlows(t, exe, false, "--database-url", pgtest.Schema(t, "PostgreSQL browser test"))
+}
+
+func browserFlows(t *testing.T, exe string, noJS bool, extra ...string) {
 	// The demo workspace makes the pictures a living system's.
-	s := start(t, t.TempDir(), "--demo", "--regime", "opt_in")
+	s := start(t, t.TempDir(), append([]string{"--demo", "--regime", "opt_in"}, extra...)...)
 	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(s.log(), `"demo ready"`); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the demo did not load:\n%s", s.log())

@@ -9,5 +9,7 @@ CREATE TABLE operators (
 	purposes      TEXT NOT NULL,
 	created_at    BIGINT NOT NULL,
 	disabled_at   BIGINT,
-	UNIQUE (workspace_id, email)
+	-- One account per email across workspaces: the sign-in form names no
+	-- workspace, so an email must say which one it signs in to.
+	UNIQUE (email)
 );

@@ -1,5 +1,5 @@
 -- Operators: staff accounts of the admin console. email is normalized
--- (trimmed, lower-case), unique per workspace; password_hash is a PHC string
+-- (trimmed, lower-case), unique across workspaces; password_hash is a PHC string
 -- (argon2id, package password), never the password. roles and purposes are
 -- space-separated like api_keys'.
 CREATE TABLE operators (
@@ -12,5 +12,7 @@ CREATE TABLE operators (
 	purposes      TEXT NOT NULL,
 	created_at    INTEGER NOT NULL,
 	disabled_at   INTEGER,
-	UNIQUE (workspace_id, email)
+	-- One account per email across workspaces: the sign-in form names no
+	-- workspace, so an email must say which one it signs in to.
+	UNIQUE (email)
 );
