@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,7 +21,36 @@ type Model struct {
 	// entry of every row it walks.
 	cnt   []int32
 	users map[string]*user
+	// sims caches each item's similarities to its neighbours (simRow), built
+	// by the first recommendation that walks the row; one cell per item. A
+	// change of the row's own counts drops it; a change of C(j,j) of any item
+	// j stamps uver[j] with a new epoch, and a cached row built before the
+	// stamp of itself or of one of its neighbours is stale (checked when it
+	// is read: a change costs O(1), however many rows hold the item).
+	sims  []*simCell
+	uver  []uint64
+	epoch uint64
 }
+
+// simRow is a row's similarities, in the row's slot order (so scores sum in
+// the same order as from the counts, to the same bits), entries below the
+// threshold left out.
+type simRow struct {
+	j []int32
+	s []float64
+	// built is the model's epoch when the row was computed.
+	built uint64
+}
+
+// simCell holds an item's cached row. Recommendations read and fill it under
+// the service's read lock, concurrently, so it is atomic; changes, under the
+// write lock, clear it.
+type simCell struct{ atomic.Pointer[simRow] }
+
+// simCacheMin is the smallest row worth caching: a short row costs little
+// to score from the counts. (A variable for the tests, which cache every row,
+// or none with a negative value.)
+var simCacheMin = 32
 
 // item is what every subject together says of one item: integer sums, so that
 // subtracting a subject is exact.
@@ -74,6 +104,8 @@ func (m *Model) intern(id string) int32 {
 	m.ids = append(m.ids, id)
 	m.items = append(m.items, item{})
 	m.cnt = append(m.cnt, 0)
+	m.sims = append(m.sims, &simCell{})
+	m.uver = append(m.uver, 0)
 	m.index[id] = x
 	return x
 }
@@ -155,12 +187,20 @@ func (m *Model) addAffinity(u *user, x int32, w float64, bought bool) {
 	}
 	m.items[x].users++
 	m.cnt[x]++
+	m.usersChanged(x)
 	u.counted = append(u.counted, x)
 }
 
-func (m *Model) inc(i, j int32) { m.items[i].co.inc(j) }
+func (m *Model) inc(i, j int32) { m.items[i].co.inc(j); m.sims[i].Store(nil) }
 
-func (m *Model) dec(i, j int32) { m.items[i].co.dec(j) }
+func (m *Model) dec(i, j int32) { m.items[i].co.dec(j); m.sims[i].Store(nil) }
+
+// usersChanged records that C(x,x) changed: x's cached row and every
+// cached row holding x are stale from now (simRow checks the stamps).
+func (m *Model) usersChanged(x int32) {
+	m.epoch++
+	m.uver[x] = m.epoch
+}
 
 // Remove takes a subject's whole contribution back. It reports whether the
 // subject was in the model.
@@ -172,6 +212,7 @@ func (m *Model) Remove(subject string) bool {
 	for a, i := range u.counted {
 		m.items[i].users--
 		m.cnt[i]--
+		m.usersChanged(i)
 		for _, j := range u.counted[a+1:] {
 			m.dec(i, j)
 			m.dec(j, i)
@@ -250,6 +291,9 @@ type scratch struct {
 	mark    []uint32
 	gen     uint32
 	touched []int32
+	// own marks (with gen) the subject's own items that are excluded from
+	// their recommendations: an array read per candidate, not a map look-up.
+	own []uint32
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{} }}
@@ -308,11 +352,13 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 	if n := len(m.items); len(sc.scores) < n {
 		sc.scores = make([]float64, n+n/4)
 		sc.mark = make([]uint32, n+n/4)
+		sc.own = make([]uint32, n+n/4)
 		sc.gen = 0
 	}
 	sc.gen++
 	if sc.gen == 0 { // wrapped: old marks could collide
 		clear(sc.mark)
+		clear(sc.own)
 		sc.gen = 1
 	}
 	sc.touched = sc.touched[:0]
@@ -330,24 +376,27 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 			}
 			scores[a.item] += a.w * s
 		}
-		// The hot loop: every entry of the row, one similarity each (the
-		// kind chosen once per row, counts read from the packed array).
-		ci, w := float64(it.users), a.w
+		w := a.w
+		if sr := m.simRow(a.item); sr != nil {
+			// The cached similarities: a multiply-add per neighbour.
+			for n, j := range sr.j {
+				if mark[j] != gen {
+					mark[j], scores[j] = gen, 0
+					sc.touched = append(sc.touched, j)
+				}
+				scores[j] += w * sr.s[n]
+			}
+			continue
+		}
+		// A short row, from the counts: one similarity per entry.
+		ci := float64(it.users)
 		for _, slot := range it.co.slots {
 			cij := int32(uint32(slot))
 			if slot == 0 || cij < thr {
 				continue
 			}
 			j := int32(slot>>32 - 1)
-			var s float64
-			switch m.cfg.Similarity {
-			case Jaccard:
-				s = float64(cij) / (ci + float64(cnt[j]) - float64(cij))
-			case Lift:
-				s = float64(cij) / (ci * float64(cnt[j]))
-			default:
-				s = float64(cij)
-			}
+			s := m.pairSim(cij, ci, cnt[j])
 			if mark[j] != gen {
 				mark[j], scores[j] = gen, 0
 				sc.touched = append(sc.touched, j)
@@ -355,17 +404,11 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 			scores[j] += w * s
 		}
 	}
-	excluded := func(j int32) bool {
-		i, ok := c.at[j]
-		switch {
-		case !ok:
-			return false
-		case m.cfg.Exclude == ExcludeSeen:
-			return true
-		case m.cfg.Exclude == ExcludePurchased:
-			return c.aff[i].bought
+	own := sc.own
+	for _, a := range c.aff {
+		if m.cfg.Exclude == ExcludeSeen || (m.cfg.Exclude == ExcludePurchased && a.bought) {
+			own[a.item] = gen
 		}
-		return false
 	}
 	top := make([]int32, 0, k+1)
 	better := func(a, b int32) bool {
@@ -374,17 +417,74 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 		}
 		return m.ids[a] < m.ids[b]
 	}
+	scores = sc.scores
+	floor := 0.0 // once the top is full: the score a candidate must reach
 	for _, j := range sc.touched {
-		if sc.scores[j] <= 0 || excluded(j) {
+		if v := scores[j]; v <= 0 || v < floor || own[j] == gen {
 			continue
 		}
 		top = insertTop(top, j, k, better)
+		if len(top) == k {
+			floor = scores[top[k-1]]
+		}
 	}
 	recs = make([]Rec, len(top))
 	for n, j := range top {
 		recs[n] = Rec{ItemID: m.ids[j], Score: sc.scores[j], Because: m.because(c, j)}
 	}
 	return recs, true
+}
+
+// simRow returns item i's cached similarities, building them when the row is
+// long enough to be worth it (nil otherwise). The values are computed as the
+// uncached loop computes them, in the same order.
+func (m *Model) simRow(i int32) *simRow {
+	c := m.sims[i]
+	if sr := c.Load(); sr != nil && sr.fresh(m.uver, i) {
+		return sr
+	}
+	it := &m.items[i]
+	if simCacheMin < 0 || it.co.len() < simCacheMin {
+		return nil
+	}
+	sr := &simRow{j: make([]int32, 0, it.co.len()), s: make([]float64, 0, it.co.len()), built: m.epoch}
+	ci, thr, cnt := float64(it.users), int32(m.cfg.Threshold), m.cnt
+	for _, slot := range it.co.slots {
+		cij := int32(uint32(slot))
+		if slot == 0 || cij < thr {
+			continue
+		}
+		j := int32(slot>>32 - 1)
+		sr.j, sr.s = append(sr.j, j), append(sr.s, m.pairSim(cij, ci, cnt[j]))
+	}
+	c.Store(sr)
+	return sr
+}
+
+// pairSim is the similarity of a row's item (C(i,i) = ci) to neighbour j
+// from their counts, as both the cached and the uncached walk compute it
+// (the same expression, so the same bits).
+func (m *Model) pairSim(cij int32, ci float64, cj int32) float64 {
+	switch m.cfg.Similarity {
+	case Jaccard:
+		return float64(cij) / (ci + float64(cj) - float64(cij))
+	case Lift:
+		return float64(cij) / (ci * float64(cj))
+	}
+	return float64(cij)
+}
+
+// fresh reports whether no count the row was computed from changed since.
+func (sr *simRow) fresh(uver []uint64, i int32) bool {
+	if uver[i] > sr.built {
+		return false
+	}
+	for _, j := range sr.j {
+		if uver[j] > sr.built {
+			return false
+		}
+	}
+	return true
 }
 
 // because lists the subject's items that added most to item j's score.

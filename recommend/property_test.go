@@ -205,3 +205,37 @@ func TestRowIsAMap(t *testing.T) {
 		}
 	})
 }
+
+// The cached similarity rows give exactly what scoring from the counts gives,
+// bit for bit, while the model changes under them (adds, removals, reads in
+// between): every change drops what it makes stale.
+func TestSimCacheExact(t *testing.T) {
+	defer func(v int) { simCacheMin = v }(simCacheMin)
+	rapid.Check(t, func(t *rapid.T) {
+		c := genConfig(t)
+		h := genHistory(t)
+		cached, _ := NewModel(c)
+		plain, _ := NewModel(c)
+		now := int64(1_800_000_000_000)
+		check := func(subject string) {
+			simCacheMin = 1
+			got, _ := cached.Recommend([]string{subject}, now, 10)
+			simCacheMin = -1
+			want, _ := plain.Recommend([]string{subject}, now, 10)
+			if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+				t.Fatalf("cached %v\nplain  %v", got, want)
+			}
+		}
+		for i := range h {
+			e := &h[i]
+			cached.Add(e.subject, &e.in, e.personal, e.popular)
+			plain.Add(e.subject, &e.in, e.personal, e.popular)
+			check(e.subject)
+			if rapid.IntRange(0, 9).Draw(t, "remove") == 0 {
+				cached.Remove(e.subject)
+				plain.Remove(e.subject)
+			}
+			check(h[rapid.IntRange(0, i).Draw(t, "reader")].subject)
+		}
+	})
+}

@@ -18,7 +18,7 @@ var _ trustloop.AuditStore = (*DB)(nil)
 const (
 	auditEntryInsert   = `INSERT INTO audit_entries (workspace_id, idx, data) VALUES `
 	auditHashInsert    = `INSERT INTO audit_hashes (workspace_id, idx, hashes) VALUES `
-	auditSubjectInsert = `INSERT INTO audit_subjects (workspace_id, subject, idx) VALUES (?, ?, ?)`
+	auditSubjectInsert = `INSERT INTO audit_subjects (workspace_id, subject, idx) VALUES `
 )
 
 // auditChunk is the most audit rows one INSERT carries.
@@ -50,11 +50,20 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 	defer db.mu.Unlock()
 	// The writer pool has one connection, which the transaction holds: the
 	// statements it runs are prepared first.
-	queries := []string{auditSubjectInsert}
+	var queries []string
 	for _, ws := range wss {
+		subjects := 0
+		for _, i := range groups[ws] {
+			if entries[i].Subject != "" {
+				subjects++
+			}
+		}
 		for start := 0; start < len(groups[ws]); start += auditChunk {
 			rows := repeatRow(min(auditChunk, len(groups[ws])-start), "(?,?,?)")
 			queries = append(queries, auditEntryInsert+rows, auditHashInsert+rows)
+		}
+		for start := 0; start < subjects; start += auditChunk {
+			queries = append(queries, auditSubjectInsert+repeatRow(min(auditChunk, subjects-start), "(?,?,?)"))
 		}
 	}
 	for _, q := range queries {
@@ -112,17 +121,35 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 				return fmt.Errorf("sqlite: audit append: hashes: %w", err)
 			}
 		}
-		sub, err := db.txStmt(ctx, tx, auditSubjectInsert)
-		if err != nil {
-			return fmt.Errorf("sqlite: audit append: subjects: %w", err)
+		// The subjects' index rows, many per statement like the entries (a
+		// statement per entry was a fifth of a small group's commit).
+		var subs []any
+		flush := func() error {
+			if len(subs) == 0 {
+				return nil
+			}
+			st, err := db.txStmt(ctx, tx, auditSubjectInsert+repeatRow(len(subs)/3, "(?,?,?)"))
+			if err == nil {
+				_, err = st.ExecContext(ctx, subs...)
+			}
+			subs = subs[:0]
+			if err != nil {
+				return fmt.Errorf("sqlite: audit append: subjects: %w", err)
+			}
+			return nil
 		}
 		for _, e := range batch {
 			if e.Subject == "" {
 				continue
 			}
-			if _, err := sub.ExecContext(ctx, ws, e.Subject, e.Index); err != nil {
-				return fmt.Errorf("sqlite: audit append: subjects: %w", err)
+			if subs = append(subs, ws, e.Subject, e.Index); len(subs) == 3*auditChunk {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
+		}
+		if err := flush(); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (workspace_id, size) VALUES (?, ?)
 			ON CONFLICT (workspace_id) DO UPDATE SET size = excluded.size`, ws, size+int64(len(batch))); err != nil {
