@@ -99,8 +99,46 @@ func (b *tab) location() string {
 	return l
 }
 
+// axeSource is axe-core (e2e/a11y, installed by npm), or nil.
+var axeSource = func() []byte {
+	b, _ := os.ReadFile(filepath.Join("..", "..", "e2e", "a11y", "node_modules", "axe-core", "axe.min.js"))
+	return b
+}()
+
+// accessible runs axe-core's WCAG 2 A and AA rules on the page and fails on
+// any violation. It needs scripts (axe is JavaScript, run through DevTools,
+// which the pages' CSP does not govern), so the run without scripts skips it;
+// without axe-core installed it says SKIPPING, and fails under
+// TRUSTLOOP_TEST_BROWSER=1 (.ci/run installs it).
+func (b *tab) accessible(page string) {
+	b.t.Helper()
+	if b.noJS {
+		return
+	}
+	if axeSource == nil {
+		if os.Getenv("TRUSTLOOP_TEST_BROWSER") == "1" {
+			b.t.Fatal("axe-core is not installed: npm install in e2e/a11y")
+		}
+		b.t.Logf("SKIPPING the accessibility check of %s: axe-core not installed (npm install in e2e/a11y)", page)
+		return
+	}
+	if _, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](string(axeSource)+";true")); err != nil {
+		b.t.Fatalf("loading axe-core: %v", err)
+	}
+	out, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}})
+		.then(r => JSON.stringify(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+			nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))))`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.t.Fatalf("axe on %s: %v", page, err)
+	}
+	if out != "[]" {
+		b.t.Errorf("accessibility violations (WCAG 2.1 A/AA, axe-core) on %s: %s", page, out)
+	}
+}
+
 func (b *tab) shot(name string) {
 	b.t.Helper()
+	b.accessible(name)
 	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		b.t.Fatalf("screenshot: %v", err)
