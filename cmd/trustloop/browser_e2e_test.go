@@ -233,6 +233,16 @@ func browserFlows(t *testing.T, exe string, noJS bool, extra ...string) {
 	b := newTab(t, exe, noJS)
 	b.do(chromedp.Navigate(portalLinkFor(t, s, "email:mara.schulz@example.com")), chromedp.WaitVisible(chromedp.CSS("#choices")))
 	b.shot("portal")
+	if !noJS {
+		// On a phone's width nothing runs off the side.
+		b.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+		wide, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
+		if err != nil || wide {
+			t.Errorf("the preference center is wider than a phone's screen (%v)", err)
+		}
+		b.shot("portal-phone")
+		b.do(chromedp.EmulateViewport(1200, 900))
+	}
 
 	// The customer opens their link and switches marketing off.
 	b.do(chromedp.Navigate(portalLinkFor(t, s, "email:ann@example.com")), chromedp.WaitVisible(chromedp.CSS("#choices")))
