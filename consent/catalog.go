@@ -55,7 +55,10 @@ type Purpose struct {
 	// them, in plain words.
 	Title       string `json:"title"`
 	Description string `json:"description"`
-	LegalBasis  string `json:"legal_basis"`
+	// Texts are Title and Description in other languages, by language code
+	// ("de"): the preference center shows the reader's, else these.
+	Texts      map[string]PurposeText `json:"texts,omitempty"`
+	LegalBasis string                 `json:"legal_basis"`
 	// DefaultAllowed says, per regime, whether the purpose is allowed before the
 	// subject has chosen. Ignored for the contract basis (always allowed).
 	DefaultAllowed map[string]bool `json:"default_allowed"`
@@ -78,6 +81,24 @@ type Purpose struct {
 	GPCOptOut bool `json:"gpc_opt_out"`
 }
 
+// PurposeText is a purpose's title and description in one language.
+type PurposeText struct {
+	Title       string `json:"title"`
+	Description string `json:"description"`
+}
+
+// In returns the purpose's title and description in language lang, or its
+// own when it has none in that language.
+func (p *Purpose) In(lang string) PurposeText {
+	if t, ok := p.Texts[lang]; ok {
+		return t
+	}
+	return PurposeText{Title: p.Title, Description: p.Description}
+}
+
+// langCode is a language code a catalog's texts may be keyed by.
+var langCode = regexp.MustCompile(`^[a-z]{2,3}(-[a-z0-9]{2,8})?$`)
+
 // DefaultCatalog returns the catalog of PRODUCT.md in the opt-in regime.
 func DefaultCatalog() *Catalog {
 	both := func(optIn, optOut bool) map[string]bool {
@@ -90,30 +111,35 @@ func DefaultCatalog() *Catalog {
 		Purposes: []Purpose{
 			{ID: trustloop.PurposeEssential, Title: "Essential",
 				Description: "What you asked us for: your account, your orders, delivery and support. This is needed to serve you and cannot be switched off.",
+				Texts:       map[string]PurposeText{"de": {Title: "Notwendig", Description: "Was Sie bei uns bestellt haben: Ihr Kundenkonto, Ihre Bestellungen, Lieferung und Kundendienst. Das ist nötig, um Sie zu bedienen, und lässt sich nicht ausschalten."}},
 				LegalBasis:  BasisContract, DefaultAllowed: both(true, true),
 				Categories: []string{trustloop.CategoryIdentity, trustloop.CategoryContact, trustloop.CategoryTransactions, trustloop.CategoryPreferences},
 				Aliases:    []string{"Essential", "Necessary", "Strictly Necessary", "C0001"},
 				DPV:        []string{"dpv:ServiceProvision", "dpv:LegalCompliance"}},
 			{ID: trustloop.PurposeAnalytics, Title: "Analytics",
 				Description: "We learn which pages and products work and which do not, so we can make the shop better for you.",
+				Texts:       map[string]PurposeText{"de": {Title: "Analyse", Description: "Wir lernen, welche Seiten und Produkte gut ankommen und welche nicht, damit wir den Shop für Sie verbessern können."}},
 				LegalBasis:  BasisConsent, DefaultAllowed: both(false, true), RetentionDays: 395,
 				Categories:  []string{trustloop.CategoryIdentity, trustloop.CategoryBehavior, trustloop.CategoryTransactions, trustloop.CategoryDevice},
 				Aliases:     []string{"Analytics", "Performance", "Statistics", "marketingAndAnalytics", "C0002"},
 				TCFPurposes: []int{1, 8, 9}, DPV: []string{"dpv:ServiceOptimisation"}},
 			{ID: trustloop.PurposePersonalization, Title: "Personalization",
 				Description: "We suggest products you are likely to like and remember what you were looking at, on every device.",
+				Texts:       map[string]PurposeText{"de": {Title: "Personalisierung", Description: "Wir schlagen Ihnen Produkte vor, die Ihnen gefallen dürften, und merken uns auf jedem Gerät, was Sie sich angesehen haben."}},
 				LegalBasis:  BasisConsent, DefaultAllowed: both(false, true), RetentionDays: 395,
 				Categories:  []string{trustloop.CategoryIdentity, trustloop.CategoryBehavior, trustloop.CategoryTransactions, trustloop.CategoryPreferences},
 				Aliases:     []string{"Personalization", "Personalisation", "Functional", "Functional Cookies", "C0003"},
 				TCFPurposes: []int{1, 5, 6}, DPV: []string{"dpv:ServicePersonalisation"}},
 			{ID: trustloop.PurposeMarketing, Title: "Marketing",
 				Description: "We send you offers and show you ads that fit what you like, instead of random ones.",
+				Texts:       map[string]PurposeText{"de": {Title: "Werbung", Description: "Wir schicken Ihnen Angebote und zeigen Ihnen Anzeigen, die zu Ihnen passen, statt beliebiger."}},
 				LegalBasis:  BasisConsent, DefaultAllowed: both(false, true), RetentionDays: 395, GPCOptOut: true,
 				Categories:  []string{trustloop.CategoryIdentity, trustloop.CategoryContact, trustloop.CategoryBehavior, trustloop.CategoryTransactions},
 				Aliases:     []string{"Marketing", "Advertising", "Targeting", "C0004"},
 				TCFPurposes: []int{1, 3, 4, 7}, DPV: []string{"dpv:Marketing", "dpv:PersonalisedAdvertising"}},
 			{ID: trustloop.PurposeSharing, Title: "Sharing with partners",
 				Description: "We share data about you with selected partners, who may use it for their own offers. Off unless you switch it on.",
+				Texts:       map[string]PurposeText{"de": {Title: "Weitergabe an Partner", Description: "Wir geben Daten über Sie an ausgewählte Partner weiter, die sie für eigene Angebote nutzen können. Aus, solange Sie es nicht einschalten."}},
 				LegalBasis:  BasisConsent, DefaultAllowed: both(false, true), RetentionDays: 395, GPCOptOut: true,
 				Categories: []string{trustloop.CategoryIdentity, trustloop.CategoryContact, trustloop.CategoryBehavior, trustloop.CategoryTransactions},
 				Aliases:    []string{"Sharing", "Sale of Personal Data", "Social Media", "C0005"},
@@ -182,6 +208,16 @@ func Validate(c *Catalog, prev *Catalog, inUse func(purpose string) (bool, error
 		}
 		if len(p.Title) > 200 || len(p.Description) > 2000 {
 			return invalid("Purpose %q: title up to 200 and description up to 2,000 characters.", p.ID)
+		}
+		for lang, t := range p.Texts {
+			switch {
+			case !langCode.MatchString(lang):
+				return invalid("Purpose %q: texts are keyed by a lower-case language code such as de or pt-br.", p.ID)
+			case strings.TrimSpace(t.Title) == "" || strings.TrimSpace(t.Description) == "":
+				return invalid("Purpose %q: its %s text needs a title and a description.", p.ID, lang)
+			case len(t.Title) > 200 || len(t.Description) > 2000:
+				return invalid("Purpose %q: its %s title up to 200 and description up to 2,000 characters.", p.ID, lang)
+			}
 		}
 		switch p.LegalBasis {
 		case BasisConsent:

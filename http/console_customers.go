@@ -324,7 +324,7 @@ func (s *Server) customerRead(ctx context.Context, a *adminSession, c *consent.C
 				}
 				cat := eventCategory(e.Type, e.Message)
 				used |= consent.CategoryBit(cat)
-				v.Events = append(v.Events, customerEvent{At: e.Timestamp, What: s.describeEvent(e), Category: cat, CollectedFor: e.Purposes})
+				v.Events = append(v.Events, customerEvent{At: e.Timestamp, What: s.describeEvent(e, ""), Category: cat, CollectedFor: e.Purposes})
 			}
 			if cursor = next; cursor == "" {
 				break
@@ -397,7 +397,7 @@ func (s *Server) customerRead(ctx context.Context, a *adminSession, c *consent.C
 			}
 			u := customerUse{Index: e.Index, At: e.Time, Kind: e.Kind, Actor: e.Actor.ID, Purpose: e.Purpose, Action: e.Action, Categories: e.Categories}
 			if e.Kind == trustloop.AuditDataUse {
-				u.Text = s.useSentence(&e)
+				u.Text = s.useSentence(&e, "")
 			}
 			v.Uses = append(v.Uses, u)
 		}

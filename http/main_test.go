@@ -166,7 +166,7 @@ func newServer(t testing.TB, opt options) *testServer {
 		ts.Privacy = &privacy.Service{Store: db, Keys: kr, Consent: cs, Profiles: profiles, Audit: al, Ingest: p,
 			Log: log, Now: ts.Clock.Now, Worker: "test"}
 	}
-	pages, err := html.New(html.English())
+	pages, err := html.New(html.English(), html.German())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -211,7 +211,8 @@ type receiptRow struct {
 // how it was used, then downloads, receipts and erasure.
 func (s *Server) portalHome(w http.ResponseWriter, r *http.Request, ps *portalSession) error {
 	v := &portalView{}
-	page := &html.Page{Face: "portal", Title: "portal.title", Data: v}
+	lang := s.Pages.Negotiate(r.Header.Get("Accept-Language"))
+	page := &html.Page{Face: "portal", Title: "portal.title", Data: v, Lang: lang}
 	if f := r.URL.Query().Get("saved"); f != "" {
 		page.Flash = "portal.saved"
 	}
@@ -242,7 +243,8 @@ func (s *Server) portalHome(w http.ResponseWriter, r *http.Request, ps *portalSe
 		id := c.ID(i)
 		def := c.Catalog.Purposes[i]
 		pv := cv.Purposes[id]
-		row := purposeRow{ID: id, Title: def.Title, Description: def.Description, Allowed: pv.Allowed, Contract: c.Contract().Has(i),
+		text := def.In(lang)
+		row := purposeRow{ID: id, Title: text.Title, Description: text.Description, Allowed: pv.Allowed, Contract: c.Contract().Has(i),
 			State: pv.State, Method: pv.Method}
 		if pv.At != nil {
 			row.At = *pv.At
@@ -271,7 +273,7 @@ func (s *Server) portalHome(w http.ResponseWriter, r *http.Request, ps *portalSe
 			cat := eventCategory(e.Type, e.Message)
 			counts[cat]++
 			if len(v.Timeline) < 25 {
-				v.Timeline = append(v.Timeline, timelineRow{At: e.Timestamp, What: s.describeEvent(e), Category: cat})
+				v.Timeline = append(v.Timeline, timelineRow{At: e.Timestamp, What: s.describeEvent(e, lang), Category: cat})
 			}
 		}
 		if cursor = next; cursor == "" {
@@ -281,10 +283,10 @@ func (s *Server) portalHome(w http.ResponseWriter, r *http.Request, ps *portalSe
 	}
 	for _, cat := range trustloop.Categories {
 		if counts[cat] > 0 {
-			v.Categories = append(v.Categories, catCount{Name: s.Pages.T("category." + cat), Count: counts[cat]})
+			v.Categories = append(v.Categories, catCount{Name: s.Pages.TL(lang, "category."+cat), Count: counts[cat]})
 		}
 	}
-	if v.Uses, err = s.useSentences(r.Context(), ws, p.ProfileID); err != nil {
+	if v.Uses, err = s.useSentences(r.Context(), ws, p.ProfileID, lang); err != nil {
 		return err
 	}
 	v.Receipts, err = s.portalReceipts(r.Context(), ws, p.Subjects())
@@ -339,7 +341,7 @@ func (s *Server) portalMeta(c *consent.Compiled, method string, latest map[strin
 }
 
 // describeEvent says what an event was, in the customer's words.
-func (s *Server) describeEvent(e trustloop.TimelineEvent) string {
+func (s *Server) describeEvent(e trustloop.TimelineEvent, lang string) string {
 	var m struct {
 		Event      string         `json:"event"`
 		Name       string         `json:"name"`
@@ -354,16 +356,16 @@ func (s *Server) describeEvent(e trustloop.TimelineEvent) string {
 		return m.Event
 	case "page", "screen":
 		if m.Name != "" {
-			return s.Pages.T("event."+e.Type) + ": " + m.Name
+			return s.Pages.TL(lang, "event."+e.Type) + ": " + m.Name
 		}
 	}
-	return s.Pages.T("event." + e.Type)
+	return s.Pages.TL(lang, "event."+e.Type)
 }
 
 // useSentences turns the recorded uses of a profile's data into sentences
 // ("On 3 March 2026, Recommendations used your browsing history to suggest
 // products."), newest first.
-func (s *Server) useSentences(ctx context.Context, ws int64, profileID string) ([]string, error) {
+func (s *Server) useSentences(ctx context.Context, ws int64, profileID, lang string) ([]string, error) {
 	if s.Audit == nil {
 		return nil, nil
 	}
@@ -380,7 +382,7 @@ func (s *Server) useSentences(ctx context.Context, ws int64, profileID string) (
 		if e.Kind != trustloop.AuditDataUse {
 			continue
 		}
-		out = append(out, s.useSentence(&e))
+		out = append(out, s.useSentence(&e, lang))
 	}
 	return out, nil
 }
@@ -397,42 +399,45 @@ var useActions = map[string]string{
 	"GET /admin/customers/{id}":             "console",
 }
 
-func (s *Server) useSentence(e *trustloop.AuditEntry) string {
+func (s *Server) useSentence(e *trustloop.AuditEntry, lang string) string {
+	t := func(key string, args ...any) string { return s.Pages.TL(lang, key, args...) }
 	var cats []string
 	for _, c := range e.Categories {
-		cats = append(cats, s.Pages.T("category."+c))
+		cats = append(cats, t("category."+c))
 	}
 	what := strings.Join(cats, ", ")
 	if i := strings.LastIndex(what, ", "); i >= 0 {
-		what = what[:i] + s.Pages.T("common.and") + what[i+2:]
+		what = what[:i] + t("common.and") + what[i+2:]
 	}
 	action, ok := useActions[e.Action]
 	if !ok {
 		action = "other"
 	}
-	who := s.Pages.T("use.who." + action)
+	who := t("use.who." + action)
 	if action == "other" || action == "profile" || action == "events" || action == "list" {
 		switch e.Actor.Kind {
 		case trustloop.ActorOperator:
-			who = s.Pages.T("use.who.operator")
+			who = t("use.who.operator")
 		case trustloop.ActorComponent:
-			who = s.Pages.T("use.who.component")
+			who = t("use.who.component")
 		}
 	}
-	purpose := e.Purpose
-	return s.Pages.T("use.sentence", formatDay(e.Time), who, what, s.Pages.T("use.why."+action, s.purposeTitle(e.WorkspaceID, purpose)))
+	return t("use.sentence", s.Pages.Date(lang, e.Time), who, what, t("use.why."+action, s.purposeTitle(e.WorkspaceID, e.Purpose, lang)))
 }
 
-func (s *Server) purposeTitle(ws int64, id string) string {
+// purposeTitle is a purpose's title in lang, as it reads inside a sentence.
+func (s *Server) purposeTitle(ws int64, id, lang string) string {
 	if c, err := s.Consent.Catalog(context.Background(), ws); err == nil {
 		if i, ok := c.Index(id); ok {
-			return strings.ToLower(c.Catalog.Purposes[i].Title)
+			title := c.Catalog.Purposes[i].In(lang).Title
+			if s.Pages.TL(lang, "use.purpose.lowercase") == "yes" {
+				title = strings.ToLower(title)
+			}
+			return title
 		}
 	}
 	return id
 }
-
-func formatDay(t time.Time) string { return t.UTC().Format("2 January 2006") }
 
 // portalReceipts lists the receipts of the customer's consent records.
 func (s *Server) portalReceipts(ctx context.Context, ws int64, subjects [][]byte) ([]receiptRow, error) {
@@ -650,7 +655,7 @@ func (s *Server) portalEraseConfirm(w http.ResponseWriter, r *http.Request, ps *
 	if ps.profile == nil {
 		return see(w, r, "/portal")
 	}
-	return s.render(w, "portal_erase.html", &html.Page{Face: "portal", Title: "portal.erase.title"})
+	return s.render(w, "portal_erase.html", &html.Page{Face: "portal", Title: "portal.erase.title", Lang: s.Pages.Negotiate(r.Header.Get("Accept-Language"))})
 }
 
 // portalErase files the erasure once the customer confirmed it, and shows its
@@ -720,7 +725,7 @@ func (s *Server) portalRequest(w http.ResponseWriter, r *http.Request, ps *porta
 			}
 		}
 	}
-	page := &html.Page{Face: "portal", Title: "portal.request.title", Data: v}
+	page := &html.Page{Face: "portal", Title: "portal.request.title", Data: v, Lang: s.Pages.Negotiate(r.Header.Get("Accept-Language"))}
 	if !v.Done {
 		page.Refresh = 2 // live status without JavaScript
 	}
@@ -761,7 +766,7 @@ func (s *Server) portalReceipt(w http.ResponseWriter, r *http.Request, ps *porta
 		return err
 	}
 	pretty, _ := json.MarshalIndent(body, "", "  ")
-	return s.render(w, "portal_receipt.html", &html.Page{Face: "portal", Title: "portal.receipt.title", Data: map[string]string{
+	return s.render(w, "portal_receipt.html", &html.Page{Face: "portal", Title: "portal.receipt.title", Lang: s.Pages.Negotiate(r.Header.Get("Accept-Language")), Data: map[string]string{
 		"ID": rc.ID, "JWS": string(rc.Body), "Body": string(pretty), "KeyID": consent.KeyID(pub),
 		"PublicKey": base64.StdEncoding.EncodeToString(pub)}})
 }

@@ -384,3 +384,31 @@ func TestPortalRecordsOnlyChanges(t *testing.T) {
 		t.Fatalf("audit entries lack the portal's actor or the link: %.2000s", r.Body)
 	}
 }
+
+// A reader whose browser asks for German gets the preference center in
+// German, purposes included; the API's messages on an error page stay
+// English, the page around them German.
+func TestPortalGerman(t *testing.T) {
+	s := newServer(t, options{regime: "opt_in"})
+	s.shopper(t, "u1", "ann@example.com")
+	b := s.browser(t)
+	b.get(s.portalLink(t, "email:ann@example.com"))
+	de := map[string]string{"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"}
+	p := b.do("GET", "/portal", nil, de)
+	month := strings.Split("Januar,Februar,März,April,Mai,Juni,Juli,August,September,Oktober,November,Dezember", ",")[s.Clock.Now().UTC().Month()-1]
+	for _, want := range []string{`<html lang="de">`, "Ihre Datenschutz-Einstellungen", "Personalisierung", "Was wir über Sie wissen",
+		month, "An – ausschalten"} {
+		if !strings.Contains(p.Body, want) {
+			t.Errorf("German portal lacks %q", want)
+		}
+	}
+	if strings.Contains(p.Body, "Your privacy settings") {
+		t.Error("the German portal has English headings")
+	}
+	if e := b.do("GET", "/portal/receipts/rcpt_x", nil, de); e.Status != 404 || !strings.Contains(e.Body, "Das hat nicht geklappt") {
+		t.Errorf("German error page: %d", e.Status)
+	}
+	if en := b.get("/portal"); !strings.Contains(en.Body, "Your privacy settings") {
+		t.Error("without Accept-Language the portal is not English")
+	}
+}

@@ -165,6 +165,11 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	status := ErrorStatus(code)
 	p := &html.Page{Face: face, Title: "common.error.title", Data: map[string]string{"Message": msg, "Hint": hint, "Code": code}}
+	if face == "portal" {
+		// The message and hint are the API's (English); the page around
+		// them is in the customer's language.
+		p.Lang = s.Pages.Negotiate(r.Header.Get("Accept-Language"))
+	}
 	if face == "admin" && code != trustloop.EUNAUTHORIZED {
 		if c, err := s.adminClaims(r); err == nil {
 			p.Principal = c.Who

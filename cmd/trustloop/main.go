@@ -509,7 +509,7 @@ func (m *Main) Open(ctx context.Context) error {
 		}()
 	}
 	m.stopPrivacy = func() { stopWork(); <-workDone }
-	pages, err := html.New(html.English())
+	pages, err := html.New(html.English(), html.German())
 	if err != nil {
 		return err
 	}

@@ -7,10 +7,11 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPagesParse(t *testing.T) {
-	p, err := New(English())
+	p, err := New(English(), German())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,5 +71,65 @@ func TestNiceCeil(t *testing.T) {
 		if got := niceCeil(in); math.Abs(got-want) > 1e-9 {
 			t.Errorf("niceCeil(%v) = %v, want %v", in, got, want)
 		}
+	}
+}
+
+// The customer's pages are whole in every language: each text their
+// templates name exists in German too, and German has nothing English lacks.
+func TestGermanComplete(t *testing.T) {
+	en, de := English(), German()
+	for k := range de {
+		if _, ok := en[k]; !ok {
+			t.Errorf("German text %q has no English original", k)
+		}
+	}
+	re := regexp.MustCompile(`\{\{t "([a-z0-9_.]+)"|\(printf "([a-z_.]+)%s"`)
+	for _, n := range []string{"templates/layout.html", "templates/error.html", "templates/portal.html",
+		"templates/portal_erase.html", "templates/portal_request.html", "templates/portal_receipt.html"} {
+		b, _ := templateFS.ReadFile(n)
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			if m[1] != "" && !strings.HasPrefix(m[1], "admin.") {
+				if _, ok := de[m[1]]; !ok {
+					t.Errorf("%s: text %q is not in German", n, m[1])
+				}
+			}
+			if m[2] != "" { // a family of keys, e.g. request.status.
+				for k := range en {
+					if strings.HasPrefix(k, m[2]) {
+						if _, ok := de[k]; !ok {
+							t.Errorf("%s: text %q is not in German", n, k)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestNegotiate(t *testing.T) {
+	p, err := New(English(), German())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for accept, want := range map[string]string{
+		"":                        "en",
+		"de":                      "de",
+		"de-AT,de;q=0.9,en;q=0.8": "de",
+		"fr-FR,fr;q=0.9,de;q=0.8": "de",
+		"en-GB,en;q=0.9,de;q=0.8": "en",
+		"de;q=0.1,en;q=0.5":       "en",
+		"de;q=0, fr":              "en",
+		"  DE-ch ; q=0.7 , xx":    "de",
+		"*":                       "en",
+	} {
+		if got := p.Negotiate(accept); got != want {
+			t.Errorf("Negotiate(%q) = %s, want %s", accept, got, want)
+		}
+	}
+	if got := p.Date("de", time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)); got != "3. März 2026" {
+		t.Errorf("German date = %q", got)
+	}
+	if got := p.Date("en", time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)); got != "3 March 2026" {
+		t.Errorf("English date = %q", got)
 	}
 }
