@@ -57,6 +57,9 @@ type dashView struct {
 	// CanVerify offers the button (admins and privacy staff).
 	Verify    *dashVerify
 	CanVerify bool
+	// ProfilesOff: the server keeps no profiles, so there is no customer to
+	// look up and no preference center (said at the top).
+	ProfilesOff bool
 }
 
 // dashRate is one optional purpose's opt-in rate over the whole window.
@@ -139,7 +142,8 @@ func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request, a *adminS
 	for i := range labels {
 		labels[i] = since.AddDate(0, 0, i).Format("2 Jan")
 	}
-	v := &dashView{Days: dashDays, Verify: verified, Counts: s.Counts != nil, CanVerify: a.has(trustloop.RoleAdmin, trustloop.RolePrivacy)}
+	v := &dashView{Days: dashDays, Verify: verified, Counts: s.Counts != nil, CanVerify: a.has(trustloop.RoleAdmin, trustloop.RolePrivacy),
+		ProfilesOff: s.Profiles == nil}
 	if s.Counts != nil {
 		if err := s.dashConsent(ctx, ws, since, labels, v); err != nil {
 			return err
