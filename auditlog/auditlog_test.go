@@ -395,6 +395,10 @@ func TestTamperDetected(t *testing.T) {
 			v, err = auditlog.Verify(ctx, auditlog.VerifyInput{Records: served(ctx, e.db, e.ws), Checkpoint: latest, Older: kept,
 				VerifierKey: e.vkey(t), Proofs: auditlog.StoreProofs{Store: e.db, WorkspaceID: e.ws}})
 			checkTamper(t, "served", v, err, tc.index)
+
+			// What the console's "Verify now" runs.
+			_, v, err = l2.VerifyNow(ctx, e.ws)
+			checkTamper(t, "now", v, err, tc.index)
 		})
 	}
 }

@@ -395,3 +395,25 @@ func StoreRecords(ctx context.Context, store trustloop.AuditStore, workspaceID i
 		}
 	}
 }
+
+// VerifyNow verifies a workspace's whole log as it stands, against a
+// checkpoint of it signed now (Checkpoint) and read through the log's own
+// store, as VerifyStore does: what the console's "Verify now" runs. tree is
+// the checkpoint's, for saying what was checked when verification fails.
+func (l *Log) VerifyNow(ctx context.Context, ws int64) (tree tlog.Tree, res *Verified, err error) {
+	msg, err := l.Checkpoint(ctx, ws)
+	if err != nil {
+		return tree, nil, err
+	}
+	// The verifier key comes from the master key, not from anything stored.
+	key, err := l.VerifierKey(ws)
+	if err != nil {
+		return tree, nil, err
+	}
+	if tree, _, err = OpenCheckpoint(msg, key); err != nil {
+		return tree, nil, err
+	}
+	res, err = Verify(ctx, VerifyInput{Records: StoreRecords(ctx, l.store, ws), Checkpoint: msg, VerifierKey: key,
+		Proofs: StoreProofs{Store: l.store, WorkspaceID: ws}})
+	return tree, res, err
+}

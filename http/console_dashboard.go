@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"html/template"
-	"iter"
 	"math"
 	"net/http"
 	"slices"
@@ -435,26 +434,15 @@ func (s *Server) sectionError(err error) string {
 // proofs to name the first bad entry.
 func (s *Server) verifyAuditLog(ctx context.Context, ws int64) (*dashVerify, error) {
 	out := &dashVerify{BadEntry: -1}
-	msg, vkey, tree, err := s.latestCheckpoint(ctx, ws)
+	tree, res, err := s.Audit.VerifyNow(ctx, ws)
 	var te *auditlog.TamperError
 	if errors.As(err, &te) {
 		out.Problem = te.Problem
-		return out, nil
-	} else if err != nil {
-		return nil, err
-	}
-	// Entries up to the log's size now: those after the checkpoint are
-	// counted as not yet covered.
-	size, err := s.Audit.Size(ctx, ws)
-	if err != nil {
-		return nil, err
-	}
-	res, err := auditlog.Verify(ctx, auditlog.VerifyInput{Records: s.auditRecords(ctx, ws, max(size, tree.N)), Checkpoint: msg,
-		VerifierKey: vkey, Proofs: logProofs{s.Audit, ws}})
-	if errors.As(err, &te) {
-		out.Tree, out.Hash, out.BadEntry, out.Problem = tree.N, tree.Hash.String(), te.Index, te.Problem
-		if te.Index > 0 {
-			out.Checked = te.Index
+		if tree.N > 0 {
+			out.Tree, out.Hash, out.BadEntry = tree.N, tree.Hash.String(), te.Index
+			if te.Index > 0 {
+				out.Checked = te.Index
+			}
 		}
 		return out, nil
 	} else if err != nil {
@@ -462,36 +450,4 @@ func (s *Server) verifyAuditLog(ctx context.Context, ws int64) (*dashVerify, err
 	}
 	out.OK, out.Checked, out.Tree, out.Hash, out.Uncovered = true, res.Tree.N, res.Tree.N, res.Tree.Hash.String(), res.Uncovered
 	return out, nil
-}
-
-// auditRecords yields the workspace's records [0, n) page by page.
-func (s *Server) auditRecords(ctx context.Context, ws, n int64) iter.Seq2[trustloop.AuditRecord, error] {
-	return func(yield func(trustloop.AuditRecord, error) bool) {
-		const page = 10_000
-		for start := int64(0); start < n; start += page {
-			recs, err := s.Audit.Records(ctx, ws, start, min(start+page, n))
-			if err != nil {
-				yield(trustloop.AuditRecord{}, err)
-				return
-			}
-			for _, r := range recs {
-				if !yield(r, nil) {
-					return
-				}
-			}
-			if int64(len(recs)) < min(page, n-start) {
-				return // the log is shorter than asked: Verify says what is missing
-			}
-		}
-	}
-}
-
-// logProofs serves consistency proofs of one workspace's log (auditlog.Proofs).
-type logProofs struct {
-	log *auditlog.Log
-	ws  int64
-}
-
-func (p logProofs) ConsistencyProof(ctx context.Context, old, new int64) (tlog.TreeProof, error) {
-	return p.log.ConsistencyProof(ctx, p.ws, old, new)
 }
