@@ -286,21 +286,32 @@ func (r *Result) Print(w io.Writer, asJSON bool) error {
 	case ShapeLoad:
 		return r.printLoad(w)
 	}
+	fmt.Fprintf(w, "shape %s, %d events/request, concurrency %d, %.1f s measured\n", r.Shape, r.BatchSize, r.Concurrency, r.Seconds)
+	fmt.Fprintf(w, "  events/s    %.0f\n  requests/s  %.0f\n", r.EventsPerSec, r.RequestsPerS)
+	fmt.Fprintf(w, "  latency     p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  max %.2f ms\n", r.P50ms, r.P95ms, r.P99ms, r.MaxMS)
+	r.printTail(w)
+	return nil
+}
+
+// printTail prints what the timed shapes end with: the server's RSS and the
+// errors by kind.
+func (r *Result) printTail(w io.Writer) {
 	rss := "unknown (server /metrics not readable)"
 	if r.ServerRSSMB >= 0 {
 		rss = fmt.Sprintf("%.1f MB (max of %d samples)", r.ServerRSSMB, r.ServerRSSSeen)
 	}
-	fmt.Fprintf(w, "shape %s, %d events/request, concurrency %d, %.1f s measured\n", r.Shape, r.BatchSize, r.Concurrency, r.Seconds)
-	fmt.Fprintf(w, "  events/s    %.0f\n  requests/s  %.0f\n", r.EventsPerSec, r.RequestsPerS)
-	fmt.Fprintf(w, "  latency     p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  max %.2f ms\n", r.P50ms, r.P95ms, r.P99ms, r.MaxMS)
 	fmt.Fprintf(w, "  server RSS  %s\n", rss)
+	r.printErrors(w)
+}
+
+// printErrors prints the errors by kind (or that there were none).
+func (r *Result) printErrors(w io.Writer) {
 	if len(r.Errors) == 0 {
 		fmt.Fprintln(w, "  errors      0")
 	}
 	for k, v := range r.Errors {
 		fmt.Fprintf(w, "  error       %s: %d\n", k, v)
 	}
-	return nil
 }
 
 // rssSampler reads process_resident_memory_bytes from the server's /metrics.

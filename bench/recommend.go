@@ -180,10 +180,6 @@ func resolveProfiles(ctx context.Context, client *http.Client, base, auth string
 }
 
 func (r *Result) printRecommend(w io.Writer) error {
-	rss := "unknown (server /metrics not readable)"
-	if r.ServerRSSMB >= 0 {
-		rss = fmt.Sprintf("%.1f MB (max of %d samples)", r.ServerRSSMB, r.ServerRSSSeen)
-	}
 	fmt.Fprintf(w, "shape %s, %d profiles (resolved in %.1f s), concurrency %d, %.1f s measured\n",
 		r.Shape, r.Profiles, r.ResolveSecs, r.Concurrency, r.Seconds)
 	if m := r.Model; m != nil {
@@ -200,12 +196,6 @@ func (r *Result) printRecommend(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "  personalized %d of %d answers (%.1f %%)\n", personal, r.Requests, 100*r.PersonalShare)
 	fmt.Fprintf(w, "  non-200     %d\n", non200)
-	fmt.Fprintf(w, "  server RSS  %s\n", rss)
-	if len(r.Errors) == 0 {
-		fmt.Fprintln(w, "  errors      0")
-	}
-	for k, v := range r.Errors {
-		fmt.Fprintf(w, "  error       %s: %d\n", k, v)
-	}
+	r.printTail(w)
 	return nil
 }

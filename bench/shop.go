@@ -454,11 +454,6 @@ func (r *Result) printLoad(w io.Writer) error {
 	fmt.Fprintf(w, "              and %d consent updates: %d events in %d requests, %.1f s\n", l.Consents, r.Events, r.Requests, r.Seconds)
 	fmt.Fprintf(w, "  events/s    %.0f\n", r.EventsPerSec)
 	fmt.Fprintf(w, "  latency     p50 %.2f ms  p99 %.2f ms  max %.2f ms (per batch)\n", r.P50ms, r.P99ms, r.MaxMS)
-	if len(r.Errors) == 0 {
-		fmt.Fprintln(w, "  errors      0")
-	}
-	for k, v := range r.Errors {
-		fmt.Fprintf(w, "  error       %s: %d\n", k, v)
-	}
+	r.printErrors(w)
 	return nil
 }
