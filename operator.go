@@ -34,8 +34,8 @@ type Operator struct {
 	DisabledAt *time.Time
 }
 
-// OperatorRoles lists the roles an operator (or an API key) may hold.
-var OperatorRoles = []string{RoleAdmin, RolePrivacy, RoleReader}
+// Roles lists the roles an API key or an operator may hold.
+var Roles = []string{RoleAdmin, RolePrivacy, RoleReader}
 
 // NormalizeOperatorEmail puts a sign-in email in the one form it is stored and
 // looked up in: trimmed and lower-cased, so that "Ann@Shop.example " signs in as
@@ -66,7 +66,7 @@ func (o *Operator) Validate() error {
 		return bad("roles", "Give at least one role: admin, privacy or reader.")
 	}
 	for i, r := range o.Roles {
-		if !slices.Contains(OperatorRoles, r) || slices.Contains(o.Roles[:i], r) {
+		if !slices.Contains(Roles, r) || slices.Contains(o.Roles[:i], r) {
 			return bad("roles", "Roles are admin, privacy and reader, each at most once.")
 		}
 	}

@@ -20,7 +20,7 @@ func TestOperatorValidate(t *testing.T) {
 		valid  bool
 	}{
 		{"valid", func(o *trustloop.Operator) {}, true},
-		{"all roles, no purposes", func(o *trustloop.Operator) { o.Roles, o.Purposes = trustloop.OperatorRoles, nil }, true},
+		{"all roles, no purposes", func(o *trustloop.Operator) { o.Roles, o.Purposes = trustloop.Roles, nil }, true},
 		{"local host", func(o *trustloop.Operator) { o.Email = "ops@localhost" }, true},
 		{"no workspace", func(o *trustloop.Operator) { o.WorkspaceID = 0 }, false},
 		{"upper-case email", func(o *trustloop.Operator) { o.Email = "Ann@shop.example" }, false},

@@ -41,8 +41,6 @@ func viewKey(k *trustloop.APIKey) apiKeyView {
 		CreatedAt: k.CreatedAt, RevokedAt: k.RevokedAt}
 }
 
-var roles = []string{trustloop.RoleAdmin, trustloop.RoleReader, trustloop.RolePrivacy}
-
 const secretAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 // newSecret returns "tl_" and 40 random characters (~238 bits).
@@ -96,7 +94,7 @@ func (s *Server) newAPIKey(r *http.Request, ws int64, by trustloop.AuditActor, n
 		return nil, "", trustloop.Errorf(trustloop.EINVALID, "roles is required: one or more of admin, reader, privacy.")
 	}
 	for _, role := range keyRoles {
-		if !slices.Contains(roles, role) {
+		if !slices.Contains(trustloop.Roles, role) {
 			return nil, "", trustloop.Errorf(trustloop.EINVALID, "Unknown role %q.", role).WithHint("Roles: admin, reader, privacy.")
 		}
 	}

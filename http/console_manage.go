@@ -697,7 +697,7 @@ func (s *Server) renderKeys(w http.ResponseWriter, r *http.Request, a *adminSess
 	if err != nil {
 		return err
 	}
-	v.Roles = choices(trustloop.OperatorRoles, roles, func(role string) string { return s.Pages.T("admin.role." + role) })
+	v.Roles = choices(trustloop.Roles, roles, func(role string) string { return s.Pages.T("admin.role." + role) })
 	v.Purposes = choices(known, purposes, nil)
 	return s.renderWithStatus(w, "admin_keys.html", p, status)
 }
@@ -848,7 +848,7 @@ func (s *Server) renderOperators(w http.ResponseWriter, r *http.Request, a *admi
 	if err != nil {
 		return err
 	}
-	v.Roles = choices(trustloop.OperatorRoles, roles, func(role string) string { return s.Pages.T("admin.role." + role) })
+	v.Roles = choices(trustloop.Roles, roles, func(role string) string { return s.Pages.T("admin.role." + role) })
 	v.Purposes = choices(known, purposes, nil)
 	return s.renderWithStatus(w, "admin_operators.html", p, status)
 }

@@ -30,12 +30,11 @@ import (
 // or, for a request all of whose events were refused, with one lock for the
 // request.
 
-// dayKey is one workspace's UTC day, in days since 1970.
+// dayKey is one workspace's UTC day: its midnight in Unix milliseconds, as
+// the stores keep it.
 type dayKey struct{ ws, day int64 }
 
 type dayCounts struct{ collected, dropped int64 }
-
-const msPerDay = 24 * 60 * 60 * 1000
 
 // dayOf is the UTC day an event counts on: its timestamp's, but never later
 // than its receipt (a client clock ahead does not count into tomorrow).
@@ -43,12 +42,27 @@ func dayOf(ts, received time.Time) int64 {
 	if ts.IsZero() || ts.After(received) {
 		ts = received
 	}
-	ms := ts.UnixMilli()
-	d := ms / msPerDay
-	if ms%msPerDay < 0 {
-		d-- // floor, for times before 1970
+	return trustloop.UTCDay(ts).UnixMilli()
+}
+
+// appendDaily appends k's counts as the stores take them.
+func appendDaily(out []trustloop.DailyCount, k dayKey, v dayCounts) []trustloop.DailyCount {
+	day := time.UnixMilli(k.day).UTC()
+	if v.collected > 0 {
+		out = append(out, trustloop.DailyCount{WorkspaceID: k.ws, Day: day, Name: trustloop.CountEventsCollected, N: v.collected})
 	}
-	return d
+	if v.dropped > 0 {
+		out = append(out, trustloop.DailyCount{WorkspaceID: k.ws, Day: day, Name: trustloop.CountEventsDropped, N: v.dropped})
+	}
+	return out
+}
+
+// addLocked adds v to k's accumulated counts (under c.mu).
+func (c *counter) addLocked(k dayKey, v dayCounts) {
+	cur := c.m[k]
+	cur.collected += v.collected
+	cur.dropped += v.dropped
+	c.m[k] = cur
 }
 
 // drops are a request's refused events by day: a request has one workspace
@@ -138,13 +152,7 @@ func (c *counter) flush() {
 	c.mu.Unlock()
 	counts := make([]trustloop.DailyCount, 0, 2*len(m))
 	for k, v := range m {
-		day := time.UnixMilli(k.day * msPerDay).UTC()
-		if v.collected > 0 {
-			counts = append(counts, trustloop.DailyCount{WorkspaceID: k.ws, Day: day, Name: trustloop.CountEventsCollected, N: v.collected})
-		}
-		if v.dropped > 0 {
-			counts = append(counts, trustloop.DailyCount{WorkspaceID: k.ws, Day: day, Name: trustloop.CountEventsDropped, N: v.dropped})
-		}
+		counts = appendDaily(counts, k, v)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -154,10 +162,7 @@ func (c *counter) flush() {
 		c.log.Error("the dashboard's daily counts could not be stored; kept for the next try", "counts", len(counts), "err", err)
 		c.mu.Lock()
 		for k, v := range m {
-			cur := c.m[k]
-			cur.collected += v.collected
-			cur.dropped += v.dropped
-			c.m[k] = cur
+			c.addLocked(k, v)
 		}
 		c.mu.Unlock()
 	}
@@ -175,19 +180,14 @@ func (c *counter) addDrops(d *drops) {
 
 func (c *counter) addDropsLocked(d *drops) {
 	for i := 0; i < d.n; i++ {
-		s := &d.slots[i]
-		cur := c.m[s.key]
-		cur.dropped += s.n
-		c.m[s.key] = cur
+		c.addLocked(d.slots[i].key, dayCounts{dropped: d.slots[i].n})
 	}
 }
 
 // dropOne adds one refused event that did not fit its request's slots.
 func (c *counter) dropOne(k dayKey) {
 	c.mu.Lock()
-	cur := c.m[k]
-	cur.dropped++
-	c.m[k] = cur
+	c.addLocked(k, dayCounts{dropped: 1})
 	c.mu.Unlock()
 }
 
@@ -215,7 +215,7 @@ func (c *counter) committed(group []*request, events []trustloop.StoredEvent, st
 		}
 		last, run = k, 1
 	}
-	exact := fresh != nil && len(fresh) == stored
+	exact := fresh != nil
 	if exact {
 		for _, i := range fresh {
 			tally(&events[i])
@@ -233,9 +233,7 @@ func (c *counter) committed(group []*request, events []trustloop.StoredEvent, st
 	}
 	c.mu.Lock()
 	for k, n := range t {
-		cur := c.m[k]
-		cur.collected += n
-		c.m[k] = cur
+		c.addLocked(k, dayCounts{collected: n})
 	}
 	for _, r := range group {
 		c.addDropsLocked(&r.drops)
@@ -271,15 +269,8 @@ func (c *counter) pending(ws int64) []trustloop.DailyCount {
 	defer c.mu.Unlock()
 	var out []trustloop.DailyCount
 	for k, v := range c.m {
-		if k.ws != ws {
-			continue
-		}
-		day := time.UnixMilli(k.day * msPerDay).UTC()
-		if v.collected > 0 {
-			out = append(out, trustloop.DailyCount{WorkspaceID: k.ws, Day: day, Name: trustloop.CountEventsCollected, N: v.collected})
-		}
-		if v.dropped > 0 {
-			out = append(out, trustloop.DailyCount{WorkspaceID: k.ws, Day: day, Name: trustloop.CountEventsDropped, N: v.dropped})
+		if k.ws == ws {
+			out = appendDaily(out, k, v)
 		}
 	}
 	return out

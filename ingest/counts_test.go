@@ -55,7 +55,8 @@ func TestDailyCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	obs := &fakeObserver{}
-	p := New(db, kr, obs, slog.New(slog.DiscardHandler), refuseSecret, Config{})
+	// Only Close flushes here: the period is longer than any test run.
+	p := New(db, kr, obs, slog.New(slog.DiscardHandler), refuseSecret, Config{CountsEvery: time.Hour})
 
 	// Received now (the dedupe window counts from receipt); timestamps
 	// today and yesterday.
@@ -79,7 +80,7 @@ func TestDailyCounts(t *testing.T) {
 			t.Fatalf("request %d: %v", i, err)
 		}
 	}
-	// Nothing is in the store before a flush (the period is 10 s).
+	// Nothing is in the store before a flush.
 	if got, err := db.DailyCounts(ctx, b.Workspace.ID, time.Time{}); err != nil || len(got) != 0 {
 		t.Fatalf("counts before the flush: %s, %v", countsString(got), err)
 	}
@@ -116,12 +117,16 @@ type countingStore struct {
 	mu     sync.Mutex
 	counts map[string]int64 // "ws day name"
 	fail   bool
+	failed int // flushes refused while fail, that carried counts
 }
 
 func (s *countingStore) AddDailyCounts(_ context.Context, cs []trustloop.DailyCount) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail {
+		if len(cs) > 0 {
+			s.failed++
+		}
 		return fmt.Errorf("store down")
 	}
 	for _, c := range cs {
@@ -142,6 +147,12 @@ func (s *countingStore) get(key string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.counts[key]
+}
+
+func (s *countingStore) failedFlushes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
 }
 
 func (s *countingStore) setFail(v bool) {
@@ -167,7 +178,15 @@ func TestDailyCountsFlushPeriodically(t *testing.T) {
 	if err := p.Ingest(context.Background(), src, []trustloop.Message{msg("m1", "alice"), msg("m2", "alice"), s}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // a few failed flushes
+	// Until a flush carrying the counts has failed: nothing is stored.
+	for deadline := time.Now().Add(wait); cs.failedFlushes() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no flush was tried")
+		}
+	}
+	if n := len(cs.counts); n != 0 {
+		t.Fatalf("a failed flush stored %d counts", n)
+	}
 	cs.setFail(false)
 	day := received.Format(time.DateOnly)
 	deadline := time.Now().Add(wait)
@@ -195,7 +214,7 @@ func TestDayOf(t *testing.T) {
 		{"midnight", time.Date(2025, 3, 30, 0, 0, 0, 0, time.UTC), rec, "2025-03-30"},
 		{"a millisecond before", time.Date(2025, 3, 29, 23, 59, 59, 999e6, time.UTC), rec, "2025-03-29"},
 	} {
-		got := time.UnixMilli(dayOf(c.ts, c.received) * msPerDay).UTC().Format(time.DateOnly)
+		got := time.UnixMilli(dayOf(c.ts, c.received)).UTC().Format(time.DateOnly)
 		if got != c.wantYYYYMMDD {
 			t.Errorf("%s: dayOf = %s, want %s", c.name, got, c.wantYYYYMMDD)
 		}
@@ -283,10 +302,51 @@ func TestCommittedFresh(t *testing.T) {
 	if len(c.m) != 2 || c.m[k1] != (dayCounts{1, 1}) || c.m[k2] != (dayCounts{1, 0}) {
 		t.Fatalf("counted %v", c.m)
 	}
-	// A stale list (it disagrees with stored) is not trusted.
+	// Without a list every event is counted.
 	clear(c.m)
-	c.committed(nil, events, 3, []int{1, 2})
+	c.committed(nil, events, 3, nil)
 	if c.m[dayKey{1, dayOf(d2, d2)}].collected != 1 || c.m[k1].collected != 1 || c.m[k2].collected != 1 {
 		t.Fatalf("counted %v", c.m)
+	}
+	// A stale list (an earlier attempt's: it disagrees with stored) is not
+	// used, by the counts or the recommender.
+	if f, s := current([]int{1, 2}, []int64{7, 8}, 0); f != nil || s != nil {
+		t.Fatalf("current kept a stale list: %v %v", f, s)
+	}
+	if f, _ := current([]int{1, 2}, []int64{7, 8}, 2); len(f) != 2 {
+		t.Fatal("current dropped this commit's list")
+	}
+}
+
+// A request refusing events of more days than its slots hold adds the rest
+// at once; a group whose events were all erased still counts its refusals;
+// this node's unflushed counts are readable per workspace.
+func TestCountsOverflowAndPending(t *testing.T) {
+	c := &counter{m: map[dayKey]dayCounts{}, group: map[dayKey]int64{}}
+	req := &request{}
+	base := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	for i := range 6 {
+		if k := (dayKey{1, dayOf(base.AddDate(0, 0, i), base.AddDate(0, 1, 0))}); !req.drops.add(k) {
+			c.dropOne(k)
+		}
+	}
+	if got := len(c.m); got != 2 { // 4 in the request's slots, 2 added at once
+		t.Fatalf("added at once: %d days, want 2", got)
+	}
+	c.committed([]*request{req}, nil, 0, nil) // all its events erased
+	if len(c.m) != 6 {
+		t.Fatalf("days counted: %d, want 6", len(c.m))
+	}
+	for k, v := range c.m {
+		if v != (dayCounts{dropped: 1}) {
+			t.Errorf("%v: %+v", k, v)
+		}
+	}
+	c.addLocked(dayKey{2, dayOf(base, base)}, dayCounts{collected: 3})
+	if got := c.pending(2); len(got) != 1 || got[0].N != 3 || got[0].Name != trustloop.CountEventsCollected || !got[0].Day.Equal(trustloop.UTCDay(base)) {
+		t.Fatalf("pending of workspace 2: %+v", got)
+	}
+	if got := c.pending(1); len(got) != 6 {
+		t.Fatalf("pending of workspace 1: %d", len(got))
 	}
 }

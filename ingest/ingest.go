@@ -103,8 +103,7 @@ type Pipeline struct {
 	stopped chan struct{}
 	// counts, when the store keeps daily counts, tallies collected and
 	// refused events for the dashboard (nil otherwise).
-	counts    *counter
-	closeOnce sync.Once
+	counts *counter
 
 	// epoch counts erasures; an event remembers the epoch its request began
 	// in, and erased lists the blind indexes each erasure removed, so that an
@@ -365,15 +364,17 @@ func (p *Pipeline) Close() error {
 	}
 	p.mu.Unlock()
 	<-p.stopped
-	if p.counts != nil {
-		// After the writer: the last groups' counts are in.
-		p.closeOnce.Do(p.counts.close)
-	}
 	return nil
 }
 
 func (p *Pipeline) writer() {
-	defer close(p.stopped)
+	defer func() {
+		// After the last group: its counts are in the final flush.
+		if p.counts != nil {
+			p.counts.close()
+		}
+		close(p.stopped)
+	}()
 	for first := range p.queue {
 		var op *request
 		group := []*request{first}
@@ -578,9 +579,7 @@ func (p *Pipeline) commit(group []*request) error {
 	n := p.dropErased(group)
 	if n == 0 {
 		if p.counts != nil {
-			for _, r := range group {
-				p.counts.addDrops(&r.drops)
-			}
+			p.counts.committed(group, nil, 0, nil) // the drops, under one lock
 		}
 		return nil
 	}
@@ -675,16 +674,13 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 	if err != nil {
 		return 0, err
 	}
+	fresh, freshSeqs = current(fresh, freshSeqs, stored)
 	committed = true
 	for _, res := range resolved {
 		p.keys.Remember(res)
 	}
 	if p.counts != nil {
-		var known []int
-		if asked {
-			known = fresh
-		}
-		p.counts.committed(group, batch.Events, stored, known)
+		p.counts.committed(group, batch.Events, stored, fresh)
 	}
 	if learns {
 		p.observe(ctx, group, fresh, freshSeqs)
@@ -692,11 +688,21 @@ func (p *Pipeline) commitOnce(ctx context.Context, group []*request, n int) (sto
 	return stored, nil
 }
 
+// current keeps the new events' list the projection hook last saw only if it
+// is this commit's: a retried transaction that found nothing new does not
+// call the hook again, and the list is then an earlier attempt's.
+func current(fresh []int, seqs []int64, stored int) ([]int, []int64) {
+	if len(fresh) != stored {
+		return nil, nil
+	}
+	return fresh, seqs
+}
+
 // observe hands the group's new events to the recommender. A failure there
 // (consent unreadable) does not fail the commit, which stands: the
 // recommender reads the subject back from the log later, and it is logged.
 func (p *Pipeline) observe(ctx context.Context, group []*request, fresh []int, seqs []int64) {
-	all := make([]*pending, 0, len(fresh))
+	all := make([]*pending, 0, len(fresh)+len(group))
 	for _, r := range group {
 		for k := range r.events {
 			all = append(all, &r.events[k])

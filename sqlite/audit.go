@@ -58,13 +58,9 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 				subjects++
 			}
 		}
-		for start := 0; start < len(groups[ws]); start += auditChunk {
-			rows := repeatRow(min(auditChunk, len(groups[ws])-start), "(?,?,?)")
-			queries = append(queries, auditEntryInsert+rows, auditHashInsert+rows)
-		}
-		for start := 0; start < subjects; start += auditChunk {
-			queries = append(queries, auditSubjectInsert+repeatRow(min(auditChunk, subjects-start), "(?,?,?)"))
-		}
+		queries = append(queries, chunkQueries(auditEntryInsert, len(groups[ws]))...)
+		queries = append(queries, chunkQueries(auditHashInsert, len(groups[ws]))...)
+		queries = append(queries, chunkQueries(auditSubjectInsert, subjects)...)
 	}
 	for _, q := range queries {
 		if _, err := db.prepared(ctx, true, q); err != nil {
@@ -93,63 +89,23 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		if err != nil {
 			return auditErr("audit append", err)
 		}
-		for start := 0; start < len(batch); start += auditChunk {
-			end := min(start+auditChunk, len(batch))
-			rows := repeatRow(end-start, "(?,?,?)")
-			args := make([]any, 0, 3*(end-start))
-			for j := start; j < end; j++ {
-				args = append(args, ws, batch[j].Index, data[j])
-			}
-			// Prepared once per row count (at most auditChunk of them).
-			st, err := db.txStmt(ctx, tx, auditEntryInsert+rows)
-			if err != nil {
-				return fmt.Errorf("sqlite: audit append: entries: %w", err)
-			}
-			if _, err := st.ExecContext(ctx, args...); err != nil {
-				return fmt.Errorf("sqlite: audit append: entries: %w", err)
-			}
-			args = args[:0]
-			for j := start; j < end; j++ {
-				args = append(args, ws, batch[j].Index, hashes[j])
-			}
-			// Prepared once per row count (at most auditChunk of them).
-			st, err = db.txStmt(ctx, tx, auditHashInsert+rows)
-			if err != nil {
-				return fmt.Errorf("sqlite: audit append: hashes: %w", err)
-			}
-			if _, err := st.ExecContext(ctx, args...); err != nil {
-				return fmt.Errorf("sqlite: audit append: hashes: %w", err)
+		// Entries, their tree hashes and the subjects' index rows, many
+		// rows per statement.
+		var ents, hs, subs []any
+		for j := range batch {
+			ents = append(ents, ws, batch[j].Index, data[j])
+			hs = append(hs, ws, batch[j].Index, hashes[j])
+			if batch[j].Subject != "" {
+				subs = append(subs, ws, batch[j].Subject, batch[j].Index)
 			}
 		}
-		// The subjects' index rows, many per statement like the entries (a
-		// statement per entry was a fifth of a small group's commit).
-		var subs []any
-		flush := func() error {
-			if len(subs) == 0 {
-				return nil
+		for _, ins := range []struct {
+			query, what string
+			args        []any
+		}{{auditEntryInsert, "entries", ents}, {auditHashInsert, "hashes", hs}, {auditSubjectInsert, "subjects", subs}} {
+			if err := db.insertRows(ctx, tx, ins.query, ins.args); err != nil {
+				return fmt.Errorf("sqlite: audit append: %s: %w", ins.what, err)
 			}
-			st, err := db.txStmt(ctx, tx, auditSubjectInsert+repeatRow(len(subs)/3, "(?,?,?)"))
-			if err == nil {
-				_, err = st.ExecContext(ctx, subs...)
-			}
-			subs = subs[:0]
-			if err != nil {
-				return fmt.Errorf("sqlite: audit append: subjects: %w", err)
-			}
-			return nil
-		}
-		for _, e := range batch {
-			if e.Subject == "" {
-				continue
-			}
-			if subs = append(subs, ws, e.Subject, e.Index); len(subs) == 3*auditChunk {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-		if err := flush(); err != nil {
-			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (workspace_id, size) VALUES (?, ?)
 			ON CONFLICT (workspace_id) DO UPDATE SET size = excluded.size`, ws, size+int64(len(batch))); err != nil {
@@ -164,6 +120,31 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 	}
 	for i := range entries {
 		entries[i].Index = indexes[i]
+	}
+	return nil
+}
+
+// chunkQueries are the statements insertRows runs for n rows under prefix.
+func chunkQueries(prefix string, n int) []string {
+	var out []string
+	for start := 0; start < n; start += auditChunk {
+		out = append(out, prefix+repeatRow(min(auditChunk, n-start), "(?,?,?)"))
+	}
+	return out
+}
+
+// insertRows inserts rows of three values (args, flat) under prefix, at most
+// auditChunk per statement, each statement prepared once per row count.
+func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, prefix string, args []any) error {
+	for start := 0; start < len(args); start += 3 * auditChunk {
+		chunk := args[start:min(start+3*auditChunk, len(args))]
+		st, err := db.txStmt(ctx, tx, prefix+repeatRow(len(chunk)/3, "(?,?,?)"))
+		if err != nil {
+			return err
+		}
+		if _, err := st.ExecContext(ctx, chunk...); err != nil {
+			return err
+		}
 	}
 	return nil
 }
