@@ -17,7 +17,8 @@ type Model struct {
 	ids   []string
 	index map[string]int32
 	items []item
-	// cnt mirrors items[i].users, packed: a recommendation reads it for every
+	// cnt is C(i,i) per item (subjects whose counted items include i),
+	// packed apart from items: a recommendation reads it for every
 	// entry of every row it walks.
 	cnt   []int32
 	users map[string]*user
@@ -55,8 +56,6 @@ var simCacheMin = 32
 // item is what every subject together says of one item: integer sums, so that
 // subtracting a subject is exact.
 type item struct {
-	// users is C(i,i): subjects whose counted items include i.
-	users int32
 	// pop counts subjects who interacted with i while analytics was allowed.
 	pop int32
 	// co is C(i,j) for j ≠ i, kept in both rows.
@@ -185,7 +184,6 @@ func (m *Model) addAffinity(u *user, x int32, w float64, bought bool) {
 		m.inc(i, x)
 		m.inc(x, i)
 	}
-	m.items[x].users++
 	m.cnt[x]++
 	m.usersChanged(x)
 	u.counted = append(u.counted, x)
@@ -210,7 +208,6 @@ func (m *Model) Remove(subject string) bool {
 		return false
 	}
 	for a, i := range u.counted {
-		m.items[i].users--
 		m.cnt[i]--
 		m.usersChanged(i)
 		for _, j := range u.counted[a+1:] {
@@ -246,7 +243,7 @@ type Stats struct {
 func (m *Model) Stats() Stats {
 	s := Stats{Subjects: len(m.users)}
 	for i := range m.items {
-		if m.items[i].users > 0 || m.items[i].pop > 0 {
+		if m.cnt[i] > 0 || m.items[i].pop > 0 {
 			s.Items++
 		}
 		s.Pairs += m.items[i].co.len()
@@ -260,14 +257,7 @@ func (m *Model) sim(cij, ci, cj int32) float64 {
 	if cij < int32(m.cfg.Threshold) {
 		return 0
 	}
-	switch m.cfg.Similarity {
-	case Lift:
-		return float64(cij) / (float64(ci) * float64(cj))
-	case Count:
-		return float64(cij)
-	default:
-		return float64(cij) / float64(ci+cj-cij)
-	}
+	return m.pairSim(cij, float64(ci), cj)
 }
 
 // Because is one of the subject's own items and how much it added to a score.
@@ -365,11 +355,11 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 	scores, mark, gen, cnt := sc.scores, sc.mark, sc.gen, m.cnt
 	thr := int32(m.cfg.Threshold)
 	for _, a := range c.aff {
-		it := &m.items[a.item]
-		if it.users == 0 {
+		it, ci32 := &m.items[a.item], cnt[a.item]
+		if ci32 == 0 {
 			continue // met beyond the cap and by no one else: no similarities
 		}
-		if s := m.sim(it.users, it.users, it.users); s > 0 {
+		if s := m.sim(ci32, ci32, ci32); s > 0 {
 			if mark[a.item] != gen {
 				mark[a.item], scores[a.item] = gen, 0
 				sc.touched = append(sc.touched, a.item)
@@ -389,7 +379,7 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 			continue
 		}
 		// A short row, from the counts: one similarity per entry.
-		ci := float64(it.users)
+		ci := float64(ci32)
 		for _, slot := range it.co.slots {
 			cij := int32(uint32(slot))
 			if slot == 0 || cij < thr {
@@ -448,7 +438,7 @@ func (m *Model) simRow(i int32) *simRow {
 		return nil
 	}
 	sr := &simRow{j: make([]int32, 0, it.co.len()), s: make([]float64, 0, it.co.len()), built: m.epoch}
-	ci, thr, cnt := float64(it.users), int32(m.cfg.Threshold), m.cnt
+	ci, thr, cnt := float64(m.cnt[i]), int32(m.cfg.Threshold), m.cnt
 	for _, slot := range it.co.slots {
 		cij := int32(uint32(slot))
 		if slot == 0 || cij < thr {
@@ -491,17 +481,16 @@ func (sr *simRow) fresh(uver []uint64, i int32) bool {
 func (m *Model) because(c combined, j int32) []Because {
 	out := make([]Because, 0, MaxBecause+1)
 	weight := make([]float64, 0, MaxBecause+1)
-	jt := &m.items[j]
 	for _, a := range c.aff {
-		it := &m.items[a.item]
-		if it.users == 0 {
+		ci := m.cnt[a.item]
+		if ci == 0 {
 			continue
 		}
 		var s float64
 		if a.item == j {
-			s = m.sim(it.users, it.users, it.users)
-		} else if cij := it.co.get(j); cij > 0 {
-			s = m.sim(cij, it.users, jt.users)
+			s = m.sim(ci, ci, ci)
+		} else if cij := m.items[a.item].co.get(j); cij > 0 {
+			s = m.sim(cij, ci, m.cnt[j])
 		}
 		v := a.w * s
 		if v <= 0 {
@@ -535,7 +524,7 @@ type Scored struct {
 func (m *Model) Similar(itemID string, k int) (out []Scored, ok bool) {
 	x, found := m.index[itemID]
 	support := int32(m.cfg.MinSupport)
-	if !found || m.items[x].users < support {
+	if !found || m.cnt[x] < support {
 		return nil, false
 	}
 	if k <= 0 {
@@ -547,7 +536,7 @@ func (m *Model) Similar(itemID string, k int) (out []Scored, ok bool) {
 		if cij < support {
 			return
 		}
-		if s := m.sim(cij, it.users, m.items[j].users); s > 0 {
+		if s := m.sim(cij, m.cnt[x], m.cnt[j]); s > 0 {
 			out = append(out, Scored{ItemID: m.ids[j], Score: s})
 		}
 	})
@@ -623,7 +612,7 @@ func (m *Model) Encode() []byte {
 	num := func(v int64) { b = binary.AppendVarint(b, v) }
 	order := make([]int32, 0, len(m.items))
 	for x := range m.items {
-		if it := &m.items[x]; it.users > 0 || it.pop > 0 || it.co.len() > 0 {
+		if it := &m.items[x]; m.cnt[x] > 0 || it.pop > 0 || it.co.len() > 0 {
 			order = append(order, int32(x))
 		}
 	}
@@ -633,7 +622,7 @@ func (m *Model) Encode() []byte {
 	for _, x := range order {
 		it := &m.items[x]
 		str(m.ids[x])
-		num(int64(it.users))
+		num(int64(m.cnt[x]))
 		num(int64(it.pop))
 		row := make([]int32, 0, it.co.len())
 		it.co.each(func(j, _ int32) { row = append(row, j) })

@@ -67,12 +67,12 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 		return &usageError{fmt.Sprintf("--k %d: want 1 to 1000", *k)}
 	case !(*ratio > 0 && *ratio < 1):
 		return &usageError{fmt.Sprintf("--ratio %g: want a number between 0 and 1", *ratio)}
-	case *maxItems < 1 || *maxItems > 10_000:
-		return &usageError{fmt.Sprintf("--max-items %d: want 1 to 10000", *maxItems)}
-	case *threshold < 1:
-		return &usageError{fmt.Sprintf("--threshold %d: want at least 1", *threshold)}
-	case *halfLife < 0 || (*halfLife > 0 && *halfLife < time.Hour):
-		return &usageError{fmt.Sprintf("--half-life %s: want 0 (no decay) or at least 1h", *halfLife)}
+	// 0 would mean "the default" to the model: here it is a mistake. The
+	// ranges are the model's to check (NewModel, below).
+	case *maxItems == 0:
+		return &usageError{"--max-items 0: want 1 to 10000"}
+	case *threshold == 0:
+		return &usageError{"--threshold 0: want at least 1"}
 	}
 	cfg := recommend.Config{
 		Similarity: recommend.Similarity(*similarity),
@@ -90,7 +90,7 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	// Check the configuration before reading what may be a large file.
 	m, err := recommend.NewModel(cfg)
 	if err != nil {
-		return err
+		return &usageError{"eval: " + describe(err)}
 	}
 	res := evalResult{K: *k, Ratio: *ratio, Seed: *seed, Similarity: string(m.Config().Similarity),
 		HalfLife: halfLife.String(), MaxItems: *maxItems, Threshold: *threshold}
