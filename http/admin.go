@@ -63,11 +63,7 @@ func (a *adminSession) require(roles ...string) error {
 
 // page starts a console page for the session.
 func (a *adminSession) page(title, nav string, data any) *html.Page {
-	role := ""
-	if len(a.key.Roles) > 0 {
-		role = a.key.Roles[0]
-	}
-	return &html.Page{Face: "admin", Title: title, Nav: nav, Principal: a.name, Role: role, Data: data}
+	return &html.Page{Face: "admin", Title: title, Nav: nav, Principal: a.name, Data: data}
 }
 
 func (s *Server) adminRoutes(mux *http.ServeMux, csrf *http.CrossOriginProtection) {
@@ -124,15 +120,13 @@ func (s *Server) principal(ctx context.Context, c *claims) (*adminSession, error
 	a := &adminSession{claims: c}
 	switch kind {
 	case "key":
-		keys, err := s.Store.ListAPIKeys(ctx, c.WS)
-		if err != nil {
+		k, err := s.findKey(ctx, c.WS, id)
+		if trustloop.ErrorCode(err) == trustloop.ENOTFOUND || (err == nil && (k.RevokedAt != nil || !slices.Contains(k.Roles, trustloop.RoleAdmin))) {
+			return nil, errBadToken(tokenAdmin)
+		} else if err != nil {
 			return nil, err
 		}
-		i := slices.IndexFunc(keys, func(k *trustloop.APIKey) bool { return k.ID == id })
-		if i < 0 || keys[i].RevokedAt != nil || !slices.Contains(keys[i].Roles, trustloop.RoleAdmin) {
-			return nil, errBadToken(tokenAdmin)
-		}
-		a.key, a.actor, a.name = keys[i], actorOf(keys[i]), "API key: "+keys[i].Name
+		a.key, a.actor, a.name = k, actorOf(k), "API key: "+k.Name
 	case "op":
 		if s.Operators == nil {
 			return nil, errBadToken(tokenAdmin)

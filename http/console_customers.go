@@ -397,7 +397,7 @@ func (s *Server) customerRead(ctx context.Context, a *adminSession, c *consent.C
 			}
 			u := customerUse{Index: e.Index, At: e.Time, Kind: e.Kind, Actor: e.Actor.ID, Purpose: e.Purpose, Action: e.Action, Categories: e.Categories}
 			if e.Kind == trustloop.AuditDataUse {
-				u.Text = s.useSentence(&e, "")
+				u.Text = s.useSentence(&e, c, "")
 			}
 			v.Uses = append(v.Uses, u)
 		}
@@ -405,8 +405,8 @@ func (s *Server) customerRead(ctx context.Context, a *adminSession, c *consent.C
 	if a.has(trustloop.RoleAdmin, trustloop.RolePrivacy) {
 		v.CanAct = true
 		v.CanFile, v.RequestTypes = s.Privacy != nil, customerRequestTypes
-		if ps, ok := s.Store.(trustloop.PrivacyStore); ok && s.Privacy != nil {
-			reqs, err := ps.SubjectPrivacyRequests(ctx, ws, subjects)
+		if s.Privacy != nil {
+			reqs, err := s.Privacy.Store.SubjectPrivacyRequests(ctx, ws, subjects)
 			if err != nil {
 				return nil, err
 			}

@@ -78,7 +78,7 @@ func (s *Server) createPortalSession(w http.ResponseWriter, r *http.Request, k *
 	if err != nil {
 		return err
 	}
-	link, exp, err := s.portalLinkFor(k.WorkspaceID, p.ID(), "key:"+strconv.FormatInt(k.ID, 10))
+	link, exp, err := s.portalLinkFor(k.WorkspaceID, p.ID())
 	if err != nil {
 		return err
 	}
@@ -95,12 +95,12 @@ func (s *Server) createPortalSession(w http.ResponseWriter, r *http.Request, k *
 }
 
 // portalLinkFor signs a preference-center link for one customer of one
-// workspace, naming the key that asked for it: its path and when it stops
-// working. Only the API makes them, for the business's server to hand its
+// workspace (who asked for it is on the audit log): its path and when it
+// stops working. Only the API makes them, for the business's server to hand its
 // signed-in customer; staff get none (they would act as the customer).
-func (s *Server) portalLinkFor(ws, profileID int64, issuer string) (string, time.Time, error) {
+func (s *Server) portalLinkFor(ws, profileID int64) (string, time.Time, error) {
 	exp := s.now().Add(portalLinkTTL).Truncate(time.Second)
-	tok, err := s.signToken(&claims{Kind: tokenPortalLink, WS: ws, Profile: profileID, Who: issuer, Exp: exp.Unix()})
+	tok, err := s.signToken(&claims{Kind: tokenPortalLink, WS: ws, Profile: profileID, Exp: exp.Unix()})
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -114,7 +114,7 @@ func (s *Server) openPortalLink(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.setPortalSession(w, r, &claims{WS: c.WS, Profile: c.Profile, Who: c.Who}); err != nil {
+	if err := s.setPortalSession(w, r, &claims{WS: c.WS, Profile: c.Profile}); err != nil {
 		return err
 	}
 	return see(w, r, "/portal")
@@ -286,7 +286,7 @@ func (s *Server) portalHome(w http.ResponseWriter, r *http.Request, ps *portalSe
 			v.Categories = append(v.Categories, catCount{Name: s.Pages.TL(lang, "category."+cat), Count: counts[cat]})
 		}
 	}
-	if v.Uses, err = s.useSentences(r.Context(), ws, p.ProfileID, lang); err != nil {
+	if v.Uses, err = s.useSentences(r.Context(), ws, c, p.ProfileID, lang); err != nil {
 		return err
 	}
 	v.Receipts, err = s.portalReceipts(r.Context(), ws, p.Subjects())
@@ -365,7 +365,7 @@ func (s *Server) describeEvent(e trustloop.TimelineEvent, lang string) string {
 // useSentences turns the recorded uses of a profile's data into sentences
 // ("On 3 March 2026, Recommendations used your browsing history to suggest
 // products."), newest first.
-func (s *Server) useSentences(ctx context.Context, ws int64, profileID, lang string) ([]string, error) {
+func (s *Server) useSentences(ctx context.Context, ws int64, c *consent.Compiled, profileID, lang string) ([]string, error) {
 	if s.Audit == nil {
 		return nil, nil
 	}
@@ -382,7 +382,7 @@ func (s *Server) useSentences(ctx context.Context, ws int64, profileID, lang str
 		if e.Kind != trustloop.AuditDataUse {
 			continue
 		}
-		out = append(out, s.useSentence(&e, lang))
+		out = append(out, s.useSentence(&e, c, lang))
 	}
 	return out, nil
 }
@@ -399,11 +399,13 @@ var useActions = map[string]string{
 	"GET /admin/customers/{id}":             "console",
 }
 
-func (s *Server) useSentence(e *trustloop.AuditEntry, lang string) string {
+// useSentence says one recorded use in language lang; c is the catalog of
+// the entry's workspace (the purpose's title).
+func (s *Server) useSentence(e *trustloop.AuditEntry, c *consent.Compiled, lang string) string {
 	t := func(key string, args ...any) string { return s.Pages.TL(lang, key, args...) }
 	var cats []string
-	for _, c := range e.Categories {
-		cats = append(cats, t("category."+c))
+	for _, cat := range e.Categories {
+		cats = append(cats, t("category."+cat))
 	}
 	what := strings.Join(cats, ", ")
 	if i := strings.LastIndex(what, ", "); i >= 0 {
@@ -422,19 +424,17 @@ func (s *Server) useSentence(e *trustloop.AuditEntry, lang string) string {
 			who = t("use.who.component")
 		}
 	}
-	return t("use.sentence", s.Pages.Date(lang, e.Time), who, what, t("use.why."+action, s.purposeTitle(e.WorkspaceID, e.Purpose, lang)))
+	return t("use.sentence", s.Pages.Date(lang, e.Time), who, what, t("use.why."+action, s.purposeTitle(c, e.Purpose, lang)))
 }
 
 // purposeTitle is a purpose's title in lang, as it reads inside a sentence.
-func (s *Server) purposeTitle(ws int64, id, lang string) string {
-	if c, err := s.Consent.Catalog(context.Background(), ws); err == nil {
-		if i, ok := c.Index(id); ok {
-			title := c.Catalog.Purposes[i].In(lang).Title
-			if s.Pages.TL(lang, "use.purpose.lowercase") == "yes" {
-				title = strings.ToLower(title)
-			}
-			return title
+func (s *Server) purposeTitle(c *consent.Compiled, id, lang string) string {
+	if i, ok := c.Index(id); ok {
+		title := c.Catalog.Purposes[i].In(lang).Title
+		if s.Pages.TL(lang, "use.purpose.lowercase") == "yes" {
+			title = strings.ToLower(title)
 		}
+		return title
 	}
 	return id
 }
@@ -469,11 +469,7 @@ func (s *Server) portalRequests(ctx context.Context, ps *portalSession) ([]priva
 	var out []privacy.RequestView
 	seen := map[string]bool{}
 	if ps.profile != nil {
-		ps2, ok := s.Store.(trustloop.PrivacyStore)
-		if !ok {
-			return nil, nil
-		}
-		reqs, err := ps2.SubjectPrivacyRequests(ctx, ps.claims.WS, ps.profile.Subjects())
+		reqs, err := s.Privacy.Store.SubjectPrivacyRequests(ctx, ps.claims.WS, ps.profile.Subjects())
 		if err != nil {
 			return nil, err
 		}
@@ -487,8 +483,10 @@ func (s *Server) portalRequests(ctx context.Context, ps *portalSession) ([]priva
 			continue
 		}
 		q, err := s.Privacy.Get(ctx, ps.claims.WS, id)
-		if err != nil {
-			continue
+		if trustloop.ErrorCode(err) == trustloop.ENOTFOUND {
+			continue // gone (a retention sweep): nothing to show
+		} else if err != nil {
+			return nil, err
 		}
 		out = append(out, privacy.View(q))
 	}
@@ -713,17 +711,13 @@ func (s *Server) portalRequest(w http.ResponseWriter, r *http.Request, ps *porta
 	}
 	v := &requestPage{Request: privacy.View(q), Done: !q.Open()}
 	if q.Receipt != "" {
-		if _, body, ok := strings.Cut(q.Receipt, "."); ok {
-			if payload, _, ok := strings.Cut(body, "."); ok {
-				if b, err := base64.RawURLEncoding.DecodeString(payload); err == nil {
-					var pretty any
-					if json.Unmarshal(b, &pretty) == nil {
-						out, _ := json.MarshalIndent(pretty, "", "  ")
-						v.Receipt = string(out)
-					}
-				}
-			}
+		// Shown as verified: the same check a customer's copy passes.
+		rc, err := s.Privacy.VerifyErasureReceipt(ps.claims.WS, q.Receipt)
+		if err != nil {
+			return err
 		}
+		out, _ := json.MarshalIndent(rc, "", "  ")
+		v.Receipt = string(out)
 	}
 	page := &html.Page{Face: "portal", Title: "portal.request.title", Data: v, Lang: s.Pages.Negotiate(r.Header.Get("Accept-Language"))}
 	if !v.Done {

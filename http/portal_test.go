@@ -348,10 +348,16 @@ func TestPortalGPC(t *testing.T) {
 	if history() != before {
 		t.Fatal("a refused switch recorded something")
 	}
-	b.do("POST", "/portal/consent", url.Values{"all": {"yes"}}, gpc)
+	// Allow all under the signal: what it does not cover goes on (analytics,
+	// switched off first), what it covers stays off.
+	b.post("/portal/consent", url.Values{"purpose": {"analytics"}, "allow": {"no"}})
+	if p := b.do("POST", "/portal/consent", url.Values{"all": {"yes"}}, gpc); p.Status != 200 || p.Path != "/portal" {
+		t.Fatalf("allow all under GPC: %d at %s", p.Status, p.Path)
+	}
 	c := string(s.api(t, "GET", "/v1/profiles/"+ann+"/consent", nil).Body)
-	if !strings.Contains(c, `"marketing":{"state":"withdrawn","allowed":false`) || !strings.Contains(c, `"sharing":{"state":"refused","allowed":false`) {
-		t.Fatalf("allow all under GPC switched on what the signal covers: %s", c)
+	if !strings.Contains(c, `"analytics":{"state":"given","allowed":true`) ||
+		!strings.Contains(c, `"marketing":{"state":"withdrawn","allowed":false`) || !strings.Contains(c, `"sharing":{"state":"refused","allowed":false`) {
+		t.Fatalf("allow all under GPC: %s", c)
 	}
 	// Without the signal the customer may switch it back on, and the page
 	// no longer disables the switch.
@@ -368,11 +374,17 @@ func TestPortalRecordsOnlyChanges(t *testing.T) {
 	ann := s.shopper(t, "u1", "ann@example.com")
 	b := s.browser(t)
 	b.get(s.portalLink(t, "email:ann@example.com"))
-	b.post("/portal/consent", url.Values{"all": {"no"}})
+	saved := func(f url.Values) {
+		t.Helper()
+		if p := b.post("/portal/consent", f); p.Status != 200 || p.Path != "/portal" {
+			t.Fatalf("post %v: %d at %s", f, p.Status, p.Path)
+		}
+	}
+	saved(url.Values{"all": {"no"}})
 	history := func() string { return string(s.api(t, "GET", "/v1/profiles/"+ann+"/consent/history", nil).Body) }
 	once := history()
-	b.post("/portal/consent", url.Values{"all": {"no"}})
-	b.post("/portal/consent", url.Values{"purpose": {"analytics"}, "allow": {"no"}})
+	saved(url.Values{"all": {"no"}})
+	saved(url.Values{"purpose": {"analytics"}, "allow": {"no"}})
 	if history() != once {
 		t.Fatal("repeating a choice recorded it again")
 	}

@@ -113,9 +113,6 @@ func New(sets ...Texts) (*Pages, error) {
 			"date":     ls.date,
 			"datetime": ls.dateTime,
 			"join":     strings.Join,
-			"lower":    strings.ToLower,
-			"json":     indentJSON,
-			"add":      func(a, b int) int { return a + b },
 			"percent":  percent,
 		}
 		layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
@@ -185,8 +182,6 @@ type Page struct {
 	Flash string
 	// Principal names who is signed in to the console (not a customer).
 	Principal string
-	// Role limits which console actions are offered.
-	Role string
 	// Refresh, when > 0, reloads the page after that many seconds (live
 	// status without JavaScript).
 	Refresh int
@@ -246,15 +241,6 @@ func (ps *Pages) tl(lang, key string, args ...any) string {
 	return s
 }
 
-// Keys lists the text keys (for tests that every key used exists).
-func (t Texts) Keys() []string {
-	out := make([]string, 0, len(t))
-	for k := range t {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
 
 func (ls *langSet) date(t time.Time) string {
 	if t.IsZero() {
@@ -271,13 +257,6 @@ func (ls *langSet) dateTime(t time.Time) string {
 	return ls.date(t) + t.UTC().Format(", 15:04 UTC")
 }
 
-func indentJSON(v any) string {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return ""
-	}
-	return string(b)
-}
 
 func percent(part, whole int) string {
 	if whole == 0 {
