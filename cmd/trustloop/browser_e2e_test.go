@@ -212,11 +212,7 @@ func TestBrowserFacesPostgres(t *testing.T) {
 func browserFlows(t *testing.T, exe string, noJS bool, extra ...string) {
 	// The demo workspace makes the pictures a living system's.
 	s := start(t, t.TempDir(), append([]string{"--demo", "--regime", "opt_in"}, extra...)...)
-	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(s.log(), `"demo ready"`); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the demo did not load:\n%s", s.log())
-		}
-	}
+	waitLog(t, s, "demo ready")
 	browserShopper(t, s, "u-ann", "ann@example.com", "Ann Example")
 	browserShopper(t, s, "u-bob", "bob@example.com", "Bob Example")
 	code, v := api(t, s, "GET", "/v1/profiles/lookup?purpose=essential&identifier="+url.QueryEscape("email:ann@example.com"), nil)

@@ -60,28 +60,35 @@ func (m *Main) loadDemo(ctx context.Context) {
 	console := fmt.Sprintf("  Admin console:     %s/admin  (sign in with admin_api_key from %s)\n", shown,
 		filepath.Join(m.DataDir, "credentials"))
 
-	writeKey, src, err := m.demoWriteKey(ctx)
-	if err != nil {
-		m.Log.Error("demo not loaded", "err", err)
+	// The marker first: a loaded demo needs no key (and a later start, whose
+	// credentials file was deleted as advised, must not be told otherwise).
+	wss, err := m.Store.ListWorkspaces(ctx)
+	if err != nil || len(wss) == 0 {
+		m.Log.Error("demo not loaded: no workspace", "err", err)
 		return
 	}
-	if src == nil {
-		fmt.Fprintf(m.stderr, "\nDemo not loaded: it needs the source's write key, which only the first start knows.\n"+
-			"Set TRUSTLOOP_BOOTSTRAP_WRITE_KEY to it, or start with --demo on an empty --data-dir.\n\n")
-		m.Log.Warn("demo not loaded: no write key")
-		return
-	}
-	ws := src.WorkspaceID
-	if raw, _, err := m.Store.FindSetting(ctx, ws, demoSetting); err == nil {
+	if raw, _, err := m.Store.FindSetting(ctx, wss[0].ID, demoSetting); err == nil {
 		var mk demoMarker
 		json.Unmarshal(raw, &mk)
-		m.Log.Info("demo already loaded", "workspace", ws, "loaded_at", mk.LoadedAt)
+		m.Log.Info("demo already loaded", "workspace", wss[0].ID, "loaded_at", mk.LoadedAt)
 		fmt.Fprintf(m.stderr, "\nDemo workspace already loaded (%s); nothing sent again.\n%s\n", mk.LoadedAt.Format(time.RFC3339), console)
 		return
 	} else if trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
 		m.Log.Error("demo not loaded: reading its marker", "err", err)
 		return
 	}
+	writeKey, src, err := m.demoWriteKey(ctx)
+	if err != nil {
+		m.Log.Error("demo not loaded", "err", err)
+		return
+	}
+	if src == nil || src.WorkspaceID != wss[0].ID {
+		fmt.Fprintf(m.stderr, "\nDemo not loaded: it needs the source's write key, which only the first start knows.\n"+
+			"Set TRUSTLOOP_BOOTSTRAP_WRITE_KEY to it, or start with --demo on an empty --data-dir.\n\n")
+		m.Log.Warn("demo not loaded: no write key")
+		return
+	}
+	ws := src.WorkspaceID
 
 	adminKey, done, err := m.demoAdminKey(ctx, ws)
 	if err != nil {

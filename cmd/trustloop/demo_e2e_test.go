@@ -119,9 +119,13 @@ func TestDemoEndToEnd(t *testing.T) {
 	if !strings.Contains(s.log(), "/admin") {
 		t.Fatalf("no admin console link printed:\n%s", s.log())
 	}
-	// The preference-center link, printed when the server has the portal,
+	// The preference-center link (--demo turns profiles, so the portal, on)
 	// opens it.
-	if _, link, ok := strings.Cut(s.log(), "Preference center: "); ok {
+	_, link, ok := strings.Cut(s.log(), "Preference center: ")
+	if !ok {
+		t.Fatalf("no preference-center link printed:\n%s", s.log())
+	}
+	{
 		link, _, _ = strings.Cut(link, "\n")
 		res, err := noRedirect.Get(strings.TrimSpace(link))
 		if err != nil {

@@ -35,7 +35,8 @@ Subcommands:
            from TRUSTLOOP_OPERATOR_PASSWORD, else from one line of standard input
   list     print the workspace's operators, one JSON object a line (no password hashes)
   disable  --email E
-           stop an operator signing in (the account stays, the audit log names it)
+           stop an operator signing in (the account stays; changes made here, on
+           the store directly, are not on the audit log: the console's are)
 
 Flags of add:
   --email EMAIL            the operator's sign-in email
