@@ -241,7 +241,6 @@ func (ps *Pages) tl(lang, key string, args ...any) string {
 	return s
 }
 
-
 func (ls *langSet) date(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -256,7 +255,6 @@ func (ls *langSet) dateTime(t time.Time) string {
 	}
 	return ls.date(t) + t.UTC().Format(", 15:04 UTC")
 }
-
 
 func percent(part, whole int) string {
 	if whole == 0 {
