@@ -396,21 +396,27 @@ func StoreRecords(ctx context.Context, store trustloop.AuditStore, workspaceID i
 	}
 }
 
+// CheckpointNow returns a checkpoint of the workspace's log as it now stands
+// (Checkpoint), the verifier key (derived from the master key, not read from
+// anything stored) and the tree the checkpoint signs, checked with that key.
+func (l *Log) CheckpointNow(ctx context.Context, ws int64) (msg []byte, key string, tree tlog.Tree, err error) {
+	if msg, err = l.Checkpoint(ctx, ws); err != nil {
+		return nil, "", tree, err
+	}
+	if key, err = l.VerifierKey(ws); err != nil {
+		return nil, "", tree, err
+	}
+	tree, _, err = OpenCheckpoint(msg, key)
+	return msg, key, tree, err
+}
+
 // VerifyNow verifies a workspace's whole log as it stands, against a
-// checkpoint of it signed now (Checkpoint) and read through the log's own
+// checkpoint of it signed now (CheckpointNow) and read through the log's own
 // store, as VerifyStore does: what the console's "Verify now" runs. tree is
 // the checkpoint's, for saying what was checked when verification fails.
 func (l *Log) VerifyNow(ctx context.Context, ws int64) (tree tlog.Tree, res *Verified, err error) {
-	msg, err := l.Checkpoint(ctx, ws)
+	msg, key, tree, err := l.CheckpointNow(ctx, ws)
 	if err != nil {
-		return tree, nil, err
-	}
-	// The verifier key comes from the master key, not from anything stored.
-	key, err := l.VerifierKey(ws)
-	if err != nil {
-		return tree, nil, err
-	}
-	if tree, _, err = OpenCheckpoint(msg, key); err != nil {
 		return tree, nil, err
 	}
 	res, err = Verify(ctx, VerifyInput{Records: StoreRecords(ctx, l.store, ws), Checkpoint: msg, VerifierKey: key,

@@ -8,7 +8,6 @@ import (
 	"strconv"
 
 	"github.com/trustloop/trustloop"
-	"github.com/trustloop/trustloop/auditlog"
 )
 
 // The audit log API (T7): any API key reads its own workspace's log, its signed
@@ -45,15 +44,7 @@ type checkpointJSON struct {
 // auditCheckpoint serves a checkpoint of the log as it now stands (signed now if
 // the log grew since the last one).
 func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
-	msg, err := s.Audit.Checkpoint(r.Context(), k.WorkspaceID)
-	if err != nil {
-		return err
-	}
-	vkey, err := s.Audit.VerifierKey(k.WorkspaceID)
-	if err != nil {
-		return err
-	}
-	tree, _, err := auditlog.OpenCheckpoint(msg, vkey)
+	msg, vkey, tree, err := s.Audit.CheckpointNow(r.Context(), k.WorkspaceID)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/auditlog"
@@ -378,7 +377,7 @@ func (s *Server) dashRequests(ctx context.Context, ws int64, now time.Time) (*da
 // dashboard, and Verify now, matter most.
 func (s *Server) dashAuditCheckpoint(ctx context.Context, ws int64) *dashAudit {
 	out := &dashAudit{}
-	msg, vkey, tree, err := s.latestCheckpoint(ctx, ws)
+	msg, vkey, tree, err := s.Audit.CheckpointNow(ctx, ws)
 	if err != nil {
 		out.Error = s.sectionError(err)
 		return out
@@ -392,22 +391,6 @@ func (s *Server) dashAuditCheckpoint(ctx context.Context, ws int64) *dashAudit {
 	return out
 }
 
-// latestCheckpoint returns the workspace's latest checkpoint, its verifier
-// key and the tree it signs (its signature checked).
-func (s *Server) latestCheckpoint(ctx context.Context, ws int64) ([]byte, string, tlog.Tree, error) {
-	msg, err := s.Audit.Checkpoint(ctx, ws)
-	if err != nil {
-		return nil, "", tlog.Tree{}, err
-	}
-	// The verifier key is derived from the master key, as `trustloop audit
-	// verify` derives it for a store: not taken from anything in the store.
-	vkey, err := s.Audit.VerifierKey(ws)
-	if err != nil {
-		return nil, "", tlog.Tree{}, err
-	}
-	tree, _, err := auditlog.OpenCheckpoint(msg, vkey)
-	return msg, vkey, tree, err
-}
 
 // sectionError is an error for a page section: its message and hint, or, for
 // an internal error, a generic line (the detail goes to the log only).
