@@ -3,6 +3,7 @@ package demo
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"fmt"
@@ -400,7 +401,7 @@ func attachUsers(c *Customer, msgs []message) {
 	if c.UserID == "" {
 		return
 	}
-	slices.SortStableFunc(msgs, func(a, b message) int { return cmpInt(a.rel, b.rel) })
+	slices.SortStableFunc(msgs, func(a, b message) int { return cmp.Compare(a.rel, b.rel) })
 	in := map[string]bool{}
 	for _, m := range msgs {
 		anon := m.body["anonymousId"].(string)
@@ -413,21 +414,11 @@ func attachUsers(c *Customer, msgs []message) {
 	}
 }
 
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // place moves the customer's events into the window before now, keeping the
 // session's rhythm: one shift for all its events, chosen by the seed. A
 // session longer than the window (none in the data) would be compressed.
 func place(msgs []message, rng *rand.Rand, now time.Time) {
-	slices.SortStableFunc(msgs, func(a, b message) int { return cmpInt(a.rel, b.rel) })
+	slices.SortStableFunc(msgs, func(a, b message) int { return cmp.Compare(a.rel, b.rel) })
 	lo, hi := msgs[0].rel, msgs[len(msgs)-1].rel
 	span := hi - lo
 	avail := (Window - margin).Milliseconds()

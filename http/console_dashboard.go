@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/auditlog"
 	"github.com/trustloop/trustloop/http/html"
@@ -390,7 +389,6 @@ func (s *Server) dashAuditCheckpoint(ctx context.Context, ws int64) *dashAudit {
 	}
 	return out
 }
-
 
 // sectionError is an error for a page section: its message and hint, or, for
 // an internal error, a generic line (the detail goes to the log only).

@@ -155,9 +155,7 @@ func runOperators(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		purposesSet := false
 		fs.Visit(func(f *flag.Flag) { purposesSet = purposesSet || f.Name == "purposes" })
 		if !purposesSet {
-			for _, p := range consent.DefaultCatalog().Purposes {
-				op.Purposes = append(op.Purposes, p.ID)
-			}
+			op.Purposes = slices.Clone(trustloop.DefaultPurposes)
 		}
 		// The workspace is not known yet; Validate checks the rest now.
 		if err := op.Validate(); err != nil {
