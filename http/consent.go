@@ -149,17 +149,25 @@ type withheld struct {
 // purposes when consent is not enforced) and the key.
 func (s *Server) readPurpose(r *http.Request, k *trustloop.APIKey) (string, *consent.Compiled, error) {
 	p := r.URL.Query().Get("purpose")
+	c, err := s.checkReadPurpose(r.Context(), p, k)
+	return p, c, err
+}
+
+// checkReadPurpose checks a read's purpose p against the catalog (the
+// default purposes when consent is not enforced) and the key, and returns the
+// catalog.
+func (s *Server) checkReadPurpose(ctx context.Context, p string, k *trustloop.APIKey) (*consent.Compiled, error) {
 	if s.Consent == nil {
-		return p, nil, checkPurpose(p, trustloop.DefaultPurposes, k)
+		return nil, checkPurpose(p, trustloop.DefaultPurposes, k)
 	}
-	c, err := s.Consent.Catalog(r.Context(), k.WorkspaceID)
+	c, err := s.Consent.Catalog(ctx, k.WorkspaceID)
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	if err := checkPurpose(p, c.Names(c.All()), k); err != nil {
-		return "", nil, err
+		return nil, err
 	}
-	return p, c, nil
+	return c, nil
 }
 
 // decideRead decides what a read for purpose p may see of a profile whose

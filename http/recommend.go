@@ -86,20 +86,16 @@ func (s *Server) recommendations(w http.ResponseWriter, r *http.Request, k *trus
 		return err
 	}
 	// The purpose is personalization; a caller may say so, not name another.
-	q := r.URL.Query()
-	if p := q.Get("purpose"); p != "" && p != recommend.Personalization {
+	if p := r.URL.Query().Get("purpose"); p != "" && p != recommend.Personalization {
 		return trustloop.Errorf(trustloop.EINVALID, "Recommendations are read for purpose personalization, not %q.", p).
 			WithHint("Leave purpose out or set purpose=personalization.")
-	}
-	if !q.Has("purpose") {
-		q.Set("purpose", recommend.Personalization)
-		r.URL.RawQuery = q.Encode()
 	}
 	n, err := limit(r, 10, 100)
 	if err != nil {
 		return err
 	}
-	pp, c, err := s.readPurpose(r, k)
+	pp := recommend.Personalization
+	c, err := s.checkReadPurpose(r.Context(), pp, k)
 	if err != nil {
 		return err
 	}
