@@ -350,6 +350,11 @@ func (s *Server) profileFor(ctx context.Context, k *trustloop.APIKey, p string, 
 	if err != nil {
 		return nil, err
 	}
+	return viewOf(a, c, prof), nil
+}
+
+// viewOf is a profile as a decided read may see it (it filters prof).
+func viewOf(a *access, c *consent.Compiled, prof *projection.Profile) *profileView {
 	if !a.allowed {
 		// Nothing personal: the id alone, to say whose data was withheld.
 		prof.Identities, prof.Traits, prof.Computed, prof.Audiences = []trustloop.Identifier{}, map[string]any{}, map[string]any{}, []projection.AudienceRef{}
@@ -366,7 +371,7 @@ func (s *Server) profileFor(ctx context.Context, k *trustloop.APIKey, p string, 
 	if c != nil {
 		v.Consent = a.consentView()
 	}
-	return v, nil
+	return v
 }
 
 // audienceReadable refuses listing an audience's members for a purpose that may

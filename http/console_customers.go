@@ -298,11 +298,8 @@ func (s *Server) customerRead(ctx context.Context, a *adminSession, c *consent.C
 		return nil, err
 	}
 	v.Allowed, v.Reason = acc.allowed, acc.reason
-	// The profile as the purpose may see it (profileFor filters prof).
-	pv, err := s.profileFor(ctx, a.key, p, c, prof)
-	if err != nil {
-		return nil, err
-	}
+	// The profile as the purpose may see it (viewOf filters prof).
+	pv := viewOf(acc, c, prof)
 	used := consent.Cats(0)
 	for _, cat := range pv.used {
 		used |= consent.CategoryBit(cat)
@@ -355,7 +352,7 @@ func (s *Server) customerRead(ctx context.Context, a *adminSession, c *consent.C
 	// purpose, as the consent and data-use APIs show them to any key of the
 	// workspace: they are what decides every other read, and the uses hold
 	// no personal data.
-	cv := acc.consentView()
+	cv := pv.Consent
 	for i := range c.Len() {
 		id := c.ID(i)
 		pc := cv.Purposes[id]
