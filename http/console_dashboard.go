@@ -27,9 +27,6 @@ import (
 // dashDays is how many UTC days the charts cover, today included.
 const dashDays = 30
 
-// dashDueSoon is how close a deadline must be to count as near.
-const dashDueSoon = 7 * 24 * time.Hour
-
 func (s *Server) dashboardRoutes(mux *http.ServeMux, csrf *http.CrossOriginProtection) {
 	mux.Handle("GET /admin", s.web("/admin", s.admin(s.dashboard)))
 	mux.Handle("POST /admin/audit/verify", csrf.Handler(s.web("/admin/audit/verify", s.admin(s.dashboardVerify))))
@@ -150,7 +147,7 @@ func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request, a *adminS
 		}
 	}
 	if s.Privacy != nil {
-		req, err := s.dashRequests(ctx, ws, now)
+		req, err := s.dashRequests(ctx, ws)
 		if err != nil {
 			return err
 		}
@@ -302,42 +299,33 @@ func (s *Server) dashEvents(ctx context.Context, ws int64, since time.Time, labe
 	return nil
 }
 
-// dashRequestPage is how many requests one store read takes.
-const dashRequestPage = 1000
-
 // dashRequests counts the workspace's privacy requests by status and by
 // deadline health, over all of them (every page).
-func (s *Server) dashRequests(ctx context.Context, ws int64, now time.Time) (*dashRequests, error) {
+func (s *Server) dashRequests(ctx context.Context, ws int64) (*dashRequests, error) {
 	out := &dashRequests{}
 	byStatus := map[string]int{}
-	f := trustloop.PrivacyFilter{Limit: dashRequestPage}
-	for {
-		reqs, err := s.Privacy.List(ctx, ws, f)
-		if err != nil {
-			return nil, err
+	// Every request, by the queue's own reading of its deadline.
+	reqs, _, err := s.requestsByDue(ctx, ws, "", math.MaxInt)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range reqs {
+		out.Total++
+		byStatus[q.Status]++
+		row := s.queueRowOf(q)
+		switch {
+		case !q.Open():
+			out.Closed++
+		case row.Overdue:
+			out.Open++
+			out.Overdue++
+		case row.NearDue:
+			out.Open++
+			out.DueSoon++
+		default:
+			out.Open++
+			out.Later++
 		}
-		for _, q := range reqs {
-			out.Total++
-			byStatus[q.Status]++
-			switch {
-			case !q.Open():
-				out.Closed++
-			case now.After(q.DueAt):
-				out.Open++
-				out.Overdue++
-			case q.DueAt.Sub(now) <= dashDueSoon:
-				out.Open++
-				out.DueSoon++
-			default:
-				out.Open++
-				out.Later++
-			}
-		}
-		if len(reqs) < dashRequestPage {
-			break
-		}
-		last := reqs[len(reqs)-1]
-		f.AfterDue, f.AfterID = last.DueAt, last.ID
 	}
 	statuses := []string{trustloop.RequestReceived, trustloop.RequestVerified, trustloop.RequestInProgress,
 		trustloop.RequestCompleted, trustloop.RequestRejected}
