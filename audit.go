@@ -373,17 +373,7 @@ func AuditAppend(n int64, entries []AuditEntry, read func(indexes []int64) ([]tl
 			known[idx[i]] = h
 		}
 	}
-	r := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
-		out := make([]tlog.Hash, len(indexes))
-		for i, x := range indexes {
-			h, ok := known[x]
-			if !ok {
-				return nil, fmt.Errorf("audit append: hash %d not at hand", x)
-			}
-			out[i] = h
-		}
-		return out, nil
-	})
+	r := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) { return pickKnown(known, indexes) })
 	data, hashes = make([][]byte, len(entries)), make([][]byte, len(entries))
 	for i := range entries {
 		e := &entries[i]
@@ -413,6 +403,43 @@ func AuditAppend(n int64, entries []AuditEntry, read func(indexes []int64) ([]tl
 		}
 	}
 	return data, hashes, nil
+}
+
+// AuditNextFrontier returns the frontier of a log of size n after appending
+// the records whose stored hashes AuditAppend returned, from the frontier of
+// size n (AuditFrontier(n)'s hashes, in its order; nil for n = 0). Every hash
+// of the new frontier is one of the old frontier's (a complete subtree stays
+// the largest one) or one the new records stored, each record's stored hashes
+// starting at tlog.StoredHashIndex(0, its index).
+func AuditNextFrontier(n int64, frontier []tlog.Hash, stored [][]byte) ([]tlog.Hash, error) {
+	old := AuditFrontier(n)
+	if len(frontier) != len(old) {
+		return nil, fmt.Errorf("audit frontier: %d hashes for size %d, want %d", len(frontier), n, len(old))
+	}
+	known := make(map[int64]tlog.Hash, len(old)+2*len(stored))
+	for i, x := range old {
+		known[x] = frontier[i]
+	}
+	for i, b := range stored {
+		base := tlog.StoredHashIndex(0, n+int64(i))
+		for j := 0; (j+1)*tlog.HashSize <= len(b); j++ {
+			known[base+int64(j)] = tlog.Hash(b[j*tlog.HashSize:])
+		}
+	}
+	return pickKnown(known, AuditFrontier(n+int64(len(stored))))
+}
+
+// pickKnown returns the hashes at indexes out of known.
+func pickKnown(known map[int64]tlog.Hash, indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		h, ok := known[x]
+		if !ok {
+			return nil, fmt.Errorf("audit append: hash %d not at hand", x)
+		}
+		out[i] = h
+	}
+	return out, nil
 }
 
 // AuditRecordHashCount is how many stored hashes appending record n adds.

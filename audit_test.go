@@ -98,12 +98,16 @@ func (m *memHashes) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 }
 
 // TestAuditAppendMatchesTlog: batches appended with AuditAppend store exactly
-// the hashes tlog computes record by record, reading only the frontier.
+// the hashes tlog computes record by record, reading only the frontier; and
+// AuditNextFrontier, carried from batch to batch as the SQLite store keeps it,
+// is always the frontier tlog's hashes give.
 func TestAuditAppendMatchesTlog(t *testing.T) {
 	ref := &memHashes{}
 	var stored []byte // AuditAppend's hashes, concatenated in order
 	n := int64(0)
-	for _, size := range []int{1, 4, 3, 1, 2500, 7, 1024, 1} {
+	var frontier []tlog.Hash // carried with AuditNextFrontier
+	for _, size := range []int{1, 4, 3, 1, 2500, 7, 1024, 1, 1, 2, 5} {
+		before := n
 		entries := make([]trustloop.AuditEntry, size)
 		for i := range entries {
 			entries[i] = validAuditEntry()
@@ -115,9 +119,16 @@ func TestAuditAppendMatchesTlog(t *testing.T) {
 			if want := trustloop.AuditFrontier(n); !slices.Equal(idx, want) {
 				t.Fatalf("read %v, want the frontier %v", idx, want)
 			}
-			return ref.ReadHashes(idx)
+			got, err := ref.ReadHashes(idx)
+			if err == nil && !slices.Equal(got, frontier) {
+				t.Fatalf("size %d: the carried frontier differs from the stored hashes", n)
+			}
+			return got, err
 		})
 		if err != nil {
+			t.Fatal(err)
+		}
+		if frontier, err = trustloop.AuditNextFrontier(before, frontier, hashes); err != nil {
 			t.Fatal(err)
 		}
 		if n > 0 && reads != 1 {
@@ -138,6 +149,12 @@ func TestAuditAppendMatchesTlog(t *testing.T) {
 			stored = append(stored, hashes[i]...)
 			n++
 		}
+	}
+	if last, err := ref.ReadHashes(trustloop.AuditFrontier(n)); err != nil || !slices.Equal(last, frontier) {
+		t.Fatalf("the carried frontier of size %d differs from the stored hashes (%v)", n, err)
+	}
+	if _, err := trustloop.AuditNextFrontier(n, frontier[1:], nil); err == nil {
+		t.Fatal("a frontier of the wrong length was taken")
 	}
 	var want []byte
 	for _, h := range *ref {

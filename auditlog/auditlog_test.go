@@ -589,6 +589,21 @@ func TestCheckpointRefusesEditedHashes(t *testing.T) {
 	}
 }
 
+// BenchmarkAppendOne: one data use at a time, each its own commit: what a
+// recorded read waits for when nothing else is being recorded.
+func BenchmarkAppendOne(b *testing.B) {
+	e := newEnv(b)
+	l := auditlog.New(e.db, e.keys, auditlog.Config{})
+	defer l.Close()
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := l.Append(ctx, dataUse(e.ws, i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkAppend: many goroutines each recording one data use at a time, as
 // the API's reads do, through the group commit into SQLite (synchronous=FULL).
 func BenchmarkAppend(b *testing.B) {

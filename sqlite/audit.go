@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -29,9 +30,30 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
+// auditTip is an audit log's size and the stored hashes its next append
+// combines with (trustloop.AuditFrontier(size)).
+type auditTip struct {
+	size     int64
+	frontier []tlog.Hash
+}
+
+const (
+	auditHeadSelect = `SELECT size FROM audit_heads WHERE workspace_id = ?`
+	auditHeadUpsert = `INSERT INTO audit_heads (workspace_id, size) VALUES (?, ?)
+			ON CONFLICT (workspace_id) DO UPDATE SET size = excluded.size`
+)
+
 // AppendAudit appends entries to their workspaces' logs in one transaction. The
 // store's writer lock (and SQLite's single writer) serializes appenders, so the
 // head read here is the head the transaction advances.
+//
+// Every data use of the API waits for this commit, so it does as little as it
+// can besides the rows and the fsync: every statement is prepared once, and the
+// frontier hashes the new ones combine with are kept from the last append
+// (auditTips) instead of read back. The head is still read in the
+// transaction: the kept frontier is used only while the stored size is the one
+// it was kept for — a log only grows, so an equal size is the same log — and
+// any other append (another process on this file) makes it read again.
 func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -50,7 +72,7 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 	defer db.mu.Unlock()
 	// The writer pool has one connection, which the transaction holds: the
 	// statements it runs are prepared first.
-	var queries []string
+	queries := []string{auditHeadSelect, auditHeadUpsert}
 	for _, ws := range wss {
 		subjects := 0
 		for _, i := range groups[ws] {
@@ -72,10 +94,19 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		return fmt.Errorf("sqlite: audit append: begin: %w", err)
 	}
 	defer tx.Rollback()
+	headSelect, err := db.txStmt(ctx, tx, auditHeadSelect)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit append: head: %w", err)
+	}
+	headUpsert, err := db.txStmt(ctx, tx, auditHeadUpsert)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit append: head: %w", err)
+	}
 	indexes := make([]int64, len(entries))
+	tips := make(map[int64]auditTip, len(wss))
 	for _, ws := range wss {
 		var size int64
-		err := tx.QueryRowContext(ctx, `SELECT size FROM audit_heads WHERE workspace_id = ?`, ws).Scan(&size)
+		err := headSelect.QueryRowContext(ctx, ws).Scan(&size)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("sqlite: audit append: head: %w", err)
 		}
@@ -83,12 +114,24 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		for j, i := range groups[ws] {
 			batch[j] = entries[i]
 		}
+		var frontier []tlog.Hash
 		data, hashes, err := trustloop.AuditAppend(size, batch, func(idx []int64) ([]tlog.Hash, error) {
-			return readAuditHashes(ctx, tx, ws, idx)
+			if tip, ok := db.auditTips[ws]; ok && tip.size == size && len(tip.frontier) == len(idx) {
+				frontier = tip.frontier
+				return frontier, nil
+			}
+			read, err := readAuditHashes(ctx, tx, ws, idx)
+			frontier = read
+			return read, err
 		})
 		if err != nil {
 			return auditErr("audit append", err)
 		}
+		next, err := trustloop.AuditNextFrontier(size, frontier, hashes)
+		if err != nil {
+			return auditErr("audit append", err)
+		}
+		tips[ws] = auditTip{size: size + int64(len(batch)), frontier: next}
 		// Entries, their tree hashes and the subjects' index rows, many
 		// rows per statement.
 		var ents, hs, subs []any
@@ -107,8 +150,7 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 				return fmt.Errorf("sqlite: audit append: %s: %w", ins.what, err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_heads (workspace_id, size) VALUES (?, ?)
-			ON CONFLICT (workspace_id) DO UPDATE SET size = excluded.size`, ws, size+int64(len(batch))); err != nil {
+		if _, err := headUpsert.ExecContext(ctx, ws, size+int64(len(batch))); err != nil {
 			return fmt.Errorf("sqlite: audit append: head: %w", err)
 		}
 		for j, i := range groups[ws] {
@@ -116,8 +158,16 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		// Committed or not is unknown here: the next append reads the hashes.
+		for _, ws := range wss {
+			delete(db.auditTips, ws)
+		}
 		return fmt.Errorf("sqlite: audit append: commit: %w", err)
 	}
+	if db.auditTips == nil {
+		db.auditTips = map[int64]auditTip{}
+	}
+	maps.Copy(db.auditTips, tips)
 	for i := range entries {
 		entries[i].Index = indexes[i]
 	}
