@@ -264,3 +264,53 @@ func TestAuditAppendRereadsAfterAnotherWriter(t *testing.T) {
 		}
 	}
 }
+
+// TestOpensFileWith16KiBPages: a new file has 4 KiB pages; files made before
+// keep their 16 KiB pages and open, migrate and take writes as before.
+func TestOpensFileWith16KiBPages(t *testing.T) {
+	ctx := context.Background()
+	fresh := t.TempDir()
+	made, err := sqlite.Open(ctx, fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer made.Close()
+	if got := pageSize(t, fresh); got != 4096 {
+		t.Fatalf("a new file has %d-byte pages, want 4096", got)
+	}
+	dir := t.TempDir()
+	raw, err := sql.Open("sqlite", filepath.Join(dir, "trustloop.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"PRAGMA page_size = 16384", "PRAGMA journal_mode = WAL", "CREATE TABLE early (x)"} {
+		if _, err := raw.Exec(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	db, err := sqlite.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	storetest.MustBootstrap(t, db)
+	if got := pageSize(t, dir); got != 16384 {
+		t.Fatalf("page size %d, want 16384 kept", got)
+	}
+}
+
+// pageSize reads the page size of the store file in dir.
+func pageSize(t *testing.T, dir string) int {
+	t.Helper()
+	check, err := sql.Open("sqlite", filepath.Join(dir, "trustloop.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer check.Close()
+	var size int
+	if err := check.QueryRow(`PRAGMA page_size`).Scan(&size); err != nil {
+		t.Fatal(err)
+	}
+	return size
+}
