@@ -62,6 +62,7 @@ func (sub *Subject) Blinds() [][]byte {
 func (s *Service) Erase(ctx context.Context, es ErasureStore, ws int64, blind []byte, erase func(*Subject) error) (found bool, err error) {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
+	defer s.forgetSubjects() // before opMu is let go: identities may have changed
 	if _, err := s.Flush(ctx, true); err != nil {
 		return false, err
 	}

@@ -54,6 +54,7 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 	// what memory holds of the profiles is stale after.
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
+	defer s.forgetSubjects() // before opMu is let go: identities may have changed
 	if _, err := s.Flush(ctx, true); err != nil {
 		return nil, nil, err
 	}

@@ -72,6 +72,15 @@ type Service struct {
 	// visitors. Only this service changes identities (groups, Split), under
 	// opMu, so the cache cannot go stale on one node.
 	owners *cache.TwoGen[ownerKey, int64]
+	// subjects caches Subjects' answer per profile (the recommender asks it
+	// for every answer). Only this service changes identities, under opMu: a
+	// group whose commit added or moved any, a split, an erasure or a
+	// rectification clears it and moves subjectsGen on, and a reader stores
+	// what it read only if subjectsGen did not move meanwhile (else it may have
+	// read the store before the change).
+	subjectsMu  sync.Mutex
+	subjectsGen uint64
+	subjects    map[[2]int64][][]byte
 	// dirtyQ lists the profiles in the order they became dirty, from dirtyHead
 	// (so by log position and by time): a flush takes from the front and the
 	// watermark is the front's position, with no scan of the cache. An entry
@@ -718,6 +727,8 @@ type Group struct {
 	// noTimeline: the group is a replay, whose timeline positions Recover
 	// rebuilt already.
 	noTimeline bool
+	// identsChanged: the (last) projection added or moved identities.
+	identsChanged bool
 }
 
 // Group prepares the projection of one group commit attempt; items are aligned
@@ -750,6 +761,7 @@ func (g *Group) Project(ctx context.Context, fresh []int, seqs []int64) (*trustl
 			return nil, err
 		}
 	}
+	g.identsChanged = len(out.Identities) > 0 || len(out.Merges) > 0
 	return out, nil
 }
 
@@ -765,6 +777,9 @@ func (g *Group) Done(committed bool) {
 		return
 	}
 	s := g.s
+	if g.identsChanged {
+		s.forgetSubjects()
+	}
 	now := s.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

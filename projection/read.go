@@ -127,7 +127,8 @@ func (s *Service) resolve(ctx context.Context, ws, id int64) (rec trustloop.Prof
 // Subjects returns a profile's id (after merges) and its subjects (the blind
 // indexes of its user and anonymous ids, under which its consent is kept),
 // without opening anything: what a reader that needs only whose data it is
-// (the recommender) asks. ENOTFOUND as Profile.
+// (the recommender) asks. ENOTFOUND as Profile. The subjects are shared with a
+// cache: the caller must not change them.
 func (s *Service) Subjects(ctx context.Context, ws, id int64) (int64, [][]byte, error) {
 	rec, _, _, err := s.resolve(ctx, ws, id)
 	if err != nil {
@@ -140,17 +141,43 @@ func (s *Service) Subjects(ctx context.Context, ws, id int64) (int64, [][]byte, 
 	if _, ok := keys[rec.KeyID]; !ok {
 		return 0, nil, notFound() // its key was destroyed: the profile was erased
 	}
+	k := [2]int64{ws, rec.ID}
+	s.subjectsMu.Lock()
+	subjects, ok := s.subjects[k]
+	gen := s.subjectsGen
+	s.subjectsMu.Unlock()
+	if ok {
+		return rec.ID, subjects, nil
+	}
 	idents, err := s.store.ProfileIdentities(ctx, ws, rec.ID)
 	if err != nil {
 		return 0, nil, err
 	}
-	var subjects [][]byte
 	for _, ir := range idents {
 		if ir.Type == trustloop.IDUserID || ir.Type == trustloop.IDAnonymousID {
 			subjects = append(subjects, ir.Blind)
 		}
 	}
+	s.subjectsMu.Lock()
+	if s.subjectsGen == gen {
+		if s.subjects == nil || len(s.subjects) >= maxCachedSubjects {
+			s.subjects = map[[2]int64][][]byte{} // bounded: start over
+		}
+		s.subjects[k] = subjects
+	}
+	s.subjectsMu.Unlock()
 	return rec.ID, subjects, nil
+}
+
+// maxCachedSubjects bounds the Subjects cache (~100 bytes a profile).
+const maxCachedSubjects = 200_000
+
+// forgetSubjects empties the Subjects cache after identities changed.
+func (s *Service) forgetSubjects() {
+	s.subjectsMu.Lock()
+	s.subjectsGen++
+	s.subjects = nil
+	s.subjectsMu.Unlock()
 }
 
 // open builds the API's view of a profile: from its in-memory state when mem is

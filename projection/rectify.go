@@ -29,6 +29,7 @@ func (s *Service) Rectify(ctx context.Context, es ErasureStore, ws int64, blind 
 	write func(*trustloop.Rekey) error) (rekeyed [][]byte, found bool, err error) {
 	s.opMu.Lock()
 	defer s.opMu.Unlock()
+	defer s.forgetSubjects() // before opMu is let go: identities may have changed
 	if _, err := s.Flush(ctx, true); err != nil {
 		return nil, false, err
 	}

@@ -253,3 +253,46 @@ func TestFlushesAndReadsDuringGroups(t *testing.T) {
 		e.checkCounts(e.lookup(fresh, trustloop.IDUserID, fmt.Sprintf("u%d", u)), groups+1, 0)
 	}
 }
+
+// Subjects are cached per profile (the recommender asks for them with every
+// answer), so every change to a profile's identities must reach them: an
+// attached user id, a merge, a split.
+func TestSubjectsFollowIdentities(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	ctx := context.Background()
+	at := e.clock.Now()
+	subjects := func(typ, value string, want int) int64 {
+		t.Helper()
+		p := e.lookup(svc, typ, value)
+		id, _ := projection.ParseID(p.ProfileID)
+		for range 2 { // the second answer comes from the cache
+			got, subs, err := svc.Subjects(ctx, e.ws, id)
+			if err != nil || got != id || len(subs) != want {
+				t.Fatalf("Subjects(%s) = %d, %d subjects, %v; want %d, %d", value, got, len(subs), err, id, want)
+			}
+		}
+		return id
+	}
+	e.commit(svc, identify("a1", "", "phone", at, obj{"email": "sam@example.com"}))
+	phone := subjects(trustloop.IDAnonymousID, "phone", 1)
+	e.commit(svc, identify("a2", "u-9", "phone", at.Add(time.Second), nil)) // attaches u-9
+	subjects(trustloop.IDAnonymousID, "phone", 2)
+	e.commit(svc, identify("b1", "", "laptop", at.Add(2*time.Second), nil))
+	laptop := subjects(trustloop.IDAnonymousID, "laptop", 1)
+	e.commit(svc, identify("b2", "", "laptop", at.Add(3*time.Second), obj{"email": "sam@example.com"})) // merges
+	if got, subs, err := svc.Subjects(ctx, e.ws, laptop); err != nil || got != phone || len(subs) != 3 {
+		t.Fatalf("Subjects of the merged laptop profile = %d, %d subjects, %v; want %d, 3", got, len(subs), err, phone)
+	}
+	subjects(trustloop.IDAnonymousID, "phone", 3)
+	ms, err := svc.Merges(ctx, e.ws, phone)
+	if err != nil || len(ms) != 1 {
+		t.Fatal(ms, err)
+	}
+	mid, _ := projection.ParseID(ms[0].MergeID)
+	if _, _, err := svc.Split(ctx, e.ws, phone, mid); err != nil {
+		t.Fatal(err)
+	}
+	subjects(trustloop.IDAnonymousID, "phone", 2)
+	subjects(trustloop.IDAnonymousID, "laptop", 1)
+}
