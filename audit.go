@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/bits"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -427,6 +428,55 @@ func AuditNextFrontier(n int64, frontier []tlog.Hash, stored [][]byte) ([]tlog.H
 		}
 	}
 	return pickKnown(known, AuditFrontier(n+int64(len(stored))))
+}
+
+// AuditTips keeps, per workspace, a log's size and frontier as a store's own
+// last append left them, so the next append need not read the frontier back.
+// A kept frontier is used only for the size it was kept for: a log only grows,
+// so an equal size is the same log, and an append by anyone else (another node,
+// another process) changes the size and makes the store read again. Safe for
+// concurrent use; a stale Keep (one appender's, after a later one's) is harmless
+// for the same reason.
+type AuditTips struct {
+	mu   sync.Mutex
+	tips map[int64]auditTip
+}
+
+type auditTip struct {
+	size     int64
+	frontier []tlog.Hash
+}
+
+// Read returns the frontier to append at size n of workspace ws: the kept one
+// if it was kept for n, else what read gives (the stored hashes at idx).
+func (t *AuditTips) Read(ws, n int64, idx []int64, read func([]int64) ([]tlog.Hash, error)) ([]tlog.Hash, error) {
+	t.mu.Lock()
+	tip, ok := t.tips[ws]
+	t.mu.Unlock()
+	if ok && tip.size == n && len(tip.frontier) == len(idx) {
+		return tip.frontier, nil
+	}
+	return read(idx)
+}
+
+// Keep records a workspace's log size and frontier after a committed append.
+func (t *AuditTips) Keep(ws, size int64, frontier []tlog.Hash) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.tips == nil {
+		t.tips = map[int64]auditTip{}
+	}
+	t.tips[ws] = auditTip{size: size, frontier: frontier}
+}
+
+// Forget drops what is kept for the workspaces (an append whose outcome is
+// unknown).
+func (t *AuditTips) Forget(wss ...int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, ws := range wss {
+		delete(t.tips, ws)
+	}
 }
 
 // pickKnown returns the hashes at indexes out of known.

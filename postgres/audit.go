@@ -40,7 +40,13 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 	}
 	slices.Sort(wss)
 	indexes := make([]int64, len(entries))
+	type tip struct {
+		size     int64
+		frontier []tlog.Hash
+	}
+	var tips map[int64]tip // the last attempt's
 	err := retry(ctx, func() error {
+		tips = make(map[int64]tip, len(wss))
 		tx, err := db.pool.Begin(ctx)
 		if err != nil {
 			return err
@@ -71,12 +77,24 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 			for j, i := range groups[ws] {
 				batch[j] = entries[i]
 			}
+			// The frontier kept from this node's last append when the locked
+			// head still has its size (trustloop.AuditTips), else read.
+			var frontier []tlog.Hash
 			data, hashes, err := trustloop.AuditAppend(size, batch, func(idx []int64) ([]tlog.Hash, error) {
-				return readAuditHashes(ctx, tx, ws, idx)
+				f, err := db.auditTips.Read(ws, size, idx, func(idx []int64) ([]tlog.Hash, error) {
+					return readAuditHashes(ctx, tx, ws, idx)
+				})
+				frontier = f
+				return f, err
 			})
 			if err != nil {
 				return err
 			}
+			next, err := trustloop.AuditNextFrontier(size, frontier, hashes)
+			if err != nil {
+				return err
+			}
+			tips[ws] = tip{size: size + int64(len(batch)), frontier: next}
 			idxs := make([]int64, len(batch))
 			for j := range batch {
 				idxs[j] = batch[j].Index
@@ -112,10 +130,14 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		return tx.Commit(ctx)
 	})
 	if err != nil {
+		db.auditTips.Forget(wss...) // committed or not may be unknown
 		if trustloop.ErrorCode(err) == trustloop.EINTERNAL {
 			return fmt.Errorf("postgres: audit append: %w", err)
 		}
 		return err
+	}
+	for ws, t := range tips {
+		db.auditTips.Keep(ws, t.size, t.frontier)
 	}
 	for i := range entries {
 		entries[i].Index = indexes[i]

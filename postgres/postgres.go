@@ -26,6 +26,8 @@ type DB struct {
 	pool *pgxpool.Pool
 	// Now is the clock (injected for tests).
 	Now func() time.Time
+	// auditTips: the audit logs' frontiers as this node's last append left them.
+	auditTips trustloop.AuditTips
 }
 
 // Open connects to the database at url and applies migrations.

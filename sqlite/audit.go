@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -30,13 +29,6 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// auditTip is an audit log's size and the stored hashes its next append
-// combines with (trustloop.AuditFrontier(size)).
-type auditTip struct {
-	size     int64
-	frontier []tlog.Hash
-}
-
 const (
 	auditHeadSelect = `SELECT size FROM audit_heads WHERE workspace_id = ?`
 	auditHeadUpsert = `INSERT INTO audit_heads (workspace_id, size) VALUES (?, ?)
@@ -50,10 +42,8 @@ const (
 // Every data use of the API waits for this commit, so it does as little as it
 // can besides the rows and the fsync: every statement is prepared once, and the
 // frontier hashes the new ones combine with are kept from the last append
-// (auditTips) instead of read back. The head is still read in the
-// transaction: the kept frontier is used only while the stored size is the one
-// it was kept for — a log only grows, so an equal size is the same log — and
-// any other append (another process on this file) makes it read again.
+// (trustloop.AuditTips) instead of read back; the head is still read in the
+// transaction, and the kept frontier is used only for that size.
 func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
@@ -103,7 +93,11 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		return fmt.Errorf("sqlite: audit append: head: %w", err)
 	}
 	indexes := make([]int64, len(entries))
-	tips := make(map[int64]auditTip, len(wss))
+	type tip struct {
+		size     int64
+		frontier []tlog.Hash
+	}
+	tips := make(map[int64]tip, len(wss))
 	for _, ws := range wss {
 		var size int64
 		err := headSelect.QueryRowContext(ctx, ws).Scan(&size)
@@ -116,13 +110,11 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		}
 		var frontier []tlog.Hash
 		data, hashes, err := trustloop.AuditAppend(size, batch, func(idx []int64) ([]tlog.Hash, error) {
-			if tip, ok := db.auditTips[ws]; ok && tip.size == size && len(tip.frontier) == len(idx) {
-				frontier = tip.frontier
-				return frontier, nil
-			}
-			read, err := readAuditHashes(ctx, tx, ws, idx)
-			frontier = read
-			return read, err
+			f, err := db.auditTips.Read(ws, size, idx, func(idx []int64) ([]tlog.Hash, error) {
+				return readAuditHashes(ctx, tx, ws, idx)
+			})
+			frontier = f
+			return f, err
 		})
 		if err != nil {
 			return auditErr("audit append", err)
@@ -131,7 +123,7 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		if err != nil {
 			return auditErr("audit append", err)
 		}
-		tips[ws] = auditTip{size: size + int64(len(batch)), frontier: next}
+		tips[ws] = tip{size: size + int64(len(batch)), frontier: next}
 		// Entries, their tree hashes and the subjects' index rows, many
 		// rows per statement.
 		var ents, hs, subs []any
@@ -159,15 +151,12 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 	}
 	if err := tx.Commit(); err != nil {
 		// Committed or not is unknown here: the next append reads the hashes.
-		for _, ws := range wss {
-			delete(db.auditTips, ws)
-		}
+		db.auditTips.Forget(wss...)
 		return fmt.Errorf("sqlite: audit append: commit: %w", err)
 	}
-	if db.auditTips == nil {
-		db.auditTips = map[int64]auditTip{}
+	for ws, t := range tips {
+		db.auditTips.Keep(ws, t.size, t.frontier)
 	}
-	maps.Copy(db.auditTips, tips)
 	for i := range entries {
 		entries[i].Index = indexes[i]
 	}

@@ -63,9 +63,8 @@ type DB struct {
 	shortenedRuns int     // runs dropped early for DedupeMaxEntries
 	dropEarly     int     // of dropRuns, those dropped early
 
-	// auditTips holds, per workspace, the audit log's size and frontier as
-	// the last append left them (under mu): see AppendAudit.
-	auditTips map[int64]auditTip
+	// auditTips: the audit logs' frontiers as the last append left them.
+	auditTips trustloop.AuditTips
 
 	seg    *segments // the sealed payloads (segment.go)
 	segBuf []byte    // the writer's reused append buffer
