@@ -568,9 +568,18 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 			err = rebuild(ctx)
 		}
 		if err != nil {
-			s.Reload(ws)
+			// Everything not done yet is tried again: this workspace's and
+			// the other workspaces' rebuilds (a rebuild drops events that must
+			// leave the model: a purpose's rules changed, retention deleted
+			// them), and every subject queued.
+			s.requeue(queue)
+			for other := range reload {
+				s.Reload(other)
+				delete(reload, other)
+			}
 			return err
 		}
+		delete(reload, ws)
 	}
 	if len(queue) == 0 {
 		return nil
@@ -602,19 +611,23 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		// What is left is tried again.
-		s.idleMu.Lock()
-		for ws, subjects := range queue {
-			for u := range subjects {
-				if s.queue[ws] == nil {
-					s.queue[ws] = map[string]bool{}
-				}
-				s.queue[ws][u] = true
-			}
-		}
-		s.idleMu.Unlock()
+		s.requeue(queue) // what is left is tried again
 	}
 	return err
+}
+
+// requeue puts subjects back in the queue.
+func (s *Service) requeue(queue map[int64]map[string]bool) {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	for ws, subjects := range queue {
+		for u := range subjects {
+			if s.queue[ws] == nil {
+				s.queue[ws] = map[string]bool{}
+			}
+			s.queue[ws][u] = true
+		}
+	}
 }
 
 func (s *Service) resync(ctx context.Context, ws int64, subject string) error {
