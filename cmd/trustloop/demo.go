@@ -77,12 +77,20 @@ func (m *Main) loadDemo(ctx context.Context) {
 		m.Log.Error("demo not loaded: reading its marker", "err", err)
 		return
 	}
-	writeKey, src, err := m.demoWriteKey(ctx)
+	writeKey, src, tried, err := m.demoWriteKey(ctx)
 	if err != nil {
 		m.Log.Error("demo not loaded", "err", err)
 		return
 	}
 	if src == nil || src.WorkspaceID != wss[0].ID {
+		if tried > 0 {
+			// A key was given, and refused: say so, not "set one".
+			fmt.Fprintf(m.stderr, "\nDemo not loaded: the write key given (TRUSTLOOP_BOOTSTRAP_WRITE_KEY or write_key= in the credentials file)\n"+
+				"is not the key of a source of the first workspace. Set TRUSTLOOP_BOOTSTRAP_WRITE_KEY to that key,\n"+
+				"or start with --demo on an empty --data-dir.\n\n")
+			m.Log.Warn("demo not loaded: the write key given is no source's of the first workspace")
+			return
+		}
 		fmt.Fprintf(m.stderr, "\nDemo not loaded: it needs the source's write key, which only the first start knows.\n"+
 			"Set TRUSTLOOP_BOOTSTRAP_WRITE_KEY to it, or start with --demo on an empty --data-dir.\n\n")
 		m.Log.Warn("demo not loaded: no write key")
@@ -150,8 +158,8 @@ func demoURLs(addr string) (base, shown string) {
 
 // demoWriteKey finds a write key of an existing source: the one bootstrap
 // just made, else one given in the environment or still in the credentials
-// file. A nil source means none is known.
-func (m *Main) demoWriteKey(ctx context.Context) (string, *trustloop.Source, error) {
+// file. A nil source means none is known; tried counts the keys given.
+func (m *Main) demoWriteKey(ctx context.Context) (key string, src *trustloop.Source, tried int, err error) {
 	candidates := []string{m.demoKeys.writeKey, os.Getenv("TRUSTLOOP_BOOTSTRAP_WRITE_KEY")}
 	if b, err := os.ReadFile(filepath.Join(m.DataDir, "credentials")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -164,15 +172,16 @@ func (m *Main) demoWriteKey(ctx context.Context) (string, *trustloop.Source, err
 		if k == "" {
 			continue
 		}
+		tried++
 		h := sha256.Sum256([]byte(k))
 		src, err := m.Store.FindSourceByWriteKeyHash(ctx, h[:])
 		if err == nil {
-			return k, src, nil
+			return k, src, tried, nil
 		} else if trustloop.ErrorCode(err) != trustloop.ENOTFOUND {
-			return "", nil, err
+			return "", nil, tried, err
 		}
 	}
-	return "", nil, nil
+	return "", nil, tried, nil
 }
 
 // demoAdminKey returns an admin key of the workspace for the load, and what
