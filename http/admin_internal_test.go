@@ -1,8 +1,14 @@
 package http
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,5 +51,38 @@ func TestClientKey(t *testing.T) {
 		if got := clientKey(&http.Request{RemoteAddr: addr}); got != want {
 			t.Errorf("clientKey(%s) = %s, want %s", addr, got, want)
 		}
+	}
+}
+
+// An internal error that is only the request's context ending (the client
+// left, e.g. closed the page during a long "Verify now") is no server fault:
+// logged at info, not as an internal error; any other stays an error, also
+// on a request whose client left.
+func TestLogInternalClientGone(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cancel  bool
+		err     error
+		want    string
+		notWant string
+	}{
+		{"client gone", true, fmt.Errorf("verify: %w", context.Canceled), `"level":"INFO","msg":"request ended: the client went away"`, `"level":"ERROR"`},
+		{"client gone, other error", true, errors.New("disk on fire"), `"level":"ERROR","msg":"internal error"`, "client went away"},
+		{"context fine", false, fmt.Errorf("verify: %w", context.Canceled), `"level":"ERROR","msg":"internal error"`, "client went away"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			s := &Server{Log: slog.New(slog.NewJSONHandler(&buf, nil))}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.cancel {
+				cancel()
+			}
+			r := httptest.NewRequestWithContext(ctx, http.MethodPost, "/admin/dashboard/verify", nil)
+			s.logInternal(r, tc.err)
+			if got := buf.String(); !strings.Contains(got, tc.want) || strings.Contains(got, tc.notWant) {
+				t.Fatalf("logged %s; want %s and not %s", got, tc.want, tc.notWant)
+			}
+		})
 	}
 }

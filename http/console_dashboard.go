@@ -108,13 +108,13 @@ func (s *Server) dashboardVerify(w http.ResponseWriter, r *http.Request, a *admi
 	if err := parseForm(w, r); err != nil {
 		return err
 	}
-	if s.Audit == nil {
-		return trustloop.Errorf(trustloop.EUNAVAILABLE, "This server keeps no audit log to verify.")
-	}
 	// It reads and hashes the whole log: for admins and privacy staff, one
 	// at a time per workspace on this node.
 	if err := a.require(trustloop.RoleAdmin, trustloop.RolePrivacy); err != nil {
 		return err
+	}
+	if s.Audit == nil {
+		return trustloop.Errorf(trustloop.EUNAVAILABLE, "This server keeps no audit log to verify.")
 	}
 	if _, busy := s.verifying.LoadOrStore(a.key.WorkspaceID, true); busy {
 		return &trustloop.Error{Code: trustloop.ERATELIMITED, Message: "The audit log is being verified already.",

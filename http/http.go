@@ -229,12 +229,23 @@ func (s *Server) Error(w http.ResponseWriter, r *http.Request, err error) {
 		body.Hint = "Retry later; if it persists, the operator will find the detail in the server log."
 	}
 	if code == trustloop.EINTERNAL {
-		s.Log.Error("internal error", "method", r.Method, "route", r.Pattern, "err", err)
+		s.logInternal(r, err)
 	}
 	if isCollector(r) {
 		s.Metrics.RequestsRejected.WithLabelValues(code).Inc()
 	}
 	writeJSON(w, ErrorStatus(code), errorBody{Error: body})
+}
+
+// logInternal logs an internal error, unless it is the request's own context
+// ending (the client went away, e.g. a page closed during a long "Verify
+// now"): that is no fault of the server, so it is logged at info.
+func (s *Server) logInternal(r *http.Request, err error) {
+	if ctxErr := r.Context().Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+		s.Log.Info("request ended: the client went away", "method", r.Method, "route", r.Pattern)
+		return
+	}
+	s.Log.Error("internal error", "method", r.Method, "route", r.Pattern, "err", err)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

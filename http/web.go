@@ -157,7 +157,7 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, err error) {
 		hint = "Try again later."
 	}
 	if code == trustloop.EINTERNAL {
-		s.Log.Error("internal error", "method", r.Method, "route", r.Pattern, "err", err)
+		s.logInternal(r, err)
 	}
 	face := "portal"
 	if strings.HasPrefix(r.URL.Path, "/admin") {
