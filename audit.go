@@ -439,34 +439,51 @@ func AuditNextFrontier(n int64, frontier []tlog.Hash, stored [][]byte) ([]tlog.H
 // for the same reason.
 type AuditTips struct {
 	mu   sync.Mutex
-	tips map[int64]auditTip
+	tips map[int64]AuditTip
 }
 
-type auditTip struct {
+// AuditTip is a log's size and frontier after an append: what AuditTips.Keep
+// takes once the append is committed.
+type AuditTip struct {
 	size     int64
 	frontier []tlog.Hash
 }
 
-// Read returns the frontier to append at size n of workspace ws: the kept one
-// if it was kept for n, else what read gives (the stored hashes at idx).
-func (t *AuditTips) Read(ws, n int64, idx []int64, read func([]int64) ([]tlog.Hash, error)) ([]tlog.Hash, error) {
-	t.mu.Lock()
-	tip, ok := t.tips[ws]
-	t.mu.Unlock()
-	if ok && tip.size == n && len(tip.frontier) == len(idx) {
-		return tip.frontier, nil
+// Append is AuditAppend for workspace ws at size n, with the frontier taken
+// from what is kept for n when there is one, else from read (the stored
+// hashes); it also returns the tip to Keep once the append is committed.
+func (t *AuditTips) Append(ws, n int64, entries []AuditEntry, read func([]int64) ([]tlog.Hash, error)) (data, hashes [][]byte, next AuditTip, err error) {
+	var frontier []tlog.Hash
+	data, hashes, err = AuditAppend(n, entries, func(idx []int64) ([]tlog.Hash, error) {
+		t.mu.Lock()
+		tip, ok := t.tips[ws]
+		t.mu.Unlock()
+		if ok && tip.size == n && len(tip.frontier) == len(idx) {
+			frontier = tip.frontier
+			return frontier, nil
+		}
+		f, rerr := read(idx)
+		frontier = f
+		return f, rerr
+	})
+	if err != nil {
+		return nil, nil, AuditTip{}, err
 	}
-	return read(idx)
+	f, err := AuditNextFrontier(n, frontier, hashes)
+	if err != nil {
+		return nil, nil, AuditTip{}, err
+	}
+	return data, hashes, AuditTip{size: n + int64(len(entries)), frontier: f}, nil
 }
 
-// Keep records a workspace's log size and frontier after a committed append.
-func (t *AuditTips) Keep(ws, size int64, frontier []tlog.Hash) {
+// Keep records a workspace's tip after its append committed.
+func (t *AuditTips) Keep(ws int64, tip AuditTip) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.tips == nil {
-		t.tips = map[int64]auditTip{}
+		t.tips = map[int64]AuditTip{}
 	}
-	t.tips[ws] = auditTip{size: size, frontier: frontier}
+	t.tips[ws] = tip
 }
 
 // Forget drops what is kept for the workspaces (an append whose outcome is

@@ -183,3 +183,71 @@ func TestAuditAppendMatchesTlog(t *testing.T) {
 		t.Fatalf("a hash past the end: err = %v, want not_found", err)
 	}
 }
+
+// TestAuditTips: a kept tip stands in for reading the frontier only at the size
+// it was kept for and only for its workspace; Forget drops it; a kept frontier
+// gives the same hashes as the stored one.
+func TestAuditTips(t *testing.T) {
+	ref := &memHashes{}
+	var tips trustloop.AuditTips
+	reads := 0
+	read := func(idx []int64) ([]tlog.Hash, error) { reads++; return ref.ReadHashes(idx) }
+	entries := func(n int) []trustloop.AuditEntry {
+		out := make([]trustloop.AuditEntry, n)
+		for i := range out {
+			out[i] = validAuditEntry()
+		}
+		return out
+	}
+	n := int64(0)
+	appendAt := func(ws int64, k int) trustloop.AuditTip {
+		t.Helper()
+		batch := entries(k)
+		data, hashes, tip, err := tips.Append(ws, n, batch, read)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range batch {
+			hs, err := tlog.StoredHashes(n+int64(i), data[i], ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []byte
+			for _, h := range hs {
+				want = append(want, h[:]...)
+			}
+			if !bytes.Equal(hashes[i], want) {
+				t.Fatalf("record %d: hashes differ from tlog's", n+int64(i))
+			}
+			*ref = append(*ref, hs...)
+		}
+		n += int64(k)
+		return tip
+	}
+	appendAt(1, 3)        // size 0: nothing to read
+	tip := appendAt(1, 2) // size 3: read, nothing kept yet
+	if reads != 1 {
+		t.Fatalf("%d reads, want 1 (nothing was kept)", reads)
+	}
+	tips.Keep(1, tip)
+	tip = appendAt(1, 4) // size 5: kept
+	if reads != 1 {
+		t.Fatalf("%d reads, want 1: the tip kept for size 5 was not used", reads)
+	}
+	tips.Keep(1, tip)
+	appendAt(2, 1) // another workspace (same reference log): read
+	if reads != 2 {
+		t.Fatalf("%d reads, want 2: workspace 2 used workspace 1's tip", reads)
+	}
+	appendAt(1, 1) // workspace 1's tip is for size 9, the log is at 10 now
+	if reads != 3 {
+		t.Fatalf("%d reads, want 3: a tip for another size was used", reads)
+	}
+	tips.Forget(1)
+	n = 9 // as if the log were back at the tip's size: only Forget stops its use
+	*ref = (*ref)[:tlog.StoredHashCount(9)]
+	appendAt(1, 1)
+	if reads != 4 {
+		t.Fatalf("%d reads, want 4: a forgotten tip was used", reads)
+	}
+}

@@ -40,13 +40,9 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 	}
 	slices.Sort(wss)
 	indexes := make([]int64, len(entries))
-	type tip struct {
-		size     int64
-		frontier []tlog.Hash
-	}
-	var tips map[int64]tip // the last attempt's
+	var tips map[int64]trustloop.AuditTip // the last attempt's
 	err := retry(ctx, func() error {
-		tips = make(map[int64]tip, len(wss))
+		tips = make(map[int64]trustloop.AuditTip, len(wss))
 		tx, err := db.pool.Begin(ctx)
 		if err != nil {
 			return err
@@ -79,22 +75,13 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 			}
 			// The frontier kept from this node's last append when the locked
 			// head still has its size (trustloop.AuditTips), else read.
-			var frontier []tlog.Hash
-			data, hashes, err := trustloop.AuditAppend(size, batch, func(idx []int64) ([]tlog.Hash, error) {
-				f, err := db.auditTips.Read(ws, size, idx, func(idx []int64) ([]tlog.Hash, error) {
-					return readAuditHashes(ctx, tx, ws, idx)
-				})
-				frontier = f
-				return f, err
+			data, hashes, tip, err := db.auditTips.Append(ws, size, batch, func(idx []int64) ([]tlog.Hash, error) {
+				return readAuditHashes(ctx, tx, ws, idx)
 			})
 			if err != nil {
 				return err
 			}
-			next, err := trustloop.AuditNextFrontier(size, frontier, hashes)
-			if err != nil {
-				return err
-			}
-			tips[ws] = tip{size: size + int64(len(batch)), frontier: next}
+			tips[ws] = tip
 			idxs := make([]int64, len(batch))
 			for j := range batch {
 				idxs[j] = batch[j].Index
@@ -137,7 +124,7 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		return err
 	}
 	for ws, t := range tips {
-		db.auditTips.Keep(ws, t.size, t.frontier)
+		db.auditTips.Keep(ws, t)
 	}
 	for i := range entries {
 		entries[i].Index = indexes[i]

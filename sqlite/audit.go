@@ -93,11 +93,7 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		return fmt.Errorf("sqlite: audit append: head: %w", err)
 	}
 	indexes := make([]int64, len(entries))
-	type tip struct {
-		size     int64
-		frontier []tlog.Hash
-	}
-	tips := make(map[int64]tip, len(wss))
+	tips := make(map[int64]trustloop.AuditTip, len(wss))
 	for _, ws := range wss {
 		var size int64
 		err := headSelect.QueryRowContext(ctx, ws).Scan(&size)
@@ -108,22 +104,13 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		for j, i := range groups[ws] {
 			batch[j] = entries[i]
 		}
-		var frontier []tlog.Hash
-		data, hashes, err := trustloop.AuditAppend(size, batch, func(idx []int64) ([]tlog.Hash, error) {
-			f, err := db.auditTips.Read(ws, size, idx, func(idx []int64) ([]tlog.Hash, error) {
-				return readAuditHashes(ctx, tx, ws, idx)
-			})
-			frontier = f
-			return f, err
+		data, hashes, tip, err := db.auditTips.Append(ws, size, batch, func(idx []int64) ([]tlog.Hash, error) {
+			return readAuditHashes(ctx, tx, ws, idx)
 		})
 		if err != nil {
 			return auditErr("audit append", err)
 		}
-		next, err := trustloop.AuditNextFrontier(size, frontier, hashes)
-		if err != nil {
-			return auditErr("audit append", err)
-		}
-		tips[ws] = tip{size: size + int64(len(batch)), frontier: next}
+		tips[ws] = tip
 		// Entries, their tree hashes and the subjects' index rows, many
 		// rows per statement.
 		var ents, hs, subs []any
@@ -155,7 +142,7 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 		return fmt.Errorf("sqlite: audit append: commit: %w", err)
 	}
 	for ws, t := range tips {
-		db.auditTips.Keep(ws, t.size, t.frontier)
+		db.auditTips.Keep(ws, t)
 	}
 	for i := range entries {
 		entries[i].Index = indexes[i]

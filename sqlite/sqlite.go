@@ -241,7 +241,6 @@ func (db *DB) open(ctx context.Context) error {
 
 func (db *DB) checkpointer() {
 	defer close(db.ckptDone)
-	pageSize := db.pageSize
 	for {
 		var busy, logFrames, done int64
 		err := db.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &done)
@@ -252,7 +251,7 @@ func (db *DB) checkpointer() {
 			// over and would grow without end. Once it is big and the copy is
 			// nearly caught up, the writer runs a RESTART checkpoint between two
 			// commits: it then copies only the last few frames.
-			size := logFrames * pageSize
+			size := logFrames * db.pageSize
 			if size > db.opt.WALCheckpointBytes && (logFrames-done < 1024 || size > 4*db.opt.WALCheckpointBytes) {
 				db.walBig.Store(true)
 			}
