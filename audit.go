@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/bits"
+	"slices"
 	"sync"
 	"time"
 
@@ -475,6 +476,25 @@ func (t *AuditTips) Append(ws, n int64, entries []AuditEntry, read func([]int64)
 	}
 	return data, hashes, AuditTip{size: n + int64(len(entries)), frontier: f}, nil
 }
+
+// AuditGroups returns the workspaces entries belong to, in ascending order
+// (the order appenders lock or advance their logs in), and each one's entries'
+// positions in entries.
+func AuditGroups(entries []AuditEntry) (wss []int64, groups map[int64][]int) {
+	groups = map[int64][]int{}
+	for i := range entries {
+		groups[entries[i].WorkspaceID] = append(groups[entries[i].WorkspaceID], i)
+	}
+	wss = make([]int64, 0, len(groups))
+	for ws := range groups {
+		wss = append(wss, ws)
+	}
+	slices.Sort(wss)
+	return wss, groups
+}
+
+// Size is the log's size the tip is for.
+func (t AuditTip) Size() int64 { return t.size }
 
 // Keep records a workspace's tip after its append committed.
 func (t *AuditTips) Keep(ws int64, tip AuditTip) {

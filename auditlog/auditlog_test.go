@@ -65,6 +65,10 @@ func (e *env) open(t testing.TB, cfg auditlog.Config) *auditlog.Log {
 // the file would.
 func (e *env) exec(t *testing.T, stmts ...string) {
 	t.Helper()
+	// Any read of the log moves the store's journal into the tables first.
+	if _, err := e.db.AuditSize(context.Background(), e.ws); err != nil {
+		t.Fatal(err)
+	}
 	c, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, sqlite.FileName)+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package http_test
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
 	"log/slog"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 // the server's store and audit log know nothing of it.
 func tamper(t *testing.T, s *testServer, stmts ...string) {
 	t.Helper()
+	applyAuditJournal(t, s)
 	c, err := sql.Open("sqlite", "file:"+s.Store.Path()+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)
@@ -36,10 +38,21 @@ func tamper(t *testing.T, s *testServer, stmts ...string) {
 	}
 }
 
+// applyAuditJournal moves the audit records the store holds in its journal
+// into the tables, as any read of the log does, so that the tables hold every
+// entry appended so far.
+func applyAuditJournal(t *testing.T, s *testServer) {
+	t.Helper()
+	if _, err := s.Store.AuditSize(context.Background(), s.WS.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // storedAuditEntry returns the stored bytes of entry idx of the test workspace's
 // audit log.
 func storedAuditEntry(t *testing.T, s *testServer, idx int) string {
 	t.Helper()
+	applyAuditJournal(t, s)
 	c, err := sql.Open("sqlite", "file:"+s.Store.Path()+"?_pragma=busy_timeout(10000)")
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/trustloop/trustloop"
@@ -30,15 +29,7 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 	if len(entries) == 0 {
 		return nil
 	}
-	groups := map[int64][]int{}
-	for i := range entries {
-		groups[entries[i].WorkspaceID] = append(groups[entries[i].WorkspaceID], i)
-	}
-	wss := make([]int64, 0, len(groups))
-	for ws := range groups {
-		wss = append(wss, ws)
-	}
-	slices.Sort(wss)
+	wss, groups := trustloop.AuditGroups(entries)
 	indexes := make([]int64, len(entries))
 	var tips map[int64]trustloop.AuditTip // the last attempt's
 	err := retry(ctx, func() error {

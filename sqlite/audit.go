@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 
 	"github.com/trustloop/trustloop"
@@ -35,119 +34,16 @@ const (
 			ON CONFLICT (workspace_id) DO UPDATE SET size = excluded.size`
 )
 
-// AppendAudit appends entries to their workspaces' logs in one transaction. The
-// store's writer lock (and SQLite's single writer) serializes appenders, so the
-// head read here is the head the transaction advances.
-//
-// Every data use of the API waits for this commit, so it does as little as it
-// can besides the rows and the fsync: every statement is prepared once, and the
-// frontier hashes the new ones combine with are kept from the last append
-// (trustloop.AuditTips) instead of read back; the head is still read in the
-// transaction, and the kept frontier is used only for that size.
+// AppendAudit appends entries to their workspaces' logs: durable in the audit
+// journal when it returns (auditjournal.go), in the tables for every read.
 func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	groups := map[int64][]int{}
-	for i := range entries {
-		groups[entries[i].WorkspaceID] = append(groups[entries[i].WorkspaceID], i)
+	if db.audit == nil {
+		return fmt.Errorf("sqlite: audit append: the store is open read-only")
 	}
-	wss := make([]int64, 0, len(groups))
-	for ws := range groups {
-		wss = append(wss, ws)
-	}
-	slices.Sort(wss)
-
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	// The writer pool has one connection, which the transaction holds: the
-	// statements it runs are prepared first.
-	queries := []string{auditHeadSelect, auditHeadUpsert}
-	for _, ws := range wss {
-		subjects := 0
-		for _, i := range groups[ws] {
-			if entries[i].Subject != "" {
-				subjects++
-			}
-		}
-		queries = append(queries, chunkQueries(auditEntryInsert, len(groups[ws]))...)
-		queries = append(queries, chunkQueries(auditHashInsert, len(groups[ws]))...)
-		queries = append(queries, chunkQueries(auditSubjectInsert, subjects)...)
-	}
-	for _, q := range queries {
-		if _, err := db.prepared(ctx, true, q); err != nil {
-			return fmt.Errorf("sqlite: audit append: prepare: %w", err)
-		}
-	}
-	tx, err := db.write.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: audit append: begin: %w", err)
-	}
-	defer tx.Rollback()
-	headSelect, err := db.txStmt(ctx, tx, auditHeadSelect)
-	if err != nil {
-		return fmt.Errorf("sqlite: audit append: head: %w", err)
-	}
-	headUpsert, err := db.txStmt(ctx, tx, auditHeadUpsert)
-	if err != nil {
-		return fmt.Errorf("sqlite: audit append: head: %w", err)
-	}
-	indexes := make([]int64, len(entries))
-	tips := make(map[int64]trustloop.AuditTip, len(wss))
-	for _, ws := range wss {
-		var size int64
-		err := headSelect.QueryRowContext(ctx, ws).Scan(&size)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("sqlite: audit append: head: %w", err)
-		}
-		batch := make([]trustloop.AuditEntry, len(groups[ws]))
-		for j, i := range groups[ws] {
-			batch[j] = entries[i]
-		}
-		data, hashes, tip, err := db.auditTips.Append(ws, size, batch, func(idx []int64) ([]tlog.Hash, error) {
-			return readAuditHashes(ctx, tx, ws, idx)
-		})
-		if err != nil {
-			return auditErr("audit append", err)
-		}
-		tips[ws] = tip
-		// Entries, their tree hashes and the subjects' index rows, many
-		// rows per statement.
-		var ents, hs, subs []any
-		for j := range batch {
-			ents = append(ents, ws, batch[j].Index, data[j])
-			hs = append(hs, ws, batch[j].Index, hashes[j])
-			if batch[j].Subject != "" {
-				subs = append(subs, ws, batch[j].Subject, batch[j].Index)
-			}
-		}
-		for _, ins := range []struct {
-			query, what string
-			args        []any
-		}{{auditEntryInsert, "entries", ents}, {auditHashInsert, "hashes", hs}, {auditSubjectInsert, "subjects", subs}} {
-			if err := db.insertRows(ctx, tx, ins.query, ins.args); err != nil {
-				return fmt.Errorf("sqlite: audit append: %s: %w", ins.what, err)
-			}
-		}
-		if _, err := headUpsert.ExecContext(ctx, ws, size+int64(len(batch))); err != nil {
-			return fmt.Errorf("sqlite: audit append: head: %w", err)
-		}
-		for j, i := range groups[ws] {
-			indexes[i] = batch[j].Index
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		// Committed or not is unknown here: the next append reads the hashes.
-		db.auditTips.Forget(wss...)
-		return fmt.Errorf("sqlite: audit append: commit: %w", err)
-	}
-	for ws, t := range tips {
-		db.auditTips.Keep(ws, t)
-	}
-	for i := range entries {
-		entries[i].Index = indexes[i]
-	}
-	return nil
+	return db.appendJournal(ctx, entries)
 }
 
 // chunkQueries are the statements insertRows runs for n rows under prefix.
@@ -218,22 +114,26 @@ func readAuditHashes(ctx context.Context, q querier, workspaceID int64, indexes 
 
 // ReadAuditHashes returns stored tree hashes of a workspace's log.
 func (db *DB) ReadAuditHashes(ctx context.Context, workspaceID int64, indexes []int64) ([]tlog.Hash, error) {
+	if err := db.flushAudit(ctx); err != nil {
+		return nil, err
+	}
 	return readAuditHashes(ctx, db.read, workspaceID, indexes)
 }
 
 // AuditSize returns the number of entries in a workspace's log.
 func (db *DB) AuditSize(ctx context.Context, workspaceID int64) (int64, error) {
-	var size int64
-	err := db.read.QueryRowContext(ctx, `SELECT size FROM audit_heads WHERE workspace_id = ?`, workspaceID).Scan(&size)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("sqlite: audit size: %w", err)
+	if err := db.flushAudit(ctx); err != nil {
+		return 0, err
 	}
-	return size, nil
+	return db.auditHead(ctx, db.read, workspaceID)
 }
 
 // AuditRecords returns the stored records [start, end) of a workspace's log,
 // each with the hashes stored at its index.
 func (db *DB) AuditRecords(ctx context.Context, workspaceID, start, end int64) ([]trustloop.AuditRecord, error) {
+	if err := db.flushAudit(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := db.read.QueryContext(ctx, `SELECT e.idx, e.data, h.hashes FROM audit_entries e
 		LEFT JOIN audit_hashes h ON h.workspace_id = e.workspace_id AND h.idx = e.idx
 		WHERE e.workspace_id = ? AND e.idx >= ? AND e.idx < ? ORDER BY e.idx`, workspaceID, start, end)
@@ -286,6 +186,9 @@ func (db *DB) LatestAuditCheckpoint(ctx context.Context, workspaceID int64) (*tr
 // AuditRecordsOf returns the records naming a subject, newest first, with
 // indexes below before (0: from the end), at most limit.
 func (db *DB) AuditRecordsOf(ctx context.Context, workspaceID int64, subject string, before int64, limit int) ([]trustloop.AuditRecord, error) {
+	if err := db.flushAudit(ctx); err != nil {
+		return nil, err
+	}
 	if before <= 0 {
 		before = math.MaxInt64
 	}

@@ -19,6 +19,11 @@ import (
 func (db *DB) Erase(ctx context.Context, e *trustloop.Erasure) (trustloop.ErasureCounts, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	// The subjects' audit index rows go below: none may arrive after them from
+	// the journal.
+	if err := db.applyAuditLocked(ctx); err != nil {
+		return trustloop.ErasureCounts{}, err
+	}
 	return db.erase(ctx, e)
 }
 

@@ -65,6 +65,7 @@ type DB struct {
 
 	// auditTips: the audit logs' frontiers as the last append left them.
 	auditTips trustloop.AuditTips
+	audit     *auditJournal // nil on a read-only store (auditjournal.go)
 
 	seg    *segments // the sealed payloads (segment.go)
 	segBuf []byte    // the writer's reused append buffer
@@ -94,6 +95,10 @@ type Options struct {
 	// SegmentMaxBytes is the size at which the writer starts a new payload
 	// segment (segment.go). Default 1 GiB.
 	SegmentMaxBytes int64
+	// AuditJournalBytes is the audit journal's size past which writing starts
+	// over at its start once everything in it is applied (auditjournal.go).
+	// Default 4 MiB; tests make it small.
+	AuditJournalBytes int64
 }
 
 // Open opens the database in dir with default options.
@@ -119,6 +124,9 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 	}
 	if opt.SegmentMaxBytes <= 0 {
 		opt.SegmentMaxBytes = defaultSegmentMaxBytes
+	}
+	if opt.AuditJournalBytes <= 0 {
+		opt.AuditJournalBytes = auditJournalWrap
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sqlite: data dir: %w", err)
@@ -207,6 +215,9 @@ func (db *DB) open(ctx context.Context) error {
 		return err
 	}
 	if err := db.openSegments(ctx, false); err != nil {
+		return err
+	}
+	if err := db.openAuditJournal(ctx, db.opt.AuditJournalBytes); err != nil {
 		return err
 	}
 	// File permissions: the database holds only ciphertext and blind indexes, but
@@ -357,6 +368,9 @@ func (db *DB) Checkpoint(ctx context.Context) error {
 // Close closes the database and releases the directory lock.
 func (db *DB) Close() error {
 	var errs []error
+	if db.audit != nil {
+		errs = append(errs, db.closeAuditJournal())
+	}
 	if db.ckptStop != nil {
 		close(db.ckptStop)
 		<-db.ckptDone

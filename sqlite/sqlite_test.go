@@ -1,10 +1,8 @@
 package sqlite_test
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,7 +11,6 @@ import (
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/sqlite"
 	"github.com/trustloop/trustloop/storetest"
-	"golang.org/x/mod/sumdb/tlog"
 )
 
 // MustOpen opens a store in a fresh temporary directory.
@@ -183,85 +180,6 @@ func TestScrubLogTruncatesWAL(t *testing.T) {
 	}
 	if err := db.ScrubLog(ctx); err != nil {
 		t.Fatalf("ScrubLog with nothing to do = %v", err)
-	}
-}
-
-// TestAuditAppendRereadsAfterAnotherWriter: the store keeps the audit log's
-// frontier from its last append instead of reading it back, which is right
-// only while nobody else appended. Another writer on the file (here a raw
-// connection appending two correct records) changes the size, and the next
-// append must read the hashes again: every stored hash still equals tlog's.
-func TestAuditAppendRereadsAfterAnotherWriter(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := sqlite.Open(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	const ws = 7
-	entry := func(i int) trustloop.AuditEntry {
-		return trustloop.AuditEntry{WorkspaceID: ws, Time: time.UnixMilli(1_790_000_000_000 + int64(i)).UTC(),
-			Kind: trustloop.AuditDataUse, Actor: trustloop.AuditActor{Kind: trustloop.ActorAPIKey, ID: "key:1"},
-			Purpose: "marketing", Subject: fmt.Sprint(1_000_000 + i), Categories: []string{"behavior"},
-			Action: "GET /v1/profiles/{id}"}
-	}
-	if err := db.AppendAudit(ctx, []trustloop.AuditEntry{entry(0), entry(1), entry(2)}); err != nil {
-		t.Fatal(err)
-	}
-	// Size 3 → 5 behind the store's back; both frontiers hold two hashes, so
-	// a frontier kept for size 3 would fit and be wrong.
-	raw, err := sql.Open("sqlite", filepath.Join(dir, "trustloop.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	more := []trustloop.AuditEntry{entry(3), entry(4)}
-	data, hashes, err := trustloop.AuditAppend(3, more, func(idx []int64) ([]tlog.Hash, error) {
-		return db.ReadAuditHashes(ctx, ws, idx)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range more {
-		if _, err := raw.Exec(`INSERT INTO audit_entries (workspace_id, idx, data) VALUES (?, ?, ?)`, ws, 3+i, data[i]); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := raw.Exec(`INSERT INTO audit_hashes (workspace_id, idx, hashes) VALUES (?, ?, ?)`, ws, 3+i, hashes[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := raw.Exec(`UPDATE audit_heads SET size = 5 WHERE workspace_id = ?`, ws); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.AppendAudit(ctx, []trustloop.AuditEntry{entry(5)}); err != nil {
-		t.Fatal(err)
-	}
-	recs, err := db.AuditRecords(ctx, ws, 0, 10)
-	if err != nil || len(recs) != 6 {
-		t.Fatalf("%d records, %v; want 6", len(recs), err)
-	}
-	var ref []tlog.Hash
-	reader := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-		out := make([]tlog.Hash, len(idx))
-		for i, x := range idx {
-			out[i] = ref[x]
-		}
-		return out, nil
-	})
-	for i, r := range recs {
-		hs, err := tlog.StoredHashes(int64(i), r.Data, reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref = append(ref, hs...)
-		var want []byte
-		for _, h := range hs {
-			want = append(want, h[:]...)
-		}
-		if !bytes.Equal(r.Hashes, want) {
-			t.Fatalf("record %d: stored hashes differ from tlog's", i)
-		}
 	}
 }
 

@@ -137,6 +137,9 @@ func (db *DB) Stats(ctx context.Context) (trustloop.Stats, error) {
 			return st, fmt.Errorf("sqlite: stats: %w", err)
 		}
 	}
+	if err := db.flushAudit(ctx); err != nil {
+		return st, err
+	}
 	if err := db.read.QueryRowContext(ctx, `SELECT COALESCE(SUM(size), 0) FROM audit_heads`).Scan(&st.AuditEntries); err != nil {
 		return st, fmt.Errorf("sqlite: stats: %w", err)
 	}

@@ -1,0 +1,540 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// The audit journal. Every data use of the API waits until its audit record is
+// durable, so the cost of that commit is in every personalized answer's
+// latency. Committed straight into the tables, one record changes four B-trees
+// (entries, hashes, subjects, head): five WAL frames, eleven writes and an
+// fsync, ~0.4 ms alone and ~1 ms under load. The journal makes the record
+// durable with one write and one fdatasync instead; a background applier then
+// moves many records at a time into the tables, which stay the log readers
+// see.
+//
+// What keeps it exact:
+//   - Only this process appends: the store holds the data directory's lock, so
+//     the journal's idea of each log's size is the truth.
+//   - Every read of the log (size, records, hashes, a subject's records, the
+//     stats) and every erasure first moves what is pending into the tables, so
+//     nobody sees the tables behind the journal. A read-only store (another
+//     process) sees the tables only: a prefix of the log, never a fork.
+//   - Records are framed with their length and a CRC-32C: opening replays the
+//     journal from its start up to the first frame that does not check (a
+//     write a crash cut short, whose append never returned), applying each
+//     record whose index is the next of its log and skipping those already in
+//     the tables.
+//   - Writing starts over at the file's start (so the file stops growing and
+//     fdatasync need not record a new size) only when every record in it is in
+//     the tables: whatever the replay reads past the new records is then older
+//     than the tables' heads and skipped.
+const (
+	auditJournalName = "audit.journal"
+	// auditJournalWrap: past this size, writing starts over once everything is
+	// applied (~12,000 records).
+	auditJournalWrap = 4 << 20
+	// auditApplyDelay gathers records for one apply commit.
+	auditApplyDelay = 100 * time.Millisecond
+	// auditApplyChunk and auditApplyPause: the applier's commits take at most
+	// this many records, this far apart.
+	auditApplyChunk = 128
+	auditApplyPause = 2 * time.Millisecond
+	// auditApplyMax: with this many pending, the applier does not wait.
+	auditApplyMax = 2048
+)
+
+var crc32c = crc32.MakeTable(crc32.Castagnoli)
+
+// journalRec is one audit record as the tables take it.
+type journalRec struct {
+	ws, idx      int64
+	data, hashes []byte
+	subject      string
+}
+
+// appendJournalFrame appends one append's records as one frame: the body's
+// length and CRC-32C (4 bytes each, little-endian), then the body: the record
+// count, then per record ws, idx, and data, hashes and subject each with their
+// length, as uvarints. One frame per append makes an append whole or absent
+// after a crash.
+func appendJournalFrame(b []byte, recs []journalRec) []byte {
+	start := len(b)
+	b = append(b, make([]byte, 8)...)
+	b = binary.AppendUvarint(b, uint64(len(recs)))
+	for _, r := range recs {
+		b = binary.AppendUvarint(b, uint64(r.ws))
+		b = binary.AppendUvarint(b, uint64(r.idx))
+		for _, f := range [][]byte{r.data, r.hashes, []byte(r.subject)} {
+			b = binary.AppendUvarint(b, uint64(len(f)))
+			b = append(b, f...)
+		}
+	}
+	body := b[start+8:]
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(body)))
+	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(body, crc32c))
+	return b
+}
+
+// parseJournal returns the records of the frames at the start of b, up to the
+// first frame that does not check, and where those frames end.
+func parseJournal(b []byte) ([]journalRec, int) {
+	var out []journalRec
+	off := 0
+	for len(b)-off >= 8 {
+		n := int(binary.LittleEndian.Uint32(b[off:]))
+		sum := binary.LittleEndian.Uint32(b[off+4:])
+		if n == 0 || n > len(b)-off-8 {
+			break
+		}
+		body := b[off+8 : off+8+n]
+		if crc32.Checksum(body, crc32c) != sum {
+			break
+		}
+		recs, ok := decodeJournalBody(body)
+		if !ok {
+			break
+		}
+		out = append(out, recs...)
+		off += 8 + n
+	}
+	return out, off
+}
+
+func decodeJournalBody(b []byte) ([]journalRec, bool) {
+	count, n := binary.Uvarint(b)
+	if n <= 0 || count == 0 || count > uint64(len(b)) {
+		return nil, false
+	}
+	b = b[n:]
+	out := make([]journalRec, 0, count)
+	for range count {
+		var ints [2]uint64
+		for i := range ints {
+			v, n := binary.Uvarint(b)
+			if n <= 0 || v > 1<<62 {
+				return nil, false
+			}
+			ints[i], b = v, b[n:]
+		}
+		var fields [3][]byte
+		for i := range fields {
+			l, n := binary.Uvarint(b)
+			if n <= 0 || l > uint64(len(b)-n) {
+				return nil, false
+			}
+			fields[i], b = b[n:n+int(l)], b[n+int(l):]
+		}
+		if len(fields[0]) == 0 {
+			return nil, false
+		}
+		out = append(out, journalRec{ws: int64(ints[0]), idx: int64(ints[1]),
+			data: fields[0], hashes: fields[1], subject: string(fields[2])})
+	}
+	if len(b) != 0 {
+		return nil, false
+	}
+	return out, true
+}
+
+// auditJournal is the journal of a writable store. Lock order: db.mu before
+// j.mu; appends take j.mu only.
+type auditJournal struct {
+	mu      sync.Mutex
+	f       *os.File
+	off     int64           // where the next frame goes
+	wrapAt  int64           // see auditJournalWrap
+	pending []journalRec    // durable here, not yet in the tables, in order
+	heads   map[int64]int64 // sizes of the logs appended to, counting pending
+	failed  error           // a write that could not be undone: appends refused until a restart
+	buf     []byte
+
+	wake       chan struct{}
+	stop, done chan struct{}
+
+	testApplying func() // called by an apply once it took its records (tests)
+}
+
+// openAuditJournal opens (creating) the journal beside the database, replays
+// into the tables what the tables lack, and starts the applier.
+func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
+	f, err := os.OpenFile(filepath.Join(filepath.Dir(db.path), auditJournalName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit journal: %w", err)
+	}
+	j := &auditJournal{f: f, wrapAt: wrapAt, heads: map[int64]int64{},
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("sqlite: audit journal: %w", err)
+	}
+	recs, _ := parseJournal(b)
+	var apply []journalRec
+	for _, r := range recs {
+		h, ok := j.heads[r.ws]
+		if !ok {
+			if h, err = db.auditHead(ctx, db.write, r.ws); err != nil {
+				f.Close()
+				return err
+			}
+		}
+		switch {
+		case r.idx < h: // in the tables already (or older than them)
+		case r.idx == h:
+			apply = append(apply, r)
+			h++
+		default:
+			f.Close()
+			return &trustloop.Error{Code: trustloop.EINTERNAL,
+				Message: fmt.Sprintf("the audit journal holds entry %d of workspace %d's log, whose tables end at %d", r.idx, r.ws, h),
+				Hint:    "The database file is older than " + auditJournalName + " beside it (restored from a backup?). Restore the two together."}
+		}
+		j.heads[r.ws] = h
+	}
+	if len(apply) > 0 {
+		if err := db.writeAuditRecs(ctx, apply); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	// Everything in the file is in the tables now: writing starts over.
+	db.audit = j
+	go db.auditApplier()
+	return nil
+}
+
+// auditHead reads a log's size from the tables.
+func (db *DB) auditHead(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}, ws int64) (int64, error) {
+	var size int64
+	err := q.QueryRowContext(ctx, auditHeadSelect, ws).Scan(&size)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("sqlite: audit head: %w", err)
+	}
+	return size, nil
+}
+
+// appendJournal is AppendAudit on a writable store: the records are durable
+// once it returns, and in the tables once the applier (or a read) moves them.
+func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry) error {
+	j := db.audit
+	wss, groups := trustloop.AuditGroups(entries)
+
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.failed != nil {
+		return j.failed
+	}
+	var recs []journalRec
+	indexes := make([]int64, len(entries))
+	tips := make(map[int64]trustloop.AuditTip, len(wss))
+	for _, ws := range wss {
+		n, ok := j.heads[ws]
+		if !ok {
+			// Nothing of this log is pending (a pending record sets its
+			// head), so the tables hold all of it.
+			var err error
+			if n, err = db.auditHead(ctx, db.read, ws); err != nil {
+				return err
+			}
+		}
+		batch := make([]trustloop.AuditEntry, len(groups[ws]))
+		for k, i := range groups[ws] {
+			batch[k] = entries[i]
+		}
+		data, hashes, tip, err := db.auditTips.Append(ws, n, batch, func(idx []int64) ([]tlog.Hash, error) {
+			return j.readHashes(ctx, db, ws, idx)
+		})
+		if err != nil {
+			return auditErr("audit append", err)
+		}
+		tips[ws] = tip
+		for k, i := range groups[ws] {
+			r := journalRec{ws: ws, idx: batch[k].Index, data: data[k], hashes: hashes[k], subject: batch[k].Subject}
+			recs = append(recs, r)
+			indexes[i] = r.idx
+		}
+	}
+	buf := appendJournalFrame(j.buf[:0], recs)
+	j.buf = buf
+	if err := j.write(buf); err != nil {
+		return err
+	}
+	j.off += int64(len(buf))
+	j.pending = append(j.pending, recs...)
+	for ws, t := range tips {
+		j.heads[ws] = t.Size()
+		db.auditTips.Keep(ws, t)
+	}
+	for i := range entries {
+		entries[i].Index = indexes[i]
+	}
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// write makes buf durable at j.off. On failure it cuts the file back to j.off
+// so that no part of a refused append can be replayed; if even that fails the
+// journal refuses every later append (a restart replays what is durable).
+func (j *auditJournal) write(buf []byte) error {
+	_, err := j.f.WriteAt(buf, j.off)
+	if err == nil {
+		err = datasync(j.f)
+	}
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("sqlite: audit journal: %w", err)
+	if terr := j.f.Truncate(j.off); terr != nil {
+		j.failed = errors.Join(err, terr)
+	} else if serr := j.f.Sync(); serr != nil {
+		j.failed = errors.Join(err, serr)
+	}
+	return err
+}
+
+// readHashes returns a log's stored hashes at indexes, from the pending
+// records or else the tables. Under j.mu.
+func (j *auditJournal) readHashes(ctx context.Context, db *DB, ws int64, indexes []int64) ([]tlog.Hash, error) {
+	known := map[int64][]byte{}
+	var rest []int64
+	for _, x := range indexes {
+		found := false
+		for _, r := range j.pending {
+			if r.ws != ws {
+				continue
+			}
+			base := tlog.StoredHashIndex(0, r.idx)
+			if x >= base && (x-base+1)*tlog.HashSize <= int64(len(r.hashes)) {
+				known[x] = r.hashes[(x-base)*tlog.HashSize : (x-base+1)*tlog.HashSize]
+				found = true
+				break
+			}
+		}
+		if !found {
+			rest = append(rest, x)
+		}
+	}
+	stored, err := readAuditHashes(ctx, db.read, ws, rest)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		if h, ok := known[x]; ok {
+			copy(out[i][:], h)
+		} else {
+			out[i], stored = stored[0], stored[1:]
+		}
+	}
+	return out, nil
+}
+
+// hasPending reports whether records wait for the tables.
+func (j *auditJournal) hasPending() bool {
+	if j == nil {
+		return false
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return len(j.pending) > 0
+}
+
+// flushAudit moves the pending records into the tables before a read of the
+// log, so readers never see the tables behind the journal.
+func (db *DB) flushAudit(ctx context.Context) error {
+	if !db.audit.hasPending() {
+		return nil
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.applyAuditLocked(ctx)
+}
+
+// applyAuditLocked moves the pending records into the tables in one
+// transaction, under db.mu. Once the journal is past its wrap size, it holds
+// j.mu throughout, so nothing is appended meanwhile and writing can start
+// over at the file's start.
+func (db *DB) applyAuditLocked(ctx context.Context) error {
+	return db.applyAuditSome(ctx, 0)
+}
+
+// applyAuditSome is applyAuditLocked for at most limit records (0: all), so
+// that the applier spreads its work instead of taking the CPU in bursts; the
+// apply that starts writing over takes all.
+func (db *DB) applyAuditSome(ctx context.Context, limit int) error {
+	j := db.audit
+	if j == nil {
+		return nil
+	}
+	j.mu.Lock()
+	wrap := j.off >= j.wrapAt
+	recs := j.pending
+	if !wrap && limit > 0 && len(recs) > limit {
+		recs = recs[:limit]
+	}
+	if !wrap {
+		j.mu.Unlock()
+	}
+	if j.testApplying != nil {
+		j.testApplying()
+	}
+	var err error
+	if len(recs) > 0 {
+		err = db.writeAuditRecs(ctx, recs)
+	}
+	if !wrap {
+		j.mu.Lock()
+	}
+	defer j.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	j.pending = slices.Clone(j.pending[len(recs):])
+	if wrap {
+		j.off = 0
+	}
+	return nil
+}
+
+// writeAuditRecs writes records into the tables in one transaction: entries,
+// their tree hashes, the subjects' index rows and each log's head, many rows
+// per statement.
+func (db *DB) writeAuditRecs(ctx context.Context, recs []journalRec) error {
+	var ents, hs, subs []any
+	heads := map[int64]int64{}
+	for _, r := range recs {
+		ents = append(ents, r.ws, r.idx, r.data)
+		hs = append(hs, r.ws, r.idx, r.hashes)
+		if r.subject != "" {
+			subs = append(subs, r.ws, r.subject, r.idx)
+		}
+		heads[r.ws] = max(heads[r.ws], r.idx+1)
+	}
+	queries := []string{auditHeadUpsert}
+	queries = append(queries, chunkQueries(auditEntryInsert, len(recs))...)
+	queries = append(queries, chunkQueries(auditHashInsert, len(recs))...)
+	queries = append(queries, chunkQueries(auditSubjectInsert, len(subs)/3)...)
+	for _, q := range queries {
+		if _, err := db.prepared(ctx, true, q); err != nil {
+			return fmt.Errorf("sqlite: audit apply: prepare: %w", err)
+		}
+	}
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit apply: begin: %w", err)
+	}
+	defer tx.Rollback()
+	for _, ins := range []struct {
+		query, what string
+		args        []any
+	}{{auditEntryInsert, "entries", ents}, {auditHashInsert, "hashes", hs}, {auditSubjectInsert, "subjects", subs}} {
+		if err := db.insertRows(ctx, tx, ins.query, ins.args); err != nil {
+			return fmt.Errorf("sqlite: audit apply: %s: %w", ins.what, err)
+		}
+	}
+	headUpsert, err := db.txStmt(ctx, tx, auditHeadUpsert)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit apply: head: %w", err)
+	}
+	for ws, size := range heads {
+		if _, err := headUpsert.ExecContext(ctx, ws, size); err != nil {
+			return fmt.Errorf("sqlite: audit apply: head: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: audit apply: commit: %w", err)
+	}
+	return nil
+}
+
+// auditApplier moves pending records into the tables a little after they
+// arrive, many per commit.
+func (db *DB) auditApplier() {
+	j := db.audit
+	defer close(j.done)
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-j.wake:
+		}
+		// Gather for a moment, unless much is pending already.
+		j.mu.Lock()
+		many := len(j.pending) >= auditApplyMax
+		j.mu.Unlock()
+		if !many {
+			select {
+			case <-j.stop:
+				return
+			case <-time.After(auditApplyDelay):
+			}
+		}
+		// What is pending now goes in commits of a chunk each, a pause apart.
+		j.mu.Lock()
+		left := len(j.pending)
+		j.mu.Unlock()
+		var err error
+		for err == nil && left > 0 {
+			db.mu.Lock()
+			err = db.applyAuditSome(context.Background(), auditApplyChunk)
+			db.mu.Unlock()
+			if left -= auditApplyChunk; left > 0 {
+				select {
+				case <-j.stop:
+					return
+				case <-time.After(auditApplyPause):
+				}
+			}
+		}
+		if err != nil || j.hasPending() {
+			// Failed (the records stay pending and durable; reads retry
+			// too) or more arrived meanwhile: go round again.
+			if err != nil {
+				select {
+				case <-j.stop:
+					return
+				case <-time.After(time.Second):
+				}
+			}
+			select {
+			case j.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// closeAuditJournal stops the applier, moves what is pending into the tables
+// and closes the file.
+func (db *DB) closeAuditJournal() error {
+	j := db.audit
+	if j == nil {
+		return nil
+	}
+	close(j.stop)
+	<-j.done
+	db.mu.Lock()
+	err := db.applyAuditLocked(context.Background())
+	db.mu.Unlock()
+	return errors.Join(err, j.f.Close())
+}
