@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -599,5 +600,121 @@ func TestRebuildFailureKeepsTheRest(t *testing.T) {
 		if left != 0 || l.each[2] == 0 {
 			t.Fatalf("round %d: after recovery %d still waiting, workspace 2 rebuilt %d times", round, left, l.each[2])
 		}
+	}
+}
+
+// A subject whose read-back keeps failing does not hold anyone else back: one
+// call reads back every other queued subject (more than one turn's worth),
+// keeps only the failing one queued, and says how many failed.
+func TestResyncFailingSubjectHoldsNoOneBack(t *testing.T) {
+	ctx := context.Background()
+	c := &fakeConsent{allowed: map[string]map[string]bool{}}
+	l := newFlakyLog()
+	s := newTestService(t, c, l.fakeLog)
+	s.Log = l
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var changed [][]byte
+	for i := range 3 * resyncChunk {
+		p := fmt.Sprintf("u%03d", i)
+		c.set("user_id:"+p, Personalization, true)
+		c.set("user_id:"+p, Analytics, true)
+		at = at.Add(time.Minute)
+		m := viewMsg(p, "", fmt.Sprintf("p%d", i%7), at, both...)
+		sub := []byte("user_id:" + p)
+		l.evs = append(l.evs, LogEvent{Message: m, Subject: sub})
+		if err := s.Observe(ctx, []Event{{WorkspaceID: 1, Message: m, Subject: sub}}); err != nil {
+			t.Fatal(err)
+		}
+		changed = append(changed, sub)
+	}
+	s.ConsentChanged(1, changed)
+	const failing = "user_id:u100"
+	l.fail[failing] = 0
+	err := s.ResyncQueued(ctx)
+	if q := queued(s, 1); !slices.Equal(q, []string{failing}) {
+		t.Fatalf("queued after the call: %d subjects (%v …); want only %s", len(q), q[:min(3, len(q))], failing)
+	}
+	if !errors.Is(err, errLogDown) || !strings.Contains(err.Error(), "1 subjects") {
+		t.Fatalf("ResyncQueued = %v; want the log's failure, for 1 subject", err)
+	}
+	for i := range 3 * resyncChunk {
+		if sub := fmt.Sprintf("user_id:u%03d", i); l.reads[sub] != 1 {
+			t.Fatalf("%s was read back %d times, want once", sub, l.reads[sub])
+		}
+	}
+	delete(l.fail, failing)
+	if err := s.ResyncQueued(ctx); err != nil || s.Pending(1) != 0 {
+		t.Fatalf("with the log readable again: %v, %d pending", err, s.Pending(1))
+	}
+	if !bytes.Equal(s.Encode(1), rebuilt(t, c, l.fakeLog)) {
+		t.Error("the model differs from a rebuild from the log")
+	}
+}
+
+// An event handed to Observe without its subject (the collector always gives
+// it; another caller may not) is not lost when its consent cannot be read:
+// its subject is worked out and queued, and when even that fails (the key
+// ring) the workspace is rebuilt.
+func TestObserveFailureWithoutSubject(t *testing.T) {
+	ctx := context.Background()
+	c := &fakeConsent{allowed: map[string]map[string]bool{}}
+	for _, sub := range []string{"user_id:alice", "user_id:bob"} {
+		c.set(sub, Personalization, true)
+		c.set(sub, Analytics, true)
+	}
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := &fakeLog{}
+	var evs []Event
+	for i, p := range []string{"alice", "bob", "alice"} {
+		m := viewMsg(p, "", fmt.Sprintf("p%d", i), at.Add(time.Duration(i)*time.Minute), both...)
+		sub, _ := blind(1, trustloop.IDUserID, p)
+		l.evs = append(l.evs, LogEvent{Message: m, Subject: sub})
+		evs = append(evs, Event{WorkspaceID: 1, Message: m}) // no Subject
+	}
+
+	s := newTestService(t, c, l)
+	fc := &flakyConsent{fakeConsent: c, down: map[string]bool{"user_id:alice": true}}
+	s.Consent = fc
+	if err := s.Observe(ctx, slices.Clone(evs)); errCount(err) != 2 {
+		t.Fatalf("Observe = %v; want alice's two failures", err)
+	}
+	if q := queued(s, 1); !slices.Equal(q, []string{"user_id:alice"}) {
+		t.Fatalf("queued %v; want alice", q)
+	}
+	fc.down = nil
+	if err := s.ResyncQueued(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.Encode(1), rebuilt(t, c, l)) {
+		t.Error("after the read-back the model differs from a rebuild from the log")
+	}
+
+	// The key ring fails too: the subject cannot be named, so the workspace
+	// is rebuilt.
+	s = newTestService(t, c, l)
+	fc = &flakyConsent{fakeConsent: c, down: map[string]bool{"user_id:alice": true}}
+	s.Consent = fc
+	keysDown := true
+	s.Blind = func(ws int64, typ, v string) ([]byte, error) {
+		if keysDown && v == "alice" {
+			return nil, errors.New("key ring unreadable")
+		}
+		return blind(ws, typ, v)
+	}
+	if err := s.Observe(ctx, slices.Clone(evs)); errCount(err) != 2 {
+		t.Fatalf("Observe = %v; want alice's two failures", err)
+	}
+	s.idleMu.Lock()
+	reload := s.reload[1]
+	s.idleMu.Unlock()
+	if !reload {
+		t.Fatal("the workspace was not queued to be rebuilt")
+	}
+	keysDown, fc.down = false, nil
+	if err := s.ResyncQueued(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.Encode(1), rebuilt(t, c, l)) {
+		t.Error("after the rebuild the model differs from a rebuild from the log")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -163,12 +164,28 @@ func (s *Service) Observe(ctx context.Context, evs []Event) error {
 	for i := range evs {
 		if err := s.observe(ctx, &evs[i]); err != nil {
 			errs = append(errs, err)
-			if evs[i].Subject != nil {
-				s.enqueue(evs[i].WorkspaceID, []string{string(evs[i].Subject)})
-			}
+			s.requeueEvent(&evs[i])
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// requeueEvent makes sure an event Observe could not apply is applied later:
+// its subject is read back from the log, or, when not even the subject can be
+// known (the collector gives it; a caller that does not, and whose key ring
+// failed), the workspace is rebuilt.
+func (s *Service) requeueEvent(ev *Event) {
+	subject := ev.Subject
+	if subject == nil {
+		if idType, id := ev.Message.Subject(); id != "" && !s.placeholder(ev.WorkspaceID, id) {
+			subject, _ = s.Blind(ev.WorkspaceID, idType, id)
+		}
+	}
+	if subject == nil {
+		s.Reload(ev.WorkspaceID)
+		return
+	}
+	s.enqueue(ev.WorkspaceID, []string{string(subject)})
 }
 
 func (s *Service) observe(ctx context.Context, ev *Event) error {
@@ -522,16 +539,18 @@ func (s *Service) Run(ctx context.Context) {
 		case <-s.wake:
 		case <-timer.C:
 		}
-		for {
+		// Failures are retried from 1 s, twice as long each time up to a
+		// minute, so a subject that keeps failing is not a log line a second.
+		for backoff := time.Second; ; backoff = min(2*backoff, time.Minute) {
 			if err := s.ResyncQueued(ctx); err == nil || ctx.Err() != nil {
 				break
 			} else if s.Logger != nil {
-				s.Logger.Error("recommender: reading subjects back after a consent change failed; retrying", "err", err)
+				s.Logger.Error("recommender: reading subjects back after a consent change failed; retrying", "err", err, "retry_in", backoff.String())
 			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(time.Second):
+			case <-time.After(backoff):
 			}
 		}
 	}
@@ -585,6 +604,12 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 		return nil
 	}
 	// A bounded number per turn on the writer: the collector commits between.
+	// A subject whose read-back fails stays queued for the next call and the
+	// others go on: one subject that cannot be read (its log damaged, say)
+	// must not hold everyone else's changes back.
+	failed := map[int64]map[string]bool{}
+	var first error
+	nfailed := 0
 	run := func(ctx context.Context) error {
 		n := 0
 		for ws, subjects := range queue {
@@ -592,11 +617,21 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 				if n == resyncChunk {
 					return nil
 				}
+				n++
 				if err := s.resync(ctx, ws, u); err != nil {
-					return err
+					if ctx.Err() != nil {
+						return err
+					}
+					if failed[ws] == nil {
+						failed[ws] = map[string]bool{}
+					}
+					failed[ws][u] = true
+					if first == nil {
+						first = err
+					}
+					nfailed++
 				}
 				delete(subjects, u)
-				n++
 			}
 			delete(queue, ws)
 		}
@@ -612,6 +647,10 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 	}
 	if err != nil {
 		s.requeue(queue) // what is left is tried again
+	}
+	s.requeue(failed)
+	if err == nil && first != nil {
+		err = fmt.Errorf("%d subjects could not be read back (the first: %w)", nfailed, first)
 	}
 	return err
 }
