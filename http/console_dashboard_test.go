@@ -209,9 +209,12 @@ func TestDashboard(t *testing.T) {
 		!regexp.MustCompile(`(?s)<pre id="checkpoint-note">go.sum database tree\n\d+\n.*trustloop.audit/ws-`).MatchString(p.Body) {
 		t.Errorf("no checkpoint on the dashboard")
 	}
-	// Nothing of any customer is on it.
+	// Nothing of any customer is on it. The signed checkpoint is left out of
+	// the search: its hash and signature are base64, in which a short id like
+	// "u1" turns up by chance (5 runs in 60 failed on it before).
+	page := regexp.MustCompile(`(?s)<pre id="checkpoint-note">.*?</pre>`).ReplaceAllString(p.Body, "")
 	for _, pii := range []string{"ann@example.com", "bob@example.com", "u1", ann} {
-		if strings.Contains(p.Body, pii) {
+		if strings.Contains(page, pii) {
 			t.Errorf("the dashboard shows %q", pii)
 		}
 	}
