@@ -48,7 +48,8 @@ const (
 	// auditJournalWrap: past this size, writing starts over once everything is
 	// applied (~12,000 records).
 	auditJournalWrap = 4 << 20
-	// auditApplyDelay gathers records for one apply commit.
+	// auditApplyDelay gathers records for one apply commit (the default of
+	// Options.AuditApplyDelay).
 	auditApplyDelay = 100 * time.Millisecond
 	// auditApplyChunk and auditApplyPause: the applier's commits take at most
 	// this many records, this far apart.
@@ -486,7 +487,7 @@ func (db *DB) auditApplier() {
 			select {
 			case <-j.stop:
 				return
-			case <-time.After(auditApplyDelay):
+			case <-time.After(db.opt.AuditApplyDelay):
 			}
 		}
 		// What is pending now goes in commits of a chunk each, a pause apart.

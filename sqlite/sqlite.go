@@ -99,6 +99,10 @@ type Options struct {
 	// over at its start once everything in it is applied (auditjournal.go).
 	// Default 4 MiB; tests make it small.
 	AuditJournalBytes int64
+	// AuditApplyDelay is how long the audit journal's applier gathers records
+	// before it moves them into the tables. Default 100 ms; tests that need
+	// records left in the journal make it long.
+	AuditApplyDelay time.Duration
 }
 
 // Open opens the database in dir with default options.
@@ -127,6 +131,9 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 	}
 	if opt.AuditJournalBytes <= 0 {
 		opt.AuditJournalBytes = auditJournalWrap
+	}
+	if opt.AuditApplyDelay <= 0 {
+		opt.AuditApplyDelay = auditApplyDelay
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sqlite: data dir: %w", err)
