@@ -97,11 +97,12 @@ func parseJournal(b []byte) ([]journalRec, int) {
 	var out []journalRec
 	off := 0
 	for len(b)-off >= 8 {
-		n := int(binary.LittleEndian.Uint32(b[off:]))
+		n64 := uint64(binary.LittleEndian.Uint32(b[off:]))
 		sum := binary.LittleEndian.Uint32(b[off+4:])
-		if n == 0 || n > len(b)-off-8 {
+		if n64 == 0 || n64 > uint64(len(b)-off-8) {
 			break
 		}
+		n := int(n64) // fits: at most len(b)
 		body := b[off+8 : off+8+n]
 		if crc32.Checksum(body, crc32c) != sum {
 			break
@@ -173,9 +174,19 @@ type auditJournal struct {
 // openAuditJournal opens (creating) the journal beside the database, replays
 // into the tables what the tables lack, and starts the applier.
 func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
-	f, err := os.OpenFile(filepath.Join(filepath.Dir(db.path), auditJournalName), os.O_RDWR|os.O_CREATE, 0o600)
+	dir := filepath.Dir(db.path)
+	path := filepath.Join(dir, auditJournalName)
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("sqlite: audit journal: %w", err)
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		// A new file's name must be durable before anything in it counts.
+		if err := syncDir(dir); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	j := &auditJournal{f: f, wrapAt: wrapAt, heads: map[int64]int64{},
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
