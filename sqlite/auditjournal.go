@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/binary"
@@ -39,6 +40,8 @@ import (
 //     write a crash cut short, whose append never returned), applying each
 //     record whose index is the next of its log and skipping those already in
 //     the tables.
+//   - The file starts with a header naming the store (store_meta's id): a
+//     journal beside a database made anew is refused, not replayed into it.
 //   - Writing starts over at the file's start (so the file stops growing and
 //     fdatasync need not record a new size) only when every record in it is in
 //     the tables: whatever the replay reads past the new records is then older
@@ -60,6 +63,10 @@ const (
 )
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
+
+// journalMagic starts the journal's header; the store's id (store_meta)
+// follows it, and the frames follow that.
+var journalMagic = []byte("TLAUDJ\x00\x01")
 
 // journalRec is one audit record as the tables take it.
 type journalRec struct {
@@ -159,6 +166,7 @@ type auditJournal struct {
 	mu      sync.Mutex
 	f       *os.File
 	off     int64           // where the next frame goes
+	start   int64           // where the first frame goes (after the header)
 	wrapAt  int64           // see auditJournalWrap
 	pending []journalRec    // durable here, not yet in the tables, in order
 	heads   map[int64]int64 // sizes of the logs appended to, counting pending
@@ -195,7 +203,30 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 		f.Close()
 		return fmt.Errorf("sqlite: audit journal: %w", err)
 	}
-	recs, _ := parseJournal(b)
+	var id []byte
+	if err := db.write.QueryRowContext(ctx, `SELECT value FROM store_meta WHERE name = 'id'`).Scan(&id); err != nil {
+		f.Close()
+		return fmt.Errorf("sqlite: store id: %w", err)
+	}
+	header := append(append([]byte{}, journalMagic...), id...)
+	start := 0
+	switch {
+	case len(b) >= len(header) && bytes.Equal(b[:len(journalMagic)], journalMagic):
+		if !bytes.Equal(b[:len(header)], header) {
+			f.Close()
+			return &trustloop.Error{Code: trustloop.EINTERNAL,
+				Message: "the audit journal beside the database belongs to another database",
+				Hint: "The database file was made anew beside an old " + auditJournalName + ". If that was meant, move " +
+					auditJournalName + " away; if not, restore the database that goes with it."}
+		}
+		start = len(header)
+	case len(b) < len(header):
+		// New, or its header never became durable: nothing in it counts.
+		b = nil
+	}
+	// Without the header: a journal of the first format, frames from the
+	// start of the file.
+	recs, _ := parseJournal(b[start:])
 	var apply []journalRec
 	for _, r := range recs {
 		h, ok := j.heads[r.ws]
@@ -224,7 +255,19 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 			return err
 		}
 	}
-	// Everything in the file is in the tables now: writing starts over.
+	// Everything in the file is in the tables now: writing starts over, after
+	// the header (written, durably, if the file lacks it).
+	if start == 0 {
+		_, err := f.WriteAt(header, 0)
+		if err == nil {
+			err = datasync(f)
+		}
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("sqlite: audit journal: header: %w", err)
+		}
+	}
+	j.off, j.start = int64(len(header)), int64(len(header))
 	db.audit = j
 	go db.auditApplier()
 	return nil
@@ -423,7 +466,7 @@ func (db *DB) applyAuditSome(ctx context.Context, limit int) error {
 	}
 	j.pending = slices.Clone(j.pending[len(recs):])
 	if wrap {
-		j.off = 0
+		j.off = j.start
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,4 +161,80 @@ func FuzzParseJournal(f *testing.F) {
 			t.Fatalf("re-encoded %x, read %x", again, b[:end])
 		}
 	})
+}
+
+// TestAuditJournalOfAnotherDatabase: a journal beside a database made anew
+// (the old database file deleted, the journal left) is refused with advice,
+// not replayed into the new database's logs; moved away, the store opens.
+func TestAuditJournalOfAnotherDatabase(t *testing.T) {
+	ctx := context.Background()
+	old := t.TempDir()
+	db, err := Open(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := db.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	journal, err := os.ReadFile(filepath.Join(old, auditJournalName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, auditJournalName), journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(ctx, dir)
+	var te *trustloop.Error
+	if err == nil || !errors.As(err, &te) || !strings.Contains(te.Message, "another database") || te.Hint == "" {
+		t.Fatalf("Open beside another database's journal = %v; want a refusal with advice", err)
+	}
+	if err := os.Rename(filepath.Join(dir, auditJournalName), filepath.Join(dir, "old.journal")); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n, err := db.AuditSize(ctx, 3); err != nil || n != 0 {
+		t.Fatalf("the new database's log has %d entries, %v; want none", n, err)
+	}
+}
+
+// TestAuditJournalFirstFormat: a journal written before the header existed
+// (frames from the file's start) is replayed, and the file gets its header.
+func TestAuditJournalFirstFormat(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	es := []trustloop.AuditEntry{testEntry(0), testEntry(1)}
+	data, hashes, err := trustloop.AuditAppend(0, es, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []journalRec
+	for i := range es {
+		recs = append(recs, journalRec{ws: 3, idx: int64(i), data: data[i], hashes: hashes[i], subject: es[i].Subject})
+	}
+	if err := os.WriteFile(filepath.Join(dir, auditJournalName), appendJournalFrame(nil, recs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got, err := db.AuditRecords(ctx, 3, 0, 10)
+	if err != nil || len(got) != 2 || !bytes.Equal(got[1].Data, data[1]) || !bytes.Equal(got[1].Hashes, hashes[1]) {
+		t.Fatalf("replayed %d records, %v; want the two", len(got), err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, auditJournalName))
+	if err != nil || !bytes.HasPrefix(b, journalMagic) {
+		t.Fatalf("the journal has no header after the open: %.24q, %v", b, err)
+	}
 }
