@@ -493,8 +493,13 @@ func AuditGroups(entries []AuditEntry) (wss []int64, groups map[int64][]int) {
 	return wss, groups
 }
 
-// Size is the log's size the tip is for.
-func (t AuditTip) Size() int64 { return t.size }
+// Kept returns the size of the log whose tip is kept for workspace ws.
+func (t *AuditTips) Kept(ws int64) (size int64, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tip, ok := t.tips[ws]
+	return tip.size, ok
+}
 
 // Keep records a workspace's tip after its append committed.
 func (t *AuditTips) Keep(ws int64, tip AuditTip) {

@@ -25,11 +25,7 @@ import (
 // the server's store and audit log know nothing of it.
 func tamper(t *testing.T, s *testServer, stmts ...string) {
 	t.Helper()
-	applyAuditJournal(t, s)
-	c, err := sql.Open("sqlite", "file:"+s.Store.Path()+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := rawStore(t, s)
 	defer c.Close()
 	for _, q := range stmts {
 		if _, err := c.Exec(q); err != nil {
@@ -38,25 +34,27 @@ func tamper(t *testing.T, s *testServer, stmts ...string) {
 	}
 }
 
-// applyAuditJournal moves the audit records the store holds in its journal
-// into the tables, as any read of the log does, so that the tables hold every
-// entry appended so far.
-func applyAuditJournal(t *testing.T, s *testServer) {
+// rawStore opens a connection of its own to the test server's SQLite file,
+// once the audit records the store holds in its journal are in the tables
+// (any read of the log moves them), so that the tables hold every entry
+// appended so far.
+func rawStore(t *testing.T, s *testServer) *sql.DB {
 	t.Helper()
 	if _, err := s.Store.AuditSize(context.Background(), s.WS.ID); err != nil {
 		t.Fatal(err)
 	}
+	c, err := sql.Open("sqlite", "file:"+s.Store.Path()+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // storedAuditEntry returns the stored bytes of entry idx of the test workspace's
 // audit log.
 func storedAuditEntry(t *testing.T, s *testServer, idx int) string {
 	t.Helper()
-	applyAuditJournal(t, s)
-	c, err := sql.Open("sqlite", "file:"+s.Store.Path()+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := rawStore(t, s)
 	defer c.Close()
 	var data string
 	if err := c.QueryRow(`SELECT CAST(data AS TEXT) FROM audit_entries WHERE workspace_id = ? AND idx = ?`, s.WS.ID, idx).Scan(&data); err != nil {

@@ -609,7 +609,6 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 	// must not hold everyone else's changes back.
 	failed := map[int64]map[string]bool{}
 	var first error
-	nfailed := 0
 	run := func(ctx context.Context) error {
 		n := 0
 		for ws, subjects := range queue {
@@ -629,7 +628,6 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 					if first == nil {
 						first = err
 					}
-					nfailed++
 				}
 				delete(subjects, u)
 			}
@@ -650,7 +648,11 @@ func (s *Service) ResyncQueued(ctx context.Context) error {
 	}
 	s.requeue(failed)
 	if err == nil && first != nil {
-		err = fmt.Errorf("%d subjects could not be read back (the first: %w)", nfailed, first)
+		n := 0
+		for _, subjects := range failed {
+			n += len(subjects)
+		}
+		err = fmt.Errorf("%d subjects could not be read back (the first: %w)", n, first)
 	}
 	return err
 }

@@ -165,12 +165,11 @@ func decodeJournalBody(b []byte) ([]journalRec, bool) {
 type auditJournal struct {
 	mu      sync.Mutex
 	f       *os.File
-	off     int64           // where the next frame goes
-	start   int64           // where the first frame goes (after the header)
-	wrapAt  int64           // see auditJournalWrap
-	pending []journalRec    // durable here, not yet in the tables, in order
-	heads   map[int64]int64 // sizes of the logs appended to, counting pending
-	failed  error           // a write that could not be undone: appends refused until a restart
+	off     int64        // where the next frame goes
+	start   int64        // where the first frame goes (after the header)
+	wrapAt  int64        // see auditJournalWrap
+	pending []journalRec // durable here, not yet in the tables, in order
+	failed  error        // a write that could not be undone: appends refused until a restart
 	buf     []byte
 
 	wake       chan struct{}
@@ -196,7 +195,7 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 			return err
 		}
 	}
-	j := &auditJournal{f: f, wrapAt: wrapAt, heads: map[int64]int64{},
+	j := &auditJournal{f: f, wrapAt: wrapAt,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	b, err := io.ReadAll(f)
 	if err != nil {
@@ -228,8 +227,9 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 	// start of the file.
 	recs, _ := parseJournal(b[start:])
 	var apply []journalRec
+	heads := map[int64]int64{}
 	for _, r := range recs {
-		h, ok := j.heads[r.ws]
+		h, ok := heads[r.ws]
 		if !ok {
 			if h, err = db.auditHead(ctx, db.write, r.ws); err != nil {
 				f.Close()
@@ -247,7 +247,7 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 				Message: fmt.Sprintf("the audit journal holds entry %d of workspace %d's log, whose tables end at %d", r.idx, r.ws, h),
 				Hint:    "The database file is older than " + auditJournalName + " beside it (restored from a backup?). Restore the two together."}
 		}
-		j.heads[r.ws] = h
+		heads[r.ws] = h
 	}
 	if len(apply) > 0 {
 		if err := db.writeAuditRecs(ctx, apply); err != nil {
@@ -300,10 +300,12 @@ func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry)
 	indexes := make([]int64, len(entries))
 	tips := make(map[int64]trustloop.AuditTip, len(wss))
 	for _, ws := range wss {
-		n, ok := j.heads[ws]
+		// The journal is the log's only appender, so the tip its last
+		// append kept is the log's head and frontier. Without one (the first
+		// append to this log since the store opened) nothing of the log is
+		// pending: the tables hold all of it, head and hashes.
+		n, ok := db.auditTips.Kept(ws)
 		if !ok {
-			// Nothing of this log is pending (a pending record sets its
-			// head), so the tables hold all of it.
 			var err error
 			if n, err = db.auditHead(ctx, db.read, ws); err != nil {
 				return err
@@ -314,7 +316,7 @@ func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry)
 			batch[k] = entries[i]
 		}
 		data, hashes, tip, err := db.auditTips.Append(ws, n, batch, func(idx []int64) ([]tlog.Hash, error) {
-			return j.readHashes(ctx, db, ws, idx)
+			return readAuditHashes(ctx, db.read, ws, idx)
 		})
 		if err != nil {
 			return auditErr("audit append", err)
@@ -334,7 +336,6 @@ func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry)
 	j.off += int64(len(buf))
 	j.pending = append(j.pending, recs...)
 	for ws, t := range tips {
-		j.heads[ws] = t.Size()
 		db.auditTips.Keep(ws, t)
 	}
 	for i := range entries {
@@ -365,43 +366,6 @@ func (j *auditJournal) write(buf []byte) error {
 		j.failed = errors.Join(err, serr)
 	}
 	return err
-}
-
-// readHashes returns a log's stored hashes at indexes, from the pending
-// records or else the tables. Under j.mu.
-func (j *auditJournal) readHashes(ctx context.Context, db *DB, ws int64, indexes []int64) ([]tlog.Hash, error) {
-	known := map[int64][]byte{}
-	var rest []int64
-	for _, x := range indexes {
-		found := false
-		for _, r := range j.pending {
-			if r.ws != ws {
-				continue
-			}
-			base := tlog.StoredHashIndex(0, r.idx)
-			if x >= base && (x-base+1)*tlog.HashSize <= int64(len(r.hashes)) {
-				known[x] = r.hashes[(x-base)*tlog.HashSize : (x-base+1)*tlog.HashSize]
-				found = true
-				break
-			}
-		}
-		if !found {
-			rest = append(rest, x)
-		}
-	}
-	stored, err := readAuditHashes(ctx, db.read, ws, rest)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]tlog.Hash, len(indexes))
-	for i, x := range indexes {
-		if h, ok := known[x]; ok {
-			copy(out[i][:], h)
-		} else {
-			out[i], stored = stored[0], stored[1:]
-		}
-	}
-	return out, nil
 }
 
 // hasPending reports whether records wait for the tables.
