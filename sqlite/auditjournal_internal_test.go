@@ -238,3 +238,32 @@ func TestAuditJournalFirstFormat(t *testing.T) {
 		t.Fatalf("the journal has no header after the open: %.24q, %v", b, err)
 	}
 }
+
+// TestAuditJournalWriteFailure: an append whose write fails returns the error,
+// assigns no index and leaves nothing pending; when the file cannot even be cut
+// back, every later append is refused (a restart replays what is durable),
+// while what was appended before stays readable.
+func TestAuditJournalWriteFailure(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenWith(ctx, t.TempDir(), Options{AuditApplyDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close() // its error (the file closed below) is the test's doing
+	if err := db.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(0)}); err != nil {
+		t.Fatal(err)
+	}
+	db.audit.f.Close() // the file breaks: writes and truncation fail
+	for try := 1; try <= 2; try++ {
+		es := []trustloop.AuditEntry{testEntry(try)}
+		if err := db.AppendAudit(ctx, es); err == nil || es[0].Index != 0 {
+			t.Fatalf("append %d on a broken journal = %v, index %d; want an error and no index", try, err, es[0].Index)
+		}
+		if db.audit.failed == nil {
+			t.Fatalf("append %d: the journal does not refuse appends after it could not cut the file back", try)
+		}
+	}
+	if n, err := db.AuditSize(ctx, 3); err != nil || n != 1 {
+		t.Fatalf("AuditSize = %d, %v; want the one entry appended before", n, err)
+	}
+}
