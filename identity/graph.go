@@ -165,7 +165,21 @@ func pair(a, b int64) [2]int64 {
 // Owner implements View.
 func (g *Graph) Owner(id trustloop.Identifier) int64 { return g.owner[id] }
 
-// Identifiers implements View: a profile's identifiers, sorted.
+// Counts implements View.
+func (g *Graph) Counts(profile int64) []TypeCount {
+	var out []TypeCount
+	for id := range g.ids[profile] {
+		i := slices.IndexFunc(out, func(tc TypeCount) bool { return tc.Type == id.Type })
+		if i < 0 {
+			i = len(out)
+			out = append(out, TypeCount{Type: id.Type})
+		}
+		out[i].N++
+	}
+	return out
+}
+
+// Identifiers returns a profile's identifiers, sorted.
 func (g *Graph) Identifiers(profile int64) []trustloop.Identifier {
 	set := g.ids[profile]
 	out := make([]trustloop.Identifier, 0, len(set))

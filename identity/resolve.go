@@ -8,13 +8,16 @@ import (
 )
 
 // View is the part of the identity graph Resolve reads. It must be a partition:
-// an identifier belongs to at most one profile, and Identifiers(Owner(id)) holds
-// it. Identifiers are compared in their normalized form.
+// an identifier belongs to at most one profile, and Counts(Owner(id)) counts it.
+// Identifiers are compared in their normalized form.
 type View interface {
 	// Owner returns the profile an identifier belongs to, 0 when it is unknown.
 	Owner(id trustloop.Identifier) (profile int64)
-	// Identifiers returns a profile's identifiers.
-	Identifiers(profile int64) []trustloop.Identifier
+	// Counts returns how many identifiers of each type a profile has (a type
+	// at most once; the order does not matter). The limits need no more than
+	// that, so a view need not read a profile's identifiers back to answer.
+	// Resolve only reads the result.
+	Counts(profile int64) []TypeCount
 	// Separated reports whether a split said these two profiles must not be
 	// merged again.
 	Separated(a, b int64) bool
@@ -41,6 +44,12 @@ type Decision struct {
 	// Skipped are the event's identifiers that were not used, in the order they
 	// were dropped.
 	Skipped []Skip
+}
+
+// TypeCount is how many identifiers of one type a profile has.
+type TypeCount struct {
+	Type string
+	N    int
 }
 
 // candidate is one usable identifier of an event.
@@ -137,9 +146,9 @@ next:
 			continue
 		}
 		clear(have)
-		for _, id := range v.Identifiers(c.owner) {
-			if i, ok := r.index[id.Type]; ok {
-				have[i]++
+		for _, tc := range v.Counts(c.owner) {
+			if i, ok := r.index[tc.Type]; ok {
+				have[i] += tc.N
 			}
 		}
 		over := false

@@ -46,8 +46,18 @@ func (v *fakeView) Owner(id trustloop.Identifier) int64 {
 	}
 	return 0
 }
-func (v *fakeView) Identifiers(p int64) []trustloop.Identifier { return v.profiles[p] }
-func (v *fakeView) Separated(a, b int64) bool                  { return v.separated[pair(a, b)] }
+func (v *fakeView) Counts(p int64) []TypeCount {
+	n := map[string]int{}
+	for _, id := range v.profiles[p] {
+		n[id.Type]++
+	}
+	var out []TypeCount
+	for t, c := range n {
+		out = append(out, TypeCount{Type: t, N: c})
+	}
+	return out
+}
+func (v *fakeView) Separated(a, b int64) bool { return v.separated[pair(a, b)] }
 
 func ids(t *testing.T, s string) []trustloop.Identifier {
 	var out []trustloop.Identifier

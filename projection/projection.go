@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
-	"maps"
 	"runtime"
 	"slices"
 	"sync"
@@ -382,12 +380,17 @@ func (s *Service) invalidateAudiences(ws int64) {
 // CPU went to GC), and encoding one is no dearer than the deep copy a working
 // copy needed anyway; flushes seal enc as it is.
 type state struct {
-	rec     trustloop.ProfileRecord // State unused: st or enc is the truth
-	st      profile.State           // working copies
-	enc     []byte                  // installed states, and working copies once projected
-	types   map[string]int          // identifier types -> count, what Resolve counts (nil: none)
-	ids     []trustloop.Identifier
-	members []int64
+	rec trustloop.ProfileRecord // State unused: st or enc is the truth
+	st  profile.State           // working copies
+	enc []byte                  // installed states, and working copies once projected
+	// types counts the profile's identifiers by type: all Resolve needs of
+	// them (its limits). Installed states keep it (one small slice; the
+	// identifiers themselves are never kept: they were 40 % of the objects the
+	// GC had to visit). A working copy shares its installed state's slice until
+	// it changes it (typesOwn).
+	types    []identity.TypeCount
+	typesOwn bool
+	members  []int64
 	// dirty: changed since last written; since: the first log position not yet
 	// written (what the watermark may not pass); dirtyAt: when it became dirty.
 	dirty   bool
@@ -397,8 +400,9 @@ type state struct {
 	touched bool
 	// stored: a row exists (else the group commit inserts one).
 	stored bool
-	// idsLoaded: ids and types hold all the profile's identifiers.
-	idsLoaded bool
+	// typesKnown: types counts all the profile's identifiers (false for a
+	// state read from the store until ensureTypes counts its rows).
+	typesKnown bool
 	// membersDirty: members changed since they were last written;
 	// membersKnown: members are what is stored (false for a state read from the
 	// store, whose memberships were not read).
@@ -407,10 +411,29 @@ type state struct {
 
 // addType counts n more identifiers of a type.
 func (st *state) addType(t string, n int) {
-	if st.types == nil {
-		st.types = map[string]int{}
+	if !st.typesOwn {
+		st.types, st.typesOwn = slices.Clone(st.types), true
 	}
-	st.types[t] += n
+	for i := range st.types {
+		if st.types[i].Type == t {
+			st.types[i].N += n
+			return
+		}
+	}
+	st.types = append(st.types, identity.TypeCount{Type: internType(t), N: n})
+}
+
+// internType returns the built-in identifier types as the package's constants,
+// so that counts kept for many profiles do not each hold a copy of the name
+// read from a row.
+func internType(t string) string {
+	for _, c := range [...]string{trustloop.IDUserID, trustloop.IDEmail, trustloop.IDPhone,
+		trustloop.IDAnonymousID, trustloop.IDDeviceID} {
+		if t == c {
+			return c
+		}
+	}
+	return t
 }
 
 // copyLocked starts a working copy of an installed state; s.mu is held (the
@@ -419,8 +442,7 @@ func (st *state) addType(t string, n int) {
 func (st *state) copyLocked() *state {
 	c := *st
 	c.st = profile.State{}
-	c.types = maps.Clone(st.types)
-	c.ids = slices.Clone(st.ids)
+	c.typesOwn = false // shared until addType
 	c.members = slices.Clone(st.members)
 	c.touched = false
 	return &c
@@ -512,16 +534,29 @@ func (v *view) Owner(id trustloop.Identifier) int64 {
 	return p
 }
 
-// Identifiers returns a profile's identifiers for Resolve, which counts them by
-// type: stored identifiers carry their blind index as the value, since their
-// plaintext is sealed and not needed for counting.
-func (v *view) Identifiers(p int64) []trustloop.Identifier {
+// Counts returns how many identifiers of each type a profile has, for Resolve's
+// limits. A profile this group has not loaded is answered from its installed state's
+// counts, without decoding it: most events Resolve decides join one profile.
+func (v *view) Counts(p int64) []identity.TypeCount {
+	if _, ok := v.prof[p]; !ok {
+		v.s.mu.Lock()
+		c := v.s.cache[p]
+		var types []identity.TypeCount
+		known := c != nil && c.typesKnown
+		if known {
+			types = c.types // installed: never changed in place
+		}
+		v.s.mu.Unlock()
+		if known {
+			return types
+		}
+	}
 	st := v.load(p)
 	if st == nil {
 		return nil
 	}
-	v.ensureIDs(st)
-	return st.ids
+	v.ensureTypes(st)
+	return st.types
 }
 
 // Separated follows the identity rules: two profiles are separated when a split
@@ -687,11 +722,13 @@ func (v *view) prefetch(ids []int64) error {
 	return nil
 }
 
-// ensureIDs loads a profile's identifiers (as Resolve counts them) if its state
-// does not have them yet. Most events need none: an event whose identifiers all
-// belong to one profile already is decided without them (see projectWorkspace).
-func (v *view) ensureIDs(st *state) {
-	if st.idsLoaded || v.err != nil {
+// ensureTypes counts a profile's stored identifiers by type if its state does not
+// count them yet (a state read from the store). Identifiers attached or moved to
+// it in this group are counted already and are not stored yet: an identifier is
+// attached only when no profile owns it, and a merge moves the identifiers of a
+// profile that is stored under the other's id until the commit.
+func (v *view) ensureTypes(st *state) {
+	if st.typesKnown || v.err != nil {
 		return
 	}
 	idents, err := v.s.store.IdentitiesOfProfiles(v.ctx, v.ws, []int64{st.rec.ID})
@@ -699,19 +736,10 @@ func (v *view) ensureIDs(st *state) {
 		v.err = err
 		return
 	}
-	// Identifiers attached in this group are not stored yet; they are already in
-	// st.ids.
-	have := map[string]bool{}
-	for _, id := range st.ids {
-		have[id.Value] = true
-	}
 	for _, ir := range idents {
-		if h := hex.EncodeToString(ir.Blind); !have[h] {
-			st.ids = append(st.ids, trustloop.Identifier{Type: ir.Type, Value: h})
-			st.addType(ir.Type, 1)
-		}
+		st.addType(ir.Type, 1)
 	}
-	st.idsLoaded = true
+	st.typesKnown = true
 }
 
 // Group is the projection of one group commit attempt.
@@ -802,10 +830,8 @@ func (g *Group) Done(committed bool) {
 			fresh = append(fresh, dirtyEntry{id: id, since: st.since, at: now})
 		}
 		st.touched = false
-		// Installed: enc only, and not the identifiers either (ensureIDs reads
-		// them again for the rare event that attaches or merges): kept, they
-		// were 40 % of the objects the GC had to visit.
-		st.st, st.ids, st.types, st.idsLoaded = profile.State{}, nil, nil, false
+		// Installed: enc only (and the identifier counts).
+		st.st = profile.State{}
 		s.cache[id] = st
 	}
 	// In log order, so the queue's front is always its oldest position.
@@ -985,7 +1011,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		case d.New:
 			id := newProfileID(now)
 			target = &state{rec: trustloop.ProfileRecord{ID: id, WorkspaceID: ws, KeyID: it.KeyID, CreatedAt: now},
-				idsLoaded: true}
+				typesKnown: true}
 			v.prof[id] = target
 		case d.Profile != 0:
 			target = v.load(d.Profile)
@@ -996,14 +1022,14 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			continue // no usable identifier: the event belongs to no profile
 		}
 		if len(d.Merge) > 0 || len(d.Attach) > 0 {
-			v.ensureIDs(target)
+			v.ensureTypes(target)
 		}
 		for _, from := range d.Merge {
 			src := v.load(from)
 			if src == nil {
 				return v.err
 			}
-			v.ensureIDs(src)
+			v.ensureTypes(src)
 			m := trustloop.MergeRecord{ID: newProfileID(now), WorkspaceID: ws, Into: target.rec.ID, From: from,
 				MessageHash: it.MessageHash, At: now}
 			for _, id := range d.Linking {
@@ -1033,7 +1059,6 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 			if err != nil {
 				return err
 			}
-			target.ids = append(target.ids, trustloop.Identifier{Type: id.Type, Value: hex.EncodeToString(b)})
 			target.addType(id.Type, 1)
 			newIdent[string(b)] = &trustloop.IdentityRecord{WorkspaceID: ws, Blind: b, Type: id.Type,
 				ProfileID: target.rec.ID, KeyID: target.rec.KeyID, FirstSeen: it.Message.ReceivedAt, Sealed: sealed}
@@ -1178,11 +1203,10 @@ func (s *Service) moveIdentities(ctx context.Context, v *view, src, dst *state, 
 			moved = append(moved, r.Blind)
 		}
 	}
-	dst.ids = append(dst.ids, src.ids...)
-	for t, n := range src.types {
-		dst.addType(t, n)
+	for _, tc := range src.types {
+		dst.addType(tc.Type, tc.N)
 	}
-	src.ids, src.types = nil, nil
+	src.types, src.typesOwn = nil, true
 	return moved, nil
 }
 

@@ -68,7 +68,9 @@ import (
 // event's outcome (profile, attached identifiers, merges); "grouped" commits all
 // the events between two other commands as one group (as a busy collector does)
 // and checks only the other commands' outputs: a group's outcome must equal its
-// events applied one by one.
+// events applied one by one. "cold" is per-event with no profile kept in memory
+// between events (each is written and dropped after its event), so every rule
+// reads its profiles from the store, as after a restart or an eviction.
 func TestIdentityScenariosThroughStores(t *testing.T) {
 	files, err := filepath.Glob("../testdata/identity/*.txt")
 	if err != nil || len(files) == 0 {
@@ -86,11 +88,11 @@ func TestIdentityScenariosThroughStores(t *testing.T) {
 			if b.name == "postgres" && os.Getenv("TRUSTLOOP_TEST_DATABASE_URL") == "" {
 				t.Skip("SKIPPING PostgreSQL identity scenarios: TRUSTLOOP_TEST_DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
 			}
-			for _, mode := range []string{"per-event", "grouped"} {
+			for _, mode := range []string{"per-event", "grouped", "cold"} {
 				t.Run(mode, func(t *testing.T) {
 					for _, file := range files {
 						t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
-							scnRunScript(t, file, b.open, mode == "grouped")
+							scnRunScript(t, file, b.open, mode)
 						})
 					}
 				})
@@ -152,6 +154,7 @@ type scnRunner struct {
 	t       *testing.T
 	file    string
 	grouped bool
+	cold    bool // no profile stays in memory between events
 	open    func(t *testing.T) scnStore
 	ctx     context.Context
 
@@ -174,9 +177,9 @@ type scnRunner struct {
 	msgN    int
 }
 
-func scnRunScript(t *testing.T, file string, open func(t *testing.T) scnStore, grouped bool) {
+func scnRunScript(t *testing.T, file string, open func(t *testing.T) scnStore, mode string) {
 	cases := scnParse(t, file)
-	r := &scnRunner{t: t, file: file, grouped: grouped, open: open, ctx: context.Background(),
+	r := &scnRunner{t: t, file: file, grouped: mode == "grouped", cold: mode == "cold", open: open, ctx: context.Background(),
 		config: identity.DefaultConfig(), events: map[string]scnMsg{}, names: map[string]string{},
 		blinds: map[string]trustloop.Identifier{}, known: map[int64]bool{}}
 	if out := r.compile(); out != "" {
@@ -314,6 +317,9 @@ func (r *scnRunner) start() {
 	}
 	r.ws, r.src = b.Workspace.ID, b.Source.ID
 	r.svc = projection.New(r.db, r.kr, r.rules, profile.Config{})
+	if r.cold {
+		r.svc.MaxCached = 0 // a flush drops every profile it wrote
+	}
 	r.at = time.Now().UTC().Truncate(time.Millisecond)
 }
 
@@ -500,6 +506,11 @@ func (r *scnRunner) apply(msgs []scnMsg, heads []string) (string, bool) {
 			b.WriteString(heads[i])
 		}
 		b.WriteString(r.applyOne(m))
+		if r.cold {
+			if _, err := r.svc.Flush(r.ctx, true); err != nil {
+				r.t.Fatalf("%s: flush: %v", r.file, err)
+			}
+		}
 	}
 	return b.String(), true
 }
