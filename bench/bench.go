@@ -26,8 +26,15 @@ type Config struct {
 	Shape       string // "track", "batch", "recommend" or "load-interactions"
 	BatchSize   int
 	Concurrency int
-	Duration    time.Duration
-	Warmup      time.Duration
+	// Rate, when above 0, sends open loop: request k is due at k/Rate seconds
+	// after the start, whatever the answers before it took, from up to
+	// Concurrency workers; its latency counts from when it was due, so a
+	// server (or a generator) that falls behind shows in the latencies instead
+	// of slowing the sender down. 0 sends closed loop: each worker sends its
+	// next request when its last one is answered.
+	Rate     float64
+	Duration time.Duration
+	Warmup   time.Duration
 	// Users is how many distinct users the load is spread over; 0 takes the
 	// shape's default (DefaultUsers).
 	Users int
@@ -49,9 +56,14 @@ func DefaultUsers(shape string) int {
 
 // Result is what a run measured (after the warm-up).
 type Result struct {
-	Shape         string         `json:"shape"`
-	BatchSize     int            `json:"batch_size"`
-	Concurrency   int            `json:"concurrency"`
+	Shape       string `json:"shape"`
+	BatchSize   int    `json:"batch_size"`
+	Concurrency int    `json:"concurrency"`
+	// Rate is the offered rate of an open-loop run (requests/s); Late counts
+	// its measured requests that no worker was free to send within a
+	// millisecond of when they were due (their latency includes the wait).
+	Rate          float64        `json:"rate,omitempty"`
+	Late          int64          `json:"late,omitempty"`
 	Seconds       float64        `json:"seconds"`
 	Requests      int64          `json:"requests"`
 	Events        int64          `json:"events"`
@@ -95,8 +107,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	switch {
 	case cfg.Shape != "track" && cfg.Shape != "batch":
 		return nil, fmt.Errorf("--shape must be track, batch, recommend or load-interactions, not %q", cfg.Shape)
-	case cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.BatchSize > 2500 || cfg.Duration <= 0 || cfg.Users < 1:
-		return nil, fmt.Errorf("--concurrency, --users and --duration must be positive and --batch 1..2500")
+	case cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.BatchSize > 2500 || cfg.Duration <= 0 || cfg.Users < 1 || cfg.Rate < 0:
+		return nil, fmt.Errorf("--concurrency, --users and --duration must be positive, --rate 0 or more and --batch 1..2500")
 	case cfg.WriteKey == "":
 		return nil, fmt.Errorf("a write key is needed (--write-key)")
 	}
@@ -146,15 +158,16 @@ type measured struct {
 	requests int64
 	counted  int64
 	non200   int64
+	late     int64
 	errs     map[string]int
 	seconds  float64
 	rss      *rssSampler
 }
 
 // drive runs cfg.Concurrency workers, each with the call newCall makes for it,
-// for cfg.Warmup and then cfg.Duration; only calls started in the measured
-// window count, and the server's RSS is sampled meanwhile. Any answer but 200
-// is an error.
+// for cfg.Warmup and then cfg.Duration; only calls started (open loop: due) in
+// the measured window count, and the server's RSS is sampled meanwhile. Any
+// answer but 200 is an error.
 func drive(ctx context.Context, cfg Config, base string, newCall func(w int, start time.Time) call) *measured {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -163,6 +176,7 @@ func drive(ctx context.Context, cfg Config, base string, newCall func(w int, sta
 	end := measureFrom.Add(cfg.Duration)
 	var (
 		measuring atomic.Bool
+		next      atomic.Int64 // open loop: the next request's number
 		wg        sync.WaitGroup
 		mu        sync.Mutex
 		m         = &measured{errs: map[string]int{}}
@@ -188,9 +202,27 @@ func drive(ctx context.Context, cfg Config, base string, newCall func(w int, sta
 			my := measured{lat: make([]time.Duration, 0, 1<<14), errs: map[string]int{}}
 			for ctx.Err() == nil && time.Now().Before(end) {
 				t0 := time.Now()
+				if cfg.Rate > 0 {
+					k := next.Add(1) - 1
+					due := start.Add(time.Duration(float64(k) * float64(time.Second) / cfg.Rate))
+					if !due.Before(end) {
+						break
+					}
+					if wait := time.Until(due); wait > 0 {
+						select {
+						case <-time.After(wait):
+						case <-ctx.Done():
+							continue
+						}
+					}
+					if !due.Before(measureFrom) && time.Since(due) > time.Millisecond {
+						my.late++
+					}
+					t0 = due
+				}
 				status, counted, err := do(ctx)
 				d := time.Since(t0)
-				if !measuring.Load() || t0.After(end) {
+				if !measuring.Load() || t0.After(end) || t0.Before(measureFrom) {
 					continue
 				}
 				switch {
@@ -212,6 +244,7 @@ func drive(ctx context.Context, cfg Config, base string, newCall func(w int, sta
 			m.requests += my.requests
 			m.counted += my.counted
 			m.non200 += my.non200
+			m.late += my.late
 			for k, v := range my.errs {
 				m.errs[k] += v
 			}
@@ -227,7 +260,7 @@ func drive(ctx context.Context, cfg Config, base string, newCall func(w int, sta
 
 // result is the part of a Result every shape fills the same way.
 func (m *measured) result(cfg Config) *Result {
-	r := &Result{Shape: cfg.Shape, Concurrency: cfg.Concurrency, Seconds: m.seconds,
+	r := &Result{Shape: cfg.Shape, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Late: m.late, Seconds: m.seconds,
 		Requests: m.requests, RequestsPerS: float64(m.requests) / m.seconds,
 		P50ms: pct(m.lat, 0.50), P90ms: pct(m.lat, 0.90), P95ms: pct(m.lat, 0.95), P99ms: pct(m.lat, 0.99), Errors: m.errs,
 		ServerRSSMB: m.rss.maxMB(), ServerRSSSeen: m.rss.samples}
@@ -286,11 +319,20 @@ func (r *Result) Print(w io.Writer, asJSON bool) error {
 	case ShapeLoad:
 		return r.printLoad(w)
 	}
-	fmt.Fprintf(w, "shape %s, %d events/request, concurrency %d, %.1f s measured\n", r.Shape, r.BatchSize, r.Concurrency, r.Seconds)
+	fmt.Fprintf(w, "shape %s, %d events/request, concurrency %d%s, %.1f s measured\n", r.Shape, r.BatchSize, r.Concurrency, r.openLoop(), r.Seconds)
 	fmt.Fprintf(w, "  events/s    %.0f\n  requests/s  %.0f\n", r.EventsPerSec, r.RequestsPerS)
 	fmt.Fprintf(w, "  latency     p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  max %.2f ms\n", r.P50ms, r.P95ms, r.P99ms, r.MaxMS)
 	r.printTail(w)
 	return nil
+}
+
+// openLoop describes an open-loop run's offered rate for the first line ("" for
+// closed loop).
+func (r *Result) openLoop() string {
+	if r.Rate <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (at most), open loop at %.0f requests/s offered (%d sent over a millisecond late)", r.Rate, r.Late)
 }
 
 // printTail prints what the timed shapes end with: the server's RSS and the

@@ -258,3 +258,83 @@ func TestLoadAndRecommendAgainstFakeServer(t *testing.T) {
 		t.Errorf("recommend without an API key accepted")
 	}
 }
+
+// An open-loop run offers its rate whatever the server does, and times each
+// request from when it was due: a server slower than the offered rate shows as
+// latencies that grow past its service time, where a closed-loop run would
+// report the service time alone (coordinated omission).
+func TestOpenLoopCountsFromWhenDue(t *testing.T) {
+	const service = 20 * time.Millisecond // one request at a time: 50 a second
+	var mu sync.Mutex
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/track" {
+			return // the RSS sampler's /metrics
+		}
+		mu.Lock()
+		time.Sleep(service)
+		mu.Unlock()
+		served.Add(1)
+	}))
+	defer srv.Close()
+	base := Config{URL: srv.URL, Shape: "track", Concurrency: 4, BatchSize: 1, Users: 10, WriteKey: "k",
+		Duration: time.Second, Warmup: 0}
+
+	closed, err := Run(context.Background(), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := base
+	open.Rate = 100 // twice what the server can take
+	before := served.Load()
+	res, err := Run(context.Background(), open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rate != 100 {
+		t.Errorf("result rate %v, want 100", res.Rate)
+	}
+	// Closed loop, 4 workers queue behind one another: about 4 service times.
+	if closed.P50ms > 150 {
+		t.Errorf("closed loop p50 %.1f ms, want about 80", closed.P50ms)
+	}
+	// Open loop: the backlog grows by ~50 requests a second, so the last
+	// requests waited ~0.5 s or more from when they were due.
+	if res.MaxMS < 300 {
+		t.Errorf("open loop max %.1f ms: latency not counted from when requests were due", res.MaxMS)
+	}
+	if res.Late == 0 {
+		t.Errorf("open loop counted no late request, though every worker was busy")
+	}
+	// It sends no more than offered: at most rate × duration (+ the probe).
+	if n := served.Load() - before; n > 101+1 {
+		t.Errorf("served %d requests, more than the 100 offered", n)
+	}
+}
+
+func TestOpenLoopKeepsItsRate(t *testing.T) {
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/track" { // not the RSS sampler's /metrics
+			served.Add(1)
+		}
+	}))
+	defer srv.Close()
+	res, err := Run(context.Background(), Config{URL: srv.URL, Shape: "track", Concurrency: 8, BatchSize: 1, Users: 10,
+		WriteKey: "k", Duration: time.Second, Warmup: 200 * time.Millisecond, Rate: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 240 due in warm-up and measurement; the measured ones are those due
+	// in the measured second.
+	if res.Requests < 190 || res.Requests > 201 {
+		t.Errorf("measured %d requests in 1 s at 200/s", res.Requests)
+	}
+	if n := served.Load(); n > 241+1 {
+		t.Errorf("served %d requests, more than the 240 offered (+ the probe)", n)
+	}
+	if _, err := Run(context.Background(), Config{URL: srv.URL, Shape: "track", Concurrency: 1, BatchSize: 1, Users: 1,
+		WriteKey: "k", Duration: time.Second, Rate: -1}); err == nil || !strings.Contains(err.Error(), "--rate") {
+		t.Errorf("a negative rate: %v", err)
+	}
+}

@@ -37,8 +37,8 @@ var personalizedMark = []byte(`"personalized":true`)
 // an error; 200 answers are counted as personalized when they say so.
 func runRecommend(ctx context.Context, cfg Config) (*Result, error) {
 	switch {
-	case cfg.Concurrency < 1 || cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.Users < 1:
-		return nil, fmt.Errorf("--concurrency, --users and --duration must be positive")
+	case cfg.Concurrency < 1 || cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.Users < 1 || cfg.Rate < 0:
+		return nil, fmt.Errorf("--concurrency, --users and --duration must be positive, and --rate 0 or more")
 	case cfg.APIKey == "":
 		return nil, fmt.Errorf("an admin API key is needed (--api-key)")
 	}
@@ -180,8 +180,8 @@ func resolveProfiles(ctx context.Context, client *http.Client, base, auth string
 }
 
 func (r *Result) printRecommend(w io.Writer) error {
-	fmt.Fprintf(w, "shape %s, %d profiles (resolved in %.1f s), concurrency %d, %.1f s measured\n",
-		r.Shape, r.Profiles, r.ResolveSecs, r.Concurrency, r.Seconds)
+	fmt.Fprintf(w, "shape %s, %d profiles (resolved in %.1f s), concurrency %d%s, %.1f s measured\n",
+		r.Shape, r.Profiles, r.ResolveSecs, r.Concurrency, r.openLoop(), r.Seconds)
 	if m := r.Model; m != nil {
 		fmt.Fprintf(w, "  model       %d subjects, %d items, %d pairs (%d pending)\n", m.Subjects, m.Items, m.Pairs, m.Pending)
 	}

@@ -16,8 +16,13 @@
 #      concurrency in CONCURRENCY, DURATION after WARMUP;
 # and prints one line per run, the server's RSS (process_resident_memory_bytes
 # of /metrics) after the run, then the medians.
+#   5. with RATES set, `trustloop bench --shape recommend --rate R` at each rate
+#      R in RATES: open loop, R requests/s offered from up to 64 workers, each
+#      request timed from when it was due (so a server, or a load generator,
+#      that falls behind shows in the latencies).
 # Usage: scripts/rec-bench.sh [RUNS]
-# Environment: DURATION (30s), WARMUP (5s), CONCURRENCY ("8 32"), PORT (18191).
+# Environment: DURATION (30s), WARMUP (5s), CONCURRENCY ("8 32"), RATES (""),
+# PORT (18191).
 # The load generator runs on the same machine as the server and shares its
 # cores. PPROF=1 adds --debug-addr 127.0.0.1:6061 to the server and takes a CPU
 # profile over the middle of each measurement into PPROF_DIR
@@ -29,6 +34,7 @@ runs=${1:-3}
 duration=${DURATION:-30s}
 warmup=${WARMUP:-5s}
 concurrency=${CONCURRENCY:-8 32}
+rates=${RATES:-}
 port=${PORT:-18191}
 for tool in curl jq; do
   command -v "$tool" >/dev/null || { echo "rec-bench: needs $tool" >&2; exit 1; }
@@ -133,6 +139,16 @@ for run in $(seq 1 "$runs"); do
     record "p99_$c" "$p99"
     record "peak_rss_$c" "$(jq -r '.server_max_rss_mb' "$work/rec.json")"
   done
+  for r in $rates; do
+    "$bin" bench --shape recommend --url "$base" --data-dir "$dir" --rate "$r" --concurrency 64 --duration "$duration" \
+      --warmup "$warmup" --json >"$work/rec.json"
+    read -r rps p50 p90 p99 max non200 late n < <(jq -r \
+      '"\(.requests_per_sec|round) \(.p50_ms) \(.p90_ms) \(.p99_ms) \(.max_ms) \(.non_200) \(.late // 0) \(.requests)"' "$work/rec.json")
+    line+=";  rate $r: $rps req/s, p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, max $max ms, non-200 $non200, sent late $late/$n"
+    record "rps_r$r" "$rps"
+    record "p50_r$r" "$p50"
+    record "p99_r$r" "$p99"
+  done
   rss=$(rss_mb)
   record rss "$rss"
   record pairs "$(jq -r .pairs <<<"$model")"
@@ -148,5 +164,11 @@ for c in $concurrency; do
   verdict=$(awk -v r="$rps" -v p="$p99" 'BEGIN { print (r >= 5000 && p <= 3) ? "met" : "missed" }')
   printf 'C=%-3s %6s req/s  p50 %s ms  p99 %s ms  peak RSS during it %s MB  target %s\n' "$c" "$rps" \
     "$(median <<<"${all[p50_$c]}")" "$p99" "$(median %.0f <<<"${all[peak_rss_$c]}")" "$verdict"
+done
+for r in $rates; do
+  rps=$(median %.0f <<<"${all[rps_r$r]}")
+  p99=$(median <<<"${all[p99_r$r]}")
+  verdict=$(awk -v r="$rps" -v p="$p99" 'BEGIN { print (r >= 5000 && p <= 3) ? "met" : "missed" }')
+  printf 'rate %-5s %6s req/s  p50 %s ms  p99 %s ms  target %s\n' "$r" "$rps" "$(median <<<"${all[p50_r$r]}")" "$p99" "$verdict"
 done
 echo "server RSS after the runs: $(median %.0f <<<"${all[rss]}") MB; model pairs: $(median %.0f <<<"${all[pairs]}")"

@@ -753,7 +753,8 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		"load-interactions (post a shopping history of --users shopper-<i> users over --items items to /v1/batch once) or "+
 		"recommend (read /v1/profiles/{id}/recommendations of those users' profiles)")
 	fs.IntVar(&cfg.BatchSize, "batch", 100, "events per request for shapes batch and load-interactions")
-	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "concurrent requests in flight")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "concurrent requests in flight (with --rate: at most)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "requests per second to send open loop, each timed from when it was due (0: closed loop, each worker sends when its last request is answered)")
 	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to send")
 	fs.DurationVar(&cfg.Warmup, "warmup", 3*time.Second, "sending time before measuring starts")
 	fs.IntVar(&cfg.Users, "users", 0, "distinct users (subjects) the events are spread over (0: 100000 for track and batch, 10000 for load-interactions and recommend)")
