@@ -77,6 +77,12 @@ func (s *Service) Erase(ctx context.Context, es ErasureStore, ws int64, blind []
 	s.Forget(sub.KeyIDs)
 	s.mu.Lock()
 	s.owners.Clear() // erasures are rare: start over rather than find each entry
+	// The erasure deleted identity rows by blind index, the subject keys'
+	// among them, which another profile may own: every profile's identifier
+	// counts are read from the store again when next needed.
+	for _, st := range s.cache {
+		st.typesKnown = false
+	}
 	for _, k := range append(sub.KeyIDs, sub.TimelineKeys...) {
 		delete(s.pending, k)
 	}

@@ -153,6 +153,9 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	s.mu.Lock()
 	for _, p := range picked {
 		p.st.stored = true
+		// Written: no longer in flight, so the eviction below may drop it
+		// (the deferred cleanup, for the failed path, finds it gone).
+		delete(s.inflight, p.st.rec.ID)
 	}
 	s.evictLocked()
 	s.mu.Unlock()

@@ -731,6 +731,7 @@ func (v *view) ensureTypes(st *state) {
 	if st.typesKnown || v.err != nil {
 		return
 	}
+	st.types, st.typesOwn = nil, true // counts an erasure made stale start over
 	idents, err := v.s.store.IdentitiesOfProfiles(v.ctx, v.ws, []int64{st.rec.ID})
 	if err != nil {
 		v.err = err

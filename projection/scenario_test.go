@@ -510,6 +510,9 @@ func (r *scnRunner) apply(msgs []scnMsg, heads []string) (string, bool) {
 			if _, err := r.svc.Flush(r.ctx, true); err != nil {
 				r.t.Fatalf("%s: flush: %v", r.file, err)
 			}
+			if n := r.svc.CachedProfiles(); n != 0 {
+				r.t.Fatalf("%s: cold mode: %d profiles still in memory after a flush", r.file, n)
+			}
 		}
 	}
 	return b.String(), true
