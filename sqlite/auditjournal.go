@@ -175,7 +175,9 @@ type auditJournal struct {
 	wake       chan struct{}
 	stop, done chan struct{}
 
-	testApplying func() // called by an apply once it took its records (tests)
+	// testApplying is called by an apply once it took its records; an error
+	// it returns fails the apply as a failed write of the tables would (tests).
+	testApplying func() error
 }
 
 // openAuditJournal opens (creating) the journal beside the database, replays
@@ -414,11 +416,11 @@ func (db *DB) applyAuditSome(ctx context.Context, limit int) error {
 	if !wrap {
 		j.mu.Unlock()
 	}
-	if j.testApplying != nil {
-		j.testApplying()
-	}
 	var err error
-	if len(recs) > 0 {
+	if j.testApplying != nil {
+		err = j.testApplying()
+	}
+	if len(recs) > 0 && err == nil {
 		err = db.writeAuditRecs(ctx, recs)
 	}
 	if !wrap {

@@ -62,7 +62,7 @@ func TestAuditJournalStartsOverOnlyWhenApplied(t *testing.T) {
 	}
 	app(0)
 	appended := make(chan struct{})
-	j.testApplying = func() {
+	j.testApplying = func() error {
 		j.testApplying = nil
 		// An append during the apply (it waits for j.mu if the apply
 		// holds it through, as it must past the wrap size).
@@ -71,6 +71,7 @@ func TestAuditJournalStartsOverOnlyWhenApplied(t *testing.T) {
 		case <-appended:
 		case <-time.After(200 * time.Millisecond):
 		}
+		return nil
 	}
 	db.mu.Lock()
 	if err := db.applyAuditLocked(ctx); err != nil {
@@ -265,5 +266,94 @@ func TestAuditJournalWriteFailure(t *testing.T) {
 	}
 	if n, err := db.AuditSize(ctx, 3); err != nil || n != 1 {
 		t.Fatalf("AuditSize = %d, %v; want the one entry appended before", n, err)
+	}
+}
+
+// TestAuditJournalApplyFailure: when moving records into the tables fails,
+// they stay pending and durable; a read that needs them fails instead of
+// answering short; the applier retries on its own, and every record lands in
+// the tables exactly once.
+func TestAuditJournalApplyFailure(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenWith(ctx, t.TempDir(), Options{AuditApplyDelay: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	j := db.audit
+	var fails, applies int
+	setFails := func(n int) {
+		j.mu.Lock()
+		fails = n
+		j.mu.Unlock()
+	}
+	j.mu.Lock()
+	j.testApplying = func() error {
+		j.mu.Lock() // the apply holds j.mu here only past the wrap size, not in this test
+		defer j.mu.Unlock()
+		applies++
+		if fails > 0 {
+			fails--
+			return errors.New("simulated: the disk is full")
+		}
+		return nil
+	}
+	j.mu.Unlock()
+	app := func(i int) {
+		t.Helper()
+		if err := db.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(i)}); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	rows := func() int {
+		t.Helper()
+		var n int
+		if err := db.read.QueryRowContext(ctx, `SELECT count(*) FROM audit_entries`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// A read before the applier ran, with the apply failing: an error, not
+	// a log without the pending entry.
+	setFails(1)
+	app(0)
+	if n, err := db.AuditSize(ctx, 3); err == nil {
+		t.Fatalf("AuditSize while the apply fails = %d, nil; want an error", n)
+	}
+	if n, err := db.AuditSize(ctx, 3); err != nil || n != 1 {
+		t.Fatalf("AuditSize once the apply works = %d, %v; want 1", n, err)
+	}
+
+	// The applier alone: it fails twice, backs off, and gets there.
+	setFails(2)
+	for i := 1; i <= 3; i++ {
+		app(i)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for j.hasPending() {
+		if time.Now().After(deadline) {
+			t.Fatal("the applier did not move the records into the tables after its apply failed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	j.mu.Lock()
+	left, tried := fails, applies
+	j.mu.Unlock()
+	if left != 0 || tried < 4 {
+		t.Fatalf("applies %d with %d failures left; want the two failures used by the applier", tried, left)
+	}
+	if n := rows(); n != 4 {
+		t.Fatalf("%d rows in audit_entries, want 4 (each record once)", n)
+	}
+	recs, err := db.AuditRecords(ctx, 3, 0, 4)
+	if err != nil || len(recs) != 4 {
+		t.Fatalf("AuditRecords = %d, %v", len(recs), err)
+	}
+	for i, r := range recs {
+		e, err := trustloop.DecodeAuditEntry(r.Data)
+		if err != nil || e.Subject != fmt.Sprint(500+i) {
+			t.Fatalf("record %d: subject %q, %v", i, e.Subject, err)
+		}
 	}
 }
