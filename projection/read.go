@@ -94,8 +94,23 @@ func (s *Service) Profile(ctx context.Context, ws, id int64) (*Profile, error) {
 // resolve finds a profile's record, following merges (a merged-away id stands
 // for the profile it was merged into); mem is its in-memory state, if any.
 func (s *Service) resolve(ctx context.Context, ws, id int64) (rec trustloop.ProfileRecord, mem *state, mergedFrom int64, err error) {
+	return s.resolveWith(ctx, ws, id, s.cached)
+}
+
+// cachedRecord is cached for callers that need only the record: a state with
+// just its rec, nothing decoded.
+func (s *Service) cachedRecord(id int64) (*state, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.cache[id]; c != nil {
+		return &state{rec: c.rec}, nil
+	}
+	return nil, nil
+}
+
+func (s *Service) resolveWith(ctx context.Context, ws, id int64, cached func(int64) (*state, error)) (rec trustloop.ProfileRecord, mem *state, mergedFrom int64, err error) {
 	for hops := 0; ; hops++ {
-		mem, err = s.cached(id)
+		mem, err = cached(id)
 		if err != nil {
 			return rec, nil, 0, err
 		}
@@ -130,7 +145,7 @@ func (s *Service) resolve(ctx context.Context, ws, id int64) (rec trustloop.Prof
 // (the recommender) asks. ENOTFOUND as Profile. The subjects are shared with a
 // cache: the caller must not change them.
 func (s *Service) Subjects(ctx context.Context, ws, id int64) (int64, [][]byte, error) {
-	rec, _, _, err := s.resolve(ctx, ws, id)
+	rec, _, _, err := s.resolveWith(ctx, ws, id, s.cachedRecord) // no decoding: the record is enough
 	if err != nil {
 		return 0, nil, err
 	}
