@@ -9,6 +9,12 @@
 // reads GET /v1/profiles/{id}/recommendations of those users' profiles
 // (scripts/rec-bench.sh runs both).
 //
+// Every timed shape runs closed loop (Concurrency workers, each sending its
+// next request when its last is answered) or, with Rate, open loop: requests
+// are due on a fixed schedule and timed from when they were due, so a stall
+// shows in every request that should have gone out during it instead of
+// quietly lowering the rate (coordinated omission).
+//
 // It owns only the client side of a measurement; it must never reach into the
 // server's process or storage, so what it measures is what a client sees.
 package bench
