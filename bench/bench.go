@@ -60,10 +60,15 @@ type Result struct {
 	BatchSize   int    `json:"batch_size"`
 	Concurrency int    `json:"concurrency"`
 	// Rate is the offered rate of an open-loop run (requests/s); Late counts
-	// its measured requests that no worker was free to send within a
-	// millisecond of when they were due (their latency includes the wait).
-	Rate          float64        `json:"rate,omitempty"`
-	Late          int64          `json:"late,omitempty"`
+	// its measured answers whose request went out over a millisecond after it
+	// was due (no worker free, or the generator's own timer late on a busy
+	// machine; their latency includes the wait).
+	Rate float64 `json:"rate,omitempty"`
+	Late int64   `json:"late,omitempty"`
+	// Unsent counts an open-loop run's requests due in the measured window
+	// that were never sent: the server was still drainFor (10 s) behind
+	// after the end. Not in Requests; a run with any is overloaded.
+	Unsent        int64          `json:"unsent,omitempty"`
 	Seconds       float64        `json:"seconds"`
 	Requests      int64          `json:"requests"`
 	Events        int64          `json:"events"`
@@ -159,6 +164,7 @@ type measured struct {
 	counted  int64
 	non200   int64
 	late     int64
+	unsent   int64
 	errs     map[string]int
 	seconds  float64
 	rss      *rssSampler
@@ -200,13 +206,24 @@ func drive(ctx context.Context, cfg Config, base string, newCall func(w int, sta
 		go func(do call) {
 			defer wg.Done()
 			my := measured{lat: make([]time.Duration, 0, 1<<14), errs: map[string]int{}}
-			for ctx.Err() == nil && time.Now().Before(end) {
-				t0 := time.Now()
+			for ctx.Err() == nil {
+				t0, late := time.Now(), false
 				if cfg.Rate > 0 {
+					// Open loop: every request due before end is sent, even
+					// after end when the server fell behind (those are the
+					// slowest), unless that backlog lasts past drainFor: then
+					// the rest are counted as unsent.
 					k := next.Add(1) - 1
 					due := start.Add(time.Duration(float64(k) * float64(time.Second) / cfg.Rate))
 					if !due.Before(end) {
 						break
+					}
+					measured := !due.Before(measureFrom)
+					if time.Now().After(end.Add(drainFor)) {
+						if measured {
+							my.unsent++
+						}
+						continue
 					}
 					if wait := time.Until(due); wait > 0 {
 						select {
@@ -215,29 +232,23 @@ func drive(ctx context.Context, cfg Config, base string, newCall func(w int, sta
 							continue
 						}
 					}
-					if !due.Before(measureFrom) && time.Since(due) > time.Millisecond {
-						my.late++
-					}
+					late = time.Since(due) > time.Millisecond
 					t0 = due
+					status, counted, err := do(ctx)
+					if measured {
+						my.add(ctx, status, counted, err, time.Since(t0), late)
+					}
+					continue
+				}
+				if !time.Now().Before(end) {
+					break
 				}
 				status, counted, err := do(ctx)
 				d := time.Since(t0)
-				if !measuring.Load() || t0.After(end) || t0.Before(measureFrom) {
+				if !measuring.Load() || t0.After(end) {
 					continue
 				}
-				switch {
-				case err != nil:
-					if ctx.Err() == nil {
-						my.errs["transport: "+err.Error()]++
-					}
-				case status != http.StatusOK:
-					my.non200++
-					my.errs["HTTP "+strconv.Itoa(status)]++
-				default:
-					my.lat = append(my.lat, d)
-					my.requests++
-					my.counted += counted
-				}
+				my.add(ctx, status, counted, err, d, late)
 			}
 			mu.Lock()
 			m.lat = append(m.lat, my.lat...)
@@ -245,6 +256,7 @@ func drive(ctx context.Context, cfg Config, base string, newCall func(w int, sta
 			m.counted += my.counted
 			m.non200 += my.non200
 			m.late += my.late
+			m.unsent += my.unsent
 			for k, v := range my.errs {
 				m.errs[k] += v
 			}
@@ -258,9 +270,34 @@ func drive(ctx context.Context, cfg Config, base string, newCall func(w int, sta
 	return m
 }
 
+// drainFor is how long an open-loop run goes on past its end sending the
+// requests that were due before it.
+const drainFor = 10 * time.Second
+
+// add counts one measured call's outcome: an answer's latency (and whether it
+// was sent late) only for a 200.
+func (my *measured) add(ctx context.Context, status int, counted int64, err error, d time.Duration, late bool) {
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			my.errs["transport: "+err.Error()]++
+		}
+	case status != http.StatusOK:
+		my.non200++
+		my.errs["HTTP "+strconv.Itoa(status)]++
+	default:
+		my.lat = append(my.lat, d)
+		my.requests++
+		my.counted += counted
+		if late {
+			my.late++
+		}
+	}
+}
+
 // result is the part of a Result every shape fills the same way.
 func (m *measured) result(cfg Config) *Result {
-	r := &Result{Shape: cfg.Shape, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Late: m.late, Seconds: m.seconds,
+	r := &Result{Shape: cfg.Shape, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Late: m.late, Unsent: m.unsent, Seconds: m.seconds,
 		Requests: m.requests, RequestsPerS: float64(m.requests) / m.seconds,
 		P50ms: pct(m.lat, 0.50), P90ms: pct(m.lat, 0.90), P95ms: pct(m.lat, 0.95), P99ms: pct(m.lat, 0.99), Errors: m.errs,
 		ServerRSSMB: m.rss.maxMB(), ServerRSSSeen: m.rss.samples}
@@ -332,7 +369,11 @@ func (r *Result) openLoop() string {
 	if r.Rate <= 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (at most), open loop at %.0f requests/s offered (%d sent over a millisecond late)", r.Rate, r.Late)
+	unsent := ""
+	if r.Unsent > 0 {
+		unsent = fmt.Sprintf(", %d never sent: the server was over %s behind at the end", r.Unsent, drainFor)
+	}
+	return fmt.Sprintf(" (at most), open loop at %.0f requests/s offered (%d answered over a millisecond late%s)", r.Rate, r.Late, unsent)
 }
 
 // printTail prints what the timed shapes end with: the server's RSS and the

@@ -142,9 +142,9 @@ for run in $(seq 1 "$runs"); do
   for r in $rates; do
     "$bin" bench --shape recommend --url "$base" --data-dir "$dir" --rate "$r" --concurrency 64 --duration "$duration" \
       --warmup "$warmup" --json >"$work/rec.json"
-    read -r rps p50 p90 p99 max non200 late n < <(jq -r \
-      '"\(.requests_per_sec|round) \(.p50_ms) \(.p90_ms) \(.p99_ms) \(.max_ms) \(.non_200) \(.late // 0) \(.requests)"' "$work/rec.json")
-    line+=";  rate $r: $rps req/s, p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, max $max ms, non-200 $non200, sent late $late/$n"
+    read -r rps p50 p90 p99 max non200 late n unsent < <(jq -r \
+      '"\(.requests_per_sec|round) \(.p50_ms) \(.p90_ms // 0) \(.p99_ms) \(.max_ms) \(.non_200 // 0) \(.late // 0) \(.requests) \(.unsent // 0)"' "$work/rec.json")
+    line+=";  rate $r: $rps req/s, p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, max $max ms, non-200 $non200, sent late $late/$n, never sent $unsent"
     record "rps_r$r" "$rps"
     record "p50_r$r" "$p50"
     record "p99_r$r" "$p99"
@@ -168,7 +168,9 @@ done
 for r in $rates; do
   rps=$(median %.0f <<<"${all[rps_r$r]}")
   p99=$(median <<<"${all[p99_r$r]}")
-  verdict=$(awk -v r="$rps" -v p="$p99" 'BEGIN { print (r >= 5000 && p <= 3) ? "met" : "missed" }')
+  # Open loop: the target's throughput is the rate offered, so only a rate of
+  # 5,000 or more can meet it.
+  verdict=$(awk -v o="$r" -v r="$rps" -v p="$p99" 'BEGIN { print o < 5000 ? "n/a (rate below 5,000)" : (r >= 0.99 * o && p <= 3) ? "met" : "missed" }')
   printf 'rate %-5s %6s req/s  p50 %s ms  p99 %s ms  target %s\n' "$r" "$rps" "$(median <<<"${all[p50_r$r]}")" "$p99" "$verdict"
 done
 echo "server RSS after the runs: $(median %.0f <<<"${all[rss]}") MB; model pairs: $(median %.0f <<<"${all[pairs]}")"
