@@ -271,8 +271,8 @@ func drive(ctx context.Context, cfg Config, base string, newCall func(w int, sta
 }
 
 // drainFor is how long an open-loop run goes on past its end sending the
-// requests that were due before it.
-const drainFor = 10 * time.Second
+// requests that were due before it (a variable for the tests).
+var drainFor = 10 * time.Second
 
 // add counts one measured call's outcome: an answer's latency (and whether it
 // was sent late) only for a 200.

@@ -342,3 +342,32 @@ func TestOpenLoopKeepsItsRate(t *testing.T) {
 		t.Errorf("a negative rate: %v", err)
 	}
 }
+
+// A server so far behind that requests due in the window are still unsent long
+// after it: they are reported as unsent, not left out silently, and the run
+// ends.
+func TestOpenLoopReportsUnsent(t *testing.T) {
+	old := drainFor
+	drainFor = 300 * time.Millisecond
+	defer func() { drainFor = old }()
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/track" && calls.Add(1) > 1 { // not the probe
+			time.Sleep(100 * time.Millisecond) // 10 a second from one worker
+		}
+	}))
+	defer srv.Close()
+	t0 := time.Now()
+	res, err := Run(context.Background(), Config{URL: srv.URL, Shape: "track", Concurrency: 1, BatchSize: 1, Users: 1,
+		WriteKey: "k", Duration: 500 * time.Millisecond, Rate: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 50 due; about 8 answered by the end of the drain, the rest unsent.
+	if res.Unsent < 20 || res.Requests+res.Unsent != 50 {
+		t.Errorf("requests %d, unsent %d; want most of the 50 due unsent and every one accounted for", res.Requests, res.Unsent)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("the run took %s", d)
+	}
+}
