@@ -535,8 +535,9 @@ func (v *view) Owner(id trustloop.Identifier) int64 {
 }
 
 // Counts returns how many identifiers of each type a profile has, for Resolve's
-// limits. A profile this group has not loaded is answered from its installed state's
-// counts, without decoding it: most events Resolve decides join one profile.
+// limits. A profile this group has not loaded is answered from its installed
+// state's counts, without decoding it: most events Resolve decides join one
+// profile.
 func (v *view) Counts(p int64) []identity.TypeCount {
 	if _, ok := v.prof[p]; !ok {
 		v.s.mu.Lock()

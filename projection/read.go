@@ -108,6 +108,8 @@ func (s *Service) cachedRecord(id int64) (*state, error) {
 	return nil, nil
 }
 
+// resolveWith is resolve with the in-memory lookup to use: cached (a decoded
+// working copy) or cachedRecord (the record alone).
 func (s *Service) resolveWith(ctx context.Context, ws, id int64, cached func(int64) (*state, error)) (rec trustloop.ProfileRecord, mem *state, mergedFrom int64, err error) {
 	for hops := 0; ; hops++ {
 		mem, err = cached(id)

@@ -216,11 +216,7 @@ func TestObserveConsentFailure(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			c := &fakeConsent{allowed: map[string]map[string]bool{}}
-			for _, sub := range []string{"user_id:alice", "user_id:bob", "anonymous_id:a1", "user_id:dave"} {
-				c.set(sub, Personalization, true)
-				c.set(sub, Analytics, true)
-			}
+			c := allowingBoth("user_id:alice", "user_id:bob", "anonymous_id:a1", "user_id:dave")
 			// Carol said no to both: nothing of hers may ever be in the model.
 			c.set("user_id:carol", Personalization, false)
 			c.set("user_id:carol", Analytics, false)
@@ -476,17 +472,24 @@ func TestResyncLogFailure(t *testing.T) {
 	}
 }
 
+// allowingBoth is a consent store in which each subject allows personalization
+// and analytics.
+func allowingBoth(subjects ...string) *fakeConsent {
+	c := &fakeConsent{allowed: map[string]map[string]bool{}}
+	for _, sub := range subjects {
+		c.set(sub, Personalization, true)
+		c.set(sub, Analytics, true)
+	}
+	return c
+}
+
 // A subject queued because Observe could not read an event's consent is read
 // back only once everything it needs can be read: while the consent store is
 // still down, or then the log, ResyncQueued returns that failure and keeps the
 // subject queued; then the model equals the never-failing one.
 func TestObserveFailureThenReadBackFailures(t *testing.T) {
 	ctx := context.Background()
-	c := &fakeConsent{allowed: map[string]map[string]bool{}}
-	for _, sub := range []string{"user_id:alice", "user_id:bob"} {
-		c.set(sub, Personalization, true)
-		c.set(sub, Analytics, true)
-	}
+	c := allowingBoth("user_id:alice", "user_id:bob")
 	l := newFlakyLog()
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var evs []Event
@@ -657,11 +660,7 @@ func TestResyncFailingSubjectHoldsNoOneBack(t *testing.T) {
 // ring) the workspace is rebuilt.
 func TestObserveFailureWithoutSubject(t *testing.T) {
 	ctx := context.Background()
-	c := &fakeConsent{allowed: map[string]map[string]bool{}}
-	for _, sub := range []string{"user_id:alice", "user_id:bob"} {
-		c.set(sub, Personalization, true)
-		c.set(sub, Analytics, true)
-	}
+	c := allowingBoth("user_id:alice", "user_id:bob")
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	l := &fakeLog{}
 	var evs []Event
