@@ -55,18 +55,31 @@ func runRecommend(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	t0 := time.Now()
-	urls, lookupErrs, err := resolveProfiles(ctx, client, base, auth, cfg)
+	paths, lookupErrs, err := resolveProfiles(ctx, client, base, auth, cfg)
 	if err != nil {
 		return nil, err
 	}
 	resolveSecs := time.Since(t0).Seconds()
 
+	var conns []*keepAlive // one per worker, closed when the run is over
+	defer func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}()
 	m := drive(ctx, cfg, base, func(w int, start time.Time) call {
 		seed := uint64(w) + uint64(start.UnixNano())
 		r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 		var buf bytes.Buffer
+		conn, err := newKeepAlive(base, 30*time.Second)
+		if err == nil {
+			conns = append(conns, conn)
+		}
 		return func(ctx context.Context) (int, int64, error) {
-			status, err := get(ctx, client, urls[r.IntN(len(urls))], auth, &buf)
+			if err != nil {
+				return 0, 0, err
+			}
+			status, err := conn.get(ctx, paths[r.IntN(len(paths))], auth, &buf)
 			personal := int64(0)
 			if bytes.Contains(buf.Bytes(), personalizedMark) {
 				personal = 1
@@ -78,7 +91,7 @@ func runRecommend(ctx context.Context, cfg Config) (*Result, error) {
 		m.errs[k] += v
 	}
 	res := m.result(cfg)
-	res.BatchSize, res.Profiles, res.ResolveSecs, res.Model = 1, len(urls), resolveSecs, model
+	res.BatchSize, res.Profiles, res.ResolveSecs, res.Model = 1, len(paths), resolveSecs, model
 	res.Non200, res.Personalized = &m.non200, &m.counted
 	if m.requests > 0 {
 		res.PersonalShare = float64(m.counted) / float64(m.requests)
@@ -123,10 +136,10 @@ func modelStats(ctx context.Context, client *http.Client, base, auth string) (*M
 }
 
 // resolveProfiles looks up the profiles of the Users shoppers and returns
-// their recommendation URLs, and the failed lookups by answer. Users without
+// their recommendation paths (under the base URL), and the failed lookups by answer. Users without
 // a profile are left out; none at all is an error.
 func resolveProfiles(ctx context.Context, client *http.Client, base, auth string, cfg Config) ([]string, map[string]int, error) {
-	urls := make([]string, cfg.Users)
+	paths := make([]string, cfg.Users)
 	var (
 		next atomic.Int64
 		wg   sync.WaitGroup
@@ -162,7 +175,7 @@ func resolveProfiles(ctx context.Context, client *http.Client, base, auth string
 					errs["lookup answer without profile_id"]++
 					mu.Unlock()
 				default:
-					urls[i] = base + "/v1/profiles/" + url.PathEscape(p.ProfileID) + "/recommendations?limit=10"
+					paths[i] = "/v1/profiles/" + url.PathEscape(p.ProfileID) + "/recommendations?limit=10"
 				}
 			}
 		}()
@@ -171,12 +184,12 @@ func resolveProfiles(ctx context.Context, client *http.Client, base, auth string
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
-	urls = slices.DeleteFunc(urls, func(s string) bool { return s == "" })
-	if len(urls) == 0 {
+	paths = slices.DeleteFunc(paths, func(s string) bool { return s == "" })
+	if len(paths) == 0 {
 		return nil, nil, fmt.Errorf("no profile found for user_id:%s0 … %s%d (load them with --shape %s first): %v",
 			ShopperPrefix, ShopperPrefix, cfg.Users-1, ShapeLoad, errs)
 	}
-	return urls, errs, nil
+	return paths, errs, nil
 }
 
 func (r *Result) printRecommend(w io.Writer) error {
