@@ -3,8 +3,9 @@
 # tree, alternating fresh servers of each, PAIRS times (docs/performance.md,
 # "Collector throughput with consent enforcement").
 # Usage: scripts/compare-collector.sh REF [PAIRS] [DURATION]
-# Servers of the working tree run with --regime opt_out (the load sends no consent
-# update per visitor); REF's servers run with no extra flag.
+# Servers of the working tree run with --profiles=false --regime opt_out (collector
+# only; the load sends no consent update per visitor); REF's servers with no extra
+# flag, or the same two where REF has profiles on by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref=${1:?usage: scripts/compare-collector.sh REF [PAIRS] [DURATION]}
@@ -28,8 +29,15 @@ run() {
   kill -TERM "$pid"; wait "$pid" || true
   rm -rf "$dir" "$dir.log"
 }
+# Both collector only: profiles are on by default since 2026-12-07, so a REF
+# from then on is told, as its help shows (older ones were collector only, and
+# took every event, by default).
+old_flags=()
+if "$work/tl-old" serve --help 2>&1 | grep -A1 -- '^  -profiles$' | grep -q 'default true'; then
+  old_flags=(--profiles=false --regime opt_out)
+fi
 for _ in $(seq 1 "$pairs"); do
-  run "$work/tl-old"
-  run "$work/tl-new" --regime opt_out
+  run "$work/tl-old" "${old_flags[@]}"
+  run "$work/tl-new" --profiles=false --regime opt_out
 done
 rm -rf "$work"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the collector figures of docs/performance.md: for each shape, a fresh
-# server on an empty data directory (durable commits and encryption on, as always)
-# and `trustloop bench` beside it on the same machine, run RUNS times.
+# collector-only server (--profiles=false) on an empty data directory (durable
+# commits and encryption on, as always) and `trustloop bench` beside it on the
+# same machine, run RUNS times.
 # Usage: scripts/perf.sh [RUNS] [DURATION] [profiles]
 # With "profiles", the batch shape runs twice: on a collector-only server and on a
 # server with --profiles (identity resolution and profiles at ingest), back to back,
@@ -14,7 +15,8 @@ bin=$(mktemp -d)/trustloop
 go build -o "$bin" ./cmd/trustloop
 port=18181
 
-serve_flags=()
+# Collector only unless told: profiles are on by default since 2026-12-07.
+serve_flags=(--profiles=false)
 run_shape() {
   local shape=$1; shift
   local dir; dir=$(mktemp -d)

@@ -585,9 +585,10 @@ func TestPostgres(t *testing.T) {
 	}
 }
 
-// TestProfilesEndToEnd runs the real binary with --profiles: events in through the
-// collector, the unified profile out through the API with the bootstrap admin key,
-// and again after a restart.
+// TestProfilesEndToEnd runs the real binary as the README starts it (profiles are
+// on by default; API.md's paths need no flag): events in through the collector,
+// the unified profile out through the API with the bootstrap admin key, and again
+// after a restart.
 func TestProfilesEndToEnd(t *testing.T) { profilesEndToEnd(t) }
 
 // TestProfilesEndToEndPostgres is the same on PostgreSQL.
@@ -597,7 +598,7 @@ func TestProfilesEndToEndPostgres(t *testing.T) {
 
 func profilesEndToEnd(t *testing.T, extra ...string) {
 	dataDir := t.TempDir()
-	args := append([]string{"--profiles"}, extra...)
+	args := extra // no --profiles: the default
 	s := start(t, dataDir, args...)
 	run := randomHex(4)
 	msgs := []string{

@@ -9,11 +9,11 @@ import (
 	"testing"
 )
 
-// A plain `trustloop serve` (profiles off, its default) has the console, which
-// says that customers and the preference center need --profiles; the portal's
-// API is not there.
+// A collector-only server (`--profiles=false`) has the console, which says
+// that customers and the preference center need profiles; the portal's API is
+// not there.
 func TestConsoleWithoutProfiles(t *testing.T) {
-	s := start(t, t.TempDir())
+	s := start(t, t.TempDir(), "--profiles=false")
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
 	req, _ := http.NewRequest("POST", s.url+"/admin/signin", strings.NewReader(url.Values{"key": {"e2e-admin-key"}}.Encode()))

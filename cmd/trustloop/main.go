@@ -230,7 +230,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.MasterKeyFile, "master-key-file", "", "master key file (default <data-dir>/master.key; TRUSTLOOP_MASTER_KEY, base64, wins)")
 	fs.Float64Var(&m.RateLimit, "rate-limit", 0, "events per second each write key may send (0: unlimited)")
 	fs.IntVar(&m.RateBurst, "rate-burst", 5000, "events a write key may send at once above its rate")
-	fs.BoolVar(&m.Profiles, "profiles", false, "resolve identities and keep unified profiles at ingest, and serve the profile API (off by default: it costs two thirds of the collector's batch throughput; see docs/performance.md)")
+	fs.BoolVar(&m.Profiles, "profiles", true, "resolve identities and keep unified profiles at ingest, and serve the profile, consent-by-profile, recommendation and preference-center APIs; --profiles=false runs the collector alone (about four times the batch throughput; see docs/performance.md)")
 	fs.IntVar(&m.ProfilesCached, "profiles-cached", 200_000, "with --profiles: profiles kept in memory (~1.5 KB each; the active ones should fit)")
 	fs.DurationVar(&m.ProfilesFlushAfter, "profiles-flush-after", 5*time.Second, "with --profiles: how long a changed profile may stay only in memory before it is written (the log replays it after a crash; longer writes less under load)")
 	fs.StringVar(&m.Regime, "regime", consent.RegimeOptIn, "consent regime of the workspace created on first start: opt_in (GDPR-style: nothing but essential without consent) or opt_out (CCPA-style); later changes go through PUT /v1/purposes")
