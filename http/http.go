@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,10 +151,33 @@ func (s *Server) Handler() http.Handler {
 	s.recommendRoutes(mux)
 	s.webRoutes(mux)
 	mux.Handle("/", s.route("other", func(w http.ResponseWriter, r *http.Request) error {
+		// The catch-all matches every method, so the mux never answers 405
+		// itself: a path served for other methods is told apart here.
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			return trustloop.Errorf(trustloop.EMETHOD, "%s is not allowed on %s.", r.Method, r.URL.Path).
+				WithHint("Use " + strings.Join(allow, " or ") + ".")
+		}
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")
 	}))
 	return mux
+}
+
+// allowedMethods lists the methods mux serves r's path with other than the
+// catch-all (none: the path is unknown).
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
 }
 
 // statusWriter remembers the status for the latency metric.

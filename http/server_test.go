@@ -151,6 +151,32 @@ func TestNotFound(t *testing.T) {
 	}
 }
 
+// A path the server has, asked with a method it does not serve there: 405
+// with the methods it does serve, not 404.
+func TestMethodNotAllowed(t *testing.T) {
+	s := newServer(t, options{regime: "opt_out"}) // with the consent routes
+	for _, tc := range []struct{ method, path, allow string }{
+		{http.MethodPut, "/healthz", "GET"},
+		{http.MethodDelete, "/openapi.json", "GET"},
+		{http.MethodPatch, "/v1/api-keys", "GET, POST"},
+		{http.MethodPost, "/v1/purposes", "GET, PUT"},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			r := s.do(t, req{method: tc.method, path: tc.path, auth: testWriteKey})
+			if r.Status != http.StatusMethodNotAllowed {
+				t.Fatalf("status = %d, want 405: %s", r.Status, r.Body)
+			}
+			if got := r.Header.Get("Allow"); got != tc.allow {
+				t.Errorf("Allow = %q, want %q", got, tc.allow)
+			}
+			e := r.apiError(t)
+			if e.Error.Code != "method_not_allowed" || !strings.Contains(e.Error.Hint, tc.allow[:3]) {
+				t.Errorf("error = %+v", e.Error)
+			}
+		})
+	}
+}
+
 func TestOpenAPIServed(t *testing.T) {
 	s := newServer(t, options{regime: "opt_out"})
 	r := s.do(t, req{method: http.MethodGet, path: "/openapi.json"})
