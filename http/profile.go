@@ -1,11 +1,15 @@
 package http
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,9 +40,9 @@ func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, k *trustl
 }
 
 func (s *Server) apiKey(r *http.Request) (*trustloop.APIKey, error) {
-	auth := r.Header.Get("Authorization")
-	secret, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || strings.TrimSpace(secret) == "" {
+	// The scheme's name is case-insensitive (RFC 9110 11.1).
+	scheme, secret, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(secret) == "" {
 		return nil, trustloop.Errorf(trustloop.EUNAUTHORIZED, "An API key is required.").
 			WithHint("Send Authorization: Bearer <api key>.")
 	}
@@ -315,13 +319,82 @@ func readJSON(r *http.Request, v any) error {
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return trustloop.Errorf(trustloop.EINVALID, "The request body is not the expected JSON: %v.", err).
-			WithHint("See /openapi.json for the request's shape.")
+	err = dec.Decode(v)
+	if err == nil {
+		// One value and nothing after it: a body with more (two objects, or
+		// an object and garbage) is refused, not half taken.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errTrailing
+		}
+	}
+	if err != nil {
+		return trustloop.Errorf(trustloop.EINVALID, "The request body is not the expected JSON: %s.", jsonProblem(err)).
+			WithHint("Send one JSON object of the request's shape (see /openapi.json).")
 	}
 	return nil
+}
+
+var errTrailing = errors.New("trailing")
+
+// jsonProblem says what is wrong with a body in the API's terms, without Go's
+// type names.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return "the body is empty"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "the body ends in the middle of a value"
+	case errors.Is(err, errTrailing):
+		return "there is more after the first JSON value"
+	case errors.As(err, &syn):
+		return fmt.Sprintf("it is not valid JSON (at byte %d)", syn.Offset)
+	case errors.As(err, &typ) && strings.HasPrefix(typ.Value, "number "):
+		// A number its field cannot hold (a fraction, out of range).
+		return fmt.Sprintf("field %s cannot hold the number %s", typ.Field, strings.TrimPrefix(typ.Value, "number "))
+	case errors.As(err, &typ) && typ.Field == "":
+		return fmt.Sprintf("it must be a JSON %s, not %s", jsonKind(typ.Type), article(typ.Value))
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %s must be a JSON %s, not %s", typ.Field, jsonKind(typ.Type), article(typ.Value))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	}
+	return "it could not be decoded"
+}
+
+// jsonKind names the JSON type a Go type is decoded from.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "string"
+		}
+		return "array"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "object"
+}
+
+// article is a JSON value kind as encoding/json reports it, with its article.
+func article(value string) string {
+	switch value {
+	case "array", "object":
+		return "an " + value
+	case "bool":
+		return "a boolean"
+	}
+	return "a " + value
 }
 
 func (s *Server) splitProfile(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
@@ -338,10 +411,14 @@ func (s *Server) splitProfile(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err := readJSON(r, &body); err != nil {
 		return err
 	}
-	mid, err := strconv.ParseInt(body.MergeID, 10, 64)
-	if err != nil || mid <= 0 {
+	if body.MergeID == "" {
 		return trustloop.Errorf(trustloop.EINVALID, "merge_id is required: the merge to undo.").
 			WithHint("List the profile's merges with GET /v1/profiles/{id}/merges.")
+	}
+	mid, err := strconv.ParseInt(body.MergeID, 10, 64)
+	if err != nil || mid <= 0 || strconv.FormatInt(mid, 10) != body.MergeID {
+		return trustloop.Errorf(trustloop.EINVALID, "merge_id is not a merge id: it is a positive decimal number, as a string.").
+			WithHint("Take it from GET /v1/profiles/{id}/merges.")
 	}
 	into, from, err := s.Profiles.Split(r.Context(), k.WorkspaceID, id, mid)
 	if err != nil {

@@ -151,6 +151,30 @@ func TestProfileMergeAndSplit(t *testing.T) {
 	if len(ms.Data) != 1 || ms.Data[0].Into != phone.ProfileID || ms.Data[0].From != laptop.ProfileID {
 		t.Fatalf("merges = %+v", ms)
 	}
+	// Bodies that are not one object of the split's shape are refused, and
+	// nothing is split.
+	for _, c := range []struct{ body, want string }{
+		{`{"merge_id":"` + ms.Data[0].MergeID + `"} not JSON {{{`, "there is more after the first JSON value"},
+		{`{"merge_id":"` + ms.Data[0].MergeID + `"}{"merge_id":"1"}`, "there is more after the first JSON value"},
+		{`{"merge_id":` + ms.Data[0].MergeID + `}`, "field merge_id must be a JSON string, not a number"},
+		{`[]`, "it must be a JSON object, not an array"},
+		{`{"merge_id":"` + ms.Data[0].MergeID + `","why":1}`, `unknown field \"why\"`}, // as JSON escapes it
+		{`{"merge_id":"abc"}`, "merge_id is not a merge id"},
+		{`{"merge_id":"0` + ms.Data[0].MergeID + `"}`, "merge_id is not a merge id"},
+		{`{"merge_id":""}`, "merge_id is required"},
+		{``, "the body is empty"},
+		{`{"merge_id":"1`, "the body ends in the middle of a value"},
+		{`{"merge_id" "1"}`, "it is not valid JSON (at byte"},
+	} {
+		r := s.do(t, req{method: "POST", path: "/v1/profiles/" + merged.ProfileID + "/split", body: []byte(c.body),
+			headers: map[string]string{"Authorization": "Bearer " + adminKey}})
+		if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), c.want) || strings.Contains(string(r.Body), "Go ") {
+			t.Errorf("split with %q: %d %s, want 400 saying %q", c.body, r.Status, r.Body, c.want)
+		}
+	}
+	if got := s.lookup(t, "anonymous_id:laptop-1"); got.ProfileID != phone.ProfileID {
+		t.Fatalf("a refused split changed the profiles: the laptop is in %s", got.ProfileID)
+	}
 	r := s.api(t, "POST", "/v1/profiles/"+merged.ProfileID+"/split", obj{"merge_id": ms.Data[0].MergeID})
 	if r.Status != 200 {
 		t.Fatalf("split: %d %s", r.Status, r.Body)
@@ -229,6 +253,24 @@ func TestAudiences(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// The Authorization scheme's name is case-insensitive; another scheme, or a
+// Bearer without a key, is 401.
+func TestAPIKeySchemeCase(t *testing.T) {
+	s := newServer(t, options{})
+	for _, c := range []struct {
+		auth   string
+		status int
+	}{
+		{"Bearer " + adminKey, 200}, {"bearer " + adminKey, 200}, {"BEARER " + adminKey, 200},
+		{"Basic " + adminKey, 401}, {"Bearer", 401}, {"Bearer   ", 401}, {adminKey, 401},
+	} {
+		r := s.do(t, req{method: "GET", path: "/v1/api-keys", headers: map[string]string{"Authorization": c.auth}})
+		if r.Status != c.status {
+			t.Errorf("Authorization %.12q…: %d, want %d: %s", c.auth, r.Status, c.status, r.Body)
+		}
+	}
+}
 
 // Bad input to the profile API: each a clear error, nothing changed.
 func TestProfileAPIBadInput(t *testing.T) {
