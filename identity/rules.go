@@ -437,6 +437,11 @@ func normalizeEmail(v string) (string, bool) {
 		return "", false
 	}
 	local, domain := v[:at], v[at+1:]
+	// RFC 5321's limits (4.5.3.1): no mail server takes a longer address, so
+	// it cannot be anyone's and must not match anyone.
+	if len(local) > 64 || len(domain) > 253 {
+		return "", false
+	}
 	if strings.ContainsAny(local, `()<>[]:;,\"`) || local[0] == '.' || local[len(local)-1] == '.' {
 		return "", false
 	}
