@@ -288,6 +288,8 @@ func TestProfileAPIBadInput(t *testing.T) {
 		{"unknown purpose", "GET", "/v1/profiles/" + p.ProfileID + "?purpose=fun", adminKey, 400, "invalid"},
 		{"purpose not allowed", "GET", "/v1/profiles/" + p.ProfileID + "?purpose=sharing", adminKey, 403, "forbidden"},
 		{"bad id", "GET", "/v1/profiles/abc?purpose=analytics", adminKey, 400, "invalid"},
+		{"id with a plus", "GET", "/v1/profiles/%2B" + p.ProfileID + "?purpose=analytics", adminKey, 400, "invalid"},
+		{"id with a leading zero", "GET", "/v1/profiles/0" + p.ProfileID + "/events?purpose=analytics", adminKey, 400, "invalid"},
 		{"unknown id", "GET", "/v1/profiles/12345?purpose=analytics", adminKey, 404, "not_found"},
 		{"lookup without identifier", "GET", "/v1/profiles/lookup?purpose=analytics", adminKey, 400, "invalid"},
 		{"identifier without type", "GET", "/v1/profiles/lookup?purpose=analytics&identifier=u", adminKey, 400, "invalid"},

@@ -85,10 +85,8 @@ func (s *Server) recommendations(w http.ResponseWriter, r *http.Request, k *trus
 	if err != nil {
 		return err
 	}
-	// The purpose is personalization; a caller may say so, not name another.
-	if p := r.URL.Query().Get("purpose"); p != "" && p != recommend.Personalization {
-		return trustloop.Errorf(trustloop.EINVALID, "Recommendations are read for purpose personalization, not %q.", p).
-			WithHint("Leave purpose out or set purpose=personalization.")
+	if err := onlyPersonalization(r, "Recommendations are"); err != nil {
+		return err
 	}
 	n, err := limit(r, 10, 100)
 	if err != nil {
@@ -174,6 +172,9 @@ func (s *Server) similarItems(w http.ResponseWriter, r *http.Request, k *trustlo
 		return trustloop.Errorf(trustloop.EFORBIDDEN, "This API key may not read for purpose personalization, which similar items are drawn from.").
 			WithHint("Use a key created for personalization.")
 	}
+	if err := onlyPersonalization(r, "Similar items are"); err != nil {
+		return err
+	}
 	item := r.PathValue("id")
 	if strings.TrimSpace(item) == "" || len(item) > recommend.MaxItemID {
 		return trustloop.Errorf(trustloop.EINVALID, "The item id must be 1 to %d characters.", recommend.MaxItemID)
@@ -187,5 +188,15 @@ func (s *Server) similarItems(w http.ResponseWriter, r *http.Request, k *trustlo
 		return err
 	}
 	writeJSON(w, http.StatusOK, similarView{ItemID: item, Items: items})
+	return nil
+}
+
+// onlyPersonalization refuses a purpose other than personalization, the one
+// the recommender's answers are read for; a caller may say so or leave it out.
+func onlyPersonalization(r *http.Request, what string) error {
+	if p := r.URL.Query().Get("purpose"); p != "" && p != recommend.Personalization {
+		return trustloop.Errorf(trustloop.EINVALID, "%s read for purpose personalization, not %q.", what, p).
+			WithHint("Leave purpose out or set purpose=personalization.")
+	}
 	return nil
 }

@@ -62,8 +62,10 @@ func FormatID(id int64) string { return strconv.FormatInt(id, 10) }
 // ParseID parses a profile id from a path; EINVALID if it is not one.
 func ParseID(s string) (int64, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id <= 0 {
-		return 0, trustloop.Errorf(trustloop.EINVALID, "A profile id is a positive decimal number.").
+	// Only the id as the API writes it: "+12" or "012" naming profile 12 would
+	// give one profile many names (in caches, logs and audit actions).
+	if err != nil || id <= 0 || FormatID(id) != s {
+		return 0, trustloop.Errorf(trustloop.EINVALID, "A profile id is a positive decimal number, as the API writes it.").
 			WithHint("Use the profile_id the API returned, or look the profile up with /v1/profiles/lookup.")
 	}
 	return id, nil

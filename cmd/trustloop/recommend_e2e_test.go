@@ -229,6 +229,7 @@ func recommendEndToEnd(t *testing.T, extra ...string) {
 		{"/v1/profiles/" + eid + "/recommendations?purpose=marketing", 400},
 		{"/v1/items/nope/similar", 404},
 		{"/v1/items/p1/similar?limit=x", 400},
+		{"/v1/items/p1/similar?purpose=marketing", 400},
 		{"/v1/items/" + strings.Repeat("x", 201) + "/similar", 400},
 	} {
 		if code, raw := apiRaw(t, s, "GET", c.path, nil); code != c.code || !strings.Contains(string(raw), `"message"`) {
