@@ -66,22 +66,26 @@ func (k *keepAlive) get(ctx context.Context, path, auth string, buf *bytes.Buffe
 	k.req = append(k.req, "\r\n\r\n"...)
 	for attempt := 0; ; attempt++ {
 		reused := k.conn != nil
-		status, err := k.roundTrip(buf)
+		status, answered, err := k.roundTrip(buf)
 		if err == nil {
 			return status, nil
 		}
 		k.close()
-		if !reused || attempt > 0 || !retryable(err) {
+		// Only a request no byte of answer came back for goes again: an
+		// answer cut off midway is an error, not a reason to ask twice.
+		if !reused || answered || attempt > 0 || !retryable(err) {
 			return 0, err
 		}
 	}
 }
 
-func (k *keepAlive) roundTrip(buf *bytes.Buffer) (int, error) {
+// roundTrip sends the request and reads its answer; answered reports whether
+// any byte of an answer arrived (an error after that is not retried).
+func (k *keepAlive) roundTrip(buf *bytes.Buffer) (status int, answered bool, err error) {
 	if k.conn == nil {
 		c, err := net.DialTimeout("tcp", k.addr, k.timeout)
 		if err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		k.conn = c
 		if k.br == nil {
@@ -91,25 +95,30 @@ func (k *keepAlive) roundTrip(buf *bytes.Buffer) (int, error) {
 		}
 	}
 	if err := k.conn.SetDeadline(time.Now().Add(k.timeout)); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if _, err := k.conn.Write(k.req); err != nil {
-		return 0, err
+		return 0, false, err
+	}
+	// Peek first: a connection the server had closed fails here with
+	// nothing read.
+	if _, err := k.br.Peek(1); err != nil {
+		return 0, false, err
 	}
 	resp, err := http.ReadResponse(k.br, nil)
 	if err != nil {
-		return 0, err
+		return 0, true, err
 	}
 	buf.Reset()
 	_, err = buf.ReadFrom(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return 0, err
+		return 0, true, err
 	}
 	if resp.Close {
 		k.close() // the server said it closes: the next request dials
 	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, true, nil
 }
 
 func (k *keepAlive) close() {

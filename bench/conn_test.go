@@ -137,3 +137,54 @@ func TestKeepAliveRedialsClosedConnection(t *testing.T) {
 		t.Fatal("https accepted")
 	}
 }
+
+// An answer cut off midway is an error, and the request is not sent again:
+// only a request no byte of answer came back for is.
+func TestKeepAliveDoesNotRepeatCutOffAnswers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var requests atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for n := 0; ; n++ {
+					if _, err := http.ReadRequest(r); err != nil {
+						return
+					}
+					requests.Add(1)
+					if n == 0 {
+						c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+						continue
+					}
+					// The second answer on the connection stops short.
+					c.Write([]byte("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 10\r\n\r\nabc"))
+					return
+				}
+			}(c)
+		}
+	}()
+	k, err := newKeepAlive("http://"+ln.Addr().String(), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.close()
+	var buf bytes.Buffer
+	if status, err := k.get(context.Background(), "/x", "Bearer k", &buf); err != nil || status != 200 {
+		t.Fatalf("first request: %d %v", status, err)
+	}
+	if status, err := k.get(context.Background(), "/x", "Bearer k", &buf); err == nil {
+		t.Fatalf("a cut-off answer came back as %d %q", status, buf.String())
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("the server saw %d requests, want 2 (the cut-off one not sent again)", n)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"slices"
 	"strings"
@@ -307,8 +308,9 @@ func DecodeCatalog(b []byte) (*Catalog, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, invalid("The catalog is not valid JSON of the documented shape: %s.", jsonProblem(err))
 	}
-	if dec.More() {
-		return nil, invalid("The body must hold one catalog object.")
+	// Nothing after the object (More would let a stray '}' or ']' through).
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, invalid("The body must hold one catalog object and nothing after it.")
 	}
 	return &c, nil
 }

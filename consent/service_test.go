@@ -333,6 +333,15 @@ func TestCatalogValidation(t *testing.T) {
 	if _, err := consent.DecodeCatalog([]byte(`{"regime":"opt_in","purposes":[],"surprise":1}`)); trustloop.ErrorCode(err) != trustloop.EINVALID {
 		t.Fatalf("unknown field: %v", err)
 	}
+	// One object and nothing after it, whatever follows.
+	for _, tail := range []string{"}", "]", "} garbage", " {}", "x"} {
+		if _, err := consent.DecodeCatalog([]byte(`{"regime":"opt_in","purposes":[]}` + tail)); trustloop.ErrorCode(err) != trustloop.EINVALID {
+			t.Fatalf("a catalog followed by %q: %v", tail, err)
+		}
+	}
+	if _, err := consent.DecodeCatalog([]byte("{\"regime\":\"opt_in\",\"purposes\":[]}\n  ")); err != nil {
+		t.Fatalf("trailing white space: %v", err)
+	}
 }
 
 // A collector goroutine that read the store just before a change committed

@@ -175,6 +175,9 @@ func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
 		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
 			allow = append(allow, m)
+			if m == http.MethodGet && r.Method != http.MethodHead {
+				allow = append(allow, http.MethodHead) // the mux serves HEAD with GET
+			}
 		}
 	}
 	return allow

@@ -156,10 +156,10 @@ func TestNotFound(t *testing.T) {
 func TestMethodNotAllowed(t *testing.T) {
 	s := newServer(t, options{regime: "opt_out"}) // with the consent routes
 	for _, tc := range []struct{ method, path, allow string }{
-		{http.MethodPut, "/healthz", "GET"},
-		{http.MethodDelete, "/openapi.json", "GET"},
-		{http.MethodPatch, "/v1/api-keys", "GET, POST"},
-		{http.MethodPost, "/v1/purposes", "GET, PUT"},
+		{http.MethodPut, "/healthz", "GET, HEAD"},
+		{http.MethodDelete, "/openapi.json", "GET, HEAD"},
+		{http.MethodPatch, "/v1/api-keys", "GET, HEAD, POST"},
+		{http.MethodPost, "/v1/purposes", "GET, HEAD, PUT"},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			r := s.do(t, req{method: tc.method, path: tc.path, auth: testWriteKey})

@@ -437,9 +437,11 @@ func normalizeEmail(v string) (string, bool) {
 		return "", false
 	}
 	local, domain := v[:at], v[at+1:]
-	// RFC 5321's limits (4.5.3.1): no mail server takes a longer address, so
-	// it cannot be anyone's and must not match anyone.
-	if len(local) > 64 || len(domain) > 253 {
+	// RFC 5321's limits (4.5.3.1; 254 in all, as a path holds 256 with its
+	// brackets): no mail server takes a longer address, so it cannot be
+	// anyone's and must not match anyone. An address stored before these
+	// limits that breaks them no longer joins its profile.
+	if len(local) > 64 || len(domain) > 253 || len(v) > 254 {
 		return "", false
 	}
 	if strings.ContainsAny(local, `()<>[]:;,\"`) || local[0] == '.' || local[len(local)-1] == '.' {

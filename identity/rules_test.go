@@ -38,6 +38,7 @@ func TestNormalize(t *testing.T) {
 		{"email", strings.Repeat("a", 64) + "@example.com", strings.Repeat("a", 64) + "@example.com", ""},
 		{"email", strings.Repeat("a", 65) + "@example.com", "", ReasonMalformedEmail},
 		{"email", "a@" + strings.Repeat("b", 251) + ".de", "", ReasonMalformedEmail},
+		{"email", strings.Repeat("a", 64) + "@" + strings.Repeat("b", 187) + ".de", "", ReasonMalformedEmail}, // 255 in all
 		{"email", "n/a", "", ReasonMalformedEmail},
 		{"email", "jane", "", ReasonMalformedEmail},
 		{"email", "@example.com", "", ReasonMalformedEmail},

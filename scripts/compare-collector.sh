@@ -37,7 +37,7 @@ if "$work/tl-old" serve --help 2>&1 | grep -A1 -- '^  -profiles$' | grep -q 'def
   old_flags=(--profiles=false --regime opt_out)
 fi
 for _ in $(seq 1 "$pairs"); do
-  run "$work/tl-old" "${old_flags[@]}"
+  run "$work/tl-old" ${old_flags[@]+"${old_flags[@]}"} # bash 3.2 and set -u
   run "$work/tl-new" --profiles=false --regime opt_out
 done
 rm -rf "$work"

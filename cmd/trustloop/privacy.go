@@ -422,7 +422,10 @@ func (t traitFlag) Set(s string) error {
 		name = n
 		dec := json.NewDecoder(strings.NewReader(value))
 		dec.UseNumber()
-		if err := dec.Decode(&v); err != nil || dec.More() {
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("%s:= wants a JSON value, like 42, true or null", name)
+		}
+		if _, err := dec.Token(); err != io.EOF { // one value, nothing after it
 			return fmt.Errorf("%s:= wants a JSON value, like 42, true or null", name)
 		}
 		switch v.(type) {
