@@ -1,10 +1,6 @@
 package consent
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"regexp"
 	"slices"
 	"strings"
@@ -303,27 +299,8 @@ func Validate(c *Catalog, prev *Catalog, inUse func(purpose string) (bool, error
 // DecodeCatalog parses a catalog sent by an editor, refusing unknown fields.
 func DecodeCatalog(b []byte) (*Catalog, error) {
 	var c Catalog
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return nil, invalid("The catalog is not valid JSON of the documented shape: %s.", jsonProblem(err))
-	}
-	// Nothing after the object (More would let a stray '}' or ']' through).
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, invalid("The body must hold one catalog object and nothing after it.")
+	if err := trustloop.DecodeJSON(b, &c); err != nil {
+		return nil, invalid("The catalog is not valid JSON of the documented shape: %v.", err)
 	}
 	return &c, nil
-}
-
-// jsonProblem names what is wrong without echoing values.
-func jsonProblem(err error) string {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Sprintf("field %q has the wrong type", te.Field)
-	}
-	msg := err.Error()
-	if strings.HasPrefix(msg, "json: unknown field") {
-		return strings.TrimPrefix(msg, "json: ")
-	}
-	return "malformed JSON"
 }

@@ -1,15 +1,11 @@
 package http
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -319,82 +315,11 @@ func readJSON(r *http.Request, v any) error {
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	err = dec.Decode(v)
-	if err == nil {
-		// One value and nothing after it: a body with more (two objects, or
-		// an object and garbage) is refused, not half taken.
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = errTrailing
-		}
-	}
-	if err != nil {
-		return trustloop.Errorf(trustloop.EINVALID, "The request body is not the expected JSON: %s.", jsonProblem(err)).
+	if err := trustloop.DecodeJSON(body, v); err != nil {
+		return trustloop.Errorf(trustloop.EINVALID, "The request body is not the expected JSON: %v.", err).
 			WithHint("Send one JSON object of the request's shape (see /openapi.json).")
 	}
 	return nil
-}
-
-var errTrailing = errors.New("trailing")
-
-// jsonProblem says what is wrong with a body in the API's terms, without Go's
-// type names.
-func jsonProblem(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.Is(err, io.EOF):
-		return "the body is empty"
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "the body ends in the middle of a value"
-	case errors.Is(err, errTrailing):
-		return "there is more after the first JSON value"
-	case errors.As(err, &syn):
-		return fmt.Sprintf("it is not valid JSON (at byte %d)", syn.Offset)
-	case errors.As(err, &typ) && strings.HasPrefix(typ.Value, "number "):
-		// A number its field cannot hold (a fraction, out of range).
-		return fmt.Sprintf("field %s cannot hold the number %s", typ.Field, strings.TrimPrefix(typ.Value, "number "))
-	case errors.As(err, &typ) && typ.Field == "":
-		return fmt.Sprintf("it must be a JSON %s, not %s", jsonKind(typ.Type), article(typ.Value))
-	case errors.As(err, &typ):
-		return fmt.Sprintf("field %s must be a JSON %s, not %s", typ.Field, jsonKind(typ.Type), article(typ.Value))
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
-	}
-	return "it could not be decoded"
-}
-
-// jsonKind names the JSON type a Go type is decoded from.
-func jsonKind(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.String:
-		return "string"
-	case reflect.Bool:
-		return "boolean"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
-		return "number"
-	case reflect.Slice, reflect.Array:
-		if t.Elem().Kind() == reflect.Uint8 {
-			return "string"
-		}
-		return "array"
-	case reflect.Pointer:
-		return jsonKind(t.Elem())
-	}
-	return "object"
-}
-
-// article is a JSON value kind as encoding/json reports it, with its article.
-func article(value string) string {
-	switch value {
-	case "array", "object":
-		return "an " + value
-	case "bool":
-		return "a boolean"
-	}
-	return "a " + value
 }
 
 func (s *Server) splitProfile(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
