@@ -48,6 +48,11 @@ func newKeepAlive(base string, timeout time.Duration) (*keepAlive, error) {
 	return &keepAlive{addr: addr, host: u.Host, prefix: strings.TrimRight(u.Path, "/"), timeout: timeout}, nil
 }
 
+// another is a connection of its own to the same server, not yet made.
+func (k *keepAlive) another() *keepAlive {
+	return &keepAlive{addr: k.addr, host: k.host, prefix: k.prefix, timeout: k.timeout}
+}
+
 // get sends GET base's path + path (with its query) and reads the answer's body into buf
 // (reset first); it returns the status. A request on a connection the
 // server had closed while it sat idle is sent once more on a new one, as

@@ -75,40 +75,25 @@ func TestKeepAliveReadsAnswers(t *testing.T) {
 // restart): the request goes once more on a new connection, as net/http's
 // client does for a GET; one that says Connection: close is taken at its word.
 func TestKeepAliveRedialsClosedConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var accepted atomic.Int64
-	go func() {
-		for n := 0; ; n++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			go func(c net.Conn, sayClose bool) {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				if _, err := http.ReadRequest(r); err != nil {
-					return
-				}
-				hdr := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
-				if sayClose {
-					hdr += "Connection: close\r\n"
-				}
-				c.Write([]byte(hdr + "\r\nok"))
-				if sayClose {
-					// Keep it open a while: a client that sent its next
-					// request on it anyway would wait for an answer that
-					// never comes.
-					time.Sleep(2 * time.Second)
-				}
-				// Then close, without a word unless sayClose.
-			}(c, n == 0)
+	ln := rawServer(t, func(c net.Conn, r *bufio.Reader, n int) {
+		accepted.Add(1)
+		if _, err := http.ReadRequest(r); err != nil {
+			return
 		}
-	}()
+		sayClose := n == 0
+		hdr := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+		if sayClose {
+			hdr += "Connection: close\r\n"
+		}
+		c.Write([]byte(hdr + "\r\nok"))
+		if sayClose {
+			// Keep it open a while: a client that sent its next request on
+			// it anyway would wait for an answer that never comes.
+			time.Sleep(2 * time.Second)
+		}
+		// Then close, without a word unless sayClose.
+	})
 	k, err := newKeepAlive("http://"+ln.Addr().String(), 500*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
@@ -141,37 +126,22 @@ func TestKeepAliveRedialsClosedConnection(t *testing.T) {
 // An answer cut off midway is an error, and the request is not sent again:
 // only a request no byte of answer came back for is.
 func TestKeepAliveDoesNotRepeatCutOffAnswers(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var requests atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	ln := rawServer(t, func(c net.Conn, r *bufio.Reader, _ int) {
+		for n := 0; ; n++ {
+			if _, err := http.ReadRequest(r); err != nil {
 				return
 			}
-			go func(c net.Conn) {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for n := 0; ; n++ {
-					if _, err := http.ReadRequest(r); err != nil {
-						return
-					}
-					requests.Add(1)
-					if n == 0 {
-						c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-						continue
-					}
-					// The second answer on the connection stops short.
-					c.Write([]byte("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 10\r\n\r\nabc"))
-					return
-				}
-			}(c)
+			requests.Add(1)
+			if n == 0 {
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+				continue
+			}
+			// The second answer on the connection stops short.
+			c.Write([]byte("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 10\r\n\r\nabc"))
+			return
 		}
-	}()
+	})
 	k, err := newKeepAlive("http://"+ln.Addr().String(), 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -187,4 +157,27 @@ func TestKeepAliveDoesNotRepeatCutOffAnswers(t *testing.T) {
 	if n := requests.Load(); n != 2 {
 		t.Fatalf("the server saw %d requests, want 2 (the cut-off one not sent again)", n)
 	}
+}
+
+// rawServer accepts connections on a port of its own and runs serve on each
+// (n counts them from 0), closing it after, until the listener is closed.
+func rawServer(t *testing.T, serve func(c net.Conn, r *bufio.Reader, n int)) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(n int) {
+				defer c.Close()
+				serve(c, bufio.NewReader(c), n)
+			}(n)
+		}
+	}()
+	return ln
 }

@@ -61,6 +61,10 @@ func runRecommend(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	resolveSecs := time.Since(t0).Seconds()
 
+	proto, err := newKeepAlive(base, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
 	var conns []*keepAlive // one per worker, closed when the run is over
 	defer func() {
 		for _, c := range conns {
@@ -71,14 +75,9 @@ func runRecommend(ctx context.Context, cfg Config) (*Result, error) {
 		seed := uint64(w) + uint64(start.UnixNano())
 		r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 		var buf bytes.Buffer
-		conn, err := newKeepAlive(base, 30*time.Second)
-		if err == nil {
-			conns = append(conns, conn)
-		}
+		conn := proto.another()
+		conns = append(conns, conn)
 		return func(ctx context.Context) (int, int64, error) {
-			if err != nil {
-				return 0, 0, err
-			}
 			status, err := conn.get(ctx, paths[r.IntN(len(paths))], auth, &buf)
 			personal := int64(0)
 			if bytes.Contains(buf.Bytes(), personalizedMark) {
