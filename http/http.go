@@ -175,7 +175,7 @@ func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
 		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
 		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
 			allow = append(allow, m)
-			if m == http.MethodGet && r.Method != http.MethodHead {
+			if m == http.MethodGet {
 				allow = append(allow, http.MethodHead) // the mux serves HEAD with GET
 			}
 		}
