@@ -136,6 +136,8 @@ func TestPrivacyCLI(t *testing.T) {
 		{[]string{"create", "--type", "forget", "--identifier", "user_id:" + user}, `--type "forget"`},
 		{[]string{"create", "--type", "access", "--identifier", "jane"}, "TYPE:VALUE"},
 		{[]string{"create", "--type", "rectification", "--identifier", "user_id:x", "--trait", "age:={"}, "JSON value"},
+		{[]string{"create", "--type", "rectification", "--identifier", "user_id:x", "--trait", "age:=42}"}, "JSON value"},
+		{[]string{"create", "--type", "rectification", "--identifier", "user_id:x", "--trait", "age:=42 43"}, "JSON value"},
 		{[]string{"frobnicate"}, `unknown subcommand "frobnicate"`},
 		{[]string{"export", id, "--format", "pdf"}, `--format "pdf": want json or html`},
 		{[]string{"show"}, "give one request id"},
