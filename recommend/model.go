@@ -430,7 +430,7 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 // uncached loop computes them, in the same order.
 func (m *Model) simRow(i int32) *simRow {
 	c := m.sims[i]
-	if sr := c.Load(); sr != nil && sr.fresh(m.uver, i) {
+	if sr := c.Load(); sr != nil && (sr.built == m.epoch || sr.fresh(m.uver, i)) {
 		return sr
 	}
 	it := &m.items[i]
@@ -465,6 +465,9 @@ func (m *Model) pairSim(cij int32, ci float64, cj int32) float64 {
 }
 
 // fresh reports whether no count the row was computed from changed since.
+// simRow asks only when the model changed at all since the row was built
+// (no stamp can be newer than the epoch then): a model that is only read
+// pays nothing per neighbour.
 func (sr *simRow) fresh(uver []uint64, i int32) bool {
 	if uver[i] > sr.built {
 		return false
