@@ -60,6 +60,10 @@ const (
 	auditApplyPause = 2 * time.Millisecond
 	// auditApplyMax: with this many pending, the applier does not wait.
 	auditApplyMax = 2048
+	// auditWrapHeld: writing starts over (holding appends for the apply)
+	// only with at most this many pending, or auditJournalWrap past the
+	// wrap size.
+	auditWrapHeld = 64
 )
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
@@ -380,6 +384,13 @@ func (j *auditJournal) hasPending() bool {
 	return len(j.pending) > 0
 }
 
+// wrapDue reports whether the journal is past its wrap size.
+func (j *auditJournal) wrapDue() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.off >= j.wrapAt
+}
+
 // flushAudit moves the pending records into the tables before a read of the
 // log, so readers never see the tables behind the journal.
 func (db *DB) flushAudit(ctx context.Context) error {
@@ -401,7 +412,8 @@ func (db *DB) applyAuditLocked(ctx context.Context) error {
 
 // applyAuditSome is applyAuditLocked for at most limit records (0: all), so
 // that the applier spreads its work instead of taking the CPU in bursts; the
-// apply that starts writing over takes all.
+// apply that starts writing over takes all, holding appends, and so waits
+// until little is pending (auditWrapHeld).
 func (db *DB) applyAuditSome(ctx context.Context, limit int) error {
 	j := db.audit
 	if j == nil {
@@ -410,6 +422,13 @@ func (db *DB) applyAuditSome(ctx context.Context, limit int) error {
 	j.mu.Lock()
 	wrap := j.off >= j.wrapAt
 	recs := j.pending
+	if wrap && len(recs) > auditWrapHeld && j.off < j.wrapAt+auditJournalWrap {
+		// Appends wait while an apply holds j.mu, so writing starts over
+		// only once little is left: the bulk goes in without holding them
+		// (a wrap with 500 pending stalled every answer ~20 ms), unless
+		// the file is a whole default size past its own.
+		wrap = false
+	}
 	if !wrap && limit > 0 && len(recs) > limit {
 		recs = recs[:limit]
 	}
@@ -526,6 +545,15 @@ func (db *DB) auditApplier() {
 				case <-time.After(auditApplyPause):
 				}
 			}
+		}
+		// Past the wrap size, what arrived meanwhile is chased down now, so
+		// that writing starts over with a short held apply (see
+		// auditWrapHeld) instead of waiting for a quiet moment that a
+		// steady load never gives.
+		for n := 0; err == nil && n < 64 && j.wrapDue(); n++ {
+			db.mu.Lock()
+			err = db.applyAuditSome(context.Background(), auditApplyChunk)
+			db.mu.Unlock()
 		}
 		if err != nil || j.hasPending() {
 			// Failed (the records stay pending and durable; reads retry

@@ -36,23 +36,32 @@ func copyStore(t *testing.T, from string) string {
 	return to
 }
 
+// openWithoutApplier opens a store in dir whose journal is past its wrap
+// size from the first append and whose applier is stopped: the test applies.
+func openWithoutApplier(t *testing.T, dir string) *DB {
+	t.Helper()
+	db, err := OpenWith(context.Background(), dir, Options{AuditJournalBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := db.audit
+	close(j.stop)
+	<-j.done
+	j.stop = make(chan struct{})
+	j.done = make(chan struct{})
+	close(j.done)
+	return db
+}
+
 // TestAuditJournalStartsOverOnlyWhenApplied: an append that lands while an
 // apply past the wrap size runs is not overwritten by writing starting over:
 // a crash after the next append still finds all three.
 func TestAuditJournalStartsOverOnlyWhenApplied(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := OpenWith(ctx, dir, Options{AuditJournalBytes: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openWithoutApplier(t, dir)
 	defer db.Close()
 	j := db.audit
-	close(j.stop) // no applier: this test applies
-	<-j.done
-	j.stop = make(chan struct{})
-	j.done = make(chan struct{})
-	close(j.done)
 
 	app := func(i int) {
 		t.Helper()
@@ -88,6 +97,65 @@ func TestAuditJournalStartsOverOnlyWhenApplied(t *testing.T) {
 	defer db2.Close()
 	if n, err := db2.AuditSize(ctx, 3); err != nil || n != 3 {
 		t.Fatalf("after the crash the log has %d entries, %v; want 3", n, err)
+	}
+}
+
+// TestAuditJournalWrapHoldsAppendsOnlyForLittle: past the wrap size with
+// much pending, the apply lets appends through (it does not start writing
+// over then); once little is pending, the next apply starts writing over,
+// and a crash after it still finds every entry.
+func TestAuditJournalWrapHoldsAppendsOnlyForLittle(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db := openWithoutApplier(t, dir)
+	defer db.Close()
+	j := db.audit
+
+	many := make([]trustloop.AuditEntry, auditWrapHeld+1)
+	for i := range many {
+		many[i] = testEntry(i)
+	}
+	if err := db.AppendAudit(ctx, many); err != nil {
+		t.Fatal(err)
+	}
+	next := len(many)
+	j.testApplying = func() error {
+		j.testApplying = nil
+		appended := make(chan error, 1)
+		go func() { appended <- db.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(next)}) }()
+		select {
+		case err := <-appended:
+			return err
+		case <-time.After(5 * time.Second):
+			return errors.New("an append waited for the apply of many pending records")
+		}
+	}
+	apply := func() {
+		t.Helper()
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		if err := db.applyAuditSome(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply()
+	if j.off == j.start || len(j.pending) != 1 {
+		t.Fatalf("after the first apply: offset %d (start %d), %d pending; want writing not started over, 1 pending", j.off, j.start, len(j.pending))
+	}
+	apply()
+	if j.off != j.start || len(j.pending) != 0 {
+		t.Fatalf("after the second apply: offset %d (start %d), %d pending; want writing started over, none pending", j.off, j.start, len(j.pending))
+	}
+	if err := db.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(next + 1)}); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := Open(ctx, copyStore(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if n, err := db2.AuditSize(ctx, 3); err != nil || n != int64(next+2) {
+		t.Fatalf("after the crash the log has %d entries, %v; want %d", n, err, next+2)
 	}
 }
 
