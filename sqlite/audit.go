@@ -17,7 +17,7 @@ var _ trustloop.AuditStore = (*DB)(nil)
 const (
 	auditEntryInsert   = `INSERT INTO audit_entries (workspace_id, idx, data) VALUES `
 	auditHashInsert    = `INSERT INTO audit_hashes (workspace_id, idx, hashes) VALUES `
-	auditSubjectInsert = `INSERT INTO audit_subjects (workspace_id, subject, idx) VALUES `
+	auditSubjectInsert = `INSERT INTO audit_subjects_recent (workspace_id, subject, idx) VALUES `
 )
 
 // auditChunk is the most audit rows one INSERT carries.
@@ -192,9 +192,18 @@ func (db *DB) AuditRecordsOf(ctx context.Context, workspaceID int64, subject str
 	if before <= 0 {
 		before = math.MaxInt64
 	}
-	rows, err := db.read.QueryContext(ctx, `SELECT e.idx, e.data FROM audit_subjects s
-		JOIN audit_entries e ON e.workspace_id = s.workspace_id AND e.idx = s.idx
-		WHERE s.workspace_id = ? AND s.subject = ? AND s.idx < ? ORDER BY s.idx DESC LIMIT ?`, workspaceID, subject, before, limit)
+	// The subject's rows are in the index and among the recent rows not yet
+	// merged into it (auditMergeSubjects): the newest limit of each, then of
+	// both. The recent rows have no index by subject; there are at most
+	// about AuditSubjectsMergeAt of them.
+	rows, err := db.read.QueryContext(ctx, `SELECT e.idx, e.data FROM (
+			SELECT idx FROM (SELECT idx FROM audit_subjects
+				WHERE workspace_id = ?1 AND subject = ?2 AND idx < ?3 ORDER BY idx DESC LIMIT ?4)
+			UNION ALL
+			SELECT idx FROM (SELECT idx FROM audit_subjects_recent
+				WHERE workspace_id = ?1 AND subject = ?2 AND idx < ?3 ORDER BY idx DESC LIMIT ?4)
+		) s JOIN audit_entries e ON e.workspace_id = ?1 AND e.idx = s.idx
+		ORDER BY s.idx DESC LIMIT ?4`, workspaceID, subject, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: audit records of subject: %w", err)
 	}

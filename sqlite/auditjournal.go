@@ -64,6 +64,10 @@ const (
 	// only with at most this many pending, or auditJournalWrap past the
 	// wrap size.
 	auditWrapHeld = 64
+	// auditSubjectsMergeAt: the default of Options.AuditSubjectsMergeAt.
+	auditSubjectsMergeAt = 8192
+	// auditMergeChunk: about this many rows move per transaction of a merge.
+	auditMergeChunk = 1024
 )
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
@@ -231,6 +235,12 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 	}
 	// Without the header: a journal of the first format, frames from the
 	// start of the file.
+	var recent int64
+	if err := db.write.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_subjects_recent`).Scan(&recent); err != nil {
+		f.Close()
+		return fmt.Errorf("sqlite: audit subjects: %w", err)
+	}
+	db.auditRecent.Store(recent)
 	recs, _ := parseJournal(b[start:])
 	var apply []journalRec
 	heads := map[int64]int64{}
@@ -504,6 +514,89 @@ func (db *DB) writeAuditRecs(ctx context.Context, recs []journalRec) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: audit apply: commit: %w", err)
 	}
+	db.auditRecent.Add(int64(len(subs) / 3))
+	return nil
+}
+
+// mergeAuditSubjects moves the recent rows of the subjects' index into the
+// index, in its order: the rows are split by (workspace, subject) into
+// ranges of about auditMergeChunk rows, and each range moves in a
+// transaction of its own under db.mu, released in between (a merge of 8,192
+// rows at once held the store's writer ~45 ms). Each range changes its own
+// part of the index, so every page is still written about once per merge.
+// A row is in one table or the other at every commit; rows that arrive
+// meanwhile wait for the next merge.
+func (db *DB) mergeAuditSubjects(ctx context.Context) error {
+	type key struct {
+		ws      int64
+		subject string
+	}
+	var bounds []key // each range's first key; the next range's first ends it
+	err := func() error {
+		rows, err := db.write.QueryContext(ctx, `SELECT workspace_id, subject FROM audit_subjects_recent ORDER BY workspace_id, subject`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		n := 0
+		var last key
+		for rows.Next() {
+			var k key
+			if err := rows.Scan(&k.ws, &k.subject); err != nil {
+				return err
+			}
+			if len(bounds) == 0 || (n >= db.opt.mergeChunk && k != last) {
+				bounds, n = append(bounds, k), 0
+			}
+			last = k
+			n++
+		}
+		return rows.Err()
+	}()
+	if err != nil {
+		return fmt.Errorf("sqlite: audit subjects merge: %w", err)
+	}
+	for i, lo := range bounds {
+		cond, args := `(workspace_id, subject) >= (?, ?)`, []any{lo.ws, lo.subject}
+		if i+1 < len(bounds) {
+			cond += ` AND (workspace_id, subject) < (?, ?)`
+			args = append(args, bounds[i+1].ws, bounds[i+1].subject)
+		}
+		if i > 0 {
+			db.mu.Unlock() // let the writers through between ranges
+			db.mu.Lock()
+		}
+		if err := db.mergeAuditSubjectRange(ctx, cond, args); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mergeAuditSubjectRange moves the recent rows matching cond into the index
+// in one transaction.
+func (db *DB) mergeAuditSubjectRange(ctx context.Context, cond string, args []any) error {
+	tx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit subjects merge: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_subjects (workspace_id, subject, idx)
+		SELECT workspace_id, subject, idx FROM audit_subjects_recent WHERE `+cond+` ORDER BY workspace_id, subject, idx`, args...); err != nil {
+		return fmt.Errorf("sqlite: audit subjects merge: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM audit_subjects_recent WHERE `+cond, args...)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit subjects merge: %w", err)
+	}
+	moved, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("sqlite: audit subjects merge: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: audit subjects merge: commit: %w", err)
+	}
+	db.auditRecent.Add(-moved)
 	return nil
 }
 
@@ -553,6 +646,13 @@ func (db *DB) auditApplier() {
 		for n := 0; err == nil && n < 64 && j.wrapDue(); n++ {
 			db.mu.Lock()
 			err = db.applyAuditSome(context.Background(), auditApplyChunk)
+			db.mu.Unlock()
+		}
+		// A failed merge leaves the rows where they were (reads see both
+		// tables) and is retried as a failed apply is.
+		if err == nil && db.auditRecent.Load() >= int64(db.opt.AuditSubjectsMergeAt) {
+			db.mu.Lock()
+			err = db.mergeAuditSubjects(context.Background())
 			db.mu.Unlock()
 		}
 		if err != nil || j.hasPending() {

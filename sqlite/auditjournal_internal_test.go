@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -422,6 +423,146 @@ func TestAuditJournalApplyFailure(t *testing.T) {
 		e, err := trustloop.DecodeAuditEntry(r.Data)
 		if err != nil || e.Subject != fmt.Sprint(500+i) {
 			t.Fatalf("record %d: subject %q, %v", i, e.Subject, err)
+		}
+	}
+}
+
+// TestAuditSubjectsMerged: a subject's records are read from the recent rows
+// and from the index they are merged into (range by range), newest first and paged across
+// the two; an erasure takes them from both; a reopened store counts the
+// recent rows it holds.
+func TestAuditSubjectsMerged(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// Merged two or so rows at a time: six ranges.
+	db, err := OpenWith(ctx, dir, Options{AuditSubjectsMergeAt: 1 << 30, mergeChunk: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Entries 0–9: subject 500 at even indexes, other subjects at odd ones.
+	appendTen := func(from int) {
+		t.Helper()
+		for i := from; i < from+10; i++ {
+			e := testEntry(i)
+			if i%2 == 0 {
+				e.Subject = "500"
+			}
+			if err := db.AppendAudit(ctx, []trustloop.AuditEntry{e}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count := func(table string) (n int) {
+		t.Helper()
+		if err := db.write.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	appendTen(0)
+	db.mu.Lock()
+	err = db.applyAuditLocked(ctx)
+	if err == nil {
+		err = db.mergeAuditSubjects(ctx)
+	}
+	db.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendTen(10)
+	if err := db.flushAudit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if idx, recent := count("audit_subjects"), count("audit_subjects_recent"); idx != 10 || recent != 10 {
+		t.Fatalf("index rows %d, recent rows %d; want 10 and 10", idx, recent)
+	}
+	if n := db.auditRecent.Load(); n != 10 {
+		t.Fatalf("recent rows counted %d, want 10", n)
+	}
+	var got []int64
+	for before := int64(0); ; {
+		page, err := db.AuditRecordsOf(ctx, 3, "500", before, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, r := range page {
+			got = append(got, r.Index)
+		}
+		before = page[len(page)-1].Index
+		if before == 0 { // 0 would mean from the end again
+			break
+		}
+	}
+	want := []int64{18, 16, 14, 12, 10, 8, 6, 4, 2, 0}
+	if !slices.Equal(got, want) {
+		t.Fatalf("subject 500's records, paged by 3: %v, want %v", got, want)
+	}
+	// An erasure of profile 500 takes its rows from both tables.
+	if _, err := db.Erase(ctx, &trustloop.Erasure{WorkspaceID: 3, ProfileIDs: []int64{500}}); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := db.AuditRecordsOf(ctx, 3, "500", 0, 100); err != nil || len(recs) != 0 {
+		t.Fatalf("after the erasure: %d records of subject 500, %v; want none", len(recs), err)
+	}
+	if idx, recent := count("audit_subjects"), count("audit_subjects_recent"); idx != 5 || recent != 5 {
+		t.Fatalf("after the erasure: index rows %d, recent rows %d; want the other subjects' 5 and 5", idx, recent)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if n := db2.auditRecent.Load(); n != 5 {
+		t.Fatalf("reopened: recent rows counted %d, want 5", n)
+	}
+}
+
+// BenchmarkAuditSubjectsMerge: one merge of 8,192 recent rows (10,000
+// subjects) into an index of 200,000 rows: how long the applier holds the
+// store's write lock for it.
+func BenchmarkAuditSubjectsMerge(b *testing.B) {
+	ctx := context.Background()
+	db, err := OpenWith(ctx, b.TempDir(), Options{AuditSubjectsMergeAt: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	fill := func(table string, from, n int) {
+		b.Helper()
+		tx, err := db.write.BeginTx(ctx, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer tx.Rollback()
+		for i := from; i < from+n; i++ {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO `+table+` (workspace_id, subject, idx) VALUES (3, ?, ?)`,
+				fmt.Sprint(1_000_000+(i*7919)%10_000), i); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	fill("audit_subjects", 0, 200_000)
+	next := 200_000
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		fill("audit_subjects_recent", next, 8192)
+		next += 8192
+		b.StartTimer()
+		db.mu.Lock()
+		err := db.mergeAuditSubjects(ctx)
+		db.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -176,6 +176,7 @@ func (db *DB) erase(ctx context.Context, e *trustloop.Erasure) (c trustloop.Eras
 			names[i] = strconv.FormatInt(p, 10)
 		}
 		exec(nil, `DELETE FROM audit_subjects WHERE workspace_id = ? AND subject IN `+in, append([]any{ws}, names...)...)
+		exec(nil, `DELETE FROM audit_subjects_recent WHERE workspace_id = ? AND subject IN `+in, append([]any{ws}, names...)...)
 	}
 	if len(blinds) > 0 {
 		in := `(` + marks(len(blinds)) + `)`

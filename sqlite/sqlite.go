@@ -66,6 +66,9 @@ type DB struct {
 	// auditTips: the audit logs' frontiers as the last append left them.
 	auditTips trustloop.AuditTips
 	audit     *auditJournal // nil on a read-only store (auditjournal.go)
+	// auditRecent counts the rows of audit_subjects_recent (a trigger for
+	// the merge, not a promise).
+	auditRecent atomic.Int64
 
 	seg    *segments // the sealed payloads (segment.go)
 	segBuf []byte    // the writer's reused append buffer
@@ -103,6 +106,12 @@ type Options struct {
 	// before it moves them into the tables. Default 100 ms; tests that need
 	// records left in the journal make it long.
 	AuditApplyDelay time.Duration
+	// AuditSubjectsMergeAt is how many recent rows of the audit subjects'
+	// index the applier gathers before it merges them into the index
+	// (migration 013). Default 8,192; tests make it small.
+	AuditSubjectsMergeAt int
+	// mergeChunk is auditMergeChunk; tests make it small.
+	mergeChunk int
 }
 
 // Open opens the database in dir with default options.
@@ -131,6 +140,12 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 	}
 	if opt.AuditJournalBytes <= 0 {
 		opt.AuditJournalBytes = auditJournalWrap
+	}
+	if opt.mergeChunk <= 0 {
+		opt.mergeChunk = auditMergeChunk
+	}
+	if opt.AuditSubjectsMergeAt <= 0 {
+		opt.AuditSubjectsMergeAt = auditSubjectsMergeAt
 	}
 	if opt.AuditApplyDelay <= 0 {
 		opt.AuditApplyDelay = auditApplyDelay

@@ -27,6 +27,21 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) trustloop.Store { return MustOpen(t) })
 }
 
+// TestConformanceSubjectsMerged runs the suite with the audit subjects'
+// recent rows merged into their index after every apply (by default they
+// are merged thousands at a time, so the suite above reads the recent rows):
+// reads and erasures must see both tables alike.
+func TestConformanceSubjectsMerged(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) trustloop.Store {
+		db, err := sqlite.OpenWith(context.Background(), t.TempDir(),
+			sqlite.Options{AuditSubjectsMergeAt: 1, AuditApplyDelay: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	})
+}
+
 func TestOpenTwiceIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	db, err := sqlite.Open(context.Background(), dir)
