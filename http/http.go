@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,8 +163,51 @@ func (s *Server) Handler() http.Handler {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")
 	}))
-	return mux
+	refuse := s.route("other", func(w http.ResponseWriter, r *http.Request) error { return apiRequestProblem(r) })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/") && apiRequestProblem(r) != nil {
+			refuse.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
+
+// apiRequestProblem refuses what the API's paths would otherwise take in a
+// way the caller did not mean: a path with an empty or dot segment (the mux
+// would redirect /v1/items//similar elsewhere, not say the id is missing),
+// and a query parameter given twice (none of the API's is a list, and
+// taking the first of two hides a client's bug). Nothing of the query's
+// values is repeated in the error: they can be identifiers.
+func apiRequestProblem(r *http.Request) error {
+	p := r.URL.Path
+	if strings.Contains(p, "//") || strings.Contains(p+"/", "/./") || strings.Contains(p+"/", "/../") {
+		return trustloop.Errorf(trustloop.EINVALID, "The path %s has an empty or dot segment.", p).
+			WithHint("Give every id the path names; see /openapi.json for the paths.")
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return trustloop.Errorf(trustloop.EINVALID, "The query string is not well formed.").
+			WithHint("Percent-encode the values, and separate parameters with &.")
+	}
+	for name, vs := range q {
+		if len(vs) > 1 {
+			if !paramName.MatchString(name) {
+				name = "a query parameter" // the caller's own text: not repeated
+			} else {
+				name = "the query parameter " + name
+			}
+			return trustloop.Errorf(trustloop.EINVALID, "%s is given %d times.", upperFirst(name), len(vs)).
+				WithHint("Give each query parameter once.")
+		}
+	}
+	return nil
+}
+
+// paramName is what a name of the API's query parameters looks like.
+var paramName = regexp.MustCompile(`^[a-z][a-z_]{0,31}$`)
+
+func upperFirst(s string) string { return strings.ToUpper(s[:1]) + s[1:] }
 
 // allowedMethods lists the methods mux serves r's path with other than the
 // catch-all (none: the path is unknown).

@@ -177,6 +177,50 @@ func TestMethodNotAllowed(t *testing.T) {
 	}
 }
 
+// An API path with an empty or dot segment, a query parameter given twice
+// and a query string that does not parse are refused with 400, not
+// redirected or half read, and store nothing; a repeated parameter's name is
+// said only when it looks like one of the API's.
+func TestAPIRequestProblems(t *testing.T) {
+	s := newServer(t, options{regime: "opt_out"})
+	track := mustJSON(t, map[string]any{"type": "track", "event": "Product Viewed", "userId": "u1"})
+	for _, tc := range []struct {
+		name, method, path string
+		body               []byte
+		msg                string
+		notInMsg           string
+	}{
+		{"empty id", http.MethodGet, "/v1/items//similar", nil, "empty or dot segment", ""},
+		{"dot segment", http.MethodGet, "/v1/profiles/./events", nil, "empty or dot segment", ""},
+		{"dot-dot segment", http.MethodPost, "/v1/x/../track", track, "empty or dot segment", ""},
+		{"repeated parameter", http.MethodPost, "/v1/track?purpose=a&purpose=b", track, "The query parameter purpose is given 2 times.", ""},
+		{"repeated odd name", http.MethodPost, "/v1/track?Jo%40example.com=1&Jo%40example.com=2", track, "A query parameter is given 2 times.", "example"},
+		{"malformed query", http.MethodPost, "/v1/track?limit=%zz", track, "not well formed", "zz"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.events(t)
+			r := s.do(t, req{method: tc.method, path: tc.path, body: tc.body, auth: testWriteKey})
+			if r.Status != http.StatusBadRequest {
+				t.Fatalf("status = %d, want 400: %s", r.Status, r.Body)
+			}
+			e := r.apiError(t)
+			if e.Error.Code != "invalid" || !strings.Contains(e.Error.Message, tc.msg) || e.Error.Hint == "" {
+				t.Errorf("error = %+v, want code invalid, a hint and %q in the message", e.Error, tc.msg)
+			}
+			if tc.notInMsg != "" && strings.Contains(string(r.Body), tc.notInMsg) {
+				t.Errorf("the answer repeats the caller's %q: %s", tc.notInMsg, r.Body)
+			}
+			if s.events(t) != before {
+				t.Error("a refused request stored events")
+			}
+		})
+	}
+	// The same request without the problem is taken.
+	if r := s.do(t, req{path: "/v1/track?purpose=a", body: track, auth: testWriteKey}); r.Status != http.StatusOK {
+		t.Fatalf("a parameter given once: status %d: %s", r.Status, r.Body)
+	}
+}
+
 func TestOpenAPIServed(t *testing.T) {
 	s := newServer(t, options{regime: "opt_out"})
 	r := s.do(t, req{method: http.MethodGet, path: "/openapi.json"})
