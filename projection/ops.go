@@ -325,7 +325,7 @@ func (s *Service) DeleteAudience(ctx context.Context, ws, id int64) error {
 // List returns a page of profiles (optionally one audience's), opened, and the
 // cursor of the next page.
 func (s *Service) List(ctx context.Context, ws, audienceID int64, cursor string, limit int) ([]*Profile, string, error) {
-	after, err := decodeCursor(cursor)
+	after, err := decodeCursor(cursor, cursorProfiles, audienceID)
 	if err != nil {
 		return nil, "", err
 	}
@@ -349,7 +349,7 @@ func (s *Service) List(ctx context.Context, ws, audienceID int64, cursor string,
 	next := ""
 	if len(recs) > limit {
 		recs = recs[:limit]
-		next = encodeCursor(recs[len(recs)-1].ID)
+		next = encodeCursor(cursorProfiles, audienceID, recs[len(recs)-1].ID)
 	}
 	out := make([]*Profile, 0, len(recs))
 	for _, r := range recs {

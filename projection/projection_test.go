@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -801,5 +802,41 @@ func TestRecoverNanosecondTimes(t *testing.T) {
 	}
 	if got := asJSON(t, e.lookup(svc2, trustloop.IDUserID, "u-1"), false); got != want {
 		t.Errorf("after Recover:\n got %s\nwant %s", got, want)
+	}
+}
+
+// A cursor pages only the listing that returned it: another profile's
+// timeline, or a listing of profiles, refuses it with EINVALID; the
+// listing's own takes it.
+func TestCursorBoundToItsListing(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	at := e.clock.Now()
+	e.commit(svc,
+		track("a1", "u-a", "", at, "Product Viewed", nil), track("a2", "u-a", "", at, "Product Viewed", nil),
+		track("b1", "u-b", "", at, "Product Viewed", nil), track("b2", "u-b", "", at, "Product Viewed", nil))
+	ctx := context.Background()
+	a, _ := projection.ParseID(e.lookup(svc, trustloop.IDUserID, "u-a").ProfileID)
+	b, _ := projection.ParseID(e.lookup(svc, trustloop.IDUserID, "u-b").ProfileID)
+	_, aNext, err := svc.Events(ctx, e.ws, a, "", 1, nil)
+	if err != nil || aNext == "" {
+		t.Fatalf("a's first page: next %q, %v", aNext, err)
+	}
+	_, pNext, err := svc.List(ctx, e.ws, 0, "", 1)
+	if err != nil || pNext == "" {
+		t.Fatalf("the profiles' first page: next %q, %v", pNext, err)
+	}
+	if page, _, err := svc.Events(ctx, e.ws, a, aNext, 1, nil); err != nil || len(page) != 1 {
+		t.Fatalf("a's own cursor: %d events, %v", len(page), err)
+	}
+	for name, try := range map[string]func() error{
+		"a's timeline cursor on b's timeline":  func() error { _, _, err := svc.Events(ctx, e.ws, b, aNext, 1, nil); return err },
+		"a's timeline cursor on the profiles":  func() error { _, _, err := svc.List(ctx, e.ws, 0, aNext, 1); return err },
+		"the profiles' cursor on a's timeline": func() error { _, _, err := svc.Events(ctx, e.ws, a, pNext, 1, nil); return err },
+		"the profiles' cursor on an audience":  func() error { _, _, err := svc.List(ctx, e.ws, 7, pNext, 1); return err },
+	} {
+		if err := try(); trustloop.ErrorCode(err) != trustloop.EINVALID || !strings.Contains(err.Error(), "another listing") {
+			t.Errorf("%s: %v, want EINVALID naming another listing", name, err)
+		}
 	}
 }

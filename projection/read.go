@@ -313,21 +313,37 @@ func (s *Service) Lookup(ctx context.Context, ws int64, id trustloop.Identifier)
 	return s.Profile(ctx, ws, ir.ProfileID)
 }
 
-// Cursor is an opaque paging position.
-func encodeCursor(seq int64) string {
-	return base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint64([]byte{'e'}, uint64(seq)))
+// A cursor is an opaque paging position that names its listing: its kind
+// (cursorEvents, a profile's timeline; cursorProfiles, a listing of
+// profiles), the profile or audience it pages (0: all profiles), and the
+// position. A cursor of one listing is refused by another, instead of
+// paging it from a position that means something else there.
+const (
+	cursorEvents   byte = 'e'
+	cursorProfiles byte = 'p'
+)
+
+func encodeCursor(kind byte, scope, pos int64) string {
+	b := binary.BigEndian.AppendUint64([]byte{kind}, uint64(scope))
+	return base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint64(b, uint64(pos)))
 }
 
-func decodeCursor(c string) (int64, error) {
+// decodeCursor returns the position of a cursor of the listing (kind, scope);
+// 0 for none (the first page).
+func decodeCursor(c string, kind byte, scope int64) (int64, error) {
 	if c == "" {
 		return 0, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) != 9 || b[0] != 'e' || int64(binary.BigEndian.Uint64(b[1:])) <= 0 {
+	if err != nil || len(b) != 17 || (b[0] != cursorEvents && b[0] != cursorProfiles) || int64(binary.BigEndian.Uint64(b[9:])) <= 0 {
 		return 0, trustloop.Errorf(trustloop.EINVALID, "The cursor is malformed.").
 			WithHint("Pass the next_cursor of the previous page unchanged, or none for the first page.")
 	}
-	return int64(binary.BigEndian.Uint64(b[1:])), nil
+	if b[0] != kind || int64(binary.BigEndian.Uint64(b[1:9])) != scope {
+		return 0, trustloop.Errorf(trustloop.EINVALID, "The cursor belongs to another listing.").
+			WithHint("Pass the next_cursor this listing returned (same profile or audience), or none for the first page.")
+	}
+	return int64(binary.BigEndian.Uint64(b[9:])), nil
 }
 
 // Events returns a page of a profile's timeline, newest first, decrypted, and the
@@ -335,7 +351,7 @@ func decodeCursor(c string) (int64, error) {
 // keeps (by the purposes they were collected for) are returned, so a page may
 // hold fewer than limit events while a next cursor remains.
 func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit int, keep func(purposes []string, typ string, message json.RawMessage) bool) ([]trustloop.TimelineEvent, string, error) {
-	before, err := decodeCursor(cursor)
+	before, err := decodeCursor(cursor, cursorEvents, id)
 	if err != nil {
 		return nil, "", err
 	}
@@ -377,7 +393,7 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 	next := ""
 	if len(evs) > limit {
 		evs = evs[:limit]
-		next = encodeCursor(evs[len(evs)-1].Seq)
+		next = encodeCursor(cursorEvents, id, evs[len(evs)-1].Seq)
 	}
 	need := make([]int64, 0, len(keyIDs))
 	for _, e := range evs {
