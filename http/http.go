@@ -163,7 +163,10 @@ func (s *Server) Handler() http.Handler {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")
 	}))
-	refuse := s.route("other", func(w http.ResponseWriter, r *http.Request) error { return apiRequestProblem(r) })
+	refuse := s.route("other", func(w http.ResponseWriter, r *http.Request) error {
+		setCORS(w, r) // a browser's collector call may read why
+		return apiRequestProblem(r)
+	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/v1/") && apiRequestProblem(r) != nil {
 			refuse.ServeHTTP(w, r)
@@ -180,10 +183,16 @@ func (s *Server) Handler() http.Handler {
 // taking the first of two hides a client's bug). Nothing of the query's
 // values is repeated in the error: they can be identifiers.
 func apiRequestProblem(r *http.Request) error {
-	p := r.URL.Path
-	if strings.Contains(p, "//") || strings.Contains(p+"/", "/./") || strings.Contains(p+"/", "/../") {
-		return trustloop.Errorf(trustloop.EINVALID, "The path %s has an empty or dot segment.", p).
-			WithHint("Give every id the path names; see /openapi.json for the paths.")
+	// The segments as sent: an id may hold an encoded slash or dot
+	// (%2F, %2E), which is part of the id, not a segment. The path is not
+	// repeated: a segment can be an identifier.
+	segs := strings.Split(r.URL.EscapedPath(), "/")
+	for i, seg := range segs[1:] {
+		last := i == len(segs)-2
+		if (seg == "" && !last) || seg == "." || seg == ".." {
+			return trustloop.Errorf(trustloop.EINVALID, "The path has an empty or dot segment.").
+				WithHint("Give every id the path names; see /openapi.json for the paths.")
+		}
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {

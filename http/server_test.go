@@ -215,9 +215,16 @@ func TestAPIRequestProblems(t *testing.T) {
 			}
 		})
 	}
-	// The same request without the problem is taken.
+	// The same request without the problem is taken, and an encoded slash or
+	// dot in an id is part of the id, not a segment.
 	if r := s.do(t, req{path: "/v1/track?purpose=a", body: track, auth: testWriteKey}); r.Status != http.StatusOK {
 		t.Fatalf("a parameter given once: status %d: %s", r.Status, r.Body)
+	}
+	for _, path := range []string{"/v1/items/https%3A%2F%2Fshop.example%2Fp%2F1/similar", "/v1/items/%2E%2E/similar", "/v1/items/a%2F%2Fb/similar"} {
+		r := s.do(t, req{method: http.MethodGet, path: path})
+		if r.Status == http.StatusBadRequest {
+			t.Errorf("GET %s: 400 %s; an id with encoded slashes or dots is an id", path, r.Body)
+		}
 	}
 }
 
