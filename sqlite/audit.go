@@ -193,7 +193,7 @@ func (db *DB) AuditRecordsOf(ctx context.Context, workspaceID int64, subject str
 		before = math.MaxInt64
 	}
 	// The subject's rows are in the index and among the recent rows not yet
-	// merged into it (auditMergeSubjects): the newest limit of each, then of
+	// merged into it (mergeAuditSubjects): the newest limit of each, then of
 	// both. The recent rows have no index by subject; there are at most
 	// about AuditSubjectsMergeAt of them.
 	rows, err := db.read.QueryContext(ctx, `SELECT e.idx, e.data FROM (

@@ -538,7 +538,7 @@ func (db *DB) mergeAuditSubjects(ctx context.Context) error {
 			return err
 		}
 		defer rows.Close()
-		n := 0
+		n, all := 0, int64(0)
 		var last key
 		for rows.Next() {
 			var k key
@@ -550,8 +550,15 @@ func (db *DB) mergeAuditSubjects(ctx context.Context) error {
 			}
 			last = k
 			n++
+			all++
 		}
-		return rows.Err()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// The count as it is (db.mu held: nothing writes the table now); the
+		// running count also took rows that erasures deleted since.
+		db.auditRecent.Store(all)
+		return nil
 	}()
 	if err != nil {
 		return fmt.Errorf("sqlite: audit subjects merge: %w", err)
@@ -644,6 +651,13 @@ func (db *DB) auditApplier() {
 		// auditWrapHeld) instead of waiting for a quiet moment that a
 		// steady load never gives.
 		for n := 0; err == nil && n < 64 && j.wrapDue(); n++ {
+			if n > 0 {
+				select {
+				case <-j.stop:
+					return
+				case <-time.After(auditApplyPause):
+				}
+			}
 			db.mu.Lock()
 			err = db.applyAuditSome(context.Background(), auditApplyChunk)
 			db.mu.Unlock()
