@@ -839,4 +839,23 @@ func TestCursorBoundToItsListing(t *testing.T) {
 			t.Errorf("%s: %v, want EINVALID naming another listing", name, err)
 		}
 	}
+	// A profile merged into another: its id and the surviving one's page the
+	// same timeline with either's cursor.
+	e.commit(svc, track("c1", "", "an-1", at, "Product Viewed", nil), track("c2", "", "an-1", at, "Product Viewed", nil))
+	c, _ := projection.ParseID(e.lookup(svc, trustloop.IDAnonymousID, "an-1").ProfileID)
+	e.commit(svc, identify("c3", "u-a", "an-1", at, nil))
+	if e.lookup(svc, trustloop.IDAnonymousID, "an-1").ProfileID != e.lookup(svc, trustloop.IDUserID, "u-a").ProfileID {
+		t.Fatal("the anonymous profile and u-a's did not merge")
+	}
+	for _, first := range []int64{a, c} {
+		_, next, err := svc.Events(ctx, e.ws, first, "", 1, nil)
+		if err != nil || next == "" {
+			t.Fatalf("first page by %d: next %q, %v", first, next, err)
+		}
+		for _, then := range []int64{a, c} {
+			if page, _, err := svc.Events(ctx, e.ws, then, next, 1, nil); err != nil || len(page) != 1 {
+				t.Errorf("a cursor of the timeline asked for by %d, used by %d: %d events, %v", first, then, len(page), err)
+			}
+		}
+	}
 }

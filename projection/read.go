@@ -351,11 +351,14 @@ func decodeCursor(c string, kind byte, scope int64) (int64, error) {
 // keeps (by the purposes they were collected for) are returned, so a page may
 // hold fewer than limit events while a next cursor remains.
 func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit int, keep func(purposes []string, typ string, message json.RawMessage) bool) ([]trustloop.TimelineEvent, string, error) {
-	before, err := decodeCursor(cursor, cursorEvents, id)
+	p, err := s.Profile(ctx, ws, id)
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := s.Profile(ctx, ws, id)
+	// Cursors name the profile the timeline is of, not the id it was asked
+	// for by: the id of a profile merged into it pages it too. (A cursor
+	// made before such a merge names the profile that went away.)
+	before, err := decodeCursor(cursor, cursorEvents, p.id)
 	if err != nil {
 		return nil, "", err
 	}
@@ -393,7 +396,7 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 	next := ""
 	if len(evs) > limit {
 		evs = evs[:limit]
-		next = encodeCursor(cursorEvents, id, evs[len(evs)-1].Seq)
+		next = encodeCursor(cursorEvents, p.id, evs[len(evs)-1].Seq)
 	}
 	need := make([]int64, 0, len(keyIDs))
 	for _, e := range evs {
