@@ -56,7 +56,8 @@ func (s *Server) getPurposes(w http.ResponseWriter, r *http.Request) error {
 	} else if v := r.URL.Query().Get("workspace"); v != "" {
 		id, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || id <= 0 {
-			return trustloop.Errorf(trustloop.EINVALID, "workspace must be a workspace id (a positive number).")
+			return trustloop.Errorf(trustloop.EINVALID, "workspace must be a workspace id (a positive number).").
+				WithHint("Leave it out to use the workspace of the write key, or pass the id of a workspace.")
 		}
 		if _, err := s.Store.FindWorkspace(r.Context(), id); err != nil {
 			return err
@@ -431,7 +432,8 @@ func (s *Server) consentProfile(r *http.Request, k *trustloop.APIKey) (*projecti
 		return nil, nil, err
 	}
 	if len(prof.Subjects()) == 0 {
-		return nil, nil, trustloop.Errorf(trustloop.ENOTFOUND, "Profile not found.")
+		return nil, nil, trustloop.Errorf(trustloop.ENOTFOUND, "Profile not found.").
+			WithHint("Look the profile up by an identifier (GET /v1/profiles/lookup); an erased profile is gone.")
 	}
 	c, err := s.Consent.Catalog(r.Context(), k.WorkspaceID)
 	if err != nil {
@@ -444,7 +446,8 @@ func (s *Server) consentProfile(r *http.Request, k *trustloop.APIKey) (*projecti
 // a signed receipt. Admin and privacy keys may record; reader keys may not.
 func (s *Server) putConsent(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
 	if !slices.Contains(k.Roles, trustloop.RoleAdmin) && !slices.Contains(k.Roles, trustloop.RolePrivacy) {
-		return trustloop.Errorf(trustloop.EFORBIDDEN, "Recording consent needs an admin or privacy API key.")
+		return trustloop.Errorf(trustloop.EFORBIDDEN, "Recording consent needs an admin or privacy API key.").
+			WithHint("Use a key with the admin or privacy role (POST /v1/api-keys creates one).")
 	}
 	var body struct {
 		Purposes      map[string]bool `json:"purposes"`

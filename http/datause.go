@@ -83,7 +83,8 @@ func (s *Server) dataUses(w http.ResponseWriter, r *http.Request, k *trustloop.A
 		return err
 	}
 	if s.Audit == nil {
-		return trustloop.Errorf(trustloop.ENOTFOUND, "This server keeps no audit log.")
+		return trustloop.Errorf(trustloop.ENOTFOUND, "This server keeps no audit log.").
+			WithHint("Data uses are listed by a server that runs with its audit log (trustloop serve does by default).")
 	}
 	p, err := s.Profiles.Profile(r.Context(), k.WorkspaceID, id)
 	if err != nil {

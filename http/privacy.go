@@ -35,7 +35,8 @@ func (s *Server) privacyRoutes(mux *http.ServeMux) {
 
 func requirePrivacy(k *trustloop.APIKey) error {
 	if !slices.Contains(k.Roles, trustloop.RoleAdmin) && !slices.Contains(k.Roles, trustloop.RolePrivacy) {
-		return trustloop.Errorf(trustloop.EFORBIDDEN, "Privacy requests need an admin or privacy API key.")
+		return trustloop.Errorf(trustloop.EFORBIDDEN, "Privacy requests need an admin or privacy API key.").
+			WithHint("Use a key with the admin or privacy role (POST /v1/api-keys creates one).")
 	}
 	return nil
 }

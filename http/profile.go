@@ -99,7 +99,8 @@ func checkPurpose(p string, ids []string, k *trustloop.APIKey) error {
 
 func requireAdmin(k *trustloop.APIKey) error {
 	if !slices.Contains(k.Roles, trustloop.RoleAdmin) {
-		return trustloop.Errorf(trustloop.EFORBIDDEN, "This action needs an admin API key.")
+		return trustloop.Errorf(trustloop.EFORBIDDEN, "This action needs an admin API key.").
+			WithHint("Use a key with the admin role, such as admin_api_key in the data directory's credentials file.")
 	}
 	return nil
 }
@@ -112,7 +113,8 @@ func limit(r *http.Request, def, max int) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > max {
-		return 0, trustloop.Errorf(trustloop.EINVALID, "limit must be a whole number from 1 to %d.", max)
+		return 0, trustloop.Errorf(trustloop.EINVALID, "limit must be a whole number from 1 to %d.", max).
+			WithHint("Leave it out for the default, or page with next_cursor.")
 	}
 	return n, nil
 }
@@ -302,10 +304,12 @@ func (s *Server) profileMerges(w http.ResponseWriter, r *http.Request, k *trustl
 func readAPIBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
 	if err != nil {
-		return nil, trustloop.Errorf(trustloop.EINVALID, "The request body could not be read.")
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The request body could not be read.").
+			WithHint("Send the whole JSON body with its Content-Length, and retry.")
 	}
 	if len(body) > 64<<10 {
-		return nil, trustloop.Errorf(trustloop.ETOOLARGE, "The request body is over 64 KB.")
+		return nil, trustloop.Errorf(trustloop.ETOOLARGE, "The request body is over 64 KB.").
+			WithHint("Send at most 64 KB; a rule or a list that long belongs in smaller parts.")
 	}
 	return body, nil
 }
@@ -365,7 +369,8 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *trustlo
 	if v := r.URL.Query().Get("audience"); v != "" {
 		var err error
 		if aud, err = strconv.ParseInt(v, 10, 64); err != nil || aud <= 0 {
-			return trustloop.Errorf(trustloop.EINVALID, "audience must be an audience id.")
+			return trustloop.Errorf(trustloop.EINVALID, "audience must be an audience id.").
+				WithHint("Pass the id GET /v1/audiences lists, or leave it out for every profile.")
 		}
 	}
 	n, err := limit(r, 50, 500)
@@ -395,7 +400,8 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *trustlo
 func audienceID(r *http.Request) (int64, error) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
-		return 0, trustloop.Errorf(trustloop.EINVALID, "An audience id is a positive whole number.")
+		return 0, trustloop.Errorf(trustloop.EINVALID, "An audience id is a positive whole number.").
+			WithHint("Use an id GET /v1/audiences lists.")
 	}
 	return id, nil
 }

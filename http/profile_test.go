@@ -299,6 +299,9 @@ func TestProfileAPIBadInput(t *testing.T) {
 		{"limit too big", "GET", "/v1/profiles/" + p.ProfileID + "/events?purpose=analytics&limit=5000", adminKey, 400, "invalid"},
 		{"split without body", "POST", "/v1/profiles/" + p.ProfileID + "/split", adminKey, 400, "invalid"},
 		{"unknown audience", "GET", "/v1/audiences/99/members?purpose=analytics", adminKey, 404, "not_found"},
+		{"audience id not a number", "GET", "/v1/audiences/x/members?purpose=analytics", adminKey, 400, "invalid"},
+		{"audience filter not an id", "GET", "/v1/profiles?purpose=analytics&audience=x", adminKey, 400, "invalid"},
+		{"limit not a number", "GET", "/v1/profiles/" + p.ProfileID + "/events?purpose=analytics&limit=x", adminKey, 400, "invalid"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := s.api(t, tc.method, tc.path, nil, tc.key)
@@ -306,8 +309,8 @@ func TestProfileAPIBadInput(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", r.Status, tc.status, r.Body)
 			}
 			e := r.apiError(t)
-			if e.Error.Code != tc.code || e.Error.Message == "" {
-				t.Fatalf("error %+v, want code %s with a message", e.Error, tc.code)
+			if e.Error.Code != tc.code || e.Error.Message == "" || e.Error.Hint == "" {
+				t.Fatalf("error %+v, want code %s with a message and a hint (what to do)", e.Error, tc.code)
 			}
 			if strings.Contains(string(r.Body), "nobody") {
 				t.Fatal("the error repeats the identifier value")

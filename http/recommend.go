@@ -61,7 +61,8 @@ func (s *Server) recommenderModel(w http.ResponseWriter, r *http.Request, k *tru
 		v.Digest = hex.EncodeToString(sum[:])
 	case "", "false":
 	default:
-		return trustloop.Errorf(trustloop.EINVALID, "digest must be true or false.")
+		return trustloop.Errorf(trustloop.EINVALID, "digest must be true or false.").
+			WithHint("Leave it out, or pass digest=true for the model's SHA-256.")
 	}
 	writeJSON(w, http.StatusOK, v)
 	return nil
@@ -177,7 +178,8 @@ func (s *Server) similarItems(w http.ResponseWriter, r *http.Request, k *trustlo
 	}
 	item := r.PathValue("id")
 	if strings.TrimSpace(item) == "" || len(item) > recommend.MaxItemID {
-		return trustloop.Errorf(trustloop.EINVALID, "The item id must be 1 to %d characters.", recommend.MaxItemID)
+		return trustloop.Errorf(trustloop.EINVALID, "The item id must be 1 to %d characters.", recommend.MaxItemID).
+			WithHint("Use the product_id (or sku) the events carried, percent-encoded in the path.")
 	}
 	n, err := limit(r, 10, 100)
 	if err != nil {
