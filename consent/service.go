@@ -460,10 +460,12 @@ func (s *Service) Record(ctx context.Context, ws int64, subjects [][]byte, chang
 			WithHint("Methods: preference_center, banner, api, gpc, tcf, import.")
 	}
 	if len(meta.NoticeVersion) > 100 || len(meta.Jurisdiction) > 16 {
-		return "", nil, trustloop.Errorf(trustloop.EINVALID, "notice_version is at most 100 and jurisdiction at most 16 characters.")
+		return "", nil, trustloop.Errorf(trustloop.EINVALID, "notice_version is at most 100 and jurisdiction at most 16 characters.").
+			WithHint("Name the notice by a short version (e.g. 2026-03) and the jurisdiction by a code (e.g. EU, US-CA).")
 	}
 	if len(changes) == 0 || len(subjects) == 0 {
-		return "", nil, trustloop.Errorf(trustloop.EINVALID, "Nothing to record: name at least one purpose.")
+		return "", nil, trustloop.Errorf(trustloop.EINVALID, "Nothing to record: name at least one purpose.").
+			WithHint("Send purposes with a choice for each, e.g. {\"purposes\": {\"marketing\": false}}.")
 	}
 	key, err := s.keys.SigningKey(ws)
 	if err != nil {
@@ -561,7 +563,8 @@ func (s *Service) History(ctx context.Context, ws int64, subject []byte) ([]trus
 // Receipt returns a stored receipt of the workspace.
 func (s *Service) Receipt(ctx context.Context, ws int64, id string) (*trustloop.ConsentReceipt, error) {
 	if !ValidReceiptID(id) {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No consent receipt with this id.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No consent receipt with this id.").
+			WithHint("Use the receipt_id a consent change returned.")
 	}
 	return s.store.FindConsentReceipt(ctx, ws, id)
 }

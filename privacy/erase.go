@@ -182,7 +182,8 @@ func (s *Service) VerifyErasureReceipt(ws int64, jws string) (*ErasureReceipt, e
 	}
 	var out ErasureReceipt
 	if err := json.Unmarshal(pb, &out); err != nil {
-		return nil, trustloop.Errorf(trustloop.EINVALID, "The receipt's payload is not an erasure receipt.")
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The receipt's payload is not an erasure receipt.").
+			WithHint("Pass the erasure receipt exactly as the request returned it.")
 	}
 	return &out, nil
 }

@@ -302,7 +302,8 @@ func (s *Service) List(ctx context.Context, ws int64, f trustloop.PrivacyFilter)
 func (s *Service) Verify(ctx context.Context, ws int64, id, by string, actor trustloop.AuditActor) (*trustloop.PrivacyRequest, error) {
 	return s.move(ctx, ws, id, actor, "verified", func(r *trustloop.PrivacyRequest) (*trustloop.Job, error) {
 		if r.Status != trustloop.RequestReceived {
-			return nil, trustloop.Errorf(trustloop.ECONFLICT, "The request is %s; only a received request is verified.", r.Status)
+			return nil, trustloop.Errorf(trustloop.ECONFLICT, "The request is %s; only a received request is verified.", r.Status).
+				WithHint("GET the request for its status; nothing needs verifying now.")
 		}
 		r.Status, r.VerifiedBy, r.VerifiedAt = trustloop.RequestVerified, by, s.now()
 		return &trustloop.Job{Kind: JobKind, RunAt: s.now(), MaxAttempts: 10}, nil
@@ -318,7 +319,8 @@ func (s *Service) Reject(ctx context.Context, ws int64, id, reason string, actor
 	}
 	r, err := s.move(ctx, ws, id, actor, "rejected", func(r *trustloop.PrivacyRequest) (*trustloop.Job, error) {
 		if !trustloop.CanMoveRequest(r.Status, trustloop.RequestRejected) {
-			return nil, trustloop.Errorf(trustloop.ECONFLICT, "The request is %s and can no longer be rejected.", r.Status)
+			return nil, trustloop.Errorf(trustloop.ECONFLICT, "The request is %s and can no longer be rejected.", r.Status).
+				WithHint("GET the request for its status and outcome.")
 		}
 		r.Status, r.RejectReason, r.CompletedAt = trustloop.RequestRejected, reason, s.now()
 		// A rejected request keeps no blind index or input of anyone.

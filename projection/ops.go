@@ -67,7 +67,8 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 			WithHint("List the profile's merges with GET /v1/profiles/{id}/merges.")
 	}
 	if m.SplitAt != nil {
-		return nil, nil, trustloop.Errorf(trustloop.ECONFLICT, "This merge was undone already.")
+		return nil, nil, trustloop.Errorf(trustloop.ECONFLICT, "This merge was undone already.").
+			WithHint("GET /v1/profiles/{id}/merges lists the merges still in place.")
 	}
 	// The survivor may itself have been merged since: the moved identifiers go
 	// back from wherever they are now (the live root of that chain), and those
