@@ -163,14 +163,15 @@ func (s *Server) Handler() http.Handler {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
 			WithHint("See /openapi.json for the paths this server offers.")
 	}))
-	refuse := s.route("other", func(w http.ResponseWriter, r *http.Request) error {
-		setCORS(w, r) // a browser's collector call may read why
-		return apiRequestProblem(r)
-	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/v1/") && apiRequestProblem(r) != nil {
-			refuse.ServeHTTP(w, r)
-			return
+		if strings.HasPrefix(r.URL.Path, "/v1/") {
+			if err := apiRequestProblem(r); err != nil {
+				s.route("other", func(w http.ResponseWriter, r *http.Request) error {
+					setCORS(w, r) // a browser's collector call may read why
+					return err
+				}).ServeHTTP(w, r)
+				return
+			}
 		}
 		mux.ServeHTTP(w, r)
 	})
@@ -201,12 +202,11 @@ func apiRequestProblem(r *http.Request) error {
 	}
 	for name, vs := range q {
 		if len(vs) > 1 {
-			if !paramName.MatchString(name) {
-				name = "a query parameter" // the caller's own text: not repeated
-			} else {
-				name = "the query parameter " + name
+			what := "A query parameter" // the caller's own text: not repeated
+			if paramName.MatchString(name) {
+				what = "The query parameter " + name
 			}
-			return trustloop.Errorf(trustloop.EINVALID, "%s is given %d times.", upperFirst(name), len(vs)).
+			return trustloop.Errorf(trustloop.EINVALID, "%s is given %d times.", what, len(vs)).
 				WithHint("Give each query parameter once.")
 		}
 	}
@@ -215,8 +215,6 @@ func apiRequestProblem(r *http.Request) error {
 
 // paramName is what a name of the API's query parameters looks like.
 var paramName = regexp.MustCompile(`^[a-z][a-z_]{0,31}$`)
-
-func upperFirst(s string) string { return strings.ToUpper(s[:1]) + s[1:] }
 
 // allowedMethods lists the methods mux serves r's path with other than the
 // catch-all (none: the path is unknown).

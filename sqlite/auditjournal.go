@@ -233,14 +233,14 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 		// New, or its header never became durable: nothing in it counts.
 		b = nil
 	}
-	// Without the header: a journal of the first format, frames from the
-	// start of the file.
 	var recent int64
 	if err := db.write.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_subjects_recent`).Scan(&recent); err != nil {
 		f.Close()
 		return fmt.Errorf("sqlite: audit subjects: %w", err)
 	}
 	db.auditRecent.Store(recent)
+	// Without the header: a journal of the first format, frames from the
+	// start of the file.
 	recs, _ := parseJournal(b[start:])
 	var apply []journalRec
 	heads := map[int64]int64{}
@@ -629,28 +629,22 @@ func (db *DB) auditApplier() {
 			case <-time.After(db.opt.AuditApplyDelay):
 			}
 		}
-		// What is pending now goes in commits of a chunk each, a pause apart.
+		// What is pending now goes in commits of a chunk each, a pause
+		// apart. Past the wrap size, what arrives meanwhile is chased down
+		// too (at most 64 chunks more), so that writing starts over with a
+		// short held apply (see auditWrapHeld) instead of waiting for a
+		// quiet moment that a steady load never gives.
 		j.mu.Lock()
 		left := len(j.pending)
 		j.mu.Unlock()
 		var err error
-		for err == nil && left > 0 {
-			db.mu.Lock()
-			err = db.applyAuditSome(context.Background(), auditApplyChunk)
-			db.mu.Unlock()
-			if left -= auditApplyChunk; left > 0 {
-				select {
-				case <-j.stop:
-					return
-				case <-time.After(auditApplyPause):
+		for n, extra := 0, 64; err == nil; n++ {
+			if left <= 0 {
+				if extra == 0 || !j.wrapDue() {
+					break
 				}
+				extra--
 			}
-		}
-		// Past the wrap size, what arrived meanwhile is chased down now, so
-		// that writing starts over with a short held apply (see
-		// auditWrapHeld) instead of waiting for a quiet moment that a
-		// steady load never gives.
-		for n := 0; err == nil && n < 64 && j.wrapDue(); n++ {
 			if n > 0 {
 				select {
 				case <-j.stop:
@@ -661,6 +655,7 @@ func (db *DB) auditApplier() {
 			db.mu.Lock()
 			err = db.applyAuditSome(context.Background(), auditApplyChunk)
 			db.mu.Unlock()
+			left -= auditApplyChunk
 		}
 		// A failed merge leaves the rows where they were (reads see both
 		// tables) and is retried as a failed apply is.
