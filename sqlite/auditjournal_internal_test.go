@@ -37,21 +37,24 @@ func copyStore(t *testing.T, from string) string {
 	return to
 }
 
-// openWithoutApplier opens a store in dir whose journal is past its wrap
-// size from the first append and whose applier is stopped: the test applies.
-func openWithoutApplier(t *testing.T, dir string) *DB {
+// openWithoutApplier opens a store in a new directory (closed when the test
+// ends) whose journal is past its wrap size from the first append and whose
+// applier is stopped: the test applies.
+func openWithoutApplier(t *testing.T) (db *DB, dir string) {
 	t.Helper()
+	dir = t.TempDir()
 	db, err := OpenWith(context.Background(), dir, Options{AuditJournalBytes: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { db.Close() })
 	j := db.audit
 	close(j.stop)
 	<-j.done
 	j.stop = make(chan struct{})
 	j.done = make(chan struct{})
 	close(j.done)
-	return db
+	return db, dir
 }
 
 // TestAuditJournalStartsOverOnlyWhenApplied: an append that lands while an
@@ -59,9 +62,7 @@ func openWithoutApplier(t *testing.T, dir string) *DB {
 // a crash after the next append still finds all three.
 func TestAuditJournalStartsOverOnlyWhenApplied(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db := openWithoutApplier(t, dir)
-	defer db.Close()
+	db, dir := openWithoutApplier(t)
 	j := db.audit
 
 	app := func(i int) {
@@ -107,9 +108,7 @@ func TestAuditJournalStartsOverOnlyWhenApplied(t *testing.T) {
 // and a crash after it still finds every entry.
 func TestAuditJournalWrapHoldsAppendsOnlyForLittle(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db := openWithoutApplier(t, dir)
-	defer db.Close()
+	db, dir := openWithoutApplier(t)
 	j := db.audit
 
 	many := make([]trustloop.AuditEntry, auditWrapHeld+1)
