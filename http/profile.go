@@ -300,16 +300,29 @@ func (s *Server) profileMerges(w http.ResponseWriter, r *http.Request, k *trustl
 	return nil
 }
 
-// readAPIBody reads a JSON request body of up to 64 KB.
+// apiBodyMax is the most an API request body may hold.
+const apiBodyMax = 64 << 10
+
+var errAPIBodyTooLarge = trustloop.Errorf(trustloop.ETOOLARGE, "The request body is over 64 KB.").
+	WithHint("Send at most 64 KB; a rule or a list that long belongs in smaller parts.")
+
+// readAPIBody reads a JSON request body of up to 64 KB. A body whose
+// Content-Length says it is larger is refused before any of it is read: a
+// client that asked to continue then gets the 413 instead of a 100 Continue,
+// and one that is sending it all is not cut off by the connection's reset
+// before the answer (the server closes a connection whose body it left
+// unread).
 func readAPIBody(r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10+1))
+	if r.ContentLength > apiBodyMax {
+		return nil, errAPIBodyTooLarge
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, apiBodyMax+1))
 	if err != nil {
 		return nil, trustloop.Errorf(trustloop.EINVALID, "The request body could not be read.").
 			WithHint("Send the whole JSON body with its Content-Length, and retry.")
 	}
-	if len(body) > 64<<10 {
-		return nil, trustloop.Errorf(trustloop.ETOOLARGE, "The request body is over 64 KB.").
-			WithHint("Send at most 64 KB; a rule or a list that long belongs in smaller parts.")
+	if len(body) > apiBodyMax {
+		return nil, errAPIBodyTooLarge
 	}
 	return body, nil
 }

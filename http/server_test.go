@@ -1,12 +1,17 @@
 package http_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestHealthz(t *testing.T) {
@@ -326,4 +331,70 @@ func TestOpenAPIExamples(t *testing.T) {
 	if n < 15 {
 		t.Errorf("only %d request examples; want one per collector path", n)
 	}
+}
+
+// A body whose Content-Length is over the limit is refused before any of it
+// is read: a client that asked to continue gets the 413 first, not a 100
+// Continue (after which, the body left unread, the server's close could
+// reset the connection before the client read the 413). Without a length the
+// limit holds as the body is read.
+func TestOversizedBodyRefusedUnread(t *testing.T) {
+	s := newServer(t, options{regime: "opt_out"})
+	host := strings.TrimPrefix(s.URL, "http://")
+	for _, tc := range []struct {
+		name, path, auth, contentType string
+		json                          bool
+	}{
+		{"API", "/v1/audiences", "Bearer " + adminKey, "application/json", true},
+		{"form", "/admin/signin", "", "application/x-www-form-urlencoded", false},
+	} {
+		t.Run(tc.name+", announced", func(t *testing.T) {
+			conn, err := net.Dial("tcp", host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			head := "POST " + tc.path + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Type: " + tc.contentType +
+				"\r\nContent-Length: 10485760\r\nExpect: 100-continue\r\n"
+			if tc.auth != "" {
+				head += "Authorization: " + tc.auth + "\r\n"
+			}
+			if _, err := io.WriteString(conn, head+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Fatalf("first answer = %d, want 413 before any of the body is sent: %s", resp.StatusCode, body)
+			}
+			if tc.json {
+				var e apiError
+				if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != "too_large" || e.Error.Hint == "" {
+					t.Errorf("error = %s, want code too_large with a hint", body)
+				}
+			}
+		})
+	}
+	t.Run("API, chunked", func(t *testing.T) {
+		admin := map[string]string{"Authorization": "Bearer " + adminKey}
+		before := s.do(t, req{method: http.MethodGet, path: "/v1/audiences", headers: admin})
+		if before.Status != http.StatusOK {
+			t.Fatalf("listing audiences = %d: %s", before.Status, before.Body)
+		}
+		body := `{"name":"big","rule":"` + strings.Repeat("a", 70<<10) + `"}`
+		r := s.do(t, req{path: "/v1/audiences", bodyReader: strings.NewReader(body),
+			headers: map[string]string{"Authorization": "Bearer " + adminKey, "Content-Type": "application/json"}})
+		if r.Status != http.StatusRequestEntityTooLarge || r.apiError(t).Error.Code != "too_large" {
+			t.Fatalf("status = %d, want 413 too_large: %s", r.Status, r.Body)
+		}
+		after := s.do(t, req{method: http.MethodGet, path: "/v1/audiences", headers: admin})
+		if !bytes.Equal(before.Body, after.Body) {
+			t.Errorf("the audiences changed: %s, then %s", before.Body, after.Body)
+		}
+	})
 }

@@ -208,9 +208,17 @@ func (s *Server) webRoutes(mux *http.ServeMux) {
 	s.adminRoutes(mux, csrf)
 }
 
-// parseForm reads a small urlencoded form (8 KB at most).
+// formMax is the most a form post may hold.
+const formMax = 64 << 10
+
+// parseForm reads a small urlencoded form (64 KB at most; one whose
+// Content-Length says more is refused unread, as readAPIBody does).
 func parseForm(w http.ResponseWriter, r *http.Request) error {
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if r.ContentLength > formMax {
+		return trustloop.Errorf(trustloop.ETOOLARGE, "The form is over 64 KB.").
+			WithHint("Go back, shorten the longest field and send it again.")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, formMax)
 	if err := r.ParseForm(); err != nil {
 		return trustloop.Errorf(trustloop.EINVALID, "The form could not be read.").WithHint("Go back and send it again.")
 	}
