@@ -107,6 +107,11 @@ type auditWire struct {
 
 const auditTimeLayout = "2006-01-02T15:04:05.000Z"
 
+// auditEntryHint is the hint of an entry that cannot be read back: the log's
+// entries are written only by this program, so one that does not parse was
+// altered, or written by a newer version.
+const auditEntryHint = "Run trustloop audit verify; an entry this version cannot read was altered or written by a newer version of Trustloop."
+
 // Validate checks that the entry is well formed and can hold no free text: every
 // string is a short machine string, so no email, name or payload fits in it
 // (an '@', '+' or non-ASCII byte is refused everywhere). Returns EINVALID.
@@ -206,7 +211,8 @@ func (e *AuditEntry) Encode() ([]byte, error) {
 		return nil, fmt.Errorf("audit entry: %w", err)
 	}
 	if len(b) > MaxAuditEntryBytes {
-		return nil, Errorf(EINVALID, "Audit entry: %d bytes encoded, at most %d.", len(b), MaxAuditEntryBytes)
+		return nil, Errorf(EINVALID, "Audit entry: %d bytes encoded, at most %d.", len(b), MaxAuditEntryBytes).
+			WithHint("Record fewer categories or a shorter action in one entry.")
 	}
 	return b, nil
 }
@@ -238,7 +244,8 @@ func DecodeAuditEntry(data []byte) (AuditEntry, error) {
 		return AuditEntry{}, err
 	}
 	if !bytes.Equal(canon, data) {
-		return AuditEntry{}, Errorf(EINVALID, "Audit entry: not in canonical form.")
+		return AuditEntry{}, Errorf(EINVALID, "Audit entry: not in canonical form.").
+			WithHint(auditEntryHint)
 	}
 	return e, nil
 }
@@ -248,14 +255,17 @@ func decodeAudit(b []byte) (AuditEntry, error) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&w); err != nil || d.More() {
-		return AuditEntry{}, Errorf(EINVALID, "Audit entry: not a valid JSON entry.")
+		return AuditEntry{}, Errorf(EINVALID, "Audit entry: not a valid JSON entry.").
+			WithHint(auditEntryHint)
 	}
 	if w.Version != AuditVersion {
-		return AuditEntry{}, Errorf(EINVALID, "Audit entry: unknown version %d.", w.Version)
+		return AuditEntry{}, Errorf(EINVALID, "Audit entry: unknown version %d.", w.Version).
+			WithHint(auditEntryHint)
 	}
 	t, err := time.Parse(auditTimeLayout, w.Time)
 	if err != nil {
-		return AuditEntry{}, Errorf(EINVALID, "Audit entry: time is not valid.")
+		return AuditEntry{}, Errorf(EINVALID, "Audit entry: time is not valid.").
+			WithHint(auditEntryHint)
 	}
 	e := AuditEntry{WorkspaceID: w.WorkspaceID, Index: w.Index, Time: t.UTC(), Kind: w.Kind, Actor: w.Actor,
 		Purpose: w.Purpose, Subject: w.Subject, Categories: w.Categories, Action: w.Action, Detail: w.Detail, ReceiptID: w.ReceiptID}
@@ -559,12 +569,14 @@ func PickAuditHashes(indexes []int64, hashes map[int64][]byte) ([]tlog.Hash, err
 	out := make([]tlog.Hash, len(indexes))
 	for i, x := range indexes {
 		if x < 0 {
-			return nil, Errorf(EINVALID, "Audit hash index %d is negative.", x)
+			return nil, Errorf(EINVALID, "Audit hash index %d is negative.", x).
+				WithHint("Ask for entries and proofs of indexes from 0 to the log's size minus one.")
 		}
 		r, off := AuditHashLocation(x)
 		b, ok := hashes[r]
 		if !ok || len(b) < (off+1)*tlog.HashSize {
-			return nil, Errorf(ENOTFOUND, "Audit log: the hashes of entry %d are not stored.", r)
+			return nil, Errorf(ENOTFOUND, "Audit log: the hashes of entry %d are not stored.", r).
+				WithHint("The store lacks part of the log: run trustloop audit verify, and restore the database from a backup if it fails.")
 		}
 		copy(out[i][:], b[off*tlog.HashSize:])
 	}

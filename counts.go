@@ -65,11 +65,11 @@ func ValidateDailyCounts(counts []DailyCount) error {
 	for i, c := range counts {
 		switch {
 		case c.WorkspaceID <= 0:
-			return Errorf(EINVALID, "Daily count %d: no workspace.", i)
+			return Errorf(EINVALID, "Daily count %d: no workspace.", i).WithHint("Set the count's workspace id.")
 		case !word(c.Name, 64):
 			return Errorf(EINVALID, "Daily count %d: the name is not a counter name.", i).WithHint("A lower-case word such as " + CountEventsCollected + ".")
 		case c.N < 0:
-			return Errorf(EINVALID, "Daily count %d: counts only grow.", i)
+			return Errorf(EINVALID, "Daily count %d: counts only grow.", i).WithHint("Add a count of zero or more.")
 		}
 	}
 	return nil

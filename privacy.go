@@ -163,7 +163,8 @@ func ExtendRequest(r *PrivacyRequest, reason string, now time.Time) error {
 	reason = strings.TrimSpace(reason)
 	switch {
 	case !r.Open():
-		return Errorf(ECONFLICT, "The request is %s; only an open request can be extended.", r.Status)
+		return Errorf(ECONFLICT, "The request is %s; only an open request can be extended.", r.Status).
+			WithHint("A closed request stays closed; file a new one if the customer asks again.")
 	case !r.ExtendedAt.IsZero():
 		return Errorf(ECONFLICT, "The request was extended already; the law allows one extension.").
 			WithHint("Answer it by its due date.")

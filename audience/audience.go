@@ -35,7 +35,8 @@ const (
 // the store can.
 func Validate(a *Audience) error {
 	if a == nil {
-		return trustloop.Errorf(trustloop.EINVALID, "the audience is missing")
+		return trustloop.Errorf(trustloop.EINVALID, "the audience is missing").
+			WithHint(`Send {"name": "…", "rule": "…"}.`)
 	}
 	var problems []string
 	hint := ""

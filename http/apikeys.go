@@ -88,10 +88,12 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, k *trustlo
 func (s *Server) newAPIKey(r *http.Request, ws int64, by trustloop.AuditActor, name string, keyRoles, purposes []string) (*trustloop.APIKey, string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > 100 {
-		return nil, "", trustloop.Errorf(trustloop.EINVALID, "name is required (1–100 characters): say who or what uses the key.")
+		return nil, "", trustloop.Errorf(trustloop.EINVALID, "name is required (1–100 characters): say who or what uses the key.").
+			WithHint(`Send {"name": "checkout service", "roles": ["reader"], "purposes": ["personalization"]}.`)
 	}
 	if len(keyRoles) == 0 {
-		return nil, "", trustloop.Errorf(trustloop.EINVALID, "roles is required: one or more of admin, reader, privacy.")
+		return nil, "", trustloop.Errorf(trustloop.EINVALID, "roles is required: one or more of admin, reader, privacy.").
+			WithHint("A reader key reads profiles for its purposes; a privacy key also handles consent and privacy requests; an admin key manages everything.")
 	}
 	for _, role := range keyRoles {
 		if !slices.Contains(trustloop.Roles, role) {

@@ -459,7 +459,8 @@ func (s *Server) putConsent(w http.ResponseWriter, r *http.Request, k *trustloop
 		return err
 	}
 	if len(body.Purposes) == 0 {
-		return trustloop.Errorf(trustloop.EINVALID, "purposes is required: the choices, e.g. {\"marketing\": false}.")
+		return trustloop.Errorf(trustloop.EINVALID, "purposes is required: the choices, e.g. {\"marketing\": false}.").
+			WithHint("Name each purpose whose choice changes, true to give consent and false to withdraw it; GET /v1/purposes lists the purposes.")
 	}
 	if body.Method == "" {
 		body.Method = trustloop.MethodAPI

@@ -280,7 +280,8 @@ func (s *Server) customerProfile(r *http.Request, ws int64) (*projection.Profile
 		return nil, err
 	}
 	if len(prof.Subjects()) == 0 {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Profile not found.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Profile not found.").
+			WithHint("It may have been erased or merged into another; search for the customer by an identifier.")
 	}
 	return prof, nil
 }
@@ -460,7 +461,8 @@ func (s *Server) customerAction(w http.ResponseWriter, r *http.Request, a *admin
 // them), and shows the customer's page with it.
 func (s *Server) customerFileRequest(w http.ResponseWriter, r *http.Request, a *adminSession) error {
 	if s.Privacy == nil {
-		return trustloop.Errorf(trustloop.EUNAVAILABLE, "Privacy requests are not handled on this server.")
+		return trustloop.Errorf(trustloop.EUNAVAILABLE, "Privacy requests are not handled on this server.").
+			WithHint("They need unified profiles and consent enforcement: start the server with --profiles and a consent regime.")
 	}
 	p, prof, err := s.customerAction(w, r, a)
 	if err != nil {

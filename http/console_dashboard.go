@@ -114,7 +114,8 @@ func (s *Server) dashboardVerify(w http.ResponseWriter, r *http.Request, a *admi
 		return err
 	}
 	if s.Audit == nil {
-		return trustloop.Errorf(trustloop.EUNAVAILABLE, "This server keeps no audit log to verify.")
+		return trustloop.Errorf(trustloop.EUNAVAILABLE, "This server keeps no audit log to verify.").
+			WithHint("The audit log is kept with consent enforcement on; verify it on a server that runs with it, or with trustloop audit verify.")
 	}
 	if _, busy := s.verifying.LoadOrStore(a.key.WorkspaceID, true); busy {
 		return &trustloop.Error{Code: trustloop.ERATELIMITED, Message: "The audit log is being verified already.",

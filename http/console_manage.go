@@ -151,7 +151,8 @@ func formValues(r *http.Request, name string) []string {
 func pathInt(r *http.Request, what string) (int64, error) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
-		return 0, trustloop.Errorf(trustloop.ENOTFOUND, "No such %s.", what)
+		return 0, trustloop.Errorf(trustloop.ENOTFOUND, "No such %s.", what).
+			WithHint("Open it from its list instead of typing the address.")
 	}
 	return id, nil
 }
@@ -407,7 +408,8 @@ func (s *Server) requestDetail(w http.ResponseWriter, r *http.Request, a *adminS
 
 func (s *Server) renderRequest(w http.ResponseWriter, r *http.Request, a *adminSession, v *requestDetailView, status int) error {
 	if s.Privacy == nil {
-		return trustloop.Errorf(trustloop.ENOTFOUND, "No such request.")
+		return trustloop.Errorf(trustloop.ENOTFOUND, "No such request.").
+			WithHint("Privacy requests are not handled on this server; they need unified profiles and consent enforcement.")
 	}
 	q, err := s.Privacy.Get(r.Context(), a.key.WorkspaceID, r.PathValue("id"))
 	if err != nil {
@@ -645,7 +647,8 @@ func (s *Server) editedCatalog(r *http.Request, ws int64) ([]byte, []purposeEdit
 		}
 		days, err := strconv.Atoi(e.Retention)
 		if err != nil && bad == nil {
-			bad = trustloop.Errorf(trustloop.EINVALID, "Purpose %q: retention must be a whole number of days (0 keeps data as long as the customer allows).", p.ID)
+			bad = trustloop.Errorf(trustloop.EINVALID, "Purpose %q: retention must be a whole number of days (0 keeps data as long as the customer allows).", p.ID).
+				WithHint("Enter digits only, such as 365.")
 		}
 		p.RetentionDays = days
 	}
@@ -730,7 +733,8 @@ func (s *Server) findKey(ctx context.Context, ws, id int64) (*trustloop.APIKey, 
 	}
 	i := slices.IndexFunc(keys, func(k *trustloop.APIKey) bool { return k.ID == id })
 	if i < 0 {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No such key.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No such key.").
+			WithHint("It may have been revoked and removed; open the keys page for the current list.")
 	}
 	return keys[i], nil
 }

@@ -58,7 +58,8 @@ func (s *Server) portalRoutes(mux *http.ServeMux, csrf *http.CrossOriginProtecti
 // key (a reader key may not open anyone's choices).
 func (s *Server) createPortalSession(w http.ResponseWriter, r *http.Request, k *trustloop.APIKey) error {
 	if err := requirePrivacy(k); err != nil {
-		return trustloop.Errorf(trustloop.EFORBIDDEN, "Preference-center links need an admin or privacy API key.")
+		return trustloop.Errorf(trustloop.EFORBIDDEN, "Preference-center links need an admin or privacy API key.").
+			WithHint("Create a key with the privacy role (POST /v1/api-keys) for the service that sends customers their links.")
 	}
 	var body struct {
 		Identifier string `json:"identifier"`
@@ -584,7 +585,8 @@ func portalIdentifier(p *projection.Profile) (string, error) {
 	if len(p.Identities) > 0 {
 		return p.Identities[0].Type + ":" + p.Identities[0].Value, nil
 	}
-	return "", trustloop.Errorf(trustloop.ENOTFOUND, "We hold no identifier of yours to file this under.")
+	return "", trustloop.Errorf(trustloop.ENOTFOUND, "We hold no identifier of yours to file this under.").
+		WithHint("Contact the company directly; it can file the request for you.")
 }
 
 // fileRequest files a privacy request for the session's customer, verified by
@@ -592,10 +594,12 @@ func portalIdentifier(p *projection.Profile) (string, error) {
 // remembers it in the session.
 func (s *Server) fileRequest(w http.ResponseWriter, r *http.Request, ps *portalSession, typ string) (*trustloop.PrivacyRequest, error) {
 	if s.Privacy == nil {
-		return nil, trustloop.Errorf(trustloop.EUNAVAILABLE, "Requests cannot be made here right now.")
+		return nil, trustloop.Errorf(trustloop.EUNAVAILABLE, "Requests cannot be made here right now.").
+			WithHint("Contact the company directly; it can file the request for you.")
 	}
 	if ps.profile == nil {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "We hold no data about you any more.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "We hold no data about you any more.").
+			WithHint("There is nothing left to download or erase; your earlier requests' receipts stay valid.")
 	}
 	ident, err := portalIdentifier(ps.profile)
 	if err != nil {
@@ -678,7 +682,8 @@ func (s *Server) portalErase(w http.ResponseWriter, r *http.Request, ps *portalS
 // the profile's subjects. Another customer's id answers not found.
 func (s *Server) portalOwns(ctx context.Context, ps *portalSession, id string) (*trustloop.PrivacyRequest, error) {
 	if s.Privacy == nil || !trustloop.ValidRequestID(id) {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No such request.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No such request.").
+			WithHint("Go back to your preferences page; it lists your requests.")
 	}
 	q, err := s.Privacy.Get(ctx, ps.claims.WS, id)
 	if err != nil {
@@ -738,7 +743,8 @@ func (s *Server) portalExport(w http.ResponseWriter, r *http.Request, ps *portal
 // portalReceipt shows one of the customer's consent receipts.
 func (s *Server) portalReceipt(w http.ResponseWriter, r *http.Request, ps *portalSession) error {
 	if ps.profile == nil {
-		return trustloop.Errorf(trustloop.ENOTFOUND, "No such receipt.")
+		return trustloop.Errorf(trustloop.ENOTFOUND, "No such receipt.").
+			WithHint("Go back to your preferences page; it lists your receipts.")
 	}
 	rc, err := s.Consent.Receipt(r.Context(), ps.claims.WS, r.PathValue("id"))
 	if err != nil {
@@ -749,7 +755,8 @@ func (s *Server) portalReceipt(w http.ResponseWriter, r *http.Request, ps *porta
 		owned = owned || string(sub) == string(rc.Subject)
 	}
 	if !owned {
-		return trustloop.Errorf(trustloop.ENOTFOUND, "No such receipt.")
+		return trustloop.Errorf(trustloop.ENOTFOUND, "No such receipt.").
+			WithHint("Go back to your preferences page; it lists your receipts.")
 	}
 	body, err := consent.ReceiptPayload(string(rc.Body))
 	if err != nil {

@@ -53,7 +53,8 @@ type claims struct {
 
 func (s *Server) signToken(c *claims) (string, error) {
 	if s.WebKeys == nil {
-		return "", trustloop.Errorf(trustloop.EUNAVAILABLE, "This server cannot sign links.")
+		return "", trustloop.Errorf(trustloop.EUNAVAILABLE, "This server cannot sign links.").
+			WithHint("Links are signed with the keyring's keys; start the server with its master key (see the README).")
 	}
 	if c.Nonce == "" {
 		var b [12]byte

@@ -128,7 +128,8 @@ func (g *Graph) own(id trustloop.Identifier, p int64) {
 // belongs to the profile its subject identifier is now with.
 func (g *Graph) Split(mergeID int64) error {
 	if mergeID < 1 || mergeID > int64(len(g.merges)) {
-		return trustloop.Errorf(trustloop.ENOTFOUND, "Merge %d does not exist.", mergeID)
+		return trustloop.Errorf(trustloop.ENOTFOUND, "Merge %d does not exist.", mergeID).
+			WithHint("List the profile's merges with GET /v1/profiles/{id}/merges.")
 	}
 	m := &g.merges[mergeID-1]
 	if m.Split {

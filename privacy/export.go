@@ -96,14 +96,15 @@ type ExportEvent struct {
 // that cannot be recorded is not made).
 func (s *Service) Export(ctx context.Context, ws int64, id, format string, actor trustloop.AuditActor, w io.Writer) error {
 	if format != "json" && format != "html" {
-		return invalid("format must be json or html.")
+		return invalid("format must be json or html.").WithHint("Leave format out for JSON.")
 	}
 	r, err := s.Get(ctx, ws, id)
 	if err != nil {
 		return err
 	}
 	if r.Type != trustloop.RequestAccess && r.Type != trustloop.RequestPortability {
-		return invalid("Only access and portability requests have an export.")
+		return invalid("Only access and portability requests have an export.").
+			WithHint("File an access or portability request (POST /v1/privacy-requests) and download its export once it is completed.")
 	}
 	if r.Status != trustloop.RequestCompleted {
 		return trustloop.Errorf(trustloop.ECONFLICT, "The request is %s; its export is ready once it is completed.", r.Status).

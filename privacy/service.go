@@ -137,10 +137,12 @@ func (s *Service) Create(ctx context.Context, ws int64, in NewRequest) (r *trust
 		return nil, false, invalid("Unknown request type %q.", in.Type).WithHint("Types: " + strings.Join(trustloop.RequestTypes, ", ") + ".")
 	}
 	if in.Regime != "" && in.Regime != trustloop.RegimeGDPR && in.Regime != trustloop.RegimeCCPA {
-		return nil, false, invalid("regime must be gdpr or ccpa (or left out).")
+		return nil, false, invalid("regime must be gdpr or ccpa (or left out).").
+			WithHint("Left out, the workspace's regime decides the deadline.")
 	}
 	if in.Suppress && in.Type != trustloop.RequestErasure {
-		return nil, false, invalid("suppress applies to erasure requests only.")
+		return nil, false, invalid("suppress applies to erasure requests only.").
+			WithHint("Leave suppress out, or file an erasure request.")
 	}
 	var payload []byte
 	if in.Type == trustloop.RequestRectification {
@@ -152,7 +154,8 @@ func (s *Service) Create(ctx context.Context, ws int64, in NewRequest) (r *trust
 			return nil, false, err
 		}
 	} else if in.Traits != nil {
-		return nil, false, invalid("traits apply to rectification requests only.")
+		return nil, false, invalid("traits apply to rectification requests only.").
+			WithHint("Leave traits out, or file a rectification request.")
 	}
 	id, err := s.parseIdentifier(ctx, ws, in.Identifier)
 	if err != nil {
@@ -217,7 +220,8 @@ func checkTraits(traits map[string]any) ([]byte, error) {
 	}
 	for k, v := range traits {
 		if k == "" || len(k) > 100 {
-			return nil, invalid("Trait names are 1 to 100 characters.")
+			return nil, invalid("Trait names are 1 to 100 characters.").
+				WithHint("Use the trait's name as the profile shows it, such as first_name.")
 		}
 		if k == "email" || k == "phone" {
 			return nil, invalid("%s is an identifier, not only a trait: a rectification cannot change it.", k).
@@ -226,7 +230,8 @@ func checkTraits(traits map[string]any) ([]byte, error) {
 		switch v.(type) {
 		case nil, string, float64, bool:
 		default:
-			return nil, invalid("Trait %q: a corrected value is a string, number, boolean or null.", k)
+			return nil, invalid("Trait %q: a corrected value is a string, number, boolean or null.", k).
+				WithHint("Send null to remove the trait; objects and lists cannot be corrected this way.")
 		}
 	}
 	return json.Marshal(traits)
@@ -240,14 +245,16 @@ func (s *Service) parseIdentifier(ctx context.Context, ws int64, q string) (trus
 	}
 	typ, value, ok := strings.Cut(q, ":")
 	if !ok || strings.TrimSpace(value) == "" {
-		return trustloop.Identifier{}, invalid("identifier must be written type:value, e.g. user_id:42.")
+		return trustloop.Identifier{}, invalid("identifier must be written type:value, e.g. user_id:42.").
+			WithHint("Types: user_id, email, phone, anonymous_id, device_id, or a custom type of the workspace.")
 	}
 	if typ != trustloop.IDUserID && typ != trustloop.IDAnonymousID {
 		return trustloop.Identifier{}, invalid("Without profiles (serve --profiles) a request names a user_id or anonymous_id.").
 			WithHint("Start the server with --profiles to find customers by email, phone or device id.")
 	}
 	if len(value) > 512 {
-		return trustloop.Identifier{}, invalid("The identifier is too long (at most 512 characters).")
+		return trustloop.Identifier{}, invalid("The identifier is too long (at most 512 characters).").
+			WithHint("Send the identifier the customer gave, as the events carried it.")
 	}
 	return trustloop.Identifier{Type: typ, Value: trustloop.NormalizeIdentifier(typ, value)}, nil
 }

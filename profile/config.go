@@ -114,12 +114,14 @@ func (c Config) Validate() error {
 	}
 	for i, name := range c.OrderEvents {
 		if name == "" {
-			return trustloop.Errorf(trustloop.EINVALID, "order_events[%d] is empty", i)
+			return trustloop.Errorf(trustloop.EINVALID, "order_events[%d] is empty", i).
+				WithHint("Name each event that completes an order, such as \"Order Completed\", or leave the list out for the default.")
 		}
 	}
 	for i, name := range c.ViewEvents {
 		if name == "" {
-			return trustloop.Errorf(trustloop.EINVALID, "view_events[%d] is empty", i)
+			return trustloop.Errorf(trustloop.EINVALID, "view_events[%d] is empty", i).
+				WithHint("Name each event that views a product, such as \"Product Viewed\", or leave the list out for the default.")
 		}
 	}
 	return nil

@@ -44,7 +44,8 @@ const maxRatingTime = 1e11
 // lineError is a malformed-line error: its message names the line and what is
 // wrong with it, never a value from it.
 func lineError(line int, format string, args ...any) *trustloop.Error {
-	return trustloop.Errorf(trustloop.EINVALID, "Line %d: %s.", line, fmt.Sprintf(format, args...))
+	return trustloop.Errorf(trustloop.EINVALID, "Line %d: %s.", line, fmt.Sprintf(format, args...)).
+		WithHint("Ratings are user<TAB>item<TAB>rating<TAB>timestamp per line (MovieLens u.data); an event export is one JSON event per line (trustloop export).")
 }
 
 // lines calls fn with each non-blank line (without its end of line, CR LF or
@@ -138,7 +139,8 @@ func ReadRatings(r io.Reader) ([]Rating, error) {
 		return nil, err
 	}
 	if len(out) == 0 {
-		return nil, trustloop.Errorf(trustloop.EINVALID, "The ratings file holds no ratings.")
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The ratings file holds no ratings.").
+			WithHint("Give a file of user<TAB>item<TAB>rating<TAB>timestamp lines, such as MovieLens-100K's u.data.")
 	}
 	return out, nil
 }
@@ -465,10 +467,12 @@ type Metrics struct {
 // them) and are left out of Users.
 func Evaluate(train, test []Rating, cfg Config, k int) (Metrics, error) {
 	if k < 1 || k > 10_000 {
-		return Metrics{}, trustloop.Errorf(trustloop.EINVALID, "k must be 1 to 10000, not %d.", k)
+		return Metrics{}, trustloop.Errorf(trustloop.EINVALID, "k must be 1 to 10000, not %d.", k).
+			WithHint("The protocol of the published results uses --k 10.")
 	}
 	if len(train) == 0 {
-		return Metrics{}, trustloop.Errorf(trustloop.EINVALID, "Nothing to train on: the training part is empty.")
+		return Metrics{}, trustloop.Errorf(trustloop.EINVALID, "Nothing to train on: the training part is empty.").
+			WithHint("Give more ratings: each user's are split 75/25 into training and test.")
 	}
 	cfg.Exclude = ExcludeSeen
 	m, err := NewModel(cfg)
@@ -512,7 +516,8 @@ func Evaluate(train, test []Rating, cfg Config, k int) (Metrics, error) {
 		acc.add(ids, relevant[u])
 	}
 	if acc.users == 0 {
-		return Metrics{}, trustloop.Errorf(trustloop.EINVALID, "No test user has training interactions: nothing to evaluate.")
+		return Metrics{}, trustloop.Errorf(trustloop.EINVALID, "No test user has training interactions: nothing to evaluate.").
+			WithHint("Give more ratings per user: with a 75/25 split a user needs three or more to appear in both parts.")
 	}
 	return acc.metrics(), nil
 }
