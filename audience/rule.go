@@ -68,6 +68,25 @@ var computedKeys = map[string]uint64{
 	"favourite_category":   0,    // string
 }
 
+// computedTypes are the CEL types of the computed keys' values (profile.Config.Map
+// makes them so). Rules are compiled with computed as a map of dyn, so that they
+// keep compiling whatever a profile holds; these types only serve the check on
+// save (CheckTypes).
+var computedTypes = map[string]struct {
+	t    *cel.Type
+	name string // as rules write it (CEL names a timestamp google.protobuf.Timestamp)
+}{
+	"first_seen":           {cel.TimestampType, "timestamp"},
+	"last_seen":            {cel.TimestampType, "timestamp"},
+	"events":               {cel.IntType, "int"},
+	"events_by_name":       {cel.MapType(cel.StringType, cel.IntType), "map(string, int)"},
+	"channels":             {cel.ListType(cel.IntType), "list(int): source ids"},
+	"order_count":          {cel.IntType, "int"},
+	"lifetime_value":       {cel.DoubleType, "double"},
+	"last_viewed_products": {cel.ListType(cel.StringType), "list(string)"},
+	"favourite_category":   {cel.StringType, "string"},
+}
+
 // defaultSizeHint is the number of items or characters assumed, for the cost estimate
 // only, of any value whose size CEL cannot know: the traits map, a trait's list or
 // string, an event name.
@@ -116,6 +135,90 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 		),
 	)
 })
+
+// typedEnv is celEnv with each computed.<key> also declared with its type, as a
+// qualified name: CEL resolves computed.order_count to it (typed), while
+// has(computed.x) and computed["x"] still go through the map of dyn.
+var typedEnv = sync.OnceValues(func() (*cel.Env, error) {
+	env, err := celEnv()
+	if err != nil {
+		return nil, err
+	}
+	opts := make([]cel.EnvOption, 0, len(computedTypes))
+	for _, k := range ComputedKeys() {
+		opts = append(opts, cel.Variable("computed."+k, computedTypes[k].t))
+	}
+	return env.Extend(opts...)
+})
+
+// CheckTypes refuses a rule that compiles but uses a computed value as
+// another kind of value: computed.last_seen > 30 (a time against a number),
+// computed.order_count == "3", computed.channels.exists(c, c == "web"). Such a
+// part evaluates to an error for every profile: the whole rule then never
+// matches, unless a || or && around it decides without it, and either way the
+// rule does not say what its author meant. The API refuses it on save instead
+// of keeping an audience that stays empty. CheckTypes compiles the rule with
+// the computed keys typed and reports what CEL finds then, except mismatches
+// between numbers alone (int, uint, double): computed.lifetime_value == 100
+// holds at run time, where numbers compare across types. Traits are whatever
+// the events sent, so nothing about them is checked here. Call it after
+// Compile accepted the rule; stored rules are not checked again (they keep
+// loading).
+func CheckTypes(rule string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = trustloop.Errorf(trustloop.EINTERNAL, "the rule's types could not be checked")
+		}
+	}()
+	env, err := typedEnv()
+	if err != nil {
+		return trustloop.Errorf(trustloop.EINTERNAL, "the rule environment could not be built")
+	}
+	_, iss := env.Compile(rule)
+	if iss.Err() == nil {
+		return nil
+	}
+	var parts []string
+	for _, e := range iss.Errors() {
+		if numbersOnly(e.Message) {
+			continue
+		}
+		msg := e.Message
+		if loc := e.Location; loc != nil && loc.Line() > 0 {
+			msg = fmt.Sprintf("%d:%d: %s", loc.Line(), loc.Column()+1, msg)
+		}
+		parts = append(parts, msg)
+		if len(parts) == maxIssues {
+			break
+		}
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	types := make([]string, 0, len(computedTypes))
+	for _, k := range ComputedKeys() {
+		types = append(types, k+" "+computedTypes[k].name)
+	}
+	return trustloop.Errorf(trustloop.EINVALID, "part of the rule can never hold: %s", strings.Join(parts, "; ")).
+		WithHint("It uses a computed value as another kind of value. The computed keys' types: " +
+			strings.Join(types, ", ") + ". Compare times with now or timestamp(\"…\"), numbers with numbers, text with \"…\".")
+}
+
+// numbersOnly reports whether a CEL error is an overload mismatch between
+// numeric types only, such as '_==_' applied to '(double, int)'.
+func numbersOnly(msg string) bool {
+	_, args, ok := strings.Cut(msg, "applied to '")
+	if !ok {
+		return false
+	}
+	args = strings.TrimSuffix(args, "'")
+	for _, t := range strings.FieldsFunc(args, func(r rune) bool { return r == '(' || r == ')' || r == ',' || r == ' ' }) {
+		if t != "int" && t != "uint" && t != "double" && t != "dyn" {
+			return false
+		}
+	}
+	return true
+}
 
 // Program is a compiled rule. It is safe for concurrent use.
 type Program struct {

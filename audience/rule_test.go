@@ -317,8 +317,8 @@ func TestNilProgram(t *testing.T) {
 	}
 }
 
-// FuzzCompile checks that no rule makes Compile or Match panic (a recovered panic
-// shows as EINTERNAL) and that every refusal is EINVALID.
+// FuzzCompile checks that no rule makes Compile, CheckTypes or Match panic (a
+// recovered panic shows as EINTERNAL) and that every refusal is EINVALID.
 func FuzzCompile(f *testing.F) {
 	for _, seed := range []string{
 		`traits.plan == "pro"`,
@@ -340,6 +340,9 @@ func FuzzCompile(f *testing.F) {
 	traits, computed := proProfile()
 	f.Fuzz(func(t *testing.T, rule string) {
 		p, err := Compile(rule)
+		if err == nil {
+			err = CheckTypes(rule)
+		}
 		if err != nil {
 			if code := trustloop.ErrorCode(err); code != trustloop.EINVALID {
 				t.Fatalf("Compile(%q): code %q: %v", rule, code, err)
@@ -350,4 +353,90 @@ func FuzzCompile(f *testing.F) {
 			t.Fatalf("Match(%q): %v", rule, err)
 		}
 	})
+}
+
+// TestCheckTypes: a rule using a computed value as another kind of value is
+// refused on save; each refused rule here, whose bad part decides it, indeed
+// matches neither sample profile (it errors on each). Rules whose types only
+// look different (numbers of different kinds, the map's dyn access, traits)
+// pass.
+func TestCheckTypes(t *testing.T) {
+	refused := []struct{ rule, msg string }{
+		{`computed.order_count > "3"`, `1:22: found no matching overload for '_>_' applied to '(int, string)'`},
+		{`computed.last_seen > 30`, `1:20: found no matching overload for '_>_' applied to '(timestamp, int)'`},
+		{`computed.channels.exists(c, c == "web")`, `'_==_' applied to '(int, string)'`},
+		{`computed.favourite_category > 3 || traits.plan == "pro" && computed.events > "x"`, `'_>_' applied to '(string, int)'; 1:76: found no matching overload for '_>_' applied to '(int, string)'`},
+		{`computed.first_seen < "2024-01-01T00:00:00Z"`, `'(timestamp, string)'`},
+		{`computed.last_viewed_products.exists(p, p > 2)`, `'(string, int)'`},
+		{`computed.events_by_name["Order Completed"] == "7"`, `'(int, string)'`},
+	}
+	// A bad part that || can do without is refused too: it is dead.
+	if err := CheckTypes(`traits.plan == "pro" || computed.order_count > "3"`); trustloop.ErrorCode(err) != trustloop.EINVALID {
+		t.Errorf("a rule with a dead part: CheckTypes = %v, want EINVALID", err)
+	}
+	traitsP, computedP := proProfile()
+	traitsF, computedF := freeProfile()
+	for _, tc := range refused {
+		t.Run(tc.rule, func(t *testing.T) {
+			p, err := Compile(tc.rule)
+			if err != nil {
+				t.Fatalf("Compile: %v (the check is for rules that compile)", err)
+			}
+			err = CheckTypes(tc.rule)
+			if trustloop.ErrorCode(err) != trustloop.EINVALID {
+				t.Fatalf("CheckTypes = %v, want EINVALID", err)
+			}
+			e := err.(*trustloop.Error)
+			if !strings.HasPrefix(e.Message, "part of the rule can never hold: ") || !strings.Contains(e.Message, tc.msg) {
+				t.Errorf("message = %q, want it to say part of the rule can never hold and %q", e.Message, tc.msg)
+			}
+			if !strings.Contains(e.Hint, "last_seen timestamp") || !strings.Contains(e.Hint, "order_count int") {
+				t.Errorf("hint = %q, want the computed keys' types", e.Hint)
+			}
+			for _, pr := range []struct{ traits, computed map[string]any }{{traitsP, computedP}, {traitsF, computedF}} {
+				if ok, err := p.Match(pr.traits, pr.computed, now); ok || err != nil {
+					t.Errorf("Match = %v, %v: a refused rule matched a profile", ok, err)
+				}
+			}
+		})
+	}
+	for _, rule := range []string{
+		`computed.lifetime_value == 100`,
+		`computed.order_count >= 3.5 && computed.order_count != 4.0`,
+		`computed.events > 10u`,
+		`computed["order_count"] > "3"`, // through the map of dyn: not checked
+		`has(computed.favourite_category) && computed.favourite_category == "shoes"`,
+		`computed.favourite_category in ["shoes", "bags"]`,
+		`computed.channels.exists(c, c == 2)`,
+		`computed.events_by_name["Order Completed"] >= 2`,
+		`computed.events_by_name.exists(k, computed.events_by_name[k] > 3)`,
+		`computed.first_seen > now - duration("720h")`,
+		`computed.last_seen.getDayOfWeek() == 1`,
+		`computed.lifetime_value / double(computed.order_count) > 50.0`,
+		`computed.last_viewed_products.exists(p, p == traits.fav)`,
+		`traits.age > "thirty" && traits.plan == 3`, // traits are whatever was sent
+	} {
+		if _, err := Compile(rule); err != nil {
+			t.Errorf("Compile(%s): %v", rule, err)
+			continue
+		}
+		if err := CheckTypes(rule); err != nil {
+			t.Errorf("CheckTypes(%s) = %v, want nil", rule, err)
+		}
+	}
+	// A stored rule is not checked again: a set made of one still loads.
+	if _, err := NewSet([]*Audience{{ID: 1, Name: "Old", Rule: `computed.last_seen > 30`}}); err != nil {
+		t.Errorf("NewSet with a rule refused on save today: %v", err)
+	}
+}
+
+func TestComputedTypesCoverTheKeys(t *testing.T) {
+	if len(computedTypes) != len(computedKeys) {
+		t.Fatalf("%d typed keys, %d keys", len(computedTypes), len(computedKeys))
+	}
+	for k := range computedKeys {
+		if _, ok := computedTypes[k]; !ok {
+			t.Errorf("computed key %q has no type", k)
+		}
+	}
 }

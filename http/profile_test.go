@@ -235,6 +235,7 @@ func TestAudiences(t *testing.T) {
 		{"name": "x", "rule": `traits.plan ==`},
 		{"name": "x", "rule": `1 + 2`},
 		{"name": "x", "rule": `nosuchvar > 1`},
+		{"name": "x", "rule": `computed.last_seen > 30`}, // a time against a number: never holds
 		{"name": "", "rule": `true`},
 		{"name": "Pro", "rule": `true`},
 	} {
@@ -242,8 +243,8 @@ func TestAudiences(t *testing.T) {
 		if r.Status != 400 && r.Status != 409 {
 			t.Errorf("audience %v: status %d %s", body, r.Status, r.Body)
 		}
-		if e := r.apiError(t); e.Error.Message == "" {
-			t.Errorf("audience %v: no message", body)
+		if e := r.apiError(t); e.Error.Message == "" || e.Error.Hint == "" {
+			t.Errorf("audience %v: no message or no hint: %s", body, r.Body)
 		}
 	}
 	all := decode[struct{ Data []aud }](t, s.api(t, "GET", "/v1/audiences", nil), 200)
