@@ -840,9 +840,14 @@ func TestCursorBoundToItsListing(t *testing.T) {
 		}
 	}
 	// A profile merged into another: its id and the surviving one's page the
-	// same timeline with either's cursor.
+	// same timeline with either's cursor, and so do cursors made before the
+	// merge, whichever of the two profiles they named.
 	e.commit(svc, track("c1", "", "an-1", at, "Product Viewed", nil), track("c2", "", "an-1", at, "Product Viewed", nil))
 	c, _ := projection.ParseID(e.lookup(svc, trustloop.IDAnonymousID, "an-1").ProfileID)
+	_, cNext, err := svc.Events(ctx, e.ws, c, "", 1, nil)
+	if err != nil || cNext == "" {
+		t.Fatalf("c's first page: next %q, %v", cNext, err)
+	}
 	e.commit(svc, identify("c3", "u-a", "an-1", at, nil))
 	if e.lookup(svc, trustloop.IDAnonymousID, "an-1").ProfileID != e.lookup(svc, trustloop.IDUserID, "u-a").ProfileID {
 		t.Fatal("the anonymous profile and u-a's did not merge")
@@ -857,5 +862,20 @@ func TestCursorBoundToItsListing(t *testing.T) {
 				t.Errorf("a cursor of the timeline asked for by %d, used by %d: %d events, %v", first, then, len(page), err)
 			}
 		}
+	}
+	for name, cur := range map[string]string{"a's": aNext, "c's": cNext} {
+		for _, then := range []int64{a, c} {
+			page, _, err := svc.Events(ctx, e.ws, then, cur, 10, nil)
+			if err != nil || len(page) == 0 {
+				t.Errorf("%s cursor from before the merge, used by %d: %d events, %v", name, then, len(page), err)
+			}
+		}
+	}
+	_, bNext, err := svc.Events(ctx, e.ws, b, "", 1, nil)
+	if err != nil || bNext == "" {
+		t.Fatalf("b's first page: next %q, %v", bNext, err)
+	}
+	if _, _, err := svc.Events(ctx, e.ws, a, bNext, 1, nil); trustloop.ErrorCode(err) != trustloop.EINVALID {
+		t.Errorf("b's cursor on the merged timeline: %v, want EINVALID", err)
 	}
 }

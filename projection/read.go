@@ -331,19 +331,38 @@ func encodeCursor(kind byte, scope, pos int64) string {
 // decodeCursor returns the position of a cursor of the listing (kind, scope);
 // 0 for none (the first page).
 func decodeCursor(c string, kind byte, scope int64) (int64, error) {
+	k, sc, pos, err := parseCursor(c)
+	if err != nil || pos == 0 {
+		return pos, err
+	}
+	if k != kind || sc != scope {
+		return 0, errAnotherListing
+	}
+	return pos, nil
+}
+
+// parseCursor splits a cursor into its kind, scope and position (all zero
+// for none).
+func parseCursor(c string) (kind byte, scope, pos int64, err error) {
 	if c == "" {
-		return 0, nil
+		return 0, 0, 0, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil || len(b) != 17 || (b[0] != cursorEvents && b[0] != cursorProfiles) || int64(binary.BigEndian.Uint64(b[9:])) <= 0 {
-		return 0, trustloop.Errorf(trustloop.EINVALID, "The cursor is malformed.").
+		return 0, 0, 0, trustloop.Errorf(trustloop.EINVALID, "The cursor is malformed.").
 			WithHint("Pass the next_cursor of the previous page unchanged, or none for the first page.")
 	}
-	if b[0] != kind || int64(binary.BigEndian.Uint64(b[1:9])) != scope {
-		return 0, trustloop.Errorf(trustloop.EINVALID, "The cursor belongs to another listing.").
-			WithHint("Pass the next_cursor this listing returned (same profile or audience), or none for the first page.")
-	}
-	return int64(binary.BigEndian.Uint64(b[9:])), nil
+	return b[0], int64(binary.BigEndian.Uint64(b[1:9])), int64(binary.BigEndian.Uint64(b[9:])), nil
+}
+
+var errAnotherListing = trustloop.Errorf(trustloop.EINVALID, "The cursor belongs to another listing.").
+	WithHint("Pass the next_cursor this listing returned (same profile or audience), or none for the first page.")
+
+// mergedInto reports whether profile id now stands for profile into (it was
+// merged into it).
+func (s *Service) mergedInto(ctx context.Context, ws, id, into int64) bool {
+	rec, _, _, err := s.resolve(ctx, ws, id)
+	return err == nil && rec.ID == into
 }
 
 // Events returns a page of a profile's timeline, newest first, decrypted, and the
@@ -356,11 +375,16 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 		return nil, "", err
 	}
 	// Cursors name the profile the timeline is of, not the id it was asked
-	// for by: the id of a profile merged into it pages it too. (A cursor
-	// made before such a merge names the profile that went away.)
-	before, err := decodeCursor(cursor, cursorEvents, p.id)
+	// for by: the id of a profile merged into it pages it too. A cursor made
+	// before such a merge names the profile that went away; it pages the
+	// timeline it was merged into (positions are the log's, so "older than
+	// this" still means the same).
+	kind, scope, before, err := parseCursor(cursor)
 	if err != nil {
 		return nil, "", err
+	}
+	if before != 0 && (kind != cursorEvents || (scope != p.id && !s.mergedInto(ctx, ws, scope, p.id))) {
+		return nil, "", errAnotherListing
 	}
 	// A profile's events are its subjects': those sealed under the keys of its
 	// user and anonymous ids.
