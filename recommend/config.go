@@ -62,6 +62,15 @@ type Config struct {
 	// the popular fallback. A rare item's similar items would otherwise show
 	// what one customer did alongside it.
 	MinSupport int
+	// ItemSupport is the fewest subjects who must count an item before its
+	// co-occurrences are kept: a pair (i, j) is counted while both i and j
+	// are counted by at least ItemSupport subjects (1: every pair). It
+	// bounds the model's memory on long-tail catalogs, where most items are
+	// met by one customer and every customer's items make pairs no one else
+	// shares: the pairs grow with customers × MaxItems² otherwise. The
+	// counts stay a function of the histories alone, so forgetting stays
+	// exact.
+	ItemSupport int
 }
 
 // Defaults returns the default configuration: Product Viewed 1, Product Added
@@ -77,6 +86,8 @@ func Defaults() Config {
 		Threshold:  1,
 		Exclude:    ExcludePurchased,
 		MinSupport: 3,
+		// ItemSupport: 1 here; NewModel's callers choose (see Defaults' users).
+		ItemSupport: 1,
 	}
 }
 
@@ -104,6 +115,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MinSupport == 0 {
 		c.MinSupport = d.MinSupport
 	}
+	if c.ItemSupport == 0 {
+		c.ItemSupport = d.ItemSupport
+	}
 	switch {
 	case c.Similarity != Jaccard && c.Similarity != Lift && c.Similarity != Count:
 		return c, trustloop.Errorf(trustloop.EINVALID, "Unknown similarity %q.", c.Similarity).WithHint("Use jaccard, lift or count.")
@@ -115,6 +129,9 @@ func (c Config) withDefaults() (Config, error) {
 	case c.MinSupport < 1 || c.MinSupport > 1000:
 		return c, trustloop.Errorf(trustloop.EINVALID, "The minimum support must be 1 to 1000 customers, not %d.", c.MinSupport).
 			WithHint("Set --rec-min-support to a number in that range.")
+	case c.ItemSupport < 1 || c.ItemSupport > 1000:
+		return c, trustloop.Errorf(trustloop.EINVALID, "The item support must be 1 to 1000 customers, not %d.", c.ItemSupport).
+			WithHint("Set --rec-item-support to a number in that range (1 keeps every pair).")
 	case c.Threshold < 1:
 		return c, trustloop.Errorf(trustloop.EINVALID, "The co-occurrence threshold must be at least 1.").
 			WithHint("1 counts every pair of items a customer met together; a higher threshold ignores rarer pairs.")

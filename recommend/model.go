@@ -31,6 +31,10 @@ type Model struct {
 	sims  []*simCell
 	uver  []uint64
 	epoch uint64
+	// holders are, per item, the subjects counting it, kept only when
+	// ItemSupport > 1 (nil otherwise): when an item reaches ItemSupport
+	// subjects, the pairs of all of them with it are added at once.
+	holders [][]*user
 }
 
 // simRow is a row's similarities, in the row's slot order (so scores sum in
@@ -67,6 +71,8 @@ type user struct {
 	// counted are the distinct items counted in co-occurrence, in the order the
 	// subject met them (at most MaxItems).
 	counted []int32
+	// hpos[k] is this subject's place in holders[counted[k]] (ItemSupport > 1).
+	hpos []int32
 	// aff is the affinity per item, in the order the subject met them.
 	aff []affinity
 	at  map[int32]int32
@@ -105,6 +111,9 @@ func (m *Model) intern(id string) int32 {
 	m.cnt = append(m.cnt, 0)
 	m.sims = append(m.sims, &simCell{})
 	m.uver = append(m.uver, 0)
+	if m.cfg.ItemSupport > 1 {
+		m.holders = append(m.holders, nil)
+	}
 	m.index[id] = x
 	return x
 }
@@ -180,13 +189,34 @@ func (m *Model) addAffinity(u *user, x int32, w float64, bought bool) {
 	if len(u.counted) >= m.cfg.MaxItems {
 		return
 	}
-	for _, i := range u.counted {
-		m.inc(i, x)
-		m.inc(x, i)
-	}
 	m.cnt[x]++
 	m.usersChanged(x)
 	u.counted = append(u.counted, x)
+	support := int32(m.cfg.ItemSupport)
+	if support > 1 {
+		u.hpos = append(u.hpos, int32(len(m.holders[x])))
+		m.holders[x] = append(m.holders[x], u)
+	}
+	switch {
+	case m.cnt[x] < support: // no pairs yet
+	case m.cnt[x] == support && support > 1:
+		// x is kept from now: every holder's pairs with it, this one's too.
+		for _, v := range m.holders[x] {
+			for _, y := range v.counted {
+				if y != x && m.cnt[y] >= support {
+					m.inc(x, y)
+					m.inc(y, x)
+				}
+			}
+		}
+	default:
+		for _, i := range u.counted[:len(u.counted)-1] {
+			if m.cnt[i] >= support {
+				m.inc(i, x)
+				m.inc(x, i)
+			}
+		}
+	}
 }
 
 func (m *Model) inc(i, j int32) { m.items[i].co.inc(j); m.sims[i].Store(nil) }
@@ -207,12 +237,33 @@ func (m *Model) Remove(subject string) bool {
 	if !ok {
 		return false
 	}
+	support := int32(m.cfg.ItemSupport)
 	for a, i := range u.counted {
+		if m.cnt[i] < support {
+			continue
+		}
+		for _, j := range u.counted[a+1:] {
+			if m.cnt[j] >= support {
+				m.dec(i, j)
+				m.dec(j, i)
+			}
+		}
+	}
+	for k, i := range u.counted {
+		if support > 1 {
+			m.unhold(u, k)
+		}
 		m.cnt[i]--
 		m.usersChanged(i)
-		for _, j := range u.counted[a+1:] {
-			m.dec(i, j)
-			m.dec(j, i)
+		if m.cnt[i] == support-1 && support > 1 {
+			// i is no longer kept: its pairs with the other holders go.
+			m.items[i].co.each(func(j, c int32) {
+				for range c {
+					m.dec(j, i)
+				}
+			})
+			m.items[i].co = row{}
+			m.sims[i].Store(nil)
 		}
 	}
 	for _, x := range u.popular {
@@ -220,6 +271,23 @@ func (m *Model) Remove(subject string) bool {
 	}
 	delete(m.users, subject)
 	return true
+}
+
+// unhold takes u out of the holders of u.counted[k] (swapping the last
+// holder into its place).
+func (m *Model) unhold(u *user, k int) {
+	x, p := u.counted[k], u.hpos[k]
+	hs := m.holders[x]
+	last := hs[len(hs)-1]
+	hs[p] = last
+	for k2, y := range last.counted {
+		if y == x {
+			last.hpos[k2] = p
+			break
+		}
+	}
+	hs[len(hs)-1] = nil
+	m.holders[x] = hs[:len(hs)-1]
 }
 
 // Has reports whether the subject contributes anything.

@@ -47,6 +47,7 @@ func genConfig(t *rapid.T) Config {
 	c.HalfLife = rapid.SampledFrom([]time.Duration{0, time.Hour, 30 * 24 * time.Hour}).Draw(t, "half-life")
 	c.Similarity = rapid.SampledFrom([]Similarity{Jaccard, Lift, Count}).Draw(t, "similarity")
 	c.Threshold = rapid.IntRange(1, 3).Draw(t, "threshold")
+	c.ItemSupport = rapid.SampledFrom([]int{1, 1, 2, 3}).Draw(t, "item support")
 	return c
 }
 
@@ -236,6 +237,58 @@ func TestSimCacheExact(t *testing.T) {
 				plain.Remove(e.subject)
 			}
 			check(h[rapid.IntRange(0, i).Draw(t, "reader")].subject)
+		}
+	})
+}
+
+// With an item support, the model keeps exactly the pairs of items that many
+// subjects count, each with the number of subjects counting both: checked
+// against the subjects' counted items, after building and after removing
+// one subject.
+func TestItemSupportKeepsExactlyTheSupportedPairs(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		c := genConfig(t)
+		c.ItemSupport = rapid.IntRange(1, 4).Draw(t, "item support")
+		h := genHistory(t)
+		m := build(t, c, h, "")
+		check := func(when string) {
+			cnt := map[int32]int32{}
+			both := map[[2]int32]int32{}
+			for _, u := range m.users {
+				for a, i := range u.counted {
+					cnt[i]++
+					for _, j := range u.counted[a+1:] {
+						both[[2]int32{i, j}]++
+						both[[2]int32{j, i}]++
+					}
+				}
+			}
+			support := int32(c.ItemSupport)
+			for i := range m.items {
+				if m.cnt[i] != cnt[int32(i)] {
+					t.Fatalf("%s: C(%d,%d) = %d, want %d", when, i, i, m.cnt[i], cnt[int32(i)])
+				}
+				for j := range m.items {
+					want := int32(0)
+					if i != j && cnt[int32(i)] >= support && cnt[int32(j)] >= support {
+						want = both[[2]int32{int32(i), int32(j)}]
+					}
+					if got := m.items[i].co.get(int32(j)); got != want {
+						t.Fatalf("%s: C(%d,%d) = %d, want %d (support %d)", when, i, j, got, want, support)
+					}
+				}
+				if support > 1 && len(m.holders[i]) != int(cnt[int32(i)]) {
+					t.Fatalf("%s: item %d has %d holders, %d subjects count it", when, i, len(m.holders[i]), cnt[int32(i)])
+				}
+			}
+		}
+		if support := c.ItemSupport; support == 1 && m.holders != nil {
+			t.Fatal("holders kept without an item support")
+		}
+		check("built")
+		if len(h) > 0 {
+			m.Remove(h[rapid.IntRange(0, len(h)-1).Draw(t, "victim event")].subject)
+			check("after a removal")
 		}
 	})
 }

@@ -34,6 +34,7 @@ type evalResult struct {
 	HalfLife   string                 `json:"half_life"`
 	MaxItems   int                    `json:"max_items"`
 	Threshold  int                    `json:"threshold"`
+	Support    int                    `json:"item_support"`
 	Weights    string                 `json:"weights,omitempty"`
 	Metrics    recommend.Metrics      `json:"metrics"`
 	Seconds    float64                `json:"seconds"` // training and scoring
@@ -50,6 +51,7 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	halfLife := fs.Duration("half-life", recommend.Defaults().HalfLife, "time decay of affinity: a rating counts half as much this much before the latest training rating (0: no decay)")
 	maxItems := fs.Int("max-items", recommend.Defaults().MaxItems, "distinct items per user counted in co-occurrence (1 to 10000)")
 	threshold := fs.Int("threshold", 1, "co-occurrence counts below this are taken as 0")
+	support := fs.Int("item-support", recommend.Defaults().ItemSupport, "fewest users who must count an item before its co-occurrences are kept (1: all)")
 	weights := fs.String("weights", "", "with --events: interaction weights as \"Event Name=weight,…\" (default: "+recommend.FormatWeights(recommend.Defaults().Weights)+")")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	if err := parseFlags(fs, args); err != nil {
@@ -73,12 +75,15 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 		return &usageError{"--max-items 0: want 1 to 10000"}
 	case *threshold == 0:
 		return &usageError{"--threshold 0: want at least 1"}
+	case *support == 0:
+		return &usageError{"--item-support 0: want 1 to 1000"}
 	}
 	cfg := recommend.Config{
-		Similarity: recommend.Similarity(*similarity),
-		HalfLife:   *halfLife,
-		MaxItems:   *maxItems,
-		Threshold:  *threshold,
+		Similarity:  recommend.Similarity(*similarity),
+		HalfLife:    *halfLife,
+		MaxItems:    *maxItems,
+		Threshold:   *threshold,
+		ItemSupport: *support,
 	}
 	if *weights != "" {
 		w, err := recommend.ParseWeights(*weights)
@@ -93,7 +98,7 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 		return &usageError{"eval: " + describe(err)}
 	}
 	res := evalResult{K: *k, Ratio: *ratio, Seed: *seed, Similarity: string(m.Config().Similarity),
-		HalfLife: halfLife.String(), MaxItems: *maxItems, Threshold: *threshold}
+		HalfLife: halfLife.String(), MaxItems: *maxItems, Threshold: *threshold, Support: *support}
 
 	res.Source, res.File = "ratings", *ratings
 	if *events != "" {
@@ -184,7 +189,7 @@ func (r *evalResult) print(w io.Writer, asJSON bool) error {
 		p("events", "%d read, %d interactions%s; weights %s", e.Events, e.Interactions, skipped, r.Weights)
 	}
 	p("split", "%.4g/%.4g per user, seed %d: %d train, %d test rows", r.Ratio*100, (1-r.Ratio)*100, r.Seed, r.Train, r.Test)
-	p("model", "%s, half-life %s, max-items %d, threshold %d, seen items excluded", r.Similarity, r.HalfLife, r.MaxItems, r.Threshold)
+	p("model", "%s, half-life %s, max-items %d, threshold %d, item support %d, seen items excluded", r.Similarity, r.HalfLife, r.MaxItems, r.Threshold, r.Support)
 	p("users", "%d evaluated (%d test users, %d without training ratings)", r.Metrics.Users, r.TestUsers, r.Cold)
 	p(fmt.Sprintf("precision@%d", r.K), "%.4f", r.Metrics.Precision)
 	p(fmt.Sprintf("recall@%d", r.K), "%.4f", r.Metrics.Recall)

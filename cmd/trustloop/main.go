@@ -243,6 +243,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&m.RecConfig.MaxItems, "rec-max-items", def.MaxItems, "distinct items per customer counted in the recommender's co-occurrence (the first ones met; bounds the cost of learning and forgetting one customer)")
 	exclude := fs.String("rec-exclude", string(def.Exclude), "which of a customer's own items recommendations leave out: purchased, seen or none")
 	fs.IntVar(&m.RecConfig.MinSupport, "rec-min-support", def.MinSupport, "fewest customers behind an item pair served as similar items, or an item served as popular")
+	fs.IntVar(&m.RecConfig.ItemSupport, "rec-item-support", def.ItemSupport, "fewest customers who must count an item before the recommender keeps its co-occurrences (1: all; more bounds its memory on long-tail catalogs)")
 	fs.StringVar(&m.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&m.DebugAddr, "debug-addr", "", "address for Go's /debug/pprof profiles (empty: off; never expose it publicly)")
 	fs.DurationVar(&m.ShutdownWait, "shutdown-timeout", 30*time.Second, "how long to wait for in-flight requests on SIGTERM")
