@@ -30,9 +30,9 @@ const (
 
 // Validate checks what the API's create and update accept: a name of 1 to
 // MaxNameChars characters, not blank, without control characters or spaces at either
-// end; a description of at most MaxDescriptionChars; a rule that compiles and can
-// match (CheckTypes). It returns one EINVALID listing every problem found. It does
-// not check uniqueness, which only the store can.
+// end; a description of at most MaxDescriptionChars; a rule that compiles. It returns
+// one EINVALID listing every problem found. It does not check uniqueness, which only
+// the store can, nor CheckTypes, which applies to new and changed rules only.
 func Validate(a *Audience) error {
 	if a == nil {
 		return trustloop.Errorf(trustloop.EINVALID, "the audience is missing").
@@ -62,11 +62,7 @@ func Validate(a *Audience) error {
 	if len(problems) > 0 {
 		hint = fmt.Sprintf("Give the audience a name of 1 to %d characters and a description of at most %d.", MaxNameChars, MaxDescriptionChars)
 	}
-	_, err := Compile(a.Rule)
-	if err == nil {
-		err = CheckTypes(a.Rule)
-	}
-	if err != nil {
+	if _, err := Compile(a.Rule); err != nil {
 		e, ok := err.(*trustloop.Error)
 		if !ok || e.Code != trustloop.EINVALID {
 			return err

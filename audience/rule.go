@@ -151,19 +151,22 @@ var typedEnv = sync.OnceValues(func() (*cel.Env, error) {
 	return env.Extend(opts...)
 })
 
-// CheckTypes refuses a rule that compiles but uses a computed value as
-// another kind of value: computed.last_seen > 30 (a time against a number),
-// computed.order_count == "3", computed.channels.exists(c, c == "web"). Such a
-// part evaluates to an error for every profile: the whole rule then never
-// matches, unless a || or && around it decides without it, and either way the
-// rule does not say what its author meant. The API refuses it on save instead
-// of keeping an audience that stays empty. CheckTypes compiles the rule with
-// the computed keys typed and reports what CEL finds then, except mismatches
-// between numbers alone (int, uint, double): computed.lifetime_value == 100
-// holds at run time, where numbers compare across types. Traits are whatever
-// the events sent, so nothing about them is checked here. Call it after
-// Compile accepted the rule; stored rules are not checked again (they keep
-// loading).
+// CheckTypes refuses a rule that compiles but has a part that can never hold
+// because it uses a computed value as another kind of value: a comparison or
+// equality across kinds (computed.last_seen > 30, a time against a number;
+// computed.order_count == "3"; "web" in computed.channels, a list of ints),
+// arithmetic across types (computed.lifetime_value / computed.order_count,
+// a double by an int, which CEL does not do), a field of a number. Such a
+// part is false or an error for every profile, so the rule does not say what
+// its author meant, and an audience made of it would stay empty (unless a ||
+// around it decides without it). It compiles the rule with the computed keys
+// typed and keeps from what CEL finds only those cases: numbers compare
+// across int, uint and double when the rule runs (computed.lifetime_value ==
+// 100 holds), != across kinds always holds, and a ternary or an index with
+// mixed numbers works. Traits are whatever the events sent, so nothing about
+// them is checked here. The API calls it when a rule is saved new or changed
+// (stored rules keep loading, and an audience keeps its rule through a
+// rename).
 func CheckTypes(rule string) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -180,7 +183,7 @@ func CheckTypes(rule string) (err error) {
 	}
 	var parts []string
 	for _, e := range iss.Errors() {
-		if numbersOnly(e.Message) {
+		if !neverHolds(e.Message) {
 			continue
 		}
 		msg := e.Message
@@ -201,23 +204,83 @@ func CheckTypes(rule string) (err error) {
 	}
 	return trustloop.Errorf(trustloop.EINVALID, "part of the rule can never hold: %s", strings.Join(parts, "; ")).
 		WithHint("It uses a computed value as another kind of value. The computed keys' types: " +
-			strings.Join(types, ", ") + ". Compare times with now or timestamp(\"…\"), numbers with numbers, text with \"…\".")
+			strings.Join(types, ", ") + ". Compare times with now or timestamp(\"…\"), numbers with numbers, text with \"…\"; convert with double() or int() before arithmetic.")
 }
 
-// numbersOnly reports whether a CEL error is an overload mismatch between
-// numeric types only, such as '_==_' applied to '(double, int)'.
-func numbersOnly(msg string) bool {
-	_, args, ok := strings.Cut(msg, "applied to '")
+// neverHolds reports whether a CEL check error (with the computed keys typed)
+// is one CheckTypes refuses: see there.
+func neverHolds(msg string) bool {
+	if strings.Contains(msg, "does not support field selection") {
+		return true
+	}
+	rest, ok := strings.CutPrefix(msg, "found no matching overload for '")
 	if !ok {
 		return false
 	}
-	args = strings.TrimSuffix(args, "'")
-	for _, t := range strings.FieldsFunc(args, func(r rune) bool { return r == '(' || r == ')' || r == ',' || r == ' ' }) {
-		if t != "int" && t != "uint" && t != "double" && t != "dyn" {
-			return false
+	op, args, ok := strings.Cut(rest, "' applied to '(")
+	if !ok {
+		return false
+	}
+	ts := splitTypes(strings.TrimSuffix(args, ")'"))
+	switch op {
+	case "_+_", "_-_", "_*_", "_/_", "_%_":
+		return true
+	case "_==_", "_<_", "_<=_", "_>_", "_>=_":
+		return len(ts) == 2 && !sameKind(ts[0], ts[1])
+	case "@in":
+		return len(ts) == 2 && !sameKind(ts[0], elemType(ts[1]))
+	}
+	return false
+}
+
+// splitTypes splits CEL's list of argument types at its top-level commas.
+func splitTypes(s string) []string {
+	var out []string
+	depth, from := 0, 0
+	for i, r := range s {
+		switch r {
+		case '(':
+			depth++
+		case ')':
+			depth--
+		case ',':
+			if depth == 0 {
+				out = append(out, strings.TrimSpace(s[from:i]))
+				from = i + 1
+			}
 		}
 	}
-	return true
+	return append(out, strings.TrimSpace(s[from:]))
+}
+
+// elemType is what @in looks for in a container type: a list's elements, a
+// map's keys (dyn for anything else).
+func elemType(t string) string {
+	if inner, ok := strings.CutPrefix(t, "list("); ok {
+		return strings.TrimSuffix(inner, ")")
+	}
+	if inner, ok := strings.CutPrefix(t, "map("); ok {
+		return splitTypes(strings.TrimSuffix(inner, ")"))[0]
+	}
+	return "dyn"
+}
+
+// sameKind reports whether values of the two CEL types can be equal when the
+// rule runs: dyn is anything, numbers are one kind, containers compare by
+// their element types.
+func sameKind(a, b string) bool {
+	number := func(t string) bool { return t == "int" || t == "uint" || t == "double" }
+	switch {
+	case a == "dyn" || b == "dyn", number(a) && number(b):
+		return true
+	case strings.HasPrefix(a, "list(") && strings.HasPrefix(b, "list("):
+		return sameKind(elemType(a), elemType(b))
+	case strings.HasPrefix(a, "map(") && strings.HasPrefix(b, "map("):
+		ka := splitTypes(strings.TrimSuffix(strings.TrimPrefix(a, "map("), ")"))
+		kb := splitTypes(strings.TrimSuffix(strings.TrimPrefix(b, "map("), ")"))
+		return len(ka) == 2 && len(kb) == 2 && sameKind(ka[0], kb[0]) && sameKind(ka[1], kb[1])
+	}
+	return a == b
 }
 
 // Program is a compiled rule. It is safe for concurrent use.

@@ -369,10 +369,18 @@ func TestCheckTypes(t *testing.T) {
 		{`computed.first_seen < "2024-01-01T00:00:00Z"`, `'(timestamp, string)'`},
 		{`computed.last_viewed_products.exists(p, p > 2)`, `'(string, int)'`},
 		{`computed.events_by_name["Order Completed"] == "7"`, `'(int, string)'`},
+		{`"web" in computed.channels`, `'@in' applied to '(string, list(int))'`},
+		{`computed.lifetime_value / computed.order_count > 50.0`, `'_/_' applied to '(double, int)'`},
+		{`computed.order_count * 2.0 > 3.0`, `'_*_' applied to '(int, double)'`},
+		{`computed.favourite_category == null`, `'(string, null)'`},
+		{`computed.order_count.total > 3`, `does not support field selection`},
 	}
-	// A bad part that || can do without is refused too: it is dead.
-	if err := CheckTypes(`traits.plan == "pro" || computed.order_count > "3"`); trustloop.ErrorCode(err) != trustloop.EINVALID {
-		t.Errorf("a rule with a dead part: CheckTypes = %v, want EINVALID", err)
+	// A bad part that || can do without, or one negated, is refused too: the
+	// rule holds or not whatever that part says.
+	for _, rule := range []string{`traits.plan == "pro" || computed.order_count > "3"`, `!(computed.order_count == "3")`} {
+		if err := CheckTypes(rule); trustloop.ErrorCode(err) != trustloop.EINVALID {
+			t.Errorf("%s: CheckTypes = %v, want EINVALID", rule, err)
+		}
 	}
 	traitsP, computedP := proProfile()
 	traitsF, computedF := freeProfile()
@@ -415,6 +423,18 @@ func TestCheckTypes(t *testing.T) {
 		`computed.lifetime_value / double(computed.order_count) > 50.0`,
 		`computed.last_viewed_products.exists(p, p == traits.fav)`,
 		`traits.age > "thirty" && traits.plan == 3`, // traits are whatever was sent
+		// Numbers of different kinds inside containers, ternaries and indexes
+		// work when the rule runs; != across kinds always holds.
+		`computed.lifetime_value in [0, 1234.5]`,
+		`computed.order_count in [7.0, 8.0]`,
+		`1.0 in computed.channels && 1u in computed.channels`,
+		`computed.channels[0.0] == 1`,
+		`computed.channels == [1.0, 3.0]`,
+		`computed.events_by_name == {"Order Completed": 7.0, "Product Viewed": 120.0}`,
+		`(has(traits.plan) ? computed.lifetime_value : 0) > 50`,
+		`computed.favourite_category != null`,
+		`computed.last_viewed_products.all(p, p != 3)`,
+		`[1, 2].exists(computed, computed > 1)`,
 	} {
 		if _, err := Compile(rule); err != nil {
 			t.Errorf("Compile(%s): %v", rule, err)

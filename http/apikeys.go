@@ -89,7 +89,7 @@ func (s *Server) newAPIKey(r *http.Request, ws int64, by trustloop.AuditActor, n
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > 100 {
 		return nil, "", trustloop.Errorf(trustloop.EINVALID, "name is required (1–100 characters): say who or what uses the key.").
-			WithHint(`Send {"name": "checkout service", "roles": ["reader"], "purposes": ["personalization"]}.`)
+			WithHint("Name the key after who or what uses it, such as checkout service.")
 	}
 	if len(keyRoles) == 0 {
 		return nil, "", trustloop.Errorf(trustloop.EINVALID, "roles is required: one or more of admin, reader, privacy.").

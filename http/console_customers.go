@@ -281,7 +281,7 @@ func (s *Server) customerProfile(r *http.Request, ws int64) (*projection.Profile
 	}
 	if len(prof.Subjects()) == 0 {
 		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Profile not found.").
-			WithHint("It may have been erased or merged into another; search for the customer by an identifier.")
+			WithHint("It may have been erased; search for the customer by an identifier.")
 	}
 	return prof, nil
 }
@@ -462,7 +462,7 @@ func (s *Server) customerAction(w http.ResponseWriter, r *http.Request, a *admin
 func (s *Server) customerFileRequest(w http.ResponseWriter, r *http.Request, a *adminSession) error {
 	if s.Privacy == nil {
 		return trustloop.Errorf(trustloop.EUNAVAILABLE, "Privacy requests are not handled on this server.").
-			WithHint("They need unified profiles and consent enforcement: start the server with --profiles and a consent regime.")
+			WithHint("This server was started without its privacy service; file the request on one started with trustloop serve.")
 	}
 	p, prof, err := s.customerAction(w, r, a)
 	if err != nil {

@@ -115,7 +115,7 @@ func (s *Server) dashboardVerify(w http.ResponseWriter, r *http.Request, a *admi
 	}
 	if s.Audit == nil {
 		return trustloop.Errorf(trustloop.EUNAVAILABLE, "This server keeps no audit log to verify.").
-			WithHint("The audit log is kept with consent enforcement on; verify it on a server that runs with it, or with trustloop audit verify.")
+			WithHint("This server was started without its audit log; verify the log with trustloop audit verify --data-dir.")
 	}
 	if _, busy := s.verifying.LoadOrStore(a.key.WorkspaceID, true); busy {
 		return &trustloop.Error{Code: trustloop.ERATELIMITED, Message: "The audit log is being verified already.",

@@ -409,7 +409,7 @@ func (s *Server) requestDetail(w http.ResponseWriter, r *http.Request, a *adminS
 func (s *Server) renderRequest(w http.ResponseWriter, r *http.Request, a *adminSession, v *requestDetailView, status int) error {
 	if s.Privacy == nil {
 		return trustloop.Errorf(trustloop.ENOTFOUND, "No such request.").
-			WithHint("Privacy requests are not handled on this server; they need unified profiles and consent enforcement.")
+			WithHint("This server was started without its privacy service; look the request up on one started with trustloop serve.")
 	}
 	q, err := s.Privacy.Get(r.Context(), a.key.WorkspaceID, r.PathValue("id"))
 	if err != nil {

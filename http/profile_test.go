@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/identity"
 	"github.com/trustloop/trustloop/profile"
 	"github.com/trustloop/trustloop/projection"
@@ -250,6 +251,20 @@ func TestAudiences(t *testing.T) {
 	all := decode[struct{ Data []aud }](t, s.api(t, "GET", "/v1/audiences", nil), 200)
 	if len(all.Data) != 1 {
 		t.Fatalf("audiences after refused creates = %+v", all)
+	}
+	// A stored rule saved before that check keeps working through a rename;
+	// changing it to another such rule is refused.
+	legacy := &trustloop.Audience{WorkspaceID: s.WS.ID, Name: "Legacy", Rule: `computed.last_seen > 30`}
+	if err := s.Store.CreateAudience(context.Background(), legacy); err != nil {
+		t.Fatal(err)
+	}
+	path := "/v1/audiences/" + itoa(legacy.ID)
+	if r := s.api(t, "PUT", path, obj{"name": "Legacy, renamed", "rule": legacy.Rule}); r.Status != 200 {
+		t.Errorf("renaming an audience with a stored rule: %d %s", r.Status, r.Body)
+	}
+	r := s.api(t, "PUT", path, obj{"name": "Legacy, renamed", "rule": `computed.last_seen > 31`})
+	if e := r.apiError(t); r.Status != 400 || !strings.Contains(e.Error.Message, "can never hold") {
+		t.Errorf("changing it to another rule that can never hold: %d %s", r.Status, r.Body)
 	}
 }
 

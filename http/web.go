@@ -54,7 +54,7 @@ type claims struct {
 func (s *Server) signToken(c *claims) (string, error) {
 	if s.WebKeys == nil {
 		return "", trustloop.Errorf(trustloop.EUNAVAILABLE, "This server cannot sign links.").
-			WithHint("Links are signed with the keyring's keys; start the server with its master key (see the README).")
+			WithHint("This server was started without a keyring to sign with; trustloop serve always has one.")
 	}
 	if c.Nonce == "" {
 		var b [12]byte

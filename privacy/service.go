@@ -246,7 +246,7 @@ func (s *Service) parseIdentifier(ctx context.Context, ws int64, q string) (trus
 	typ, value, ok := strings.Cut(q, ":")
 	if !ok || strings.TrimSpace(value) == "" {
 		return trustloop.Identifier{}, invalid("identifier must be written type:value, e.g. user_id:42.").
-			WithHint("Types: user_id, email, phone, anonymous_id, device_id, or a custom type of the workspace.")
+			WithHint("Without profiles a request names user_id:… or anonymous_id:…; with profiles (serve --profiles) also email, phone, device_id and the workspace's custom types.")
 	}
 	if typ != trustloop.IDUserID && typ != trustloop.IDAnonymousID {
 		return trustloop.Identifier{}, invalid("Without profiles (serve --profiles) a request names a user_id or anonymous_id.").

@@ -301,6 +301,21 @@ func (s *Service) SaveAudience(ctx context.Context, a *trustloop.Audience) error
 	if err := audience.Validate(toAudiences([]*trustloop.Audience{a})[0]); err != nil {
 		return err
 	}
+	// A new or changed rule must not have a part that can never hold; a
+	// stored rule is left as it is (a rename keeps it).
+	check := a.ID == 0
+	if !check {
+		old, err := s.store.FindAudience(ctx, a.WorkspaceID, a.ID)
+		check = err != nil || old.Rule != a.Rule
+	}
+	if check {
+		if err := audience.CheckTypes(a.Rule); err != nil {
+			if e, ok := err.(*trustloop.Error); ok && e.Code == trustloop.EINVALID {
+				return trustloop.Errorf(trustloop.EINVALID, "invalid audience: %s", e.Message).WithHint(e.Hint)
+			}
+			return err
+		}
+	}
 	var err error
 	if a.ID == 0 {
 		err = s.store.CreateAudience(ctx, a)

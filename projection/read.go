@@ -359,10 +359,13 @@ var errAnotherListing = trustloop.Errorf(trustloop.EINVALID, "The cursor belongs
 	WithHint("Pass the next_cursor this listing returned (same profile or audience), or none for the first page.")
 
 // mergedInto reports whether profile id now stands for profile into (it was
-// merged into it).
-func (s *Service) mergedInto(ctx context.Context, ws, id, into int64) bool {
-	rec, _, _, err := s.resolve(ctx, ws, id)
-	return err == nil && rec.ID == into
+// merged into it); an id that is no profile's is not.
+func (s *Service) mergedInto(ctx context.Context, ws, id, into int64) (bool, error) {
+	rec, _, _, err := s.resolveWith(ctx, ws, id, s.cachedRecord)
+	if trustloop.ErrorCode(err) == trustloop.ENOTFOUND {
+		return false, nil
+	}
+	return err == nil && rec.ID == into, err
 }
 
 // Events returns a page of a profile's timeline, newest first, decrypted, and the
@@ -383,8 +386,16 @@ func (s *Service) Events(ctx context.Context, ws, id int64, cursor string, limit
 	if err != nil {
 		return nil, "", err
 	}
-	if before != 0 && (kind != cursorEvents || (scope != p.id && !s.mergedInto(ctx, ws, scope, p.id))) {
-		return nil, "", errAnotherListing
+	if before != 0 && (kind != cursorEvents || scope != p.id) {
+		merged := false
+		if kind == cursorEvents {
+			if merged, err = s.mergedInto(ctx, ws, scope, p.id); err != nil {
+				return nil, "", err
+			}
+		}
+		if !merged {
+			return nil, "", errAnotherListing
+		}
 	}
 	// A profile's events are its subjects': those sealed under the keys of its
 	// user and anonymous ids.

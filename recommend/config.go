@@ -125,19 +125,19 @@ func (c Config) withDefaults() (Config, error) {
 		return c, trustloop.Errorf(trustloop.EINVALID, "Unknown exclusion %q.", c.Exclude).WithHint("Use purchased, seen or none.")
 	case c.MaxItems < 1 || c.MaxItems > 10_000:
 		return c, trustloop.Errorf(trustloop.EINVALID, "The items counted per subject must be 1 to 10000, not %d.", c.MaxItems).
-			WithHint("Set --rec-max-items to a number in that range (default 100).")
+			WithHint("Set serve's --rec-max-items (eval's --max-items) to a number in that range (default 100).")
 	case c.MinSupport < 1 || c.MinSupport > 1000:
 		return c, trustloop.Errorf(trustloop.EINVALID, "The minimum support must be 1 to 1000 customers, not %d.", c.MinSupport).
 			WithHint("Set --rec-min-support to a number in that range.")
 	case c.ItemSupport < 1 || c.ItemSupport > 1000:
 		return c, trustloop.Errorf(trustloop.EINVALID, "The item support must be 1 to 1000 customers, not %d.", c.ItemSupport).
-			WithHint("Set --rec-item-support to a number in that range (1 keeps every pair).")
+			WithHint("Set serve's --rec-item-support (eval's --item-support) to a number in that range (1 keeps every pair).")
 	case c.Threshold < 1:
 		return c, trustloop.Errorf(trustloop.EINVALID, "The co-occurrence threshold must be at least 1.").
 			WithHint("1 counts every pair of items a customer met together; a higher threshold ignores rarer pairs.")
 	case c.HalfLife < 0 || (c.HalfLife > 0 && c.HalfLife < time.Hour):
 		return c, trustloop.Errorf(trustloop.EINVALID, "The half-life must be 0 (no decay) or at least one hour.").
-			WithHint("Set --rec-half-life to 0 or a duration such as 720h.")
+			WithHint("Set serve's --rec-half-life (eval's --half-life) to 0 or a duration such as 720h.")
 	}
 	for name, w := range c.Weights {
 		if name == "" || !(w > 0) || w > 1e6 || math.IsInf(w, 0) {
@@ -160,13 +160,13 @@ func ParseWeights(s string) (map[string]float64, error) {
 		w, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 		if !ok || err != nil || strings.TrimSpace(name) == "" {
 			return nil, trustloop.Errorf(trustloop.EINVALID, "Interaction weight %q is not \"Event Name=number\".", part).
-				WithHint(`Write --rec-weights as "Product Viewed=1,Product Added=3,Order Completed=5".`)
+				WithHint(`Write serve's --rec-weights (eval's --weights) as "Product Viewed=1,Product Added=3,Order Completed=5".`)
 		}
 		out[strings.TrimSpace(name)] = w
 	}
 	if len(out) == 0 {
 		return nil, trustloop.Errorf(trustloop.EINVALID, "Name at least one weighted event.").
-			WithHint(`Write --rec-weights as "Product Viewed=1,Product Added=3,Order Completed=5".`)
+			WithHint(`Write serve's --rec-weights (eval's --weights) as "Product Viewed=1,Product Added=3,Order Completed=5".`)
 	}
 	return out, nil
 }

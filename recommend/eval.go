@@ -45,7 +45,7 @@ const maxRatingTime = 1e11
 // wrong with it, never a value from it.
 func lineError(line int, format string, args ...any) *trustloop.Error {
 	return trustloop.Errorf(trustloop.EINVALID, "Line %d: %s.", line, fmt.Sprintf(format, args...)).
-		WithHint("Ratings are user<TAB>item<TAB>rating<TAB>timestamp per line (MovieLens u.data); an event export is one JSON event per line (trustloop export).")
+		WithHint(`A ratings file has user, item, rating and timestamp on each line, separated by TABs, "::" or commas (MovieLens' u.data or ratings.dat); an events file has one JSON object per line: a Segment message or an OTTO session.`)
 }
 
 // lines calls fn with each non-blank line (without its end of line, CR LF or
@@ -140,7 +140,7 @@ func ReadRatings(r io.Reader) ([]Rating, error) {
 	}
 	if len(out) == 0 {
 		return nil, trustloop.Errorf(trustloop.EINVALID, "The ratings file holds no ratings.").
-			WithHint("Give a file of user<TAB>item<TAB>rating<TAB>timestamp lines, such as MovieLens-100K's u.data.")
+			WithHint(`Give a file of user, item, rating and timestamp lines (separated by TABs, "::" or commas), such as MovieLens-100K's u.data.`)
 	}
 	return out, nil
 }
