@@ -522,6 +522,9 @@ func TestDecodeBodyErrors(t *testing.T) {
 		{"empty batch", "batch", `{"batch":[]}`, trustloop.EINVALID, "empty"},
 		{"empty batch with context", "batch", `{"batch":[],"context":{},"sentAt":"2024-05-01T12:00:00Z"}`, trustloop.EINVALID, "empty"},
 		{"batch twice", "batch", `{"batch":[{"type":"identify","userId":"u1"}],"batch":[]}`, trustloop.EINVALID, "Malformed JSON"},
+		{"not UTF-8 in an id", "track", "{\"userId\":\"u\xff\",\"event\":\"E\"}", trustloop.EINVALID, "not valid UTF-8 (byte 12)"},
+		{"not UTF-8 in a batch", "batch", "{\"batch\":[{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"n\":\"\xc3\"}}]}", trustloop.EINVALID, "not valid UTF-8"},
+		{"a broken sequence", "track", "{\"userId\":\"u1\",\"event\":\"E\xe2\x82\"}", trustloop.EINVALID, "not valid UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

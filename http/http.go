@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/auditlog"
@@ -180,9 +181,10 @@ func (s *Server) Handler() http.Handler {
 // apiRequestProblem refuses what the API's paths would otherwise take in a
 // way the caller did not mean: a path with an empty or dot segment (the mux
 // would redirect /v1/items//similar elsewhere, not say the id is missing),
-// and a query parameter given twice (none of the API's is a list, and
-// taking the first of two hides a client's bug). Nothing of the query's
-// values is repeated in the error: they can be identifiers.
+// a query parameter given twice (none of the API's is a list, and taking
+// the first of two hides a client's bug), and a path or query that is not
+// UTF-8. Nothing of the query's values is repeated in the error: they can be
+// identifiers.
 func apiRequestProblem(r *http.Request) error {
 	// The segments as sent: an id may hold an encoded slash or dot
 	// (%2F, %2E), which is part of the id, not a segment. The path is not
@@ -200,7 +202,17 @@ func apiRequestProblem(r *http.Request) error {
 		return trustloop.Errorf(trustloop.EINVALID, "The query string is not well formed.").
 			WithHint("Percent-encode the values, and separate parameters with &.")
 	}
+	// Text is UTF-8: Go would turn a broken byte into U+FFFD, and an
+	// identifier looked up so matches neither what was sent nor what is shown.
+	if !utf8.ValidString(r.URL.Path) {
+		return trustloop.Errorf(trustloop.EINVALID, "The path is not valid UTF-8 once decoded.").
+			WithHint("Percent-encode ids as UTF-8.")
+	}
 	for name, vs := range q {
+		if !utf8.ValidString(name) || !utf8.ValidString(vs[0]) {
+			return trustloop.Errorf(trustloop.EINVALID, "A query parameter is not valid UTF-8 once decoded.").
+				WithHint("Percent-encode the values as UTF-8.")
+		}
 		if len(vs) > 1 {
 			what := "A query parameter" // the caller's own text: not repeated
 			if paramName.MatchString(name) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/projection"
@@ -323,6 +324,12 @@ func readAPIBody(r *http.Request) ([]byte, error) {
 	}
 	if len(body) > apiBodyMax {
 		return nil, errAPIBodyTooLarge
+	}
+	// JSON is UTF-8; Go's decoder would turn a broken byte into U+FFFD
+	// silently, and store a name or identifier other than the one sent.
+	if !utf8.Valid(body) {
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The request body is not valid UTF-8.").
+			WithHint("Encode the JSON body as UTF-8.")
 	}
 	return body, nil
 }

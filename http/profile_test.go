@@ -248,6 +248,12 @@ func TestAudiences(t *testing.T) {
 			t.Errorf("audience %v: no message or no hint: %s", body, r.Body)
 		}
 	}
+	// A body that is not UTF-8 is refused (Go's decoder would store U+FFFD).
+	r := s.do(t, req{path: "/v1/audiences", body: []byte("{\"name\":\"u\xff\",\"rule\":\"true\"}"),
+		headers: map[string]string{"Authorization": "Bearer " + adminKey, "Content-Type": "application/json"}})
+	if e := r.apiError(t); r.Status != 400 || !strings.Contains(e.Error.Message, "not valid UTF-8") || e.Error.Hint == "" {
+		t.Errorf("an audience body that is not UTF-8: %d %s", r.Status, r.Body)
+	}
 	all := decode[struct{ Data []aud }](t, s.api(t, "GET", "/v1/audiences", nil), 200)
 	if len(all.Data) != 1 {
 		t.Fatalf("audiences after refused creates = %+v", all)
@@ -262,7 +268,7 @@ func TestAudiences(t *testing.T) {
 	if r := s.api(t, "PUT", path, obj{"name": "Legacy, renamed", "rule": legacy.Rule}); r.Status != 200 {
 		t.Errorf("renaming an audience with a stored rule: %d %s", r.Status, r.Body)
 	}
-	r := s.api(t, "PUT", path, obj{"name": "Legacy, renamed", "rule": `computed.last_seen > 31`})
+	r = s.api(t, "PUT", path, obj{"name": "Legacy, renamed", "rule": `computed.last_seen > 31`})
 	if e := r.apiError(t); r.Status != 400 || !strings.Contains(e.Error.Message, "can never hold") {
 		t.Errorf("changing it to another rule that can never hold: %d %s", r.Status, r.Body)
 	}

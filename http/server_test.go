@@ -201,6 +201,8 @@ func TestAPIRequestProblems(t *testing.T) {
 		{"repeated parameter", http.MethodPost, "/v1/track?purpose=a&purpose=b", track, "The query parameter purpose is given 2 times.", ""},
 		{"repeated odd name", http.MethodPost, "/v1/track?Jo%40example.com=1&Jo%40example.com=2", track, "A query parameter is given 2 times.", "example"},
 		{"malformed query", http.MethodPost, "/v1/track?limit=%zz", track, "not well formed", "zz"},
+		{"query not UTF-8", http.MethodGet, "/v1/profiles/lookup?identifier=user_id:u%FF&purpose=analytics", nil, "not valid UTF-8", ""},
+		{"path not UTF-8", http.MethodGet, "/v1/items/p%FF/similar", nil, "not valid UTF-8", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := s.events(t)
