@@ -36,6 +36,22 @@ const (
 // ConsentMethods lists every method, for validation and documentation.
 var ConsentMethods = []string{MethodPreferenceCenter, MethodBanner, MethodAPI, MethodGPC, MethodTCF, MethodImport, MethodPrivacyRequest, MethodExpiry}
 
+// ValidJurisdiction reports whether s is a jurisdiction code as Trustloop
+// takes them (ISO 3166 codes such as EU, DE or US-CA): letters, digits and
+// '-', 2 to 16 characters. A consent receipt names it, so no free text.
+func ValidJurisdiction(s string) bool {
+	if len(s) < 2 || len(s) > 16 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 // Data categories (PRODUCT.md): what kind of personal data a purpose may use.
 const (
 	CategoryIdentity     = "identity"

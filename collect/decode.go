@@ -640,8 +640,8 @@ func readContext(s *scanner, c *trustloop.ConsentSignals) (reason string, err er
 				// Trustloop's extension: the jurisdiction the site applied (ISO
 				// 3166, e.g. "US-CA"), which may override the workspace regime.
 				v, ok, err := readString(s)
-				if (!ok || len(v) > 16) && reason == "" {
-					reason = "context.consent.jurisdiction must be a string of at most 16 characters"
+				if (!ok || (v != "" && !trustloop.ValidJurisdiction(v))) && reason == "" {
+					reason = "context.consent.jurisdiction must be an ISO 3166 code such as EU or US-CA (letters, digits and '-', at most 16 characters)"
 				}
 				c.Jurisdiction = v
 				return err

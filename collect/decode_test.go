@@ -395,6 +395,8 @@ func TestDecodeInvalidMessage(t *testing.T) {
 		{"properties as string", "track", `{"userId":"u1","event":"E","properties":"{}"}`, "properties must be an object"},
 		{"traits as array", "identify", `{"userId":"u1","traits":[]}`, "traits must be an object"},
 		{"integrations as bool", "track", `{"userId":"u1","event":"E","integrations":true}`, "integrations must be an object"},
+		{"jurisdiction with an email", "track", `{"userId":"u1","event":"E","context":{"consent":{"jurisdiction":"a@b.com"}}}`, "context.consent.jurisdiction must be an ISO 3166 code such as EU or US-CA (letters, digits and '-', at most 16 characters)"},
+		{"jurisdiction of one letter", "track", `{"userId":"u1","event":"E","context":{"consent":{"jurisdiction":"E"}}}`, "context.consent.jurisdiction must be an ISO 3166 code such as EU or US-CA (letters, digits and '-', at most 16 characters)"},
 		{"timestamp not ISO", "track", `{"userId":"u1","event":"E","timestamp":"yesterday"}`, "timestamp must be an ISO-8601 date string"},
 		{"timestamp as epoch number", "track", `{"userId":"u1","event":"E","timestamp":1714564800}`, "timestamp must be an ISO-8601 date string"},
 		{"timestamp US format", "track", `{"userId":"u1","event":"E","timestamp":"05/01/2024"}`, "timestamp must be an ISO-8601 date string"},

@@ -146,8 +146,7 @@ func DefaultCatalog() *Catalog {
 }
 
 var (
-	purposeID        = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
-	jurisdictionCode = regexp.MustCompile(`^[A-Za-z0-9-]{2,16}$`)
+	purposeID = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
 )
 
 func invalid(format string, args ...any) *trustloop.Error {
@@ -171,7 +170,7 @@ func Validate(c *Catalog, prev *Catalog, inUse func(purpose string) (bool, error
 		folded[strings.ToLower(j)] = true
 	}
 	for j, r := range c.Jurisdictions {
-		if !jurisdictionCode.MatchString(j) {
+		if !trustloop.ValidJurisdiction(j) {
 			return invalid("Jurisdiction codes are ISO 3166 codes: letters, digits and '-', 2–16 characters (e.g. US-CA).")
 		}
 		if r != RegimeOptIn && r != RegimeOptOut {

@@ -463,6 +463,20 @@ func (s *Service) Record(ctx context.Context, ws int64, subjects [][]byte, chang
 		return "", nil, trustloop.Errorf(trustloop.EINVALID, "notice_version is at most 100 and jurisdiction at most 16 characters.").
 			WithHint("Name the notice by a short version (e.g. 2026-03) and the jurisdiction by a code (e.g. EU, US-CA).")
 	}
+	if meta.Jurisdiction != "" && !trustloop.ValidJurisdiction(meta.Jurisdiction) {
+		return "", nil, trustloop.Errorf(trustloop.EINVALID, "The jurisdiction is not a code: letters, digits and '-' only.").
+			WithHint("Name it by its ISO 3166 code, e.g. EU, DE or US-CA; the receipt carries it.")
+	}
+	if meta.Method == trustloop.MethodGPC {
+		// Global Privacy Control is an opt-out signal: a receipt saying it
+		// gave consent would say what cannot be.
+		for _, c := range changes {
+			if c.State == trustloop.ConsentGiven {
+				return "", nil, trustloop.Errorf(trustloop.EINVALID, "Global Privacy Control can only refuse or withdraw consent, not give it.").
+					WithHint("Record the choice with the method it was made by, such as preference_center or api.")
+			}
+		}
+	}
 	if len(changes) == 0 || len(subjects) == 0 {
 		return "", nil, trustloop.Errorf(trustloop.EINVALID, "Nothing to record: name at least one purpose.").
 			WithHint("Send purposes with a choice for each, e.g. {\"purposes\": {\"marketing\": false}}.")

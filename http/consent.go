@@ -450,10 +450,10 @@ func (s *Server) putConsent(w http.ResponseWriter, r *http.Request, k *trustloop
 			WithHint("Use a key with the admin or privacy role (POST /v1/api-keys creates one).")
 	}
 	var body struct {
-		Purposes      map[string]bool `json:"purposes"`
-		Method        string          `json:"method"`
-		NoticeVersion string          `json:"notice_version"`
-		Jurisdiction  string          `json:"jurisdiction"`
+		Purposes      map[string]*bool `json:"purposes"`
+		Method        string           `json:"method"`
+		NoticeVersion string           `json:"notice_version"`
+		Jurisdiction  string           `json:"jurisdiction"`
 	}
 	if err := readJSON(r, &body); err != nil {
 		return err
@@ -462,14 +462,32 @@ func (s *Server) putConsent(w http.ResponseWriter, r *http.Request, k *trustloop
 		return trustloop.Errorf(trustloop.EINVALID, "purposes is required: the choices, e.g. {\"marketing\": false}.").
 			WithHint("Name each purpose whose choice changes, true to give consent and false to withdraw it; GET /v1/purposes lists the purposes.")
 	}
-	if body.Method == "" {
+	choices := make(map[string]bool, len(body.Purposes))
+	for p, v := range body.Purposes {
+		if v == nil {
+			// null is no choice: recording it as a refusal would put words
+			// in the customer's mouth.
+			return trustloop.Errorf(trustloop.EINVALID, "Each purpose's choice must be true or false, not null.").
+				WithHint("Leave out the purposes whose choice does not change.")
+		}
+		choices[p] = *v
+	}
+	switch body.Method {
+	case "":
 		body.Method = trustloop.MethodAPI
+	case trustloop.MethodAPI, trustloop.MethodBanner, trustloop.MethodPreferenceCenter, trustloop.MethodImport, trustloop.MethodGPC:
+	default:
+		// tcf choices come with their TC string (the collector's
+		// context.consent.tcString); privacy_request and expiry are
+		// Trustloop's own.
+		return trustloop.Errorf(trustloop.EINVALID, "method must be api, banner, preference_center, import or gpc.").
+			WithHint("TCF choices are recorded from the TC string events carry (context.consent.tcString); leave method out for api.")
 	}
 	prof, c, err := s.consentProfile(r, k)
 	if err != nil {
 		return err
 	}
-	for p := range body.Purposes {
+	for p := range choices {
 		if _, ok := c.Index(p); !ok {
 			return trustloop.Errorf(trustloop.EINVALID, "Unknown purpose %q.", p).WithHint("GET /v1/purposes lists the catalog.")
 		}
@@ -478,7 +496,7 @@ func (s *Server) putConsent(w http.ResponseWriter, r *http.Request, k *trustloop
 	if err != nil {
 		return err
 	}
-	jws, _, err := s.Consent.Record(r.Context(), k.WorkspaceID, prof.Subjects(), consent.Changes(body.Purposes, latest),
+	jws, _, err := s.Consent.Record(r.Context(), k.WorkspaceID, prof.Subjects(), consent.Changes(choices, latest),
 		consent.Meta{Method: body.Method, NoticeVersion: body.NoticeVersion, Jurisdiction: body.Jurisdiction,
 			Evidence: "api_key:" + strconv.FormatInt(k.ID, 10)})
 	if err != nil {

@@ -400,3 +400,48 @@ func TestOversizedBodyRefusedUnread(t *testing.T) {
 		}
 	})
 }
+
+// Consent choices the API refuses, each with a hint and nothing recorded: a
+// null choice (it is no choice, not a refusal), a method that is not the
+// API's to claim (tcf comes with a TC string; privacy_request and expiry are
+// Trustloop's), consent "given" by Global Privacy Control (an opt-out
+// signal), and a jurisdiction that is not a code (it goes into the signed
+// receipt).
+func TestConsentChoiceProblems(t *testing.T) {
+	s := newServer(t, options{regime: "opt_out"})
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "cc-user", "messageId": "cc1"}))
+	p := decode[profileJSON](t, s.api(t, "GET", "/v1/profiles/lookup?purpose=analytics&identifier=user_id:cc-user", nil), 200)
+	path := "/v1/profiles/" + p.ProfileID + "/consent"
+	history := func() string { return string(s.api(t, "GET", path+"/history", nil).Body) }
+	before := history()
+	for _, tc := range []struct {
+		name string
+		body obj
+		msg  string
+	}{
+		{"null choice", obj{"purposes": obj{"personalization": nil}}, "true or false, not null"},
+		{"tcf without its string", obj{"purposes": obj{"personalization": true}, "method": "tcf"}, "method must be"},
+		{"expiry", obj{"purposes": obj{"personalization": false}, "method": "expiry"}, "method must be"},
+		{"given by GPC", obj{"purposes": obj{"personalization": true}, "method": "gpc"}, "Global Privacy Control can only refuse"},
+		{"jurisdiction with an email", obj{"purposes": obj{"personalization": true}, "jurisdiction": "zz@x.com"}, "not a code"},
+		{"jurisdiction with a NUL", obj{"purposes": obj{"personalization": true}, "jurisdiction": "E\u0000U"}, "not a code"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s.api(t, "PUT", path, tc.body)
+			e := r.apiError(t)
+			if r.Status != http.StatusBadRequest || !strings.Contains(e.Error.Message, tc.msg) || e.Error.Hint == "" {
+				t.Errorf("%d %s, want 400 with %q and a hint", r.Status, r.Body, tc.msg)
+			}
+			if strings.Contains(string(r.Body), "zz@x.com") {
+				t.Errorf("the error repeats the jurisdiction: %s", r.Body)
+			}
+		})
+	}
+	if after := history(); after != before {
+		t.Errorf("refused choices changed the history:\n%s\nthen\n%s", before, after)
+	}
+	// A refusal by GPC, with a code as jurisdiction, is recorded.
+	if r := s.api(t, "PUT", path, obj{"purposes": obj{"marketing": false}, "method": "gpc", "jurisdiction": "US-CA"}); r.Status != 200 {
+		t.Errorf("a GPC refusal: %d %s", r.Status, r.Body)
+	}
+}
