@@ -11,10 +11,9 @@ import (
 )
 
 // hintExempt are the directories whose errors this check leaves out: the
-// stores word their errors for the code that calls them, which adds the hint
-// that fits what was asked (the API tests check the answers), and the demo
-// loader's errors are its own progress reports.
-var hintExempt = map[string]bool{"sqlite": true, "postgres": true, "storetest": true, "demo": true}
+// conformance suite's (test helpers) and the demo loader's, which are its own
+// progress reports.
+var hintExempt = map[string]bool{"storetest": true, "demo": true}
 
 // TestErrorsSayWhatToDo: every error made with trustloop.Errorf and a literal
 // message, outside the exempt directories, carries a hint (what to do now),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -470,6 +471,7 @@ func issuesError(iss *cel.Issues) *trustloop.Error {
 		// CEL names the (empty) container in every unknown-name error; it means
 		// nothing to a rule's author.
 		msg := strings.ReplaceAll(e.Message, " (in container '')", "")
+		msg = redactToken(msg)
 		msg += literalAdvice[msg]
 		if loc := e.Location; loc != nil && loc.Line() > 0 {
 			msg = fmt.Sprintf("%d:%d: %s", loc.Line(), loc.Column()+1, msg)
@@ -478,6 +480,43 @@ func issuesError(iss *cel.Issues) *trustloop.Error {
 	}
 	return invalidRule("the rule is not valid: %s", strings.Join(parts, "; "))
 }
+
+// redactToken keeps the rule's own text out of a syntax error when it could
+// be a value: CEL quotes the token it stopped at, and a broken string literal
+// there is whatever the rule compared with (an email, a name). The position
+// still says where. Keywords, names and short operators are kept.
+func redactToken(msg string) string {
+	if !strings.HasPrefix(msg, "Syntax error: ") {
+		return msg
+	}
+	for _, lead := range []string{"at: '", "input '"} {
+		i := strings.Index(msg, lead)
+		if i < 0 {
+			continue
+		}
+		start := i + len(lead)
+		end := strings.Index(msg[start:], "' expecting")
+		if end < 0 {
+			end = strings.LastIndex(msg[start:], "'")
+		}
+		if end < 0 {
+			continue
+		}
+		tok := msg[start : start+end]
+		if tok == "<EOF>" || len(tok) <= 3 && !strings.ContainsAny(tok, `"'`) || celName.MatchString(tok) {
+			continue
+		}
+		what := "text"
+		if strings.HasPrefix(tok, `"`) || strings.HasPrefix(tok, "'") {
+			what = "a string"
+		}
+		msg = msg[:i] + strings.TrimSuffix(lead, " '") + " " + what + msg[start+end+1:]
+	}
+	return msg
+}
+
+// celName is what a CEL identifier or keyword looks like.
+var celName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // literalAdvice completes CEL's terse messages about literals with their syntax.
 var literalAdvice = map[string]string{

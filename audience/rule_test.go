@@ -460,3 +460,22 @@ func TestComputedTypesCoverTheKeys(t *testing.T) {
 		}
 	}
 }
+
+// A syntax error says where, not what: the token CEL stopped at can be a
+// broken string holding a value (an email, a name).
+func TestSyntaxErrorsKeepValuesOut(t *testing.T) {
+	for _, rule := range []string{
+		`traits.email == "ann@example.com`,
+		`traits.email == 'ann@example.com`,
+		`traits.name == "Ann" "ann@example.com"`,
+		`traits.email = "ann@example.com"`,
+	} {
+		_, err := Compile(rule)
+		if trustloop.ErrorCode(err) != trustloop.EINVALID {
+			t.Fatalf("Compile(%s) = %v, want EINVALID", rule, err)
+		}
+		if msg := err.(*trustloop.Error).Message; strings.Contains(msg, "ann") || !strings.Contains(msg, "1:") {
+			t.Errorf("Compile(%s): %q repeats the value or lacks the position", rule, msg)
+		}
+	}
+}

@@ -21,7 +21,8 @@ func (db *DB) FindAPIKeyBySecretHash(ctx context.Context, hash []byte) (*trustlo
 	err := db.pool.QueryRow(ctx, `SELECT id, workspace_id, name, secret_hash, roles, purposes, created_at, revoked_at
 		FROM api_keys WHERE secret_hash = $1`, hash).Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.SecretHash, &roles, &purposes, &created, &revoked)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "API key not found.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "API key not found.").
+			WithHint("List the keys with GET /v1/api-keys.")
 	} else if err != nil {
 		return nil, fmt.Errorf("postgres: find api key: %w", err)
 	}

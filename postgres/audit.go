@@ -197,7 +197,8 @@ func (db *DB) LatestAuditCheckpoint(ctx context.Context, workspaceID int64) (*tr
 	err := db.pool.QueryRow(ctx, `SELECT size, hash, note, created_at FROM audit_checkpoints
 		WHERE workspace_id = $1 ORDER BY size DESC LIMIT 1`, workspaceID).Scan(&c.Size, &hash, &c.Note, &created)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No audit checkpoint yet.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "No audit checkpoint yet.").
+			WithHint("A checkpoint is signed within seconds of the first audit entry; try again shortly.")
 	} else if err != nil {
 		return nil, fmt.Errorf("postgres: latest audit checkpoint: %w", err)
 	}

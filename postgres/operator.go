@@ -31,7 +31,8 @@ func (db *DB) CreateOperator(ctx context.Context, o *trustloop.Operator) error {
 		return trustloop.Errorf(trustloop.ECONFLICT, "An operator with this email exists already.").
 			WithHint("Choose another email, or change the existing operator.")
 	case errors.As(err, &pe) && pe.Code == "23503": // foreign_key_violation
-		return trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.")
+		return trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.").
+			WithHint("The id is wrong or the workspace was deleted; an API key works on its own workspace.")
 	case err != nil:
 		return fmt.Errorf("postgres: create operator: %w", err)
 	}

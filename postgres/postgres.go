@@ -177,7 +177,8 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 				return err
 			}
 			if tag.RowsAffected() != int64(n) {
-				return trustloop.Errorf(trustloop.ECONFLICT, "a subject key was created concurrently")
+				return trustloop.Errorf(trustloop.ECONFLICT, "a subject key was created concurrently").
+					WithHint("Retry the request; another one created the key at the same moment.")
 			}
 		}
 		if len(unique) == 0 {
@@ -403,7 +404,8 @@ func (db *DB) FindWorkspace(ctx context.Context, id int64) (*trustloop.Workspace
 	err := db.pool.QueryRow(ctx, `SELECT id, name, index_key, created_at FROM workspaces WHERE id = $1`, id).
 		Scan(&w.ID, &w.Name, &w.IndexKey, &created)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.").
+			WithHint("The id is wrong or the workspace was deleted; an API key works on its own workspace.")
 	} else if err != nil {
 		return nil, fmt.Errorf("postgres: find workspace: %w", err)
 	}
@@ -419,7 +421,8 @@ func (db *DB) FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*trust
 	err := db.pool.QueryRow(ctx, `SELECT id, workspace_id, name, write_key_hash, allowed_origins, created_at
 		FROM sources WHERE write_key_hash = $1`, hash).Scan(&s.ID, &s.WorkspaceID, &s.Name, &s.WriteKeyHash, &origins, &created)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Source not found.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Source not found.").
+			WithHint("Check the source id: the console lists the sources of the workspace.")
 	} else if err != nil {
 		return nil, fmt.Errorf("postgres: find source: %w", err)
 	}

@@ -230,7 +230,8 @@ func (db *DB) updateRequest(ctx context.Context, r *trustloop.PrivacyRequest, jo
 			return fmt.Errorf("postgres: update privacy request: %w", err)
 		}
 		if !exists {
-			return trustloop.Errorf(trustloop.ENOTFOUND, "No privacy request with this id.")
+			return trustloop.Errorf(trustloop.ENOTFOUND, "No privacy request with this id.").
+				WithHint("Request ids look like prq_… and come from POST /v1/privacy-requests.")
 		}
 		return trustloop.Errorf(trustloop.ECONFLICT, "The privacy request changed meanwhile.").
 			WithHint("Read it again and apply your change to what you read.")
@@ -446,7 +447,8 @@ func checkFinishState(state string) error {
 	case trustloop.JobQueued, trustloop.JobDone, trustloop.JobFailed, trustloop.JobCancelled:
 		return nil
 	}
-	return trustloop.Errorf(trustloop.EINVALID, "A job finishes as queued, done, failed or cancelled, not %q.", state)
+	return trustloop.Errorf(trustloop.EINVALID, "A job finishes as queued, done, failed or cancelled, not %q.", state).
+		WithHint("This is a bug in the caller; finish the job with one of those states.")
 }
 
 func errJobLost() error {

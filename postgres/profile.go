@@ -700,7 +700,8 @@ func (db *DB) Split(ctx context.Context, m *trustloop.MergeRecord, into, from tr
 			return err
 		}
 		if tag.RowsAffected() != 1 {
-			return trustloop.Errorf(trustloop.ECONFLICT, "This merge was undone already.")
+			return trustloop.Errorf(trustloop.ECONFLICT, "This merge was undone already.").
+				WithHint("A merge is undone once; list the current ones with GET /v1/profiles/{id}/merges.")
 		}
 		if len(m.Moved) > 0 {
 			if _, err := tx.Exec(ctx, `UPDATE identities SET profile_id = $1 WHERE workspace_id = $2 AND blind = ANY($3::bytea[])`,
@@ -763,7 +764,8 @@ func (db *DB) UpdateAudience(ctx context.Context, a *trustloop.Audience) error {
 		return audienceErr(err, "update")
 	}
 	if tag.RowsAffected() == 0 {
-		return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.")
+		return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.").
+			WithHint("List audiences with GET /v1/audiences.")
 	}
 	a.UpdatedAt = now
 	return nil
@@ -782,7 +784,8 @@ func (db *DB) DeleteAudience(ctx context.Context, workspaceID, id int64) error {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
-			return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.")
+			return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.").
+				WithHint("List audiences with GET /v1/audiences.")
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM audience_members WHERE audience_id = $1`, id); err != nil {
 			return err

@@ -15,7 +15,8 @@ func (db *DB) FindSetting(ctx context.Context, workspaceID int64, name string) (
 	var version int64
 	err := db.pool.QueryRow(ctx, `SELECT value, version FROM settings WHERE workspace_id = $1 AND name = $2`, workspaceID, name).Scan(&v, &version)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, 0, trustloop.Errorf(trustloop.ENOTFOUND, "The setting %q was never set.", name)
+		return nil, 0, trustloop.Errorf(trustloop.ENOTFOUND, "The setting %q was never set.", name).
+			WithHint("Nothing was saved under this name yet, so the defaults apply; save it first.")
 	} else if err != nil {
 		return nil, 0, fmt.Errorf("postgres: find setting: %w", err)
 	}

@@ -192,7 +192,8 @@ func (db *DB) AppendEvents(ctx context.Context, b *trustloop.CommitBatch) (int, 
 			return 0, fmt.Errorf("sqlite: append: keys: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n != int64(rows) {
-			return 0, trustloop.Errorf(trustloop.ECONFLICT, "a subject key was created concurrently")
+			return 0, trustloop.Errorf(trustloop.ECONFLICT, "a subject key was created concurrently").
+				WithHint("Retry the request; another one created the key at the same moment.")
 		}
 	}
 

@@ -29,7 +29,8 @@ func (db *DB) CreateOperator(ctx context.Context, o *trustloop.Operator) error {
 	case err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed"):
 		return operatorTaken()
 	case err != nil && strings.Contains(err.Error(), "FOREIGN KEY constraint failed"):
-		return trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.")
+		return trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.").
+			WithHint("The id is wrong or the workspace was deleted; an API key works on its own workspace.")
 	case err != nil:
 		return fmt.Errorf("sqlite: create operator: %w", err)
 	}

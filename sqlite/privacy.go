@@ -203,7 +203,8 @@ func (db *DB) UpdatePrivacyRequest(ctx context.Context, r *trustloop.PrivacyRequ
 			return fmt.Errorf("sqlite: update privacy request: %w", err)
 		}
 		if exists == 0 {
-			return trustloop.Errorf(trustloop.ENOTFOUND, "No privacy request with this id.")
+			return trustloop.Errorf(trustloop.ENOTFOUND, "No privacy request with this id.").
+				WithHint("Request ids look like prq_… and come from POST /v1/privacy-requests.")
 		}
 		return trustloop.Errorf(trustloop.ECONFLICT, "The privacy request changed meanwhile.").
 			WithHint("Read it again and apply your change to what you read.")
@@ -436,7 +437,8 @@ func checkFinishState(state string) error {
 	case trustloop.JobQueued, trustloop.JobDone, trustloop.JobFailed, trustloop.JobCancelled:
 		return nil
 	}
-	return trustloop.Errorf(trustloop.EINVALID, "A job finishes as queued, done, failed or cancelled, not %q.", state)
+	return trustloop.Errorf(trustloop.EINVALID, "A job finishes as queued, done, failed or cancelled, not %q.", state).
+		WithHint("This is a bug in the caller; finish the job with one of those states.")
 }
 
 func errJobLost() error {

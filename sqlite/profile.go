@@ -531,7 +531,8 @@ func (db *DB) Split(ctx context.Context, m *trustloop.MergeRecord, into, from tr
 		return fmt.Errorf("sqlite: split: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return trustloop.Errorf(trustloop.ECONFLICT, "This merge was undone already.")
+		return trustloop.Errorf(trustloop.ECONFLICT, "This merge was undone already.").
+			WithHint("A merge is undone once; list the current ones with GET /v1/profiles/{id}/merges.")
 	}
 	for _, b := range m.Moved {
 		if _, err := tx.ExecContext(ctx, `UPDATE identities SET profile_id = ? WHERE workspace_id = ? AND blind = ?`, m.From, m.WorkspaceID, b); err != nil {
@@ -591,7 +592,8 @@ func (db *DB) UpdateAudience(ctx context.Context, a *trustloop.Audience) error {
 		return audienceErr(err, "update")
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.")
+		return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.").
+			WithHint("List audiences with GET /v1/audiences.")
 	}
 	a.UpdatedAt = fromMS(ms(now))
 	return nil
@@ -611,7 +613,8 @@ func (db *DB) DeleteAudience(ctx context.Context, workspaceID, id int64) error {
 		return fmt.Errorf("sqlite: delete audience: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.")
+		return trustloop.Errorf(trustloop.ENOTFOUND, "Audience not found.").
+			WithHint("List audiences with GET /v1/audiences.")
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM audience_members WHERE audience_id = ?`, id); err != nil {
 		return fmt.Errorf("sqlite: delete audience: %w", err)

@@ -97,7 +97,8 @@ func (db *DB) FindWorkspace(ctx context.Context, id int64) (*trustloop.Workspace
 	err := db.read.QueryRowContext(ctx, `SELECT id, name, index_key, created_at FROM workspaces WHERE id = ?`, id).
 		Scan(&w.ID, &w.Name, &w.IndexKey, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Workspace not found.").
+			WithHint("The id is wrong or the workspace was deleted; an API key works on its own workspace.")
 	} else if err != nil {
 		return nil, fmt.Errorf("sqlite: find workspace: %w", err)
 	}
@@ -113,7 +114,8 @@ func (db *DB) FindSourceByWriteKeyHash(ctx context.Context, hash []byte) (*trust
 	err := db.read.QueryRowContext(ctx, `SELECT id, workspace_id, name, write_key_hash, allowed_origins, created_at
 		FROM sources WHERE write_key_hash = ?`, hash).Scan(&s.ID, &s.WorkspaceID, &s.Name, &s.WriteKeyHash, &origins, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Source not found.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "Source not found.").
+			WithHint("Check the source id: the console lists the sources of the workspace.")
 	} else if err != nil {
 		return nil, fmt.Errorf("sqlite: find source: %w", err)
 	}
@@ -155,7 +157,8 @@ func (db *DB) FindAPIKeyBySecretHash(ctx context.Context, hash []byte) (*trustlo
 	err := db.queryRow(ctx, `SELECT id, workspace_id, name, secret_hash, roles, purposes, created_at, revoked_at
 		FROM api_keys WHERE secret_hash = ?`, hash).Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.SecretHash, &roles, &purposes, &created, &revoked)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "API key not found.")
+		return nil, trustloop.Errorf(trustloop.ENOTFOUND, "API key not found.").
+			WithHint("List the keys with GET /v1/api-keys.")
 	} else if err != nil {
 		return nil, fmt.Errorf("sqlite: find api key: %w", err)
 	}
@@ -174,7 +177,8 @@ func (db *DB) FindSetting(ctx context.Context, workspaceID int64, name string) (
 	var version int64
 	err := db.read.QueryRowContext(ctx, `SELECT value, version FROM settings WHERE workspace_id = ? AND name = ?`, workspaceID, name).Scan(&v, &version)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, 0, trustloop.Errorf(trustloop.ENOTFOUND, "The setting %q was never set.", name)
+		return nil, 0, trustloop.Errorf(trustloop.ENOTFOUND, "The setting %q was never set.", name).
+			WithHint("Nothing was saved under this name yet, so the defaults apply; save it first.")
 	} else if err != nil {
 		return nil, 0, fmt.Errorf("sqlite: find setting: %w", err)
 	}
