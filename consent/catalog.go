@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/trustloop/trustloop"
 )
@@ -205,8 +206,13 @@ func Validate(c *Catalog, prev *Catalog, inUse func(purpose string) (bool, error
 		if len(p.Title) > 200 || len(p.Description) > 2000 {
 			return invalid("Purpose %q: title up to 200 and description up to 2,000 characters.", p.ID)
 		}
+		if badText(p.Title, false) || badText(p.Description, true) {
+			return invalid("Purpose %q: its title or description holds control characters (a description may break lines).", p.ID)
+		}
 		for lang, t := range p.Texts {
 			switch {
+			case badText(t.Title, false) || badText(t.Description, true):
+				return invalid("Purpose %q: its %s title or description holds control characters.", p.ID, lang)
 			case !langCode.MatchString(lang):
 				return invalid("Purpose %q: texts are keyed by a lower-case language code such as de or pt-br.", p.ID)
 			case strings.TrimSpace(t.Title) == "" || strings.TrimSpace(t.Description) == "":
@@ -302,4 +308,15 @@ func DecodeCatalog(b []byte) (*Catalog, error) {
 		return nil, invalid("The catalog is not valid JSON of the documented shape: %v.", err)
 	}
 	return &c, nil
+}
+
+// badText reports whether a customer-facing text holds control characters
+// (newlines allowed where lines may break): a customer sees it as it is.
+func badText(t string, lines bool) bool {
+	for _, r := range t {
+		if unicode.IsControl(r) && !(lines && (r == '\n' || r == '\r')) {
+			return true
+		}
+	}
+	return false
 }

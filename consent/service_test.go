@@ -288,12 +288,17 @@ func TestCatalogValidation(t *testing.T) {
 		return c
 	}
 	cases := map[string]*consent.Catalog{
-		"bad regime":          mod(func(c *consent.Catalog) { c.Regime = "maybe" }),
-		"bad jurisdiction":    mod(func(c *consent.Catalog) { c.Jurisdictions = map[string]string{"US CA": consent.RegimeOptOut} }),
-		"ttl too long":        mod(func(c *consent.Catalog) { c.ConsentTTLDays = 5000 }),
-		"duplicate id":        mod(func(c *consent.Catalog) { c.Purposes = append(c.Purposes, c.Purposes[1]) }),
-		"bad id":              mod(func(c *consent.Catalog) { c.Purposes[1].ID = "Analytics!" }),
-		"no description":      mod(func(c *consent.Catalog) { c.Purposes[1].Description = " " }),
+		"bad regime":       mod(func(c *consent.Catalog) { c.Regime = "maybe" }),
+		"bad jurisdiction": mod(func(c *consent.Catalog) { c.Jurisdictions = map[string]string{"US CA": consent.RegimeOptOut} }),
+		"ttl too long":     mod(func(c *consent.Catalog) { c.ConsentTTLDays = 5000 }),
+		"duplicate id":     mod(func(c *consent.Catalog) { c.Purposes = append(c.Purposes, c.Purposes[1]) }),
+		"bad id":           mod(func(c *consent.Catalog) { c.Purposes[1].ID = "Analytics!" }),
+		"no description":   mod(func(c *consent.Catalog) { c.Purposes[1].Description = " " }),
+		"NUL in a title":   mod(func(c *consent.Catalog) { c.Purposes[1].Title = "Ana\x00lytics" }),
+		"tab in a title":   mod(func(c *consent.Catalog) { c.Purposes[1].Title = "Ana\tlytics" }),
+		"escape in a text": mod(func(c *consent.Catalog) {
+			c.Purposes[1].Texts["de"] = consent.PurposeText{Title: "Analyse", Description: "x\x1b[31m"}
+		}),
 		"contract for ads":    mod(func(c *consent.Catalog) { c.Purposes[3].LegalBasis = consent.BasisContract }),
 		"essential consent":   mod(func(c *consent.Catalog) { c.Purposes[0].LegalBasis = consent.BasisConsent }),
 		"opt-in default yes":  mod(func(c *consent.Catalog) { c.Purposes[1].DefaultAllowed[consent.RegimeOptIn] = true }),

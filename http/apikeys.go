@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/trustloop/trustloop"
 )
@@ -87,6 +88,10 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request, k *trustlo
 // rules. The secret is returned for its one showing; only its hash is kept.
 func (s *Server) newAPIKey(r *http.Request, ws int64, by trustloop.AuditActor, name string, keyRoles, purposes []string) (*trustloop.APIKey, string, error) {
 	name = strings.TrimSpace(name)
+	if strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return nil, "", trustloop.Errorf(trustloop.EINVALID, "The key's name holds control characters.").
+			WithHint("Name the key on one line, such as checkout service.")
+	}
 	if name == "" || len(name) > 100 {
 		return nil, "", trustloop.Errorf(trustloop.EINVALID, "name is required (1–100 characters): say who or what uses the key.").
 			WithHint("Name the key after who or what uses it, such as checkout service.")

@@ -445,3 +445,19 @@ func TestConsentChoiceProblems(t *testing.T) {
 		t.Errorf("a GPC refusal: %d %s", r.Status, r.Body)
 	}
 }
+
+// An API key's name is one line of text: control characters are refused,
+// and nothing is created.
+func TestAPIKeyNameProblems(t *testing.T) {
+	s := newServer(t, options{})
+	before := string(s.api(t, "GET", "/v1/api-keys", nil).Body)
+	for _, name := range []string{"k\u0000", "line\nbreak", "bell\u0007"} {
+		r := s.api(t, "POST", "/v1/api-keys", obj{"name": name, "roles": []string{"reader"}, "purposes": []string{"analytics"}})
+		if e := r.apiError(t); r.Status != http.StatusBadRequest || !strings.Contains(e.Error.Message, "control characters") || e.Error.Hint == "" {
+			t.Errorf("name %q: %d %s", name, r.Status, r.Body)
+		}
+	}
+	if after := string(s.api(t, "GET", "/v1/api-keys", nil).Body); after != before {
+		t.Errorf("refused keys were created: %s", after)
+	}
+}
