@@ -182,8 +182,8 @@ func (s *Server) Handler() http.Handler {
 // way the caller did not mean: a path with an empty or dot segment (the mux
 // would redirect /v1/items//similar elsewhere, not say the id is missing),
 // a query parameter given twice (none of the API's is a list, and taking
-// the first of two hides a client's bug), and a path or query that is not
-// UTF-8. Nothing of the query's values is repeated in the error: they can be
+// the first of two hides a client's bug), a path or query that is not
+// UTF-8, and two Authorization headers. Nothing of the query's values is repeated in the error: they can be
 // identifiers.
 func apiRequestProblem(r *http.Request) error {
 	// The segments as sent: an id may hold an encoded slash or dot
@@ -201,6 +201,12 @@ func apiRequestProblem(r *http.Request) error {
 	if err != nil {
 		return trustloop.Errorf(trustloop.EINVALID, "The query string is not well formed.").
 			WithHint("Percent-encode the values, and separate parameters with &.")
+	}
+	// Two credentials: taking the first would hide which one the client
+	// meant to use.
+	if n := len(r.Header.Values("Authorization")); n > 1 {
+		return trustloop.Errorf(trustloop.EINVALID, "The Authorization header is given %d times.", n).
+			WithHint("Send one Authorization header: the write key (Basic) or an API key (Bearer).")
 	}
 	// Text is UTF-8: Go would turn a broken byte into U+FFFD, and an
 	// identifier looked up so matches neither what was sent nor what is shown.

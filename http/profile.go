@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -115,7 +116,7 @@ func limit(r *http.Request, def, max int) (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > max {
 		return 0, trustloop.Errorf(trustloop.EINVALID, "limit must be a whole number from 1 to %d.", max).
-			WithHint("Leave it out for the default, or page with next_cursor.")
+			WithHint(fmt.Sprintf("Leave it out for the default of %d; a listing with more pages gives a next_cursor.", def))
 	}
 	return n, nil
 }

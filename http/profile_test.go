@@ -339,6 +339,11 @@ func TestProfileAPIBadInput(t *testing.T) {
 			}
 		})
 	}
+	// Splitting an unknown profile says the profile is unknown, not its merge.
+	r := s.api(t, "POST", "/v1/profiles/12345/split", obj{"merge_id": "1"})
+	if e := r.apiError(t); r.Status != 404 || !strings.Contains(e.Error.Message, "Profile") {
+		t.Errorf("split of an unknown profile: %d %s", r.Status, r.Body)
+	}
 	// Nothing changed: still one profile.
 	type list struct{ Data []profileJSON }
 	if all := decode[list](t, s.api(t, "GET", "/v1/profiles?purpose=analytics", nil), 200); len(all.Data) != 1 {

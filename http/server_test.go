@@ -182,9 +182,10 @@ func TestMethodNotAllowed(t *testing.T) {
 	}
 }
 
-// An API path with an empty or dot segment, a query parameter given twice
-// and a query string that does not parse are refused with 400, not
-// redirected or half read, and store nothing; a repeated parameter's name is
+// An API path with an empty or dot segment, a query parameter given twice,
+// a query string that does not parse, text that is not UTF-8 and two
+// Authorization headers are refused with 400, not redirected, half read or
+// guessed at, and store nothing; a repeated parameter's name is
 // said only when it looks like one of the API's.
 func TestAPIRequestProblems(t *testing.T) {
 	s := newServer(t, options{regime: "opt_out"})
@@ -221,6 +222,21 @@ func TestAPIRequestProblems(t *testing.T) {
 				t.Error("a refused request stored events")
 			}
 		})
+	}
+	// Two Authorization headers: which one was meant is not guessed.
+	hr, err := http.NewRequest(http.MethodPost, s.URL+"/v1/track", bytes.NewReader(track))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.SetBasicAuth(testWriteKey, "")
+	hr.Header.Add("Authorization", "Bearer another")
+	resp, err := http.DefaultClient.Do(hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("two Authorization headers: status %d, want 400", resp.StatusCode)
 	}
 	// The same request without the problem is taken, and an encoded slash or
 	// dot in an id is part of the id, not a segment.

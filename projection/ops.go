@@ -58,6 +58,10 @@ func (s *Service) Split(ctx context.Context, ws, id, mergeID int64) (into, from 
 	if _, err := s.Flush(ctx, true); err != nil {
 		return nil, nil, err
 	}
+	// An unknown profile is said to be one, before its merge is looked for.
+	if _, _, _, err := s.resolveWith(ctx, ws, id, s.cachedRecord); err != nil {
+		return nil, nil, err
+	}
 	m, err := s.store.FindMerge(ctx, ws, mergeID)
 	if err != nil {
 		return nil, nil, err
