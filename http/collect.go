@@ -117,9 +117,24 @@ func (s *Server) collector(route collect.Route) handlerFunc {
 }
 
 func checkContentType(r *http.Request) error {
+	if err := checkMediaType(r); err != nil {
+		return err
+	}
+	switch enc := r.Header.Get("Content-Encoding"); strings.ToLower(enc) {
+	case "", "identity", "gzip", "x-gzip":
+		return nil
+	default:
+		return trustloop.Errorf(trustloop.EUNSUPPORTEDMEDIA, "Content-Encoding %q is not supported.", enc).
+			WithHint("Send the body uncompressed or gzip-compressed.")
+	}
+}
+
+// checkMediaType refuses a body labelled as something JSON is not sent as.
+func checkMediaType(r *http.Request) error {
 	// The body is parsed as JSON whatever its label among these: browsers send
 	// text/plain to avoid a preflight, and RudderStack's Node SDK labels its
-	// gzipped JSON application/x-www-form-urlencoded. Anything else is refused.
+	// gzipped JSON application/x-www-form-urlencoded (so does curl -d, by
+	// default). Anything else is refused.
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		// Parameters are not used (the body is UTF-8 JSON whatever the charset
 		// says), so a malformed one does not refuse the request; mt is still
@@ -135,13 +150,7 @@ func checkContentType(r *http.Request) error {
 				WithHint("Send JSON as application/json (or text/plain from browsers).")
 		}
 	}
-	switch enc := r.Header.Get("Content-Encoding"); strings.ToLower(enc) {
-	case "", "identity", "gzip", "x-gzip":
-		return nil
-	default:
-		return trustloop.Errorf(trustloop.EUNSUPPORTEDMEDIA, "Content-Encoding %q is not supported.", enc).
-			WithHint("Send the body uncompressed or gzip-compressed.")
-	}
+	return nil
 }
 
 // isGzip reports whether the body is gzip-compressed. Content codings are

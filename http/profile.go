@@ -315,6 +315,13 @@ var errAPIBodyTooLarge = trustloop.Errorf(trustloop.ETOOLARGE, "The request body
 // before the answer (the server closes a connection whose body it left
 // unread).
 func readAPIBody(r *http.Request) ([]byte, error) {
+	if err := checkMediaType(r); err != nil {
+		return nil, err
+	}
+	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
+		return nil, trustloop.Errorf(trustloop.EUNSUPPORTEDMEDIA, "The API takes bodies uncompressed, not as %q.", enc).
+			WithHint("Send the JSON body without Content-Encoding (only the collector takes gzip).")
+	}
 	if r.ContentLength > apiBodyMax {
 		return nil, errAPIBodyTooLarge
 	}

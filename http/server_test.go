@@ -477,3 +477,31 @@ func TestAPIKeyNameProblems(t *testing.T) {
 		t.Errorf("refused keys were created: %s", after)
 	}
 }
+
+// An API body labelled as something JSON is not sent as, or compressed, is
+// refused with 415 and creates nothing; curl -d's default label is taken.
+func TestAPIBodyMediaType(t *testing.T) {
+	s := newServer(t, options{})
+	before := string(s.api(t, "GET", "/v1/audiences", nil).Body)
+	body := []byte(`{"name":"Media","rule":"true"}`)
+	for _, h := range []map[string]string{
+		{"Content-Type": "application/xml"},
+		{"Content-Type": "multipart/form-data; boundary=x"},
+		{"Content-Type": "application/json", "Content-Encoding": "br"},
+		{"Content-Type": "application/json", "Content-Encoding": "gzip"},
+	} {
+		h["Authorization"] = "Bearer " + adminKey
+		r := s.do(t, req{path: "/v1/audiences", body: body, headers: h})
+		if e := r.apiError(t); r.Status != http.StatusUnsupportedMediaType || e.Error.Hint == "" {
+			t.Errorf("%v: %d %s, want 415 with a hint", h, r.Status, r.Body)
+		}
+	}
+	if after := string(s.api(t, "GET", "/v1/audiences", nil).Body); after != before {
+		t.Errorf("a refused body created an audience: %s", after)
+	}
+	r := s.do(t, req{path: "/v1/audiences", body: body, headers: map[string]string{"Authorization": "Bearer " + adminKey,
+		"Content-Type": "application/x-www-form-urlencoded"}})
+	if r.Status != http.StatusCreated {
+		t.Errorf("curl -d's label: %d %s", r.Status, r.Body)
+	}
+}
