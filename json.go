@@ -16,6 +16,15 @@ import (
 // refused. Its error says what is wrong in the API's terms, without Go's
 // type names and without echoing any value of b.
 func DecodeJSON(b []byte, v any) error {
+	// null decodes into anything as nothing at all: the request would then
+	// fail later, for a reason it did not have (a version of 0, a missing
+	// setting).
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		if t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Pointer {
+			return fmt.Errorf("it must be a JSON %s, not null", jsonKind(t.Elem()))
+		}
+		return errors.New("it must not be null")
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)

@@ -187,10 +187,12 @@ func (s *Service) PutCatalog(ctx context.Context, ws int64, c *Catalog, version 
 	if err != nil {
 		return nil, err
 	}
-	if version != prev.Version {
-		return nil, trustloop.Errorf(trustloop.ECONFLICT, "The catalog changed meanwhile (version %d, not %d).", prev.Version, version).
-			WithHint("Read it again, apply your edit and send it with the new version.")
+	if version < 0 {
+		return nil, trustloop.Errorf(trustloop.EINVALID, "version must be the catalog's version as read (0 or more), not %d.", version).
+			WithHint("GET /v1/purposes, apply your edit and send it with the version it returned.")
 	}
+	// What is wrong with the document is said before whether it is stale:
+	// a stale valid one only needs its version again.
 	err = Validate(c, prev, func(purpose string) (bool, error) {
 		if used, err := s.store.ConsentPurposeUsed(ctx, ws, purpose); err != nil || used {
 			return used, err
@@ -202,6 +204,10 @@ func (s *Service) PutCatalog(ctx context.Context, ws int64, c *Catalog, version 
 	})
 	if err != nil {
 		return nil, err
+	}
+	if version != prev.Version {
+		return nil, trustloop.Errorf(trustloop.ECONFLICT, "The catalog changed meanwhile (version %d, not %d).", prev.Version, version).
+			WithHint("Read it again, apply your edit and send it with the new version.")
 	}
 	c.Version = 0
 	b, err := json.Marshal(c)

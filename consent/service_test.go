@@ -547,3 +547,21 @@ func TestAdmitWithoutSubject(t *testing.T) {
 		t.Fatalf("a subject-less view after it serves %v, want nothing (opt-in)", a.Purposes)
 	}
 }
+
+// A catalog document's own problems are said before whether it is stale,
+// and a negative version is a mistake, not a conflict.
+func TestPutCatalogInvalidBeforeStale(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	bad := consent.DefaultCatalog()
+	bad.Regime = "maybe"
+	if _, err := e.svc.PutCatalog(ctx, e.ws, bad, 99); trustloop.ErrorCode(err) != trustloop.EINVALID {
+		t.Errorf("an invalid catalog with a stale version: %v, want EINVALID", err)
+	}
+	if _, err := e.svc.PutCatalog(ctx, e.ws, consent.DefaultCatalog(), -1); trustloop.ErrorCode(err) != trustloop.EINVALID {
+		t.Errorf("version -1: %v, want EINVALID", err)
+	}
+	if _, err := e.svc.PutCatalog(ctx, e.ws, consent.DefaultCatalog(), 99); trustloop.ErrorCode(err) != trustloop.ECONFLICT {
+		t.Errorf("a valid catalog with a stale version: %v, want ECONFLICT", err)
+	}
+}

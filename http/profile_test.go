@@ -159,6 +159,7 @@ func TestProfileMergeAndSplit(t *testing.T) {
 		{`{"merge_id":"` + ms.Data[0].MergeID + `"}{"merge_id":"1"}`, "there is more after the first JSON value"},
 		{`{"merge_id":` + ms.Data[0].MergeID + `}`, "field merge_id must be a JSON string, not a number"},
 		{`[]`, "it must be a JSON object, not an array"},
+		{` null `, "it must be a JSON object, not null"},
 		{`{"merge_id":"` + ms.Data[0].MergeID + `","why":1}`, `unknown field \"why\"`}, // as JSON escapes it
 		{`{"merge_id":"abc"}`, "merge_id is not a merge id"},
 		{`{"merge_id":"0` + ms.Data[0].MergeID + `"}`, "merge_id is not a merge id"},
