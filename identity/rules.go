@@ -139,6 +139,16 @@ type Rules struct {
 
 var customName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 
+// Bounds of a Config: a profile's identifiers are read and counted at every
+// event, so neither may be unbounded.
+const (
+	// MaxCustomTypes bounds the custom identifier types, and the traits one
+	// of them reads.
+	MaxCustomTypes = 32
+	// MaxLimit bounds an identifier type's limit per profile.
+	MaxLimit = 10_000
+)
+
 // Compile checks a Config and compiles it. Errors are EINVALID and name the bad
 // entry by its field and index.
 func Compile(c Config) (*Rules, error) {
@@ -150,7 +160,13 @@ func Compile(c Config) (*Rules, error) {
 	r.traitKeys = []string{trustloop.IDEmail, trustloop.IDPhone}
 	var traitTypeNames = []string{trustloop.IDEmail, trustloop.IDPhone}
 
+	if len(c.CustomTypes) > MaxCustomTypes {
+		return nil, configError("At most %d custom identifier types, not %d.", MaxCustomTypes, len(c.CustomTypes))
+	}
 	for i, ct := range c.CustomTypes {
+		if len(ct.Traits) > MaxCustomTypes {
+			return nil, configError("CustomTypes[%d] reads at most %d traits, not %d.", i, MaxCustomTypes, len(ct.Traits))
+		}
 		switch _, dup := known[ct.Name]; {
 		case !customName.MatchString(ct.Name):
 			return nil, configError("CustomTypes[%d].Name must be lower-case letters, digits and '_', start with a letter and be at most 64 bytes.", i)
@@ -180,8 +196,8 @@ func Compile(c Config) (*Rules, error) {
 		}
 	}
 
-	if c.DefaultLimit < 1 {
-		return nil, configError("DefaultLimit must be at least 1.")
+	if c.DefaultLimit < 1 || c.DefaultLimit > MaxLimit {
+		return nil, configError("DefaultLimit must be 1 to %d.", MaxLimit)
 	}
 	limitTypes := make([]string, 0, len(c.Limits))
 	for t := range c.Limits {
@@ -193,8 +209,8 @@ func Compile(c Config) (*Rules, error) {
 			return nil, configError("Limits has an unknown identifier type %q.", t).
 				WithHint("Use a built-in type (" + strings.Join(builtinTypes, ", ") + ") or one of CustomTypes.")
 		}
-		if c.Limits[t] < 1 {
-			return nil, configError("Limits[%q] must be at least 1.", t)
+		if c.Limits[t] < 1 || c.Limits[t] > MaxLimit {
+			return nil, configError("Limits[%q] must be 1 to %d.", t, MaxLimit)
 		}
 	}
 

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -176,10 +177,16 @@ func TestCompileErrors(t *testing.T) {
 			"Blocked[5] is not a valid regular expression: missing closing )", "secret"},
 		{"bad repetition", func(c *Config) { c.Blocked = []string{`*private`} },
 			"Blocked[0] is not a valid regular expression: missing argument to repetition operator", "private"},
-		{"limit zero", func(c *Config) { c.Limits = map[string]int{"email": 0} }, `Limits["email"] must be at least 1`, ""},
-		{"limit negative", func(c *Config) { c.Limits = map[string]int{"phone": -3} }, `Limits["phone"] must be at least 1`, ""},
+		{"limit zero", func(c *Config) { c.Limits = map[string]int{"email": 0} }, `Limits["email"] must be 1 to 10000`, ""},
+		{"limit negative", func(c *Config) { c.Limits = map[string]int{"phone": -3} }, `Limits["phone"] must be 1 to 10000`, ""},
+		{"limit too large", func(c *Config) { c.Limits = map[string]int{"email": 1_000_000_000_000} }, `Limits["email"] must be 1 to 10000`, ""},
 		{"limit unknown type", func(c *Config) { c.Limits = map[string]int{"cookie": 2} }, `Limits has an unknown identifier type "cookie"`, ""},
-		{"default limit", func(c *Config) { c.DefaultLimit = 0 }, "DefaultLimit must be at least 1", ""},
+		{"default limit", func(c *Config) { c.DefaultLimit = 0 }, "DefaultLimit must be 1 to 10000", ""},
+		{"too many custom types", func(c *Config) {
+			for i := range 33 {
+				c.CustomTypes = append(c.CustomTypes, CustomType{Name: fmt.Sprintf("t%d", i)})
+			}
+		}, "At most 32 custom identifier types, not 33", ""},
 		{"priority unknown", func(c *Config) { c.Priority = []string{"user_id", "cookie"} }, `Priority[1] is an unknown identifier type "cookie"`, ""},
 		{"priority duplicate", func(c *Config) { c.Priority = []string{"email", "user_id", "email"} }, `Priority[2] "email" is listed twice`, ""},
 		{"priority previous_id", func(c *Config) { c.Priority = []string{PreviousID} }, `Priority[0] is an unknown identifier type`, ""},
