@@ -92,3 +92,55 @@ func article(value string) string {
 	}
 	return "a " + value
 }
+
+// HasLoneSurrogate reports whether JSON text b holds a \u escape of a UTF-16
+// surrogate that is not half of a pair (\udc00 alone): valid UTF-8 on the
+// wire, it decodes to U+FFFD, so an identifier sent so would be stored as
+// one value and read as another. b is scanned for escapes only (a
+// backslash outside a string is a syntax error the decoder reports).
+func HasLoneSurrogate(b []byte) bool {
+	hex4 := func(i int) (rune, bool) {
+		if i+4 > len(b) {
+			return 0, false
+		}
+		var r rune
+		for _, c := range b[i : i+4] {
+			switch {
+			case c >= '0' && c <= '9':
+				r = r<<4 | rune(c-'0')
+			case c >= 'a' && c <= 'f':
+				r = r<<4 | rune(c-'a'+10)
+			case c >= 'A' && c <= 'F':
+				r = r<<4 | rune(c-'A'+10)
+			default:
+				return 0, false
+			}
+		}
+		return r, true
+	}
+	for i := bytes.IndexByte(b, '\\'); i >= 0 && i+1 < len(b); {
+		if b[i+1] != 'u' {
+			i += 2 // \\ \" \n …: the next byte is not an escape's start
+		} else if r, ok := hex4(i + 2); !ok {
+			i += 2 // malformed: the decoder says so
+		} else if r >= 0xDC00 && r <= 0xDFFF {
+			return true // a low half first
+		} else if r >= 0xD800 && r <= 0xDBFF {
+			if i+7 >= len(b) || b[i+6] != '\\' || b[i+7] != 'u' {
+				return true
+			}
+			if lo, ok := hex4(i + 8); !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return true
+			}
+			i += 12
+		} else {
+			i += 6
+		}
+		j := bytes.IndexByte(b[min(i, len(b)):], '\\')
+		if j < 0 {
+			break
+		}
+		i += j
+	}
+	return false
+}

@@ -1,8 +1,10 @@
 package trustloop_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/trustloop/trustloop"
 )
@@ -48,4 +50,44 @@ func TestDecodeJSON(t *testing.T) {
 			t.Errorf("%q: the error %q echoes the body or names Go types", c.in, err)
 		}
 	}
+}
+
+func TestHasLoneSurrogate(t *testing.T) {
+	for in, want := range map[string]bool{
+		`{"a":"plain"}`:                false,
+		`{"a":"\u00e9 \n \\ \" \/"}`:   false,
+		`{"a":"\ud83d\ude00"}`:         false, // a pair: 😀
+		`{"a":"\\udc00"}`:              false, // an escaped backslash, then text
+		`{"a":"\udc00"}`:               true,
+		`{"a":"\ud83d"}`:               true,
+		`{"a":"\ud83d\u0041"}`:         true,
+		`{"a":"\ud83dx"}`:              true,
+		`{"a":"x\ud83d`:                true,
+		`{"a":"\uzzzz"}`:               false, // malformed: the decoder's to report
+		`{"a":"\ud83d\ude00\udc00"}`:   true,
+		`{"a":"\\\udc00"}`:             true,
+		`{"a":"\u005c\u0075dc00"}`:     false,
+		`{"u":"\uDBFF\uDFFF","v":"x"}`: false,
+	} {
+		if got := trustloop.HasLoneSurrogate([]byte(in)); got != want {
+			t.Errorf("HasLoneSurrogate(%s) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// FuzzHasLoneSurrogate: a JSON string it passes decodes without a
+// replacement character that was not in it (literally or as \ufffd).
+func FuzzHasLoneSurrogate(f *testing.F) {
+	for _, s := range []string{`"a"`, `"\udc00"`, `"\ud83d\ude00"`, `"\\udc00"`, `"\ud83d\u0041"`, `"x\ufffd"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		var s string
+		if trustloop.HasLoneSurrogate([]byte(in)) || json.Unmarshal([]byte(in), &s) != nil || !utf8.ValidString(in) {
+			return
+		}
+		if strings.ContainsRune(s, utf8.RuneError) && !strings.ContainsRune(in, utf8.RuneError) && !strings.Contains(strings.ToLower(in), `\ufffd`) {
+			t.Fatalf("%q passed, yet decodes to %q", in, s)
+		}
+	})
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
@@ -481,10 +481,10 @@ func issuesError(iss *cel.Issues) *trustloop.Error {
 	return invalidRule("the rule is not valid: %s", strings.Join(parts, "; "))
 }
 
-// redactToken keeps the rule's own text out of a syntax error when it could
-// be a value: CEL quotes the token it stopped at, and a broken string literal
-// there is whatever the rule compared with (an email, a name). The position
-// still says where. Keywords, names and short operators are kept.
+// redactToken keeps the rule's own text out of a syntax error: CEL quotes
+// the token it stopped at, and that can be part of a value the rule compared
+// with (an email, a name), in a broken string or not. The position still
+// says where; only the end of the input and operators are kept.
 func redactToken(msg string) string {
 	if !strings.HasPrefix(msg, "Syntax error: ") {
 		return msg
@@ -495,15 +495,18 @@ func redactToken(msg string) string {
 			continue
 		}
 		start := i + len(lead)
-		end := strings.Index(msg[start:], "' expecting")
-		if end < 0 {
+		// A token recognition error ends with its token; the others list
+		// what was expected after it. The last such end is the token's (the
+		// token itself may hold either text).
+		end := strings.LastIndex(msg[start:], "' expecting")
+		if lead == "at: '" || end < 0 {
 			end = strings.LastIndex(msg[start:], "'")
 		}
 		if end < 0 {
 			continue
 		}
 		tok := msg[start : start+end]
-		if tok == "<EOF>" || len(tok) <= 3 && !strings.ContainsAny(tok, `"'`) || celName.MatchString(tok) {
+		if tok == "<EOF>" || strings.IndexFunc(tok, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) || r == '"' || r == '\'' }) < 0 {
 			continue
 		}
 		what := "text"
@@ -514,9 +517,6 @@ func redactToken(msg string) string {
 	}
 	return msg
 }
-
-// celName is what a CEL identifier or keyword looks like.
-var celName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
 // literalAdvice completes CEL's terse messages about literals with their syntax.
 var literalAdvice = map[string]string{

@@ -469,6 +469,9 @@ func TestSyntaxErrorsKeepValuesOut(t *testing.T) {
 		`traits.email == 'ann@example.com`,
 		`traits.name == "Ann" "ann@example.com"`,
 		`traits.email = "ann@example.com"`,
+		`traits.name == "x' expecting annsecret`,
+		`traits.email == ann@example.com`,
+		`traits.code == "ann`,
 	} {
 		_, err := Compile(rule)
 		if trustloop.ErrorCode(err) != trustloop.EINVALID {

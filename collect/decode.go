@@ -62,6 +62,10 @@ func Decode(body []byte, route Route, opt Options) (*Request, error) {
 		return nil, trustloop.Errorf(trustloop.EINVALID, "The body is not valid UTF-8 (byte %d).", at).
 			WithHint("Encode the JSON body as UTF-8; nothing of this request was stored.")
 	}
+	if trustloop.HasLoneSurrogate(body) {
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The body escapes half a UTF-16 surrogate pair (\\uD800–\\uDFFF alone), which is no character.").
+			WithHint("Escape characters outside the BMP as a full pair, or send them as UTF-8; nothing of this request was stored.")
+	}
 	s := &scanner{data: body}
 	if s.peek() != '{' {
 		if s.pos >= len(body) {

@@ -622,7 +622,9 @@ func JurisdictionOf(latest map[string]trustloop.ConsentRecord) string {
 	var j string
 	var at time.Time
 	for _, r := range latest {
-		if r.Jurisdiction != "" && r.At.After(at) {
+		// A record kept from before jurisdictions had to be codes may hold
+		// another string; carried into a new record it would be refused.
+		if r.Jurisdiction != "" && trustloop.ValidJurisdiction(r.Jurisdiction) && r.At.After(at) {
 			j, at = r.Jurisdiction, r.At
 		}
 	}

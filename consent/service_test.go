@@ -565,3 +565,16 @@ func TestPutCatalogInvalidBeforeStale(t *testing.T) {
 		t.Errorf("a valid catalog with a stale version: %v, want ECONFLICT", err)
 	}
 }
+
+// A jurisdiction kept from before they had to be codes is not carried
+// into new records (Record would refuse it, and the portal with it).
+func TestJurisdictionOfSkipsLegacyText(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	latest := map[string]trustloop.ConsentRecord{
+		"analytics":       {Jurisdiction: "DE", At: at},
+		"personalization": {Jurisdiction: "US_CA", At: at.Add(time.Hour)},
+	}
+	if j := consent.JurisdictionOf(latest); j != "DE" {
+		t.Errorf("JurisdictionOf = %q, want DE (US_CA is no code)", j)
+	}
+}

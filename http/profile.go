@@ -339,6 +339,10 @@ func readAPIBody(r *http.Request) ([]byte, error) {
 		return nil, trustloop.Errorf(trustloop.EINVALID, "The request body is not valid UTF-8.").
 			WithHint("Encode the JSON body as UTF-8.")
 	}
+	if trustloop.HasLoneSurrogate(body) {
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The request body escapes half a UTF-16 surrogate pair, which is no character.").
+			WithHint("Escape characters outside the BMP as a full pair, or send them as UTF-8.")
+	}
 	return body, nil
 }
 

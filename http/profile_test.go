@@ -255,6 +255,11 @@ func TestAudiences(t *testing.T) {
 	if e := r.apiError(t); r.Status != 400 || !strings.Contains(e.Error.Message, "not valid UTF-8") || e.Error.Hint == "" {
 		t.Errorf("an audience body that is not UTF-8: %d %s", r.Status, r.Body)
 	}
+	r = s.do(t, req{path: "/v1/audiences", body: []byte(`{"name":"u\udc00","rule":"true"}`),
+		headers: map[string]string{"Authorization": "Bearer " + adminKey, "Content-Type": "application/json"}})
+	if e := r.apiError(t); r.Status != 400 || !strings.Contains(e.Error.Message, "surrogate") || e.Error.Hint == "" {
+		t.Errorf("an audience body with a lone surrogate escape: %d %s", r.Status, r.Body)
+	}
 	all := decode[struct{ Data []aud }](t, s.api(t, "GET", "/v1/audiences", nil), 200)
 	if len(all.Data) != 1 {
 		t.Fatalf("audiences after refused creates = %+v", all)
@@ -418,6 +423,7 @@ func TestProfileSettings(t *testing.T) {
 		{"version": 0, "identity": obj{"default_limit": 5, "custom_types": []obj{{"name": "email"}}}, "computed": obj{}},
 		{"version": 0, "identity": obj{"default_limit": 5}, "computed": obj{"disabled": []string{"no_such_trait"}}},
 		{"version": 0, "identity": obj{"default_limit": 5}, "computed": obj{}, "extra": 1},
+		{"version": 0, "identity": obj{"default_limit": 5, "limits": obj{"email": 1_000_000_000_000}}, "computed": obj{}},
 	} {
 		r := s.api(t, "PUT", "/v1/settings/profiles", bad)
 		if r.Status != 400 || r.apiError(t).Error.Message == "" {

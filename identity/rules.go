@@ -3,6 +3,7 @@ package identity
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"regexp/syntax"
 	"slices"
@@ -139,8 +140,8 @@ type Rules struct {
 
 var customName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 
-// Bounds of a Config: a profile's identifiers are read and counted at every
-// event, so neither may be unbounded.
+// Bounds of a Config saved from now on (CheckBounds): a profile's identifiers
+// are read and counted at every event, so neither may be unbounded.
 const (
 	// MaxCustomTypes bounds the custom identifier types, and the traits one
 	// of them reads.
@@ -148,6 +149,30 @@ const (
 	// MaxLimit bounds an identifier type's limit per profile.
 	MaxLimit = 10_000
 )
+
+// CheckBounds refuses a Config past the bounds above. It is checked when
+// settings are saved, not when they are loaded: settings saved before the
+// bounds existed keep working (refusing them would refuse every event of the
+// workspace).
+func CheckBounds(c Config) error {
+	if len(c.CustomTypes) > MaxCustomTypes {
+		return configError("At most %d custom identifier types, not %d.", MaxCustomTypes, len(c.CustomTypes))
+	}
+	for i, ct := range c.CustomTypes {
+		if len(ct.Traits) > MaxCustomTypes {
+			return configError("CustomTypes[%d] reads at most %d traits, not %d.", i, MaxCustomTypes, len(ct.Traits))
+		}
+	}
+	if c.DefaultLimit > MaxLimit {
+		return configError("DefaultLimit must be at most %d.", MaxLimit)
+	}
+	for _, t := range slices.Sorted(maps.Keys(c.Limits)) {
+		if c.Limits[t] > MaxLimit {
+			return configError("Limits[%q] must be at most %d.", t, MaxLimit)
+		}
+	}
+	return nil
+}
 
 // Compile checks a Config and compiles it. Errors are EINVALID and name the bad
 // entry by its field and index.
@@ -160,13 +185,7 @@ func Compile(c Config) (*Rules, error) {
 	r.traitKeys = []string{trustloop.IDEmail, trustloop.IDPhone}
 	var traitTypeNames = []string{trustloop.IDEmail, trustloop.IDPhone}
 
-	if len(c.CustomTypes) > MaxCustomTypes {
-		return nil, configError("At most %d custom identifier types, not %d.", MaxCustomTypes, len(c.CustomTypes))
-	}
 	for i, ct := range c.CustomTypes {
-		if len(ct.Traits) > MaxCustomTypes {
-			return nil, configError("CustomTypes[%d] reads at most %d traits, not %d.", i, MaxCustomTypes, len(ct.Traits))
-		}
 		switch _, dup := known[ct.Name]; {
 		case !customName.MatchString(ct.Name):
 			return nil, configError("CustomTypes[%d].Name must be lower-case letters, digits and '_', start with a letter and be at most 64 bytes.", i)
@@ -196,8 +215,8 @@ func Compile(c Config) (*Rules, error) {
 		}
 	}
 
-	if c.DefaultLimit < 1 || c.DefaultLimit > MaxLimit {
-		return nil, configError("DefaultLimit must be 1 to %d.", MaxLimit)
+	if c.DefaultLimit < 1 {
+		return nil, configError("DefaultLimit must be at least 1.")
 	}
 	limitTypes := make([]string, 0, len(c.Limits))
 	for t := range c.Limits {
@@ -209,8 +228,8 @@ func Compile(c Config) (*Rules, error) {
 			return nil, configError("Limits has an unknown identifier type %q.", t).
 				WithHint("Use a built-in type (" + strings.Join(builtinTypes, ", ") + ") or one of CustomTypes.")
 		}
-		if c.Limits[t] < 1 || c.Limits[t] > MaxLimit {
-			return nil, configError("Limits[%q] must be 1 to %d.", t, MaxLimit)
+		if c.Limits[t] < 1 {
+			return nil, configError("Limits[%q] must be at least 1.", t)
 		}
 	}
 

@@ -78,6 +78,9 @@ func (s *Service) SaveSettings(ctx context.Context, ws int64, st *Settings) erro
 	if _, err := identity.Compile(st.Identity); err != nil {
 		return err
 	}
+	if err := identity.CheckBounds(st.Identity); err != nil {
+		return err
+	}
 	if err := st.Computed.Validate(); err != nil {
 		return err
 	}
