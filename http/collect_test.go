@@ -573,7 +573,7 @@ func TestCollectRejected(t *testing.T) {
 			headers:    map[string]string{"Content-Encoding": "deflate"},
 			wantStatus: 415, wantCode: "unsupported_media_type"},
 		{name: "unknown path", path: "/v1/unknown", body: j(good(0)),
-			wantStatus: 404, wantCode: "not_found", wantMsg: "No such path: POST /v1/unknown."},
+			wantStatus: 404, wantCode: "not_found", wantMsg: "No such path."},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

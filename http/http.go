@@ -155,14 +155,29 @@ func (s *Server) Handler() http.Handler {
 	s.webRoutes(mux)
 	mux.Handle("/", s.route("other", func(w http.ResponseWriter, r *http.Request) error {
 		// The catch-all matches every method, so the mux never answers 405
-		// itself: a path served for other methods is told apart here.
+		// itself: a path served for other methods is told apart here. The
+		// path is not repeated: a segment can be an identifier.
+		var err error
 		if allow := allowedMethods(mux, r); len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
-			return trustloop.Errorf(trustloop.EMETHOD, "%s is not allowed on %s.", r.Method, r.URL.Path).
+			err = trustloop.Errorf(trustloop.EMETHOD, "%s is not allowed on this path.", r.Method).
 				WithHint("Use " + strings.Join(allow, " or ") + ".")
+		} else {
+			err = trustloop.Errorf(trustloop.ENOTFOUND, "No such path.").
+				WithHint("See /openapi.json for the paths this server offers.")
 		}
-		return trustloop.Errorf(trustloop.ENOTFOUND, "No such path: %s %s.", r.Method, r.URL.Path).
-			WithHint("See /openapi.json for the paths this server offers.")
+		// A page of the console or the preference center is answered with a
+		// page, as their own errors are.
+		if s.Pages != nil && isWebFace(r) {
+			if trustloop.ErrorCode(err) == trustloop.ENOTFOUND {
+				err = trustloop.Errorf(trustloop.ENOTFOUND, "There is no such page.").
+					WithHint("Go back, or start again from the link you were given (the console starts at /admin).")
+			}
+			webHeaders(w)
+			s.errorPage(w, r, err)
+			return nil
+		}
+		return err
 	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/v1/") {

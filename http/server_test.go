@@ -505,3 +505,29 @@ func TestAPIBodyMediaType(t *testing.T) {
 		t.Errorf("curl -d's label: %d %s", r.Status, r.Body)
 	}
 }
+
+// An unknown page of the console or the preference center, or a method
+// they do not serve, is answered with a page; an unknown API path with JSON.
+// Neither repeats the path (a segment can be an identifier).
+func TestUnknownPathsAnsweredInKind(t *testing.T) {
+	s := newServer(t, options{regime: "opt_out"})
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		page         bool
+	}{
+		{"GET", "/admin/nosuch/ann@example.com", 404, true},
+		{"GET", "/portal/s/", 404, true},
+		{"DELETE", "/admin/signin", 405, true},
+		{"GET", "/v1/nosuch/ann@example.com", 404, false},
+	} {
+		r := s.do(t, req{method: tc.method, path: tc.path})
+		ct := r.Header.Get("Content-Type")
+		if r.Status != tc.status || strings.HasPrefix(ct, "text/html") != tc.page {
+			t.Errorf("%s %s: %d %s, want %d as a page: %v", tc.method, tc.path, r.Status, ct, tc.status, tc.page)
+		}
+		if strings.Contains(string(r.Body), "ann@example.com") {
+			t.Errorf("%s %s: the answer repeats the path", tc.method, tc.path)
+		}
+	}
+}

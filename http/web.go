@@ -131,17 +131,29 @@ type webFunc func(w http.ResponseWriter, r *http.Request) error
 // metric. Pages are never cached (they show personal data) and never framed.
 func (s *Server) web(name string, h webFunc) http.Handler {
 	return s.route(name, func(w http.ResponseWriter, r *http.Request) error {
-		hd := w.Header()
-		hd.Set("Cache-Control", "no-store")
-		hd.Set("Referrer-Policy", "no-referrer")
-		hd.Set("X-Content-Type-Options", "nosniff")
-		hd.Set("X-Frame-Options", "DENY")
-		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		webHeaders(w)
 		if err := h(w, r); err != nil {
 			s.errorPage(w, r, err)
 		}
 		return nil
 	})
+}
+
+// webHeaders are the headers of every page of the two faces.
+func webHeaders(w http.ResponseWriter) {
+	hd := w.Header()
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("Referrer-Policy", "no-referrer")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+}
+
+// isWebFace reports whether r asks for a page of the console or the
+// preference center (whose errors are pages, not JSON).
+func isWebFace(r *http.Request) bool {
+	p := r.URL.Path
+	return p == "/admin" || strings.HasPrefix(p, "/admin/") || p == "/portal" || strings.HasPrefix(p, "/portal/")
 }
 
 // errorPage is Error for people: the same status, message and hint, as a page.
