@@ -526,6 +526,7 @@ func TestDecodeBodyErrors(t *testing.T) {
 		{"batch twice", "batch", `{"batch":[{"type":"identify","userId":"u1"}],"batch":[]}`, trustloop.EINVALID, "Malformed JSON"},
 		{"not UTF-8 in an id", "track", "{\"userId\":\"u\xff\",\"event\":\"E\"}", trustloop.EINVALID, "not valid UTF-8 (byte 12)"},
 		{"not UTF-8 in a batch", "batch", "{\"batch\":[{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"n\":\"\xc3\"}}]}", trustloop.EINVALID, "not valid UTF-8"},
+		{"a trait past float64", "identify", `{"userId":"u1","traits":{"score":1e999999}}`, trustloop.EINVALID, "a number is beyond ±1.8e308"},
 		{"a lone surrogate escape", "track", `{"userId":"u\udc00","event":"E"}`, trustloop.EINVALID, "half a UTF-16 surrogate pair"},
 		{"a broken sequence", "track", "{\"userId\":\"u1\",\"event\":\"E\xe2\x82\"}", trustloop.EINVALID, "not valid UTF-8"},
 	}

@@ -3,6 +3,7 @@ package collect
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -18,10 +19,12 @@ type scanner struct {
 }
 
 var (
-	errSyntax   = errors.New("malformed JSON")
-	errEOF      = errors.New("unexpected end of JSON")
-	errTooDeep  = errors.New("JSON nested more than 64 levels")
-	errTrailing = errors.New("unexpected data after the JSON value")
+	errSyntax = errors.New("malformed JSON")
+	// errNumberRange: a number beyond float64's range (about ±1.8e308).
+	errNumberRange = errors.New("a number is beyond ±1.8e308")
+	errEOF         = errors.New("unexpected end of JSON")
+	errTooDeep     = errors.New("JSON nested more than 64 levels")
+	errTrailing    = errors.New("unexpected data after the JSON value")
 )
 
 func (s *scanner) ws() {
@@ -115,6 +118,7 @@ func (s *scanner) number() error {
 			return errSyntax
 		}
 	}
+	big := i-s.pos > 300 // more integer digits than a float64 holds
 	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
 		i++
 		if i < len(d) && (d[i] == '+' || d[i] == '-') {
@@ -126,6 +130,14 @@ func (s *scanner) number() error {
 		}
 		if i == start {
 			return errSyntax
+		}
+		big = true
+	}
+	// A number past float64's range is read as infinity, which JSON has not:
+	// the value would be kept in the event and dropped from the profile.
+	if big {
+		if _, err := strconv.ParseFloat(string(d[s.pos:i]), 64); err != nil {
+			return errNumberRange
 		}
 	}
 	s.pos = i

@@ -81,7 +81,7 @@ func TestScanner(t *testing.T) {
 		{"signed exponent", `1e+5`, nil},
 		{"negative exponent", `-1.25e-10`, nil},
 		{"zero exponent", `0e0`, nil},
-		{"huge exponent", `1e999999999`, nil},
+		{"huge exponent", `1e999999999`, errNumberRange},
 		{"long number", `123456789012345678901234567890.123456789e123`, nil},
 		{"leading zero", `01`, errTrailing},
 		{"minus leading zero", `-01`, errTrailing},
@@ -169,6 +169,14 @@ func TestScanner(t *testing.T) {
 		{"form feed is not space", "\f{}", errSyntax},
 		{"non-breaking space", "\u00a0{}", errSyntax},
 
+		// numbers past float64's range (valid syntax, but read as infinity)
+		{"1e308", `[1e308,-1.7976931348623157e308]`, nil},
+		{"1e309", `[1e309]`, errNumberRange},
+		{"-1e999999", `{"a":-1e999999}`, errNumberRange},
+		{"400 digits", `[` + strings.Repeat("9", 400) + `]`, errNumberRange},
+		{"a long fraction", `[0.` + strings.Repeat("0", 400) + `1]`, nil},
+		{"tiny", `[1e-999]`, nil},
+
 		// depth
 		{"64 arrays", nest("[", "]", 64, ""), nil},
 		{"65 arrays", nest("[", "]", 65, ""), errTooDeep},
@@ -186,7 +194,7 @@ func TestScanner(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("scan(%q) = %v, want %v", tt.in, err, tt.want)
 			}
-			if nestingDepth([]byte(tt.in)) > maxDepth {
+			if nestingDepth([]byte(tt.in)) > maxDepth || errors.Is(err, errNumberRange) {
 				return
 			}
 			if valid := json.Valid([]byte(tt.in)); valid != (err == nil) {
