@@ -47,26 +47,7 @@ const maxDetails = 50
 // message makes it return an EINVALID (or ETOOLARGE) error listing the offending
 // indexes, and no messages.
 func Decode(body []byte, route Route, opt Options) (*Request, error) {
-	// JSON is UTF-8 (RFC 8259). A broken byte would be stored as sent while
-	// the identifiers read from it became U+FFFD: a customer no lookup,
-	// access or erasure request could name.
-	if !utf8.Valid(body) {
-		at := 0
-		for at < len(body) {
-			r, n := utf8.DecodeRune(body[at:])
-			if r == utf8.RuneError && n == 1 {
-				break
-			}
-			at += n
-		}
-		return nil, trustloop.Errorf(trustloop.EINVALID, "The body is not valid UTF-8 (byte %d).", at).
-			WithHint("Encode the JSON body as UTF-8; nothing of this request was stored.")
-	}
-	if trustloop.HasLoneSurrogate(body) {
-		return nil, trustloop.Errorf(trustloop.EINVALID, "The body escapes half a UTF-16 surrogate pair (\\uD800–\\uDFFF alone), which is no character.").
-			WithHint("Escape characters outside the BMP as a full pair, or send them as UTF-8; nothing of this request was stored.")
-	}
-	s := &scanner{data: body}
+	s := &scanner{data: body, text: true}
 	if s.peek() != '{' {
 		if s.pos >= len(body) {
 			return nil, trustloop.Errorf(trustloop.EINVALID, "The request body is empty.").

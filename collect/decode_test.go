@@ -524,7 +524,7 @@ func TestDecodeBodyErrors(t *testing.T) {
 		{"empty batch", "batch", `{"batch":[]}`, trustloop.EINVALID, "empty"},
 		{"empty batch with context", "batch", `{"batch":[],"context":{},"sentAt":"2024-05-01T12:00:00Z"}`, trustloop.EINVALID, "empty"},
 		{"batch twice", "batch", `{"batch":[{"type":"identify","userId":"u1"}],"batch":[]}`, trustloop.EINVALID, "Malformed JSON"},
-		{"not UTF-8 in an id", "track", "{\"userId\":\"u\xff\",\"event\":\"E\"}", trustloop.EINVALID, "not valid UTF-8 (byte 12)"},
+		{"not UTF-8 in an id", "track", "{\"userId\":\"u\xff\",\"event\":\"E\"}", trustloop.EINVALID, "at byte 12: a string is not valid UTF-8"},
 		{"not UTF-8 in a batch", "batch", "{\"batch\":[{\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"n\":\"\xc3\"}}]}", trustloop.EINVALID, "not valid UTF-8"},
 		{"a trait past float64", "identify", `{"userId":"u1","traits":{"score":1e999999}}`, trustloop.EINVALID, "a number is beyond ±1.8e308"},
 		{"a lone surrogate escape", "track", `{"userId":"u\udc00","event":"E"}`, trustloop.EINVALID, "half a UTF-16 surrogate pair"},

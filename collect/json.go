@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/trustloop/trustloop"
 )
 
 // maxDepth bounds nesting so a hostile body cannot make the scanner recurse deeply.
@@ -16,12 +18,20 @@ type scanner struct {
 	data  []byte
 	pos   int
 	depth int
+	// text: strings must be text (UTF-8, no lone surrogate escape), as the
+	// collector demands at the door (Decode). Lookups into what it stored
+	// read it as it was taken.
+	text bool
 }
 
 var (
 	errSyntax = errors.New("malformed JSON")
-	// errNumberRange: a number beyond float64's range (about ±1.8e308).
+	// errNumberRange, errUTF8 and errSurrogate are valid syntax refused on
+	// purpose: what encoding/json would read as another value (infinity,
+	// U+FFFD).
 	errNumberRange = errors.New("a number is beyond ±1.8e308")
+	errUTF8        = errors.New("a string is not valid UTF-8")
+	errSurrogate   = errors.New("a string escapes half a UTF-16 surrogate pair (\\uD800–\\uDFFF alone), which is no character")
 	errEOF         = errors.New("unexpected end of JSON")
 	errTooDeep     = errors.New("JSON nested more than 64 levels")
 	errTrailing    = errors.New("unexpected data after the JSON value")
@@ -153,10 +163,25 @@ func (s *scanner) str() (start, end int, escaped bool, err error) {
 	}
 	i := s.pos + 1
 	start = i
+	wide := false // a byte past ASCII
 	for i < len(d) {
 		c := d[i]
 		switch {
 		case c == '"':
+			// JSON is UTF-8 (RFC 8259), and half a surrogate pair is no
+			// character: either would be stored as sent and read as U+FFFD.
+			// Checked only for the strings that can hold one.
+			if s.text && wide && !utf8.Valid(d[start:i]) {
+				s.pos = start
+				for r, n := utf8.DecodeRune(d[s.pos:]); r != utf8.RuneError || n != 1; r, n = utf8.DecodeRune(d[s.pos:]) {
+					s.pos += n // to the broken byte, for the error's offset
+				}
+				return 0, 0, false, errUTF8
+			}
+			if s.text && escaped && trustloop.HasLoneSurrogate(d[start:i]) {
+				s.pos = start
+				return 0, 0, false, errSurrogate
+			}
 			s.pos = i + 1
 			return start, i, escaped, nil
 		case c == '\\':
@@ -184,6 +209,7 @@ func (s *scanner) str() (start, end int, escaped bool, err error) {
 		case c < 0x20:
 			return 0, 0, false, errSyntax
 		default:
+			wide = wide || c >= utf8.RuneSelf
 			i++
 		}
 	}

@@ -6,11 +6,13 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/trustloop/trustloop"
 )
 
 // scan runs the scanner over one whole document, as Decode does.
 func scan(in []byte) error {
-	s := &scanner{data: in}
+	s := &scanner{data: in, text: true}
 	err := s.value()
 	if err == nil {
 		err = s.end()
@@ -104,9 +106,15 @@ func TestScanner(t *testing.T) {
 		{"all simple escapes", `"\" \\ \/ \b \f \n \r \t"`, nil},
 		{"unicode escape", `"\u00e9\uD83D\uDE00"`, nil},
 		{"upper hex", `"\uABCD"`, nil},
-		{"lone surrogate escape", `"\ud800"`, nil},
+		{"lone high surrogate escape", `"\ud800"`, errSurrogate},
+		{"lone low surrogate escape", `"a\uDC00b"`, errSurrogate},
+		{"high surrogate before another escape", `"\ud83d\u0041"`, errSurrogate},
+		{"high surrogate, then the end", `"\ud83d`, errEOF},
+		{"an escaped backslash, then text", `"\\udc00"`, nil},
 		{"raw UTF-8", `"héllo 世界 🎉"`, nil},
-		{"invalid UTF-8 is accepted as encoding/json does", "\"\xff\xfe\"", nil},
+		{"invalid UTF-8", "\"\xff\xfe\"", errUTF8},
+		{"a truncated sequence", "\"\xe2\x82\"", errUTF8},
+		{"an encoded surrogate", "\"\xed\xa0\x80\"", errUTF8},
 		{"DEL is not a control char", "\"\x7f\"", nil},
 		{"bad hex", `"\u00g0"`, errSyntax},
 		{"short unicode escape", `"\u12"`, errSyntax},
@@ -194,7 +202,7 @@ func TestScanner(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("scan(%q) = %v, want %v", tt.in, err, tt.want)
 			}
-			if nestingDepth([]byte(tt.in)) > maxDepth || errors.Is(err, errNumberRange) {
+			if nestingDepth([]byte(tt.in)) > maxDepth || refusedOnPurpose(err) {
 				return
 			}
 			if valid := json.Valid([]byte(tt.in)); valid != (err == nil) {
@@ -220,7 +228,7 @@ func TestScannerStr(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &scanner{data: []byte(tt.in)}
+			s := &scanner{data: []byte(tt.in), text: true}
 			st, en, esc, err := s.str()
 			if err != nil {
 				t.Fatal(err)
@@ -393,17 +401,50 @@ func FuzzScanner(f *testing.F) {
 		if errors.Is(err, errTooDeep) {
 			t.Fatalf("scan(%q) = errTooDeep but it nests only %d deep", in, nestingDepth(in))
 		}
-		if errors.Is(err, errNumberRange) {
-			// Valid syntax the scanner refuses on purpose: the number must
-			// be one float64 cannot hold.
+		// Valid syntax the scanner refuses on purpose, each checked against
+		// an independent judge.
+		switch {
+		case errors.Is(err, errNumberRange):
 			var v any
 			if json.Unmarshal(in, &v) == nil {
 				t.Fatalf("scan(%q) = errNumberRange, yet encoding/json reads it", in)
 			}
 			return
+		case errors.Is(err, errUTF8):
+			if utf8.Valid(in) {
+				t.Fatalf("scan(%q) = errUTF8, yet it is valid UTF-8", in)
+			}
+			return
+		case errors.Is(err, errSurrogate):
+			if !trustloop.HasLoneSurrogate(in) {
+				t.Fatalf("scan(%q) = errSurrogate, yet it escapes no lone surrogate", in)
+			}
+			return
+		case err == nil && (!utf8.Valid(in) || trustloop.HasLoneSurrogate(in)):
+			t.Fatalf("scan(%q) took text that is not UTF-8 or escapes a lone surrogate", in)
 		}
 		if valid := json.Valid(in); valid != (err == nil) {
 			t.Fatalf("scan(%q) = %v but json.Valid = %v", in, err, valid)
 		}
 	})
+}
+
+// refusedOnPurpose reports whether err is one of the scanner's refusals of
+// valid JSON syntax (encoding/json would read another value).
+func refusedOnPurpose(err error) bool {
+	return errors.Is(err, errNumberRange) || errors.Is(err, errUTF8) || errors.Is(err, errSurrogate)
+}
+
+// Only the door checks that strings are text: a lookup into a message stored
+// before that check (a key with a broken byte or a lone surrogate escape)
+// reads it as it was taken.
+func TestLookupReadsStoredTextAsTaken(t *testing.T) {
+	for _, raw := range []string{"{\"k\xff\":1,\"event\":\"E\"}", `{"k\udc00":1,"event":"E"}`} {
+		if v, ok := LookupString([]byte(raw), "event"); !ok || v != "E" {
+			t.Errorf("LookupString(%q, event) = %q, %v", raw, v, ok)
+		}
+		if scan([]byte(raw)) == nil {
+			t.Errorf("scan(%q) took it at the door", raw)
+		}
+	}
 }
