@@ -37,9 +37,9 @@ type Model struct {
 	holders [][]*user
 }
 
-// simRow is a row's similarities, in the row's slot order (so scores sum in
-// the same order as from the counts, to the same bits), entries below the
-// threshold left out.
+// simRow is a row's similarities, highest first (ties by item index), entries
+// below the threshold left out. Each neighbour is in it once, so the order
+// does not change any score's sum, only how deep scoreTop must walk.
 type simRow struct {
 	j []int32
 	s []float64
@@ -345,13 +345,30 @@ type Rec struct {
 const MaxBecause = 3
 
 type scratch struct {
-	scores  []float64
-	mark    []uint32
+	// cells are per item, one cache line apiece for what a recommendation
+	// reads and writes of an item while walking rows (valid with gen).
+	cells   []cell
 	gen     uint32
 	touched []int32
-	// own marks (with gen) the subject's own items that are excluded from
-	// their recommendations: an array read per candidate, not a map look-up.
-	own []uint32
+	// rows are the cached rows of the subject's items (nil: none), in order.
+	rows []*simRow
+	// next are scoreTop's row bounds; terms, from cell.termAt, are the terms
+	// of the items exactScore scored.
+	next  []float64
+	terms []float64
+}
+
+// cell is one item's state in one recommendation.
+type cell struct {
+	// score is the sum so far (partial while scoreTop walks), exact the
+	// exact score once scoreTop scored it (done == gen).
+	score, exact float64
+	// seen has bit n set once scoreTop met the item in row n.
+	seen uint64
+	// mark == gen: score and seen are this recommendation's. own == gen: one
+	// of the subject's own items that is excluded from their recommendations.
+	mark, done, own uint32
+	termAt          int32
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{} }}
@@ -397,6 +414,13 @@ func (m *Model) combine(subjects []string, now int64) combined {
 // sum over their items i of affinity(i) × similarity(i, j), best k first (ties
 // by item id), each with the subject's items that added most. history is false
 // when the subjects have no personalization history.
+//
+// Two ways give the same answer, bit for bit: when the subject's cached rows
+// are short, every entry is added up (scoreAll); when they are long, only the
+// heads of the rows, sorted by similarity, are walked until no item further
+// down can reach the k-th score, and the candidates that still might are
+// scored exactly (scoreTop). Most of a long row is items whose similarity is
+// far too small to matter.
 func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, history bool) {
 	c := m.combine(subjects, now)
 	if len(c.aff) == 0 {
@@ -407,90 +431,268 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 	}
 	sc := scratchPool.Get().(*scratch)
 	defer scratchPool.Put(sc)
-	if n := len(m.items); len(sc.scores) < n {
-		sc.scores = make([]float64, n+n/4)
-		sc.mark = make([]uint32, n+n/4)
-		sc.own = make([]uint32, n+n/4)
+	if n := len(m.items); len(sc.cells) < n {
+		sc.cells = make([]cell, n+n/4)
 		sc.gen = 0
 	}
 	sc.gen++
 	if sc.gen == 0 { // wrapped: old marks could collide
-		clear(sc.mark)
-		clear(sc.own)
+		clear(sc.cells)
 		sc.gen = 1
 	}
 	sc.touched = sc.touched[:0]
-	scores, mark, gen, cnt := sc.scores, sc.mark, sc.gen, m.cnt
-	thr := int32(m.cfg.Threshold)
 	for _, a := range c.aff {
-		it, ci32 := &m.items[a.item], cnt[a.item]
-		if ci32 == 0 {
+		if m.cfg.Exclude == ExcludeSeen || (m.cfg.Exclude == ExcludePurchased && a.bought) {
+			sc.cells[a.item].own = sc.gen
+		}
+	}
+	sc.rows = sc.rows[:0]
+	walk := 0
+	for _, a := range c.aff {
+		var sr *simRow
+		if m.cnt[a.item] > 0 {
+			sr = m.simRow(a.item)
+		}
+		sc.rows = append(sc.rows, sr)
+		if sr != nil {
+			walk += len(sr.j)
+		}
+	}
+	recs = make([]Rec, 0, k)
+	if walk < pruneMin {
+		for _, j := range m.scoreAll(c, sc, k) {
+			recs = append(recs, Rec{ItemID: m.ids[j], Score: sc.cells[j].score, Because: m.because(c, j, nil)})
+		}
+		return recs, true
+	}
+	sc.terms = sc.terms[:0]
+	for _, j := range m.scoreTop(c, sc, k) {
+		cl := &sc.cells[j]
+		recs = append(recs, Rec{ItemID: m.ids[j], Score: cl.exact, Because: m.because(c, j, sc.terms[cl.termAt:int(cl.termAt)+len(c.aff)])})
+	}
+	return recs, true
+}
+
+// pruneMin is the fewest cached row entries a recommendation has to walk for
+// it to walk only the rows' heads (a variable for the tests).
+var pruneMin = 512
+
+// pruneDepth is how deep scoreTop's first round walks each row; each round
+// after it goes twice as deep (a variable for the tests).
+var pruneDepth = 128
+
+// add adds v to item j's sum, starting it at 0 the first time in this
+// recommendation; it returns j's cell.
+func (sc *scratch) add(j int32, v float64) *cell {
+	cl := &sc.cells[j]
+	if cl.mark != sc.gen {
+		cl.mark, cl.score, cl.seen = sc.gen, 0, 0
+		sc.touched = append(sc.touched, j)
+	}
+	cl.score += v
+	return cl
+}
+
+// shortRow adds a's terms from its counts, for an item with no cached row.
+func (m *Model) shortRow(a affinity, sc *scratch) {
+	ci, cnt, thr := float64(m.cnt[a.item]), m.cnt, int32(m.cfg.Threshold)
+	for _, slot := range m.items[a.item].co.slots {
+		cij := int32(uint32(slot))
+		if slot == 0 || cij < thr {
+			continue
+		}
+		j := int32(slot>>32 - 1)
+		sc.add(j, a.w*m.pairSim(cij, ci, cnt[j]))
+	}
+}
+
+// selfTerm is what an item of the subject's adds to its own score.
+func (m *Model) selfTerm(a affinity) float64 {
+	ci := m.cnt[a.item]
+	if s := m.sim(ci, ci, ci); s > 0 {
+		return a.w * s
+	}
+	return 0
+}
+
+// scoreAll adds up every entry of every row of the subject's items, in the
+// order of their items, and returns the best k.
+func (m *Model) scoreAll(c combined, sc *scratch, k int) []int32 {
+	for n, a := range c.aff {
+		if m.cnt[a.item] == 0 {
 			continue // met beyond the cap and by no one else: no similarities
 		}
-		if s := m.sim(ci32, ci32, ci32); s > 0 {
-			if mark[a.item] != gen {
-				mark[a.item], scores[a.item] = gen, 0
-				sc.touched = append(sc.touched, a.item)
-			}
-			scores[a.item] += a.w * s
+		if v := m.selfTerm(a); v > 0 {
+			sc.add(a.item, v)
 		}
-		w := a.w
-		if sr := m.simRow(a.item); sr != nil {
-			// The cached similarities: a multiply-add per neighbour.
-			for n, j := range sr.j {
-				if mark[j] != gen {
-					mark[j], scores[j] = gen, 0
-					sc.touched = append(sc.touched, j)
-				}
-				scores[j] += w * sr.s[n]
+		if sr := sc.rows[n]; sr != nil {
+			for x, j := range sr.j {
+				sc.add(j, a.w*sr.s[x])
 			}
 			continue
 		}
-		// A short row, from the counts: one similarity per entry.
-		ci := float64(ci32)
-		for _, slot := range it.co.slots {
-			cij := int32(uint32(slot))
-			if slot == 0 || cij < thr {
-				continue
-			}
-			j := int32(slot>>32 - 1)
-			s := m.pairSim(cij, ci, cnt[j])
-			if mark[j] != gen {
-				mark[j], scores[j] = gen, 0
-				sc.touched = append(sc.touched, j)
-			}
-			scores[j] += w * s
-		}
+		m.shortRow(a, sc)
 	}
-	own := sc.own
-	for _, a := range c.aff {
-		if m.cfg.Exclude == ExcludeSeen || (m.cfg.Exclude == ExcludePurchased && a.bought) {
-			own[a.item] = gen
+	return m.best(sc, sc.touched, k, false)
+}
+
+// best returns the k best candidates (ties by item id) by their sums, or by
+// their exact scores when exact; a candidate must have a score above 0 and
+// not be excluded (nor, by sums, scored exactly already).
+func (m *Model) best(sc *scratch, cands []int32, k int, exact bool) []int32 {
+	cells, gen := sc.cells, sc.gen
+	val := func(j int32) float64 {
+		if exact {
+			return cells[j].exact
 		}
+		return cells[j].score
 	}
 	top := make([]int32, 0, k+1)
 	better := func(a, b int32) bool {
-		if sc.scores[a] != sc.scores[b] {
-			return sc.scores[a] > sc.scores[b]
+		if va, vb := val(a), val(b); va != vb {
+			return va > vb
 		}
 		return m.ids[a] < m.ids[b]
 	}
-	scores = sc.scores
 	floor := 0.0 // once the top is full: the score a candidate must reach
-	for _, j := range sc.touched {
-		if v := scores[j]; v <= 0 || v < floor || own[j] == gen {
+	for _, j := range cands {
+		cl := &cells[j]
+		v := val(j)
+		if v <= 0 || v < floor || cl.own == gen || (!exact && cl.done == gen) {
 			continue
 		}
 		top = insertTop(top, j, k, better)
 		if len(top) == k {
-			floor = scores[top[k-1]]
+			floor = val(top[k-1])
 		}
 	}
-	recs = make([]Rec, len(top))
-	for n, j := range top {
-		recs[n] = Rec{ItemID: m.ids[j], Score: sc.scores[j], Because: m.because(c, j)}
+	return top
+}
+
+// exactScore is item j's score as scoreAll adds it up: the same terms in the
+// same order, so the same bits. The terms are kept in sc.terms (from the
+// cell's termAt) for because.
+func (m *Model) exactScore(c combined, sc *scratch, j int32) float64 {
+	v := 0.0
+	sc.cells[j].termAt = int32(len(sc.terms))
+	for _, a := range c.aff {
+		t := m.term(a, j)
+		sc.terms = append(sc.terms, t)
+		if t > 0 {
+			v += t
+		}
 	}
-	return recs, true
+	return v
+}
+
+// slack covers the rounding of partial sums, which add the same terms as the
+// exact ones in another order: a bound is raised by it before it is trusted
+// to exclude an item (a few ulps would do; this is far more).
+const slack = 1 + 1e-9
+
+// scoreTop returns what scoreAll would, walking the cached rows (sorted by
+// similarity, highest first) only as deep as it must. After each round, the
+// rows' next similarities, each × its item's affinity, bound what an item can
+// still gain from a row it was not met in yet: its partial sum plus those
+// bounds is at least its score, and an item never met is bound by all of
+// them. Candidates whose bound reaches the k-th exact score found so far are
+// scored exactly; the walk stops once no other item's bound reaches it.
+func (m *Model) scoreTop(c combined, sc *scratch, k int) []int32 {
+	// Items without a cached row (short) and the self terms go in whole.
+	for n, a := range c.aff {
+		if m.cnt[a.item] == 0 {
+			continue
+		}
+		if v := m.selfTerm(a); v > 0 {
+			sc.add(a.item, v)
+		}
+		if sc.rows[n] == nil {
+			m.shortRow(a, sc)
+		}
+	}
+	cells, gen := sc.cells, sc.gen
+	top := make([]int32, 0, k+1)
+	better := func(a, b int32) bool {
+		if cells[a].exact != cells[b].exact {
+			return cells[a].exact > cells[b].exact
+		}
+		return m.ids[a] < m.ids[b]
+	}
+	floor := 0.0 // once the top is full: its k-th exact score
+	// consider scores j exactly (once) and keeps it if it makes the top.
+	consider := func(j int32) {
+		cl := &cells[j]
+		if cl.done == gen {
+			return
+		}
+		v := m.exactScore(c, sc, j)
+		cl.done, cl.exact = gen, v
+		if v <= 0 || (len(top) == k && v < floor) {
+			return
+		}
+		top = insertTop(top, j, k, better)
+		if len(top) == k {
+			floor = cells[top[k-1]].exact
+		}
+	}
+	// next[n] is row n's bound (0 once walked to its end). Rows past the
+	// 64th do not mark seen, which only loosens their items' bounds.
+	next := sc.next[:0]
+	for range c.aff {
+		next = append(next, 0)
+	}
+	defer func() { sc.next = next }()
+	for depth, from := pruneDepth, 0; ; from, depth = depth, 2*depth {
+		rest, bound := false, 0.0
+		for n, a := range c.aff {
+			sr := sc.rows[n]
+			if sr == nil {
+				continue
+			}
+			bit := uint64(0)
+			if n < 64 {
+				bit = 1 << n
+			}
+			end := min(depth, len(sr.j))
+			for x := from; x < end; x++ {
+				sc.add(sr.j[x], a.w*sr.s[x]).seen |= bit
+			}
+			next[n] = 0
+			if end < len(sr.j) {
+				next[n] = a.w * sr.s[end]
+				rest, bound = true, bound+next[n]
+			}
+		}
+		// The best partial sums first: they raise the k-th score soonest.
+		for _, j := range m.best(sc, sc.touched, k, false) {
+			consider(j)
+		}
+		for _, j := range sc.touched {
+			cl := &cells[j]
+			if cl.done == gen || cl.own == gen {
+				continue
+			}
+			if len(top) == k && (cl.score+bound)*slack < floor {
+				continue
+			}
+			if len(top) == k && cl.seen != 0 {
+				// The tight bound: only the rows j was not met in yet.
+				rem := 0.0
+				for n, b := range next {
+					if b > 0 && (n >= 64 || cl.seen&(1<<n) == 0) {
+						rem += b
+					}
+				}
+				if (cl.score+rem)*slack < floor {
+					continue
+				}
+			}
+			consider(j)
+		}
+		if !rest || (len(top) == k && bound*slack < floor) {
+			return top
+		}
+	}
 }
 
 // simRow returns item i's cached similarities, building them when the row is
@@ -505,7 +707,11 @@ func (m *Model) simRow(i int32) *simRow {
 	if simCacheMin < 0 || it.co.len() < simCacheMin {
 		return nil
 	}
-	sr := &simRow{j: make([]int32, 0, it.co.len()), s: make([]float64, 0, it.co.len()), built: m.epoch}
+	type entry struct {
+		j int32
+		s float64
+	}
+	es := make([]entry, 0, it.co.len())
 	ci, thr, cnt := float64(m.cnt[i]), int32(m.cfg.Threshold), m.cnt
 	for _, slot := range it.co.slots {
 		cij := int32(uint32(slot))
@@ -513,7 +719,17 @@ func (m *Model) simRow(i int32) *simRow {
 			continue
 		}
 		j := int32(slot>>32 - 1)
-		sr.j, sr.s = append(sr.j, j), append(sr.s, m.pairSim(cij, ci, cnt[j]))
+		es = append(es, entry{j, m.pairSim(cij, ci, cnt[j])})
+	}
+	slices.SortFunc(es, func(a, b entry) int {
+		if c := cmp.Compare(b.s, a.s); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.j, b.j)
+	})
+	sr := &simRow{j: make([]int32, len(es)), s: make([]float64, len(es)), built: m.epoch}
+	for x, e := range es {
+		sr.j[x], sr.s[x] = e.j, e.s
 	}
 	c.Store(sr)
 	return sr
@@ -549,21 +765,18 @@ func (sr *simRow) fresh(uver []uint64, i int32) bool {
 }
 
 // because lists the subject's items that added most to item j's score.
-func (m *Model) because(c combined, j int32) []Because {
+// terms, when not nil, are j's terms as exactScore computed them (one per
+// item of c, in order), so that they need not be looked up again.
+func (m *Model) because(c combined, j int32, terms []float64) []Because {
 	out := make([]Because, 0, MaxBecause+1)
 	weight := make([]float64, 0, MaxBecause+1)
-	for _, a := range c.aff {
-		ci := m.cnt[a.item]
-		if ci == 0 {
-			continue
+	for n, a := range c.aff {
+		var v float64
+		if terms != nil {
+			v = terms[n]
+		} else {
+			v = m.term(a, j)
 		}
-		var s float64
-		if a.item == j {
-			s = m.sim(ci, ci, ci)
-		} else if cij := m.items[a.item].co.get(j); cij > 0 {
-			s = m.sim(cij, ci, m.cnt[j])
-		}
-		v := a.w * s
 		if v <= 0 {
 			continue
 		}
@@ -581,6 +794,22 @@ func (m *Model) because(c combined, j int32) []Because {
 		}
 	}
 	return out
+}
+
+// term is what the subject's item a adds to item j's score (0: nothing), the
+// same expression as every other path computes, so the same bits.
+func (m *Model) term(a affinity, j int32) float64 {
+	ci := m.cnt[a.item]
+	if ci == 0 {
+		return 0
+	}
+	if a.item == j {
+		return m.selfTerm(a)
+	}
+	if cij := m.items[a.item].co.get(j); cij >= int32(m.cfg.Threshold) {
+		return a.w * m.pairSim(cij, float64(ci), m.cnt[j])
+	}
+	return 0
 }
 
 // Scored is an item and a score.

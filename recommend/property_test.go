@@ -3,6 +3,7 @@ package recommend
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -291,4 +292,66 @@ func TestItemSupportKeepsExactlyTheSupportedPairs(t *testing.T) {
 			check("after a removal")
 		}
 	})
+}
+
+// Walking only the rows' heads (scoreTop) gives exactly what adding up every
+// row gives (scoreAll), bit for bit, for any k, exclusion and similarity,
+// while the model changes: the bound never leaves out an item that belongs
+// in the top, ties by item id included.
+func TestPrunedEqualsFull(t *testing.T) {
+	defer func(c, p, d int) { simCacheMin, pruneMin, pruneDepth = c, p, d }(simCacheMin, pruneMin, pruneDepth)
+	rapid.Check(t, func(t *rapid.T) {
+		c := genConfig(t)
+		c.Exclude = rapid.SampledFrom([]Exclude{ExcludePurchased, ExcludeSeen, ExcludeNone}).Draw(t, "exclude")
+		h := genHistory(t)
+		m, _ := NewModel(c)
+		simCacheMin = rapid.IntRange(1, 4).Draw(t, "cache min")
+		depth := rapid.IntRange(1, 3).Draw(t, "depth")
+		now := int64(1_800_000_000_000)
+		check := func(subject string) {
+			k := rapid.IntRange(1, 12).Draw(t, "k")
+			pruneMin, pruneDepth = 0, depth
+			got, _ := m.Recommend([]string{subject}, now, k)
+			pruneMin = math.MaxInt
+			want, _ := m.Recommend([]string{subject}, now, k)
+			if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+				t.Fatalf("k=%d pruned %v\nfull   %v", k, got, want)
+			}
+		}
+		for i := range h {
+			e := &h[i]
+			m.Add(e.subject, &e.in, e.personal, e.popular)
+			check(e.subject)
+			if rapid.IntRange(0, 9).Draw(t, "remove") == 0 {
+				m.Remove(e.subject)
+			}
+			check(h[rapid.IntRange(0, i).Draw(t, "reader")].subject)
+		}
+	})
+}
+
+// The same on a shop-like model (long rows, Zipf popularity), for every
+// similarity and exclusion, with the defaults the server runs with.
+func TestPrunedEqualsFullShop(t *testing.T) {
+	defer func(p int) { pruneMin = p }(pruneMin)
+	h := shopping(5, 2_000, 1_000, 20_000)
+	for _, sim := range []Similarity{Jaccard, Lift, Count} {
+		for _, ex := range []Exclude{ExcludePurchased, ExcludeSeen, ExcludeNone} {
+			c := Defaults()
+			c.Similarity, c.Exclude = sim, ex
+			m := build(t, c, h, "")
+			now := h[len(h)-1].in.Time
+			for u := range 2_000 {
+				k := []int{1, 3, 10, 50}[u%4]
+				s := []string{fmt.Sprintf("u%d", u)}
+				pruneMin = 0
+				got, _ := m.Recommend(s, now, k)
+				pruneMin = math.MaxInt
+				want, _ := m.Recommend(s, now, k)
+				if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+					t.Fatalf("%s/%s u%d k=%d:\npruned %v\nfull   %v", sim, ex, u, k, got, want)
+				}
+			}
+		}
+	}
 }
