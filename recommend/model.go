@@ -28,7 +28,7 @@ type Model struct {
 	// j stamps uver[j] with a new epoch, and a cached row built before the
 	// stamp of itself or of one of its neighbours is stale (checked when it
 	// is read: a change costs O(1), however many rows hold the item).
-	sims  []*simCell
+	sims  []atomic.Pointer[simRow]
 	uver  []uint64
 	epoch uint64
 	// holders are, per item, the subjects counting it, kept only when
@@ -47,10 +47,10 @@ type simRow struct {
 	built uint64
 }
 
-// simCell holds an item's cached row. Recommendations read and fill it under
+// An item's cached row (sims[i]) is read and filled by recommendations under
 // the service's read lock, concurrently, so it is atomic; changes, under the
-// write lock, clear it.
-type simCell struct{ atomic.Pointer[simRow] }
+// write lock, clear it. The cells are one slice, not an object per item: a
+// model of a million items is a million fewer objects for the GC to trace.
 
 // simCacheMin is the smallest row worth caching: a short row costs little
 // to score from the counts. (A variable for the tests, which cache every row,
@@ -75,12 +75,15 @@ type user struct {
 	hpos []int32
 	// aff is the affinity per item, in the order the subject met them.
 	aff []affinity
-	at  map[int32]int32
+	// at indexes aff by item once it is long (nil before: a short list is
+	// searched, which saves a map per subject; most subjects meet few items).
+	at map[int32]int32
 	// ref is the time (ms) affinity weights are relative to (time decay).
 	ref int64
 	// popular are the items counted in popularity for this subject.
 	popular []int32
-	popAt   map[int32]struct{}
+	// popAt indexes popular once it is long, as at does aff.
+	popAt map[int32]struct{}
 }
 
 type affinity struct {
@@ -109,7 +112,16 @@ func (m *Model) intern(id string) int32 {
 	m.ids = append(m.ids, id)
 	m.items = append(m.items, item{})
 	m.cnt = append(m.cnt, 0)
-	m.sims = append(m.sims, &simCell{})
+	if len(m.sims) == cap(m.sims) {
+		// Grown by hand: the cells are atomics, copied only here, under the
+		// write lock (no reader is looking).
+		grown := make([]atomic.Pointer[simRow], len(m.sims), max(16, 2*len(m.sims)))
+		for k := range m.sims {
+			grown[k].Store(m.sims[k].Load())
+		}
+		m.sims = grown
+	}
+	m.sims = m.sims[:len(m.sims)+1]
 	m.uver = append(m.uver, 0)
 	if m.cfg.ItemSupport > 1 {
 		m.holders = append(m.holders, nil)
@@ -139,15 +151,17 @@ func (m *Model) Add(subject string, in *Interaction, personal, popular bool) {
 		if personal {
 			m.addAffinity(u, x, in.Weight*f, in.Purchase)
 		}
-		if popular {
-			if u.popAt == nil {
-				u.popAt = map[int32]struct{}{}
-			}
-			if _, ok := u.popAt[x]; !ok {
+		if popular && !u.isPopular(x) {
+			u.popular = append(u.popular, x)
+			if u.popAt != nil {
 				u.popAt[x] = struct{}{}
-				u.popular = append(u.popular, x)
-				m.items[x].pop++
+			} else if len(u.popular) > shortList {
+				u.popAt = make(map[int32]struct{}, 2*len(u.popular))
+				for _, y := range u.popular {
+					u.popAt[y] = struct{}{}
+				}
 			}
+			m.items[x].pop++
 		}
 	}
 }
@@ -175,17 +189,50 @@ func (u *user) decay(t int64, halfLife time.Duration) float64 {
 	return math.Exp2(e)
 }
 
-func (m *Model) addAffinity(u *user, x int32, w float64, bought bool) {
-	if u.at == nil {
-		u.at = map[int32]int32{}
+// shortList is the longest list of a subject's items searched rather than
+// indexed with a map.
+const shortList = 32
+
+// affAt returns x's place in u.aff, or -1.
+func (u *user) affAt(x int32) int {
+	if u.at != nil {
+		if i, ok := u.at[x]; ok {
+			return int(i)
+		}
+		return -1
 	}
-	if i, ok := u.at[x]; ok {
+	for i := range u.aff {
+		if u.aff[i].item == x {
+			return i
+		}
+	}
+	return -1
+}
+
+// isPopular reports whether x is counted in popularity for u.
+func (u *user) isPopular(x int32) bool {
+	if u.popAt != nil {
+		_, ok := u.popAt[x]
+		return ok
+	}
+	return slices.Contains(u.popular, x)
+}
+
+func (m *Model) addAffinity(u *user, x int32, w float64, bought bool) {
+	if i := u.affAt(x); i >= 0 {
 		u.aff[i].w += w
 		u.aff[i].bought = u.aff[i].bought || bought
 		return
 	}
-	u.at[x] = int32(len(u.aff))
 	u.aff = append(u.aff, affinity{item: x, w: w, bought: bought})
+	if u.at != nil {
+		u.at[x] = int32(len(u.aff) - 1)
+	} else if len(u.aff) > shortList {
+		u.at = make(map[int32]int32, 2*len(u.aff))
+		for i, a := range u.aff {
+			u.at[a.item] = int32(i)
+		}
+	}
 	if len(u.counted) >= m.cfg.MaxItems {
 		return
 	}
@@ -394,8 +441,19 @@ func (m *Model) combine(subjects []string, now int64) combined {
 		if math.IsInf(f, 0) || math.IsNaN(f) {
 			continue // a reference far after now: nothing sensible to add
 		}
+		if c.aff == nil {
+			// The first subject's items are distinct: no look-ups.
+			c.aff = make([]affinity, len(u.aff))
+			for i, a := range u.aff {
+				c.aff[i] = affinity{item: a.item, w: a.w * f, bought: a.bought}
+			}
+			continue
+		}
 		if c.at == nil {
-			c.at = make(map[int32]int32, len(u.aff))
+			c.at = make(map[int32]int32, len(c.aff)+len(u.aff))
+			for i, a := range c.aff {
+				c.at[a.item] = int32(i)
+			}
 		}
 		for _, a := range u.aff {
 			if i, ok := c.at[a.item]; ok {
@@ -699,7 +757,7 @@ func (m *Model) scoreTop(c combined, sc *scratch, k int) []int32 {
 // long enough to be worth it (nil otherwise). The values are computed as the
 // uncached loop computes them, in the same order.
 func (m *Model) simRow(i int32) *simRow {
-	c := m.sims[i]
+	c := &m.sims[i]
 	if sr := c.Load(); sr != nil && (sr.built == m.epoch || sr.fresh(m.uver, i)) {
 		return sr
 	}
