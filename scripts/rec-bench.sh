@@ -22,7 +22,8 @@
 #      that falls behind shows in the latencies).
 # Usage: scripts/rec-bench.sh [RUNS]
 # Environment: DURATION (30s), WARMUP (5s), CONCURRENCY ("8 32"), RATES (""),
-# PORT (18191).
+# PORT (18191), BIN (a trustloop binary to measure instead of building this
+# checkout's: for comparing two builds, run alternately).
 # The load generator runs on the same machine as the server and shares its
 # cores. PPROF=1 adds --debug-addr 127.0.0.1:6061 to the server and takes a CPU
 # profile over the middle of each measurement into PPROF_DIR
@@ -41,7 +42,7 @@ for tool in curl jq; do
 done
 work=$(mktemp -d)
 bin=$work/trustloop
-go build -o "$bin" ./cmd/trustloop
+if [ -n "${BIN:-}" ]; then cp "$BIN" "$bin"; else go build -o "$bin" ./cmd/trustloop; fi
 base=http://127.0.0.1:$port
 pid=
 dir=
@@ -54,7 +55,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "rec-bench: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- '*.go' || echo ' (Go files changed since)')," \
+echo "rec-bench: ${BIN:-$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- '*.go' || echo ' (Go files changed since)')}," \
   "$(date -u '+%Y-%m-%d %H:%M UTC'), $runs runs, $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "rec-bench: trustloop bench --shape recommend --concurrency C --duration $duration --warmup $warmup, C in $concurrency"
 
