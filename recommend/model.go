@@ -392,8 +392,8 @@ type Rec struct {
 const MaxBecause = 3
 
 type scratch struct {
-	// cells are per item, one cache line apiece for what a recommendation
-	// reads and writes of an item while walking rows (valid with gen).
+	// cells are per item: what a recommendation reads and writes of an item
+	// while walking rows, side by side (valid with gen).
 	cells   []cell
 	gen     uint32
 	touched []int32
@@ -488,7 +488,48 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 		return []Rec{}, true
 	}
 	sc := scratchPool.Get().(*scratch)
-	defer scratchPool.Put(sc)
+	defer func() {
+		clear(sc.rows) // no stale rows kept alive in the pool
+		scratchPool.Put(sc)
+	}()
+	m.fresh(c, sc)
+	sc.rows = sc.rows[:0]
+	walk := 0
+	for _, a := range c.aff {
+		var sr *simRow
+		if m.cnt[a.item] > 0 {
+			sr = m.simRow(a.item)
+		}
+		sc.rows = append(sc.rows, sr)
+		if sr != nil {
+			walk += len(sr.j)
+		}
+	}
+	// Pruning pays when the rows are long and the subject's items and k few:
+	// an exact score costs a look-up per item of the subject's.
+	if walk >= pruneMin && k <= pruneMaxK && len(c.aff) <= pruneMaxItems {
+		sc.terms = sc.terms[:0]
+		if top, ok := m.scoreTop(c, sc, k, walk); ok {
+			recs = make([]Rec, 0, len(top))
+			for _, j := range top {
+				cl := &sc.cells[j]
+				recs = append(recs, Rec{ItemID: m.ids[j], Score: cl.exact, Because: m.because(c, j, sc.terms[cl.termAt:int(cl.termAt)+len(c.aff)])})
+			}
+			return recs, true
+		}
+		m.fresh(c, sc) // over its budget: start again, adding up everything
+	}
+	top := m.scoreAll(c, sc, k)
+	recs = make([]Rec, 0, len(top))
+	for _, j := range top {
+		recs = append(recs, Rec{ItemID: m.ids[j], Score: sc.cells[j].score, Because: m.because(c, j, nil)})
+	}
+	return recs, true
+}
+
+// fresh readies sc for a new recommendation of c: a new generation (so no
+// cell holds anything of this one yet), and the subject's excluded items.
+func (m *Model) fresh(c combined, sc *scratch) {
 	if n := len(m.items); len(sc.cells) < n {
 		sc.cells = make([]cell, n+n/4)
 		sc.gen = 0
@@ -504,31 +545,6 @@ func (m *Model) Recommend(subjects []string, now int64, k int) (recs []Rec, hist
 			sc.cells[a.item].own = sc.gen
 		}
 	}
-	sc.rows = sc.rows[:0]
-	walk := 0
-	for _, a := range c.aff {
-		var sr *simRow
-		if m.cnt[a.item] > 0 {
-			sr = m.simRow(a.item)
-		}
-		sc.rows = append(sc.rows, sr)
-		if sr != nil {
-			walk += len(sr.j)
-		}
-	}
-	recs = make([]Rec, 0, k)
-	if walk < pruneMin {
-		for _, j := range m.scoreAll(c, sc, k) {
-			recs = append(recs, Rec{ItemID: m.ids[j], Score: sc.cells[j].score, Because: m.because(c, j, nil)})
-		}
-		return recs, true
-	}
-	sc.terms = sc.terms[:0]
-	for _, j := range m.scoreTop(c, sc, k) {
-		cl := &sc.cells[j]
-		recs = append(recs, Rec{ItemID: m.ids[j], Score: cl.exact, Because: m.because(c, j, sc.terms[cl.termAt:int(cl.termAt)+len(c.aff)])})
-	}
-	return recs, true
 }
 
 // pruneMin is the fewest cached row entries a recommendation has to walk for
@@ -538,6 +554,16 @@ var pruneMin = 512
 // pruneDepth is how deep scoreTop's first round walks each row; each round
 // after it goes twice as deep (a variable for the tests).
 var pruneDepth = 128
+
+// pruneMaxK and pruneMaxItems are the largest k and number of the subject's
+// items pruning is tried for; pruneBudget is how many exact look-ups it may
+// make per entry a full walk would add (a look-up costs several adds), past
+// which it gives up and the full walk runs (variables for the tests).
+var (
+	pruneMaxK     = 20
+	pruneMaxItems = 64
+	pruneBudget   = 0.25
+)
 
 // add adds v to item j's sum, starting it at 0 the first time in this
 // recommendation; it returns j's cell.
@@ -560,7 +586,7 @@ func (m *Model) shortRow(a affinity, sc *scratch) {
 			continue
 		}
 		j := int32(slot>>32 - 1)
-		sc.add(j, a.w*m.pairSim(cij, ci, cnt[j]))
+		sc.add(j, float64(a.w*m.pairSim(cij, ci, cnt[j]))) // rounded: see term
 	}
 }
 
@@ -585,43 +611,36 @@ func (m *Model) scoreAll(c combined, sc *scratch, k int) []int32 {
 		}
 		if sr := sc.rows[n]; sr != nil {
 			for x, j := range sr.j {
-				sc.add(j, a.w*sr.s[x])
+				sc.add(j, float64(a.w*sr.s[x])) // rounded: see term
 			}
 			continue
 		}
 		m.shortRow(a, sc)
 	}
-	return m.best(sc, sc.touched, k, false)
+	return m.best(sc, k, false)
 }
 
-// best returns the k best candidates (ties by item id) by their sums, or by
-// their exact scores when exact; a candidate must have a score above 0 and
-// not be excluded (nor, by sums, scored exactly already).
-func (m *Model) best(sc *scratch, cands []int32, k int, exact bool) []int32 {
+// best returns the k best of the items touched by their sums (ties by item
+// id): above 0, not excluded and, when unscored, not scored exactly yet.
+func (m *Model) best(sc *scratch, k int, unscored bool) []int32 {
 	cells, gen := sc.cells, sc.gen
-	val := func(j int32) float64 {
-		if exact {
-			return cells[j].exact
-		}
-		return cells[j].score
-	}
 	top := make([]int32, 0, k+1)
 	better := func(a, b int32) bool {
-		if va, vb := val(a), val(b); va != vb {
+		if va, vb := cells[a].score, cells[b].score; va != vb {
 			return va > vb
 		}
 		return m.ids[a] < m.ids[b]
 	}
 	floor := 0.0 // once the top is full: the score a candidate must reach
-	for _, j := range cands {
+	for _, j := range sc.touched {
 		cl := &cells[j]
-		v := val(j)
-		if v <= 0 || v < floor || cl.own == gen || (!exact && cl.done == gen) {
+		v := cl.score
+		if v <= 0 || v < floor || cl.own == gen || (unscored && cl.done == gen) {
 			continue
 		}
 		top = insertTop(top, j, k, better)
 		if len(top) == k {
-			floor = val(top[k-1])
+			floor = cells[top[k-1]].score
 		}
 	}
 	return top
@@ -655,7 +674,7 @@ const slack = 1 + 1e-9
 // bounds is at least its score, and an item never met is bound by all of
 // them. Candidates whose bound reaches the k-th exact score found so far are
 // scored exactly; the walk stops once no other item's bound reaches it.
-func (m *Model) scoreTop(c combined, sc *scratch, k int) []int32 {
+func (m *Model) scoreTop(c combined, sc *scratch, k, walk int) (top []int32, ok bool) {
 	// Items without a cached row (short) and the self terms go in whole.
 	for n, a := range c.aff {
 		if m.cnt[a.item] == 0 {
@@ -669,7 +688,8 @@ func (m *Model) scoreTop(c combined, sc *scratch, k int) []int32 {
 		}
 	}
 	cells, gen := sc.cells, sc.gen
-	top := make([]int32, 0, k+1)
+	top = make([]int32, 0, k+1)
+	budget := int(pruneBudget * float64(walk))
 	better := func(a, b int32) bool {
 		if cells[a].exact != cells[b].exact {
 			return cells[a].exact > cells[b].exact
@@ -684,6 +704,7 @@ func (m *Model) scoreTop(c combined, sc *scratch, k int) []int32 {
 			return
 		}
 		v := m.exactScore(c, sc, j)
+		budget -= len(c.aff)
 		cl.done, cl.exact = gen, v
 		if v <= 0 || (len(top) == k && v < floor) {
 			return
@@ -700,7 +721,7 @@ func (m *Model) scoreTop(c combined, sc *scratch, k int) []int32 {
 		next = append(next, 0)
 	}
 	defer func() { sc.next = next }()
-	for depth, from := pruneDepth, 0; ; from, depth = depth, 2*depth {
+	for depth, from := max(pruneDepth, 1), 0; ; from, depth = depth, 2*depth {
 		rest, bound := false, 0.0
 		for n, a := range c.aff {
 			sr := sc.rows[n]
@@ -713,7 +734,7 @@ func (m *Model) scoreTop(c combined, sc *scratch, k int) []int32 {
 			}
 			end := min(depth, len(sr.j))
 			for x := from; x < end; x++ {
-				sc.add(sr.j[x], a.w*sr.s[x]).seen |= bit
+				sc.add(sr.j[x], float64(a.w*sr.s[x])).seen |= bit
 			}
 			next[n] = 0
 			if end < len(sr.j) {
@@ -722,7 +743,7 @@ func (m *Model) scoreTop(c combined, sc *scratch, k int) []int32 {
 			}
 		}
 		// The best partial sums first: they raise the k-th score soonest.
-		for _, j := range m.best(sc, sc.touched, k, false) {
+		for _, j := range m.best(sc, k, true) {
 			consider(j)
 		}
 		for _, j := range sc.touched {
@@ -746,16 +767,19 @@ func (m *Model) scoreTop(c combined, sc *scratch, k int) []int32 {
 				}
 			}
 			consider(j)
+			if budget < 0 {
+				return nil, false
+			}
 		}
 		if !rest || (len(top) == k && bound*slack < floor) {
-			return top
+			return top, true
 		}
 	}
 }
 
 // simRow returns item i's cached similarities, building them when the row is
 // long enough to be worth it (nil otherwise). The values are computed as the
-// uncached loop computes them, in the same order.
+// uncached loop computes them (pairSim), sorted highest first.
 func (m *Model) simRow(i int32) *simRow {
 	c := &m.sims[i]
 	if sr := c.Load(); sr != nil && (sr.built == m.epoch || sr.fresh(m.uver, i)) {
@@ -855,7 +879,10 @@ func (m *Model) because(c combined, j int32, terms []float64) []Because {
 }
 
 // term is what the subject's item a adds to item j's score (0: nothing), the
-// same expression as every other path computes, so the same bits.
+// same expression as every other path computes, so the same bits. Every path
+// rounds the product before adding it (float64(…) where it is added at once):
+// where Go may fuse a multiply and an add (arm64, ppc64le, s390x, riscv64), a
+// fused sum would differ in its last bits from one of rounded terms.
 func (m *Model) term(a affinity, j int32) float64 {
 	ci := m.cnt[a.item]
 	if ci == 0 {

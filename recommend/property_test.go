@@ -299,8 +299,14 @@ func TestItemSupportKeepsExactlyTheSupportedPairs(t *testing.T) {
 // while the model changes: the bound never leaves out an item that belongs
 // in the top, ties by item id included.
 func TestPrunedEqualsFull(t *testing.T) {
-	defer func(c, p, d int) { simCacheMin, pruneMin, pruneDepth = c, p, d }(simCacheMin, pruneMin, pruneDepth)
+	defer func(c, p, d, k, i int, b float64) {
+		simCacheMin, pruneMin, pruneDepth, pruneMaxK, pruneMaxItems, pruneBudget = c, p, d, k, i, b
+	}(simCacheMin, pruneMin, pruneDepth, pruneMaxK, pruneMaxItems, pruneBudget)
+	pruneMaxK, pruneMaxItems = math.MaxInt, math.MaxInt
 	rapid.Check(t, func(t *rapid.T) {
+		// Mostly an unlimited budget (pruning runs to its end); sometimes
+		// the default or none (it gives up, and the full walk runs after it).
+		pruneBudget = rapid.SampledFrom([]float64{math.Inf(1), math.Inf(1), 0.25, 0}).Draw(t, "budget")
 		c := genConfig(t)
 		c.Exclude = rapid.SampledFrom([]Exclude{ExcludePurchased, ExcludeSeen, ExcludeNone}).Draw(t, "exclude")
 		h := genHistory(t)
@@ -333,7 +339,8 @@ func TestPrunedEqualsFull(t *testing.T) {
 // The same on a shop-like model (long rows, Zipf popularity), for every
 // similarity and exclusion, with the defaults the server runs with.
 func TestPrunedEqualsFullShop(t *testing.T) {
-	defer func(p int) { pruneMin = p }(pruneMin)
+	defer func(p, k int, b float64) { pruneMin, pruneMaxK, pruneBudget = p, k, b }(pruneMin, pruneMaxK, pruneBudget)
+	pruneMaxK, pruneBudget = math.MaxInt, math.Inf(1)
 	h := shopping(5, 2_000, 1_000, 20_000)
 	for _, sim := range []Similarity{Jaccard, Lift, Count} {
 		for _, ex := range []Exclude{ExcludePurchased, ExcludeSeen, ExcludeNone} {
@@ -352,6 +359,32 @@ func TestPrunedEqualsFullShop(t *testing.T) {
 					t.Fatalf("%s/%s u%d k=%d:\npruned %v\nfull   %v", sim, ex, u, k, got, want)
 				}
 			}
+		}
+	}
+}
+
+// A subject who met hundreds of items: pruning would score nearly every item
+// exactly (a look-up per item of theirs each), so with the defaults it is not
+// tried or gives up, and the answer is still the full walk's.
+func TestPrunedHeavySubject(t *testing.T) {
+	h := shopping(1, 2_000, 1_000, 20_000)
+	m := build(t, Defaults(), h, "")
+	now := h[len(h)-1].in.Time
+	for _, n := range []int{40, 60, 300} {
+		s := fmt.Sprintf("heavy%d", n)
+		for i := range n {
+			m.Add(s, &Interaction{Items: []string{fmt.Sprintf("p%d", i*7%1_000)}, Weight: 1, Time: now}, true, true)
+		}
+		for _, k := range []int{1, 10, 20} {
+			got, _ := m.Recommend([]string{s}, now, k)
+			func() {
+				defer func(p int) { pruneMin = p }(pruneMin)
+				pruneMin = math.MaxInt
+				want, _ := m.Recommend([]string{s}, now, k)
+				if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+					t.Fatalf("%d items, k=%d:\ndefault %v\nfull    %v", n, k, got, want)
+				}
+			}()
 		}
 	}
 }
