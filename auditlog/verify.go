@@ -40,7 +40,8 @@ type VerifyInput struct {
 	// Checkpoint is the latest signed checkpoint (a note).
 	Checkpoint []byte
 	// Older is an earlier checkpoint the operator kept (optional): the log must
-	// extend it.
+	// extend it. nil is none; an empty (or blank) one is refused rather than
+	// taken as none, since it is most likely a kept file that lost its content.
 	Older []byte
 	// VerifierKey is the workspace's verifier key, ideally pinned by the
 	// operator rather than taken from the server being checked.
@@ -189,7 +190,12 @@ func Verify(ctx context.Context, in VerifyInput) (*Verified, error) {
 	}
 	res := &Verified{WorkspaceID: ws, Tree: latest, Note: in.Checkpoint}
 	targets := []tlog.Tree{latest}
-	if len(in.Older) > 0 {
+	if in.Older != nil && len(bytes.TrimSpace(in.Older)) == 0 {
+		// Skipping the check would pass a rolled-back log as verified.
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The earlier checkpoint is empty.").
+			WithHint("Pass the checkpoint kept from an earlier verification (the file --save wrote), or none.")
+	}
+	if in.Older != nil {
 		older, err := openCheckpoint(in.Older, v, "the earlier checkpoint")
 		if err != nil {
 			return nil, err

@@ -132,9 +132,11 @@ func (c Config) withDefaults() (Config, error) {
 	case c.ItemSupport < 1 || c.ItemSupport > 1000:
 		return c, trustloop.Errorf(trustloop.EINVALID, "The item support must be 1 to 1000 customers, not %d.", c.ItemSupport).
 			WithHint("Set serve's --rec-item-support (eval's --item-support) to a number in that range (1 keeps every pair).")
-	case c.Threshold < 1:
-		return c, trustloop.Errorf(trustloop.EINVALID, "The co-occurrence threshold must be at least 1.").
-			WithHint("1 counts every pair of items a customer met together; a higher threshold ignores rarer pairs.")
+	case c.Threshold < 1 || c.Threshold > 1000:
+		// It counts customers, as MinSupport and ItemSupport do, and is bounded
+		// as they are: a mistyped huge one would silently empty the model.
+		return c, trustloop.Errorf(trustloop.EINVALID, "The co-occurrence threshold must be 1 to 1000 customers, not %d.", c.Threshold).
+			WithHint("Set eval's --threshold to a number in that range: 1 counts every pair of items a customer met together; a higher threshold ignores rarer pairs.")
 	case c.HalfLife < 0 || (c.HalfLife > 0 && c.HalfLife < time.Hour):
 		return c, trustloop.Errorf(trustloop.EINVALID, "The half-life must be 0 (no decay) or at least one hour.").
 			WithHint("Set serve's --rec-half-life (eval's --half-life) to 0 or a duration such as 720h.")

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/trustloop/trustloop"
 )
@@ -80,14 +81,23 @@ func lines(r io.Reader, fn func(n int, line []byte) error) error {
 // user, item, rating and timestamp (seconds) separated by TABs (ML-100K's
 // u.data), "::" (ML-1M's ratings.dat) or commas (ml-latest's ratings.csv, whose
 // header line userId,movieId,rating,timestamp is skipped). The separator is the
-// first data line's; blank lines are skipped. A malformed line is an EINVALID
-// error naming the line and the field at fault; a file without ratings is one
-// too.
+// first data line's; blank lines are skipped. Ratings are plain decimal numbers
+// (4, 3.5, 5e-1) and timestamps plain digits. A malformed line is an EINVALID
+// error naming the line and the field at fault; so is a line that repeats an
+// earlier line's user and item, and a file without ratings.
+//
+// A repeated pair is refused rather than summed (as ReadEvents sums a user's
+// events on an item): a ratings file has one rating per user and item, so a
+// repeat is a file joined with itself or a copy gone wrong, and left in, the
+// split would train on one copy and test on the other.
 func ReadRatings(r io.Reader) ([]Rating, error) {
 	var (
 		out []Rating
 		sep string
 	)
+	// The line each user–item pair was first met on. The keys share the
+	// ratings' strings.
+	pairs := map[[2]string]int{}
 	err := lines(r, func(n int, line []byte) error {
 		s := string(line)
 		if sep == "" {
@@ -122,15 +132,27 @@ func ReadRatings(r io.Reader) ([]Rating, error) {
 			return lineError(n, "the item is empty")
 		case len(rt.Item) > MaxItemID:
 			return lineError(n, "the item is longer than %d bytes", MaxItemID)
+		case !utf8.ValidString(rt.User):
+			return lineError(n, "the user is not valid UTF-8")
+		case !utf8.ValidString(rt.Item):
+			return lineError(n, "the item is not valid UTF-8")
 		}
+		// strconv alone would also take 0x1p1, 1_0, +5, Inf and NaN: no
+		// ratings file writes those, so they are mistakes to point out.
 		v, err := strconv.ParseFloat(f[2], 64)
-		if err != nil || !(v > 0) || v > 1e6 {
-			return lineError(n, "the rating is not a positive number up to 1e6")
+		if err != nil || !plainDecimal(f[2]) || !(v > 0) || v > 1e6 {
+			return lineError(n, "the rating is not a positive number up to 1e6 (written as 4, 3.5 or 5e-1)")
 		}
 		t, err := strconv.ParseInt(f[3], 10, 64)
-		if err != nil || t < 0 || t > maxRatingTime {
-			return lineError(n, "the timestamp is not whole seconds since 1970")
+		if err != nil || !digits(f[3]) || t > maxRatingTime {
+			return lineError(n, "the timestamp is not whole seconds since 1970 (digits only)")
 		}
+		pair := [2]string{rt.User, rt.Item}
+		if first, ok := pairs[pair]; ok {
+			return trustloop.Errorf(trustloop.EINVALID, "Line %d repeats the user and item of line %d.", n, first).
+				WithHint("A ratings file has one rating per user and item: remove the repeated line (or the earlier one), and check the file was not joined with itself.")
+		}
+		pairs[pair] = n
 		rt.Value, rt.Time = v, t
 		out = append(out, rt)
 		return nil
@@ -143,6 +165,37 @@ func ReadRatings(r io.Reader) ([]Rating, error) {
 			WithHint(`Give a file of user, item, rating and timestamp lines (separated by TABs, "::" or commas), such as MovieLens-100K's u.data.`)
 	}
 	return out, nil
+}
+
+// digits reports whether s is one or more ASCII digits.
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// plainDecimal reports whether s is a plain decimal number: digits with at
+// most one '.' among them (at least one digit in all), then optionally an
+// exponent (e or E, an optional sign, digits). No sign, no hex, no '_'.
+func plainDecimal(s string) bool {
+	mant, exp, hasExp := s, "", false
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		mant, exp, hasExp = s[:i], s[i+1:], true
+	}
+	whole, frac, _ := strings.Cut(mant, ".")
+	if whole == "" && frac == "" || whole != "" && !digits(whole) || frac != "" && !digits(frac) {
+		return false
+	}
+	if !hasExp {
+		return true
+	}
+	if exp != "" && (exp[0] == '+' || exp[0] == '-') {
+		exp = exp[1:]
+	}
+	return digits(exp)
 }
 
 // EventCounts says what ReadEventsCounted made of an event export.

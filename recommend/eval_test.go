@@ -48,6 +48,13 @@ func TestReadRatings(t *testing.T) {
 		{"csv without header", "\n  7,42,2,100  \n", []Rating{{"7", "42", 2, 100}}},
 		{"byte order mark", "\xef\xbb\xbfuserId,movieId,rating,timestamp\n1,1,4.0,964982703\n", []Rating{{"1", "1", 4, 964982703}}},
 		{"spaces around fields", "u 1 \t i 2\t 1 \t0\n", []Rating{{"u 1", "i 2", 1, 0}}},
+		{"decimal forms", "1\t1\t.5\t07\n1\t2\t5.\t1\n1\t3\t5e-1\t1\n1\t4\t1E2\t1\n1\t5\t2.5e+1\t1\n",
+			[]Rating{{"1", "1", 0.5, 7}, {"1", "2", 5, 1}, {"1", "3", 0.5, 1}, {"1", "4", 100, 1}, {"1", "5", 25, 1}}},
+		{"same user, other items; same item, other users", "1\t1\t4\t1\n1\t2\t4\t1\n2\t1\t4\t1\n",
+			[]Rating{{"1", "1", 4, 1}, {"1", "2", 4, 1}, {"2", "1", 4, 1}}},
+		{"ids that join alike", "ab\tc\t4\t1\na\tbc\t4\t1\n", []Rating{{"ab", "c", 4, 1}, {"a", "bc", 4, 1}}},
+		{"user and item swapped", "1\t2\t4\t1\n2\t1\t4\t1\n", []Rating{{"1", "2", 4, 1}, {"2", "1", 4, 1}}},
+		{"UTF-8 ids", "Zoë\tcafé ☕\t4\t1\n", []Rating{{"Zoë", "café ☕", 4, 1}}},
 	}
 	for _, c := range good {
 		t.Run(c.name, func(t *testing.T) {
@@ -62,6 +69,7 @@ func TestReadRatings(t *testing.T) {
 	}
 
 	const ok = "1\t10\t4\t100\n"
+	const ok2 = "1\t11\t4\t100\n" // another pair: a repeated one is an error of its own
 	bad := []struct {
 		name, in string
 		line     int
@@ -75,18 +83,31 @@ func TestReadRatings(t *testing.T) {
 		{"empty item", ok + "2\t \t4\t100\n", 2, "the item is empty", ""},
 		{"long item", ok + "2\t" + strings.Repeat("x", MaxItemID+1) + "\t4\t100\n", 2, "item is longer than 200 bytes", "xxx"},
 		{"long user", ok + strings.Repeat("u", trustloop.MaxIdentifierLen+1) + "\t2\t4\t100\n", 2, "user is longer than 1024 bytes", "uuu"},
-		{"rating not a number", ok + ok + "2\t20\tSECRET\t100\n", 3, "the rating is not a positive number", "SECRET"},
+		{"rating not a number", ok + ok2 + "2\t20\tSECRET\t100\n", 3, "the rating is not a positive number", "SECRET"},
 		{"rating zero", ok + "2\t20\t0\t100\n", 2, "the rating is not a positive number", ""},
 		{"rating negative", ok + "2\t20\t-1\t100\n", 2, "the rating is not a positive number", ""},
 		{"rating NaN", ok + "2\t20\tNaN\t100\n", 2, "the rating is not a positive number", ""},
 		{"rating infinite", ok + "2\t20\tInf\t100\n", 2, "the rating is not a positive number", ""},
+		// strconv.ParseFloat takes these; no ratings file writes them.
+		{"rating in hex", ok + "2\t20\t0x1p1\t100\n", 2, "the rating is not a positive number", "0x1p1"},
+		{"rating with an underscore", ok + "2\t20\t1_0\t100\n", 2, "the rating is not a positive number", "1_0"},
+		{"rating with a plus", ok + "2\t20\t+4\t100\n", 2, "the rating is not a positive number", ""},
+		{"rating with two dots", ok + "2\t20\t1.2.3\t100\n", 2, "the rating is not a positive number", "1.2.3"},
+		{"rating with an empty exponent", ok + "2\t20\t1e\t100\n", 2, "the rating is not a positive number", ""},
+		{"rating with a signed empty exponent", ok + "2\t20\t1e+\t100\n", 2, "the rating is not a positive number", ""},
+		{"rating a lone dot", ok + "2\t20\t.\t100\n", 2, "the rating is not a positive number", ""},
+		{"timestamp with a plus", ok + "2\t20\t4\t+5\n", 2, "the timestamp is not whole seconds", ""},
+		{"timestamp with an underscore", ok + "2\t20\t4\t1_000\n", 2, "the timestamp is not whole seconds", "1_000"},
+		{"timestamp in hex", ok + "2\t20\t4\t0x10\n", 2, "the timestamp is not whole seconds", "0x10"},
+		{"user not UTF-8", ok + "SECRET\xff\t20\t4\t100\n", 2, "the user is not valid UTF-8", "SECRET"},
+		{"item not UTF-8", ok + "2\tSECRET\xc3\t4\t100\n", 2, "the item is not valid UTF-8", "SECRET"},
 		{"timestamp fractional", ok + "2\t20\t4\t100.5\n", 2, "the timestamp is not whole seconds", "100.5"},
 		{"timestamp negative", ok + "2\t20\t4\t-100\n", 2, "the timestamp is not whole seconds", ""},
 		{"timestamp in milliseconds", ok + "2\t20\t4\t1659304800025\n", 2, "the timestamp is not whole seconds", ""},
 		{"timestamp missing", ok + "2\t20\t4\t\n", 2, "the timestamp is not whole seconds", ""},
 		{"header in the middle", "userId,movieId,rating,timestamp\n1,1,4,1\nuserId,movieId,rating,timestamp\n", 3, "the rating is not", ""},
 		{"no separator", "\n\nSECRET\n", 3, "no field separator", "SECRET"},
-		{"line too long", ok + ok + strings.Repeat("1", MaxEvalLine+1) + "\n", 3, "longer than", ""},
+		{"line too long", ok + ok2 + strings.Repeat("1", MaxEvalLine+1) + "\n", 3, "longer than", ""},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
@@ -98,10 +119,59 @@ func TestReadRatings(t *testing.T) {
 		})
 	}
 
+	// A repeated user–item pair would land in both train and test: refused,
+	// by line numbers only.
+	for _, c := range []struct {
+		name, in    string
+		line, first int
+	}{
+		{"the same line twice", "SECRET\tITEM\t4\t100\n" + ok + "SECRET\tITEM\t4\t100\n", 3, 1},
+		{"another rating and time", ok + "\n" + ok2 + "1\t10\t2\t999\n", 4, 1},
+		{"spaced otherwise", "userId,movieId,rating,timestamp\n1,10,4,100\n 1 , 10 ,5,1\n", 3, 2},
+		{"the first repeat", ok + ok2 + ok2 + ok, 3, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ReadRatings(strings.NewReader(c.in))
+			want := fmt.Sprintf("Line %d repeats the user and item of line %d.", c.line, c.first)
+			if trustloop.ErrorCode(err) != trustloop.EINVALID || trustloop.ErrorMessage(err) != want {
+				t.Fatalf("error = %v, want EINVALID %q", err, want)
+			}
+			var e *trustloop.Error
+			if errors.As(err, &e) && (e.Hint == "" || strings.Contains(e.Message+e.Hint, "SECRET") || strings.Contains(e.Message+e.Hint, "ITEM")) {
+				t.Errorf("hint %q: want one, echoing no id", e.Hint)
+			}
+		})
+	}
+
 	for _, in := range []string{"", "\n \n\t\n", "userId,movieId,rating,timestamp\n"} {
 		_, err := ReadRatings(strings.NewReader(in))
 		if trustloop.ErrorCode(err) != trustloop.EINVALID || !strings.Contains(trustloop.ErrorMessage(err), "no ratings") {
 			t.Errorf("ReadRatings(%q) = %v, want an error saying there are no ratings", in, err)
+		}
+	}
+}
+
+// TestThresholdRange: the co-occurrence threshold is bounded as the supports
+// are, with a hint naming eval's flag.
+func TestThresholdRange(t *testing.T) {
+	for _, c := range []struct {
+		threshold int
+		ok        bool
+	}{
+		{0, true}, // the default
+		{1, true},
+		{1000, true},
+		{-1, false},
+		{1001, false},
+		{99_999_999, false},
+	} {
+		_, err := NewModel(Config{Threshold: c.threshold})
+		if c.ok != (err == nil) {
+			t.Errorf("threshold %d: %v, want ok %v", c.threshold, err, c.ok)
+		}
+		var e *trustloop.Error
+		if err != nil && (!errors.As(err, &e) || e.Code != trustloop.EINVALID || !strings.Contains(e.Hint, "--threshold")) {
+			t.Errorf("threshold %d: %v, want EINVALID with a hint naming --threshold", c.threshold, err)
 		}
 	}
 }

@@ -30,8 +30,8 @@ import (
 const (
 	auditOK       = 0
 	auditTampered = 1 // the log differs from what its checkpoints signed
-	auditUsage    = 2
-	auditFailed   = 3 // could not check (server unreachable, bad input)
+	auditUsage    = 2 // bad flags or input files: nothing was checked
+	auditFailed   = 3 // could not check (server or store unreachable, no such workspace)
 )
 
 // exitCode ends Run with a process exit code, its message already printed.
@@ -55,8 +55,8 @@ Checks the workspace's audit log against its signed checkpoint, offline: the
 signature (with the workspace's verifier key), that the entries are exactly
 those the checkpoint signed, and, given an earlier checkpoint you kept, that the
 log only grew since. Names the first changed, deleted, reordered or inserted
-entry, or the rollback. Exit status: 0 verified, 1 tampered, 2 usage, 3 could
-not check.
+entry, or the rollback. Exit status: 0 verified, 1 tampered, 2 usage (bad flags,
+or a --checkpoint or --save file that cannot be used), 3 could not check.
 
 Flags:
 `
@@ -95,10 +95,29 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	cli := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { cli[f.Name] = true })
+	if *workspace < 1 {
+		fmt.Fprintf(stderr, "trustloop audit verify: --workspace %d: want a workspace number, 1 or more (the server made workspace 1 at its first start)\n", *workspace)
+		return auditUsage
+	}
+	// Both on the command line is a mistake to point out, not one to settle
+	// silently by checking something else than the operator meant.
+	if cli["url"] && (cli["data-dir"] || cli["database-url"]) {
+		fmt.Fprintln(stderr, "trustloop audit verify: give one of --url (a running server) or --data-dir/--database-url (a store), not both")
+		return auditUsage
+	}
 	// The command line decides the mode before the environment does: a
 	// TRUSTLOOP_DATA_DIR set for the server must not turn --url into a store check.
+	viaHTTP := cli["url"] || (*serverURL != "" && !cli["data-dir"] && !cli["database-url"])
+	switch {
+	case viaHTTP && *apiKey == "":
+		fmt.Fprintln(stderr, "trustloop audit verify: --api-key is required with --url (any key of the workspace)")
+		return auditUsage
+	case !viaHTTP && *dbURL == "" && *dataDir == "":
+		fmt.Fprint(stderr, auditUsageText)
+		fmt.Fprintln(stderr, "trustloop audit verify: give --url (a running server) or --data-dir/--database-url (a store)")
+		return auditUsage
+	}
 	v := &auditVerifier{stdout: stdout, stderr: stderr, pinned: *vkey}
-	var res *auditlog.Verified
 	var err error
 	if *older != "" {
 		if v.older, err = readCheckpointFile(*older); err != nil {
@@ -106,19 +125,20 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return auditUsage
 		}
 	}
-	switch {
-	case cli["url"] || (*serverURL != "" && !cli["data-dir"] && !cli["database-url"]):
-		if *apiKey == "" {
-			fmt.Fprintln(stderr, "trustloop audit verify: --api-key is required with --url (any key of the workspace)")
+	// A --save that cannot be written is found now, not after the verdict.
+	var saver *checkpointSaver
+	if *save != "" {
+		if saver, err = newCheckpointSaver(*save); err != nil {
+			fmt.Fprintln(stderr, "trustloop audit verify:", describe(err))
 			return auditUsage
 		}
+		defer saver.discard()
+	}
+	var res *auditlog.Verified
+	if viaHTTP {
 		res, err = v.overHTTP(ctx, strings.TrimSuffix(*serverURL, "/"), *apiKey)
-	case *dbURL != "" || *dataDir != "":
+	} else {
 		res, err = v.inStore(ctx, *dataDir, *dbURL, *masterKeyFile, *workspace)
-	default:
-		fmt.Fprint(stderr, auditUsageText)
-		fmt.Fprintln(stderr, "trustloop audit verify: give --url (a running server) or --data-dir/--database-url (a store)")
-		return auditUsage
 	}
 	var te *auditlog.TamperError
 	switch {
@@ -136,8 +156,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if res.Uncovered > 0 {
 		verdict += fmt.Sprintf("; %d newer entries are not checkpointed yet", res.Uncovered)
 	}
-	if *save != "" {
-		if err := os.WriteFile(*save, res.Note, 0o644); err != nil {
+	if saver != nil {
+		if err := saver.save(res.Note); err != nil {
 			fmt.Fprintln(stdout, verdict)
 			fmt.Fprintln(stderr, "trustloop audit verify: could not save the checkpoint:", err)
 			return auditFailed
@@ -175,6 +195,17 @@ func readCheckpointFile(path string) ([]byte, error) {
 		return nil, trustloop.Errorf(trustloop.EINVALID, "Cannot read the checkpoint file: %v.", errors.Unwrap(err)).
 			WithHint("Pass the file --save wrote.")
 	}
+	// A byte order mark and CR LF line ends are what an editor on Windows adds
+	// when the file is opened and saved: undone here, they would fail the
+	// signature (the note is signed with LF ends) and read as a forgery. The
+	// signature is still checked, over the note as --save wrote it.
+	b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf"))
+	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	if len(bytes.TrimSpace(b)) == 0 {
+		// Taken as no checkpoint, it would skip the check that the log only grew.
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The checkpoint file is empty.").
+			WithHint("Pass the file --save wrote (or the JSON of GET /v1/audit/checkpoint); to verify without one, leave out --checkpoint.")
+	}
 	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' {
 		var c struct{ Note string }
 		if json.Unmarshal(t, &c) != nil || c.Note == "" {
@@ -184,6 +215,57 @@ func readCheckpointFile(path string) ([]byte, error) {
 		return []byte(c.Note), nil
 	}
 	return b, nil
+}
+
+// checkpointSaver writes the verified checkpoint for --save: into a temporary
+// file beside the target, made before verifying so that a path that cannot be
+// written is refused first, and renamed over the target only once the log
+// verified, so that a failed run leaves the kept checkpoint (often the same
+// file as --checkpoint) as it was.
+type checkpointSaver struct {
+	path string
+	tmp  *os.File
+}
+
+func newCheckpointSaver(path string) (*checkpointSaver, error) {
+	// Renaming over a link would replace the link: write where it points.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		if target, err := filepath.EvalSymlinks(path); err == nil {
+			path = target
+		}
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, trustloop.Errorf(trustloop.EINVALID, "The --save path is a directory.").
+			WithHint("Give a file name in it, such as checkpoint.txt.")
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, trustloop.Errorf(trustloop.EINVALID, "Cannot write the --save file: %v.", errors.Unwrap(err)).
+			WithHint("Give a file in an existing directory you can write to.")
+	}
+	return &checkpointSaver{path: path, tmp: tmp}, nil
+}
+
+// save writes note and puts it in place.
+func (s *checkpointSaver) save(note []byte) error {
+	_, err := s.tmp.Write(note)
+	if err == nil {
+		// Readable by all, as before: a checkpoint is public (signed hashes).
+		err = s.tmp.Chmod(0o644)
+	}
+	if e := s.tmp.Close(); err == nil {
+		err = e
+	}
+	if err == nil {
+		err = os.Rename(s.tmp.Name(), s.path)
+	}
+	return err
+}
+
+// discard removes the temporary file, if save did not rename it.
+func (s *checkpointSaver) discard() {
+	s.tmp.Close()
+	os.Remove(s.tmp.Name())
 }
 
 // overHTTP verifies the log a running server serves: its checkpoint, its entries
@@ -264,6 +346,12 @@ func storeVerifierKey(ctx context.Context, store interface {
 		return "", err
 	}
 	w, err := store.FindWorkspace(ctx, ws)
+	if trustloop.ErrorCode(err) == trustloop.ENOTFOUND {
+		// The store's own hint is about API keys; here the number came from
+		// --workspace.
+		return "", trustloop.Errorf(trustloop.ENOTFOUND, "Workspace %d is not in this store.", ws).
+			WithHint("The server made workspace 1 at its first start; another workspace's number is the workspace_id GET /v1/audit/checkpoint answers with one of its API keys (or pass its --verifier-key).")
+	}
 	if err != nil {
 		return "", err
 	}

@@ -50,7 +50,7 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	similarity := fs.String("similarity", string(recommend.Jaccard), "item similarity: jaccard, lift or count")
 	halfLife := fs.Duration("half-life", recommend.Defaults().HalfLife, "time decay of affinity: a rating counts half as much this much before the latest training rating (0: no decay)")
 	maxItems := fs.Int("max-items", recommend.Defaults().MaxItems, "distinct items per user counted in co-occurrence (1 to 10000)")
-	threshold := fs.Int("threshold", 1, "co-occurrence counts below this are taken as 0")
+	threshold := fs.Int("threshold", 1, "co-occurrence counts below this are taken as 0 (1 to 1000)")
 	support := fs.Int("item-support", recommend.Defaults().ItemSupport, "fewest users who must count an item before its co-occurrences are kept (1: all)")
 	weights := fs.String("weights", "", "with --events: interaction weights as \"Event Name=weight,…\" (default: "+recommend.FormatWeights(recommend.Defaults().Weights)+")")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
@@ -74,7 +74,7 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 	case *maxItems == 0:
 		return &usageError{"--max-items 0: want 1 to 10000"}
 	case *threshold == 0:
-		return &usageError{"--threshold 0: want at least 1"}
+		return &usageError{"--threshold 0: want 1 to 1000"}
 	case *support == 0:
 		return &usageError{"--item-support 0: want 1 to 1000"}
 	}
@@ -105,9 +105,14 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 		res.Source, res.File = "events", *events
 		res.Weights = recommend.FormatWeights(m.Config().Weights)
 	}
+	// A file that cannot be read, or is malformed, is bad input: exit 2 (a
+	// usage error), not 1.
+	unreadable := func(err error) error {
+		return &usageError{fmt.Sprintf("%s: cannot read it: %v; give the path of a ratings or events file", res.File, unwrapPath(err))}
+	}
 	f, err := os.Open(res.File)
 	if err != nil {
-		return err
+		return unreadable(err)
 	}
 	var rs []recommend.Rating
 	if *events != "" {
@@ -118,8 +123,12 @@ func runEval(ctx context.Context, args []string, stdout io.Writer) error {
 		rs, err = recommend.ReadRatings(f)
 	}
 	f.Close()
-	if err != nil {
-		return inFile(res.File, err)
+	var te *trustloop.Error
+	switch {
+	case errors.As(err, &te):
+		return &usageError{describe(inFile(res.File, err))} // the line at fault, and the hint
+	case err != nil:
+		return unreadable(err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err

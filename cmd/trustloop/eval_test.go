@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/trustloop/trustloop"
 )
 
 const evalFixtures = "../../recommend/testdata/eval/"
@@ -94,11 +92,26 @@ func TestEvalEvents(t *testing.T) {
 	}
 }
 
+// TestEvalMalformed: a malformed file is bad input, exit 2 (a usage error),
+// with the file, the line and a hint, and no value from the line.
 func TestEvalMalformed(t *testing.T) {
 	dir := t.TempDir()
-	badEvents := filepath.Join(dir, "events.jsonl")
-	os.WriteFile(badEvents, []byte(`{"type":"track","userId":"u1","event":"Product Viewed","properties":{"product_id":"p1"},"timestamp":"2024-05-01T10:00:00Z"}`+
-		"\n\n{\"type\":\"track\",\"userId\":\"someone@example.com\"\n"), 0o600)
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	badEvents := file("events.jsonl", `{"type":"track","userId":"u1","event":"Product Viewed","properties":{"product_id":"p1"},"timestamp":"2024-05-01T10:00:00Z"}`+
+		"\n\n{\"type\":\"track\",\"userId\":\"someone@example.com\"\n")
+	fixture, err := os.ReadFile(evalFixtures + "ratings.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A file joined with itself: every pair twice, in train and test alike.
+	doubled := file("doubled.tsv", string(fixture)+string(fixture))
+	const ok = "someone@example.com\tp1\t4\t100\n"
 	for _, c := range []struct {
 		args []string
 		want string
@@ -107,18 +120,55 @@ func TestEvalMalformed(t *testing.T) {
 		{[]string{"--events", badEvents}, badEvents + ": Line 3: not a JSON object"},
 		{[]string{"--events", evalFixtures + "ratings.tsv"}, evalFixtures + "ratings.tsv: Line 1: not a JSON object"},
 		{[]string{"--ratings", evalFixtures + "events.jsonl"}, evalFixtures + "events.jsonl: Line 1: want 4 fields"},
+		{[]string{"--ratings", doubled}, doubled + ": Line 481 repeats the user and item of line 1."},
+		{[]string{"--ratings", file("again.tsv", ok+"\n"+ok)}, filepath.Join(dir, "again.tsv") + ": Line 3 repeats the user and item of line 1."},
+		{[]string{"--ratings", file("hex.tsv", "someone@example.com\tp1\t0x1p1\t100\n")}, filepath.Join(dir, "hex.tsv") + ": Line 1: the rating is not a positive number"},
+		{[]string{"--ratings", file("underscore.tsv", ok+"someone@example.com\tp2\t1_0\t100\n")}, filepath.Join(dir, "underscore.tsv") + ": Line 2: the rating is not a positive number"},
+		{[]string{"--ratings", file("plus.tsv", ok+"someone@example.com\tp2\t4\t+5\n")}, filepath.Join(dir, "plus.tsv") + ": Line 2: the timestamp is not whole seconds"},
+		{[]string{"--ratings", file("latin1.tsv", ok+"someone@example.com\tp\xe9\t4\t100\n")}, filepath.Join(dir, "latin1.tsv") + ": Line 2: the item is not valid UTF-8"},
 	} {
 		var out bytes.Buffer
 		err := runEval(context.Background(), c.args, &out)
-		if trustloop.ErrorCode(err) != trustloop.EINVALID || !strings.HasPrefix(describe(err), c.want) {
-			t.Errorf("%v: %v, want an EINVALID error starting %q", c.args, err, c.want)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.HasPrefix(ue.msg, c.want) {
+			t.Errorf("%v: %v, want a usage error starting %q", c.args, err, c.want)
 		}
-		if err != nil && strings.Contains(describe(err), "example.com") {
-			t.Errorf("the error echoes the line: %s", describe(err))
+		if err != nil && strings.Contains(err.Error(), "example.com") {
+			t.Errorf("the error echoes the line: %s", err)
 		}
 		if out.Len() != 0 {
 			t.Errorf("%v printed %q", c.args, out.String())
 		}
+	}
+}
+
+// TestEvalEventsRepeat: in an event export a customer meeting an item again is
+// ordinary: the events are summed into one user–item row, not refused.
+func TestEvalEventsRepeat(t *testing.T) {
+	events, err := os.ReadFile(evalFixtures + "events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doubled := filepath.Join(t.TempDir(), "events.jsonl")
+	if err := os.WriteFile(doubled, append(events, events...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var once, twice evalResult
+	for _, c := range []struct {
+		file string
+		into *evalResult
+	}{{evalFixtures + "events.jsonl", &once}, {doubled, &twice}} {
+		var out bytes.Buffer
+		if err := runEval(context.Background(), []string{"--events", c.file, "--json"}, &out); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(out.Bytes(), c.into); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if twice.Ratings != once.Ratings || twice.Events.Events != 2*once.Events.Events || twice.Metrics != once.Metrics {
+		t.Errorf("doubled events: %d rows, %d events, %+v; once: %d rows, %d events, %+v",
+			twice.Ratings, twice.Events.Events, twice.Metrics, once.Ratings, once.Events.Events, once.Metrics)
 	}
 }
 
@@ -134,6 +184,9 @@ func TestEvalUsage(t *testing.T) {
 		{"--ratings", ratings, "--k", "0"},
 		{"--ratings", ratings, "--max-items", "0"},
 		{"--ratings", ratings, "--threshold", "0"},
+		{"--ratings", ratings, "--threshold", "-1"},
+		{"--ratings", ratings, "--threshold", "1001"},
+		{"--ratings", ratings, "--threshold", "99999999"},
 		{"--ratings", ratings, "--half-life", "30m"},
 		{"--ratings", ratings, "--half-life", "-1h"},
 		{"--ratings", ratings, "--max-items", "20000"},
@@ -146,8 +199,15 @@ func TestEvalUsage(t *testing.T) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
 	}
-	if err := runEval(context.Background(), []string{"--ratings", filepath.Join(t.TempDir(), "none.tsv")}, &bytes.Buffer{}); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("a missing file: %v", err)
+	// A file that cannot be read is bad input too.
+	for _, file := range []string{filepath.Join(t.TempDir(), "none.tsv"), t.TempDir()} {
+		var ue *usageError
+		if err := runEval(context.Background(), []string{"--ratings", file}, &bytes.Buffer{}); !errors.As(err, &ue) || !strings.Contains(ue.msg, "cannot read it") {
+			t.Errorf("%s: %v, want a usage error", file, err)
+		}
+	}
+	if err := runEval(context.Background(), []string{"--ratings", ratings, "--threshold", "1000", "--json"}, &bytes.Buffer{}); err != nil {
+		t.Errorf("--threshold 1000: %v", err)
 	}
 	if err := runEval(context.Background(), []string{"-h"}, &bytes.Buffer{}); err != nil {
 		t.Errorf("-h: %v", err)
