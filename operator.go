@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Operator is a member of staff who signs in to the admin console. Operators
@@ -59,8 +60,8 @@ func (o *Operator) Validate() error {
 	if !validEmail(o.Email) {
 		return bad("email", "An email address such as ann@shop.example, lower-case, without a display name.")
 	}
-	if strings.TrimSpace(o.Name) == "" || len(o.Name) > 200 || strings.IndexFunc(o.Name, unicode.IsControl) >= 0 {
-		return bad("name", "A name of 1 to 200 printable characters.")
+	if strings.TrimSpace(o.Name) == "" || len(o.Name) > 200 || !utf8.ValidString(o.Name) || strings.IndexFunc(o.Name, unicode.IsControl) >= 0 {
+		return bad("name", "A name of 1 to 200 printable characters, in UTF-8.")
 	}
 	if len(o.Roles) == 0 {
 		return bad("roles", "Give at least one role: admin, privacy or reader.")

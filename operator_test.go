@@ -32,6 +32,7 @@ func TestOperatorValidate(t *testing.T) {
 		{"too long", func(o *trustloop.Operator) { o.Email = strings.Repeat("a", 250) + "@x.example" }, false},
 		{"no name", func(o *trustloop.Operator) { o.Name = "  " }, false},
 		{"control character in name", func(o *trustloop.Operator) { o.Name = "Ann\x00" }, false},
+		{"name not UTF-8", func(o *trustloop.Operator) { o.Name = "Jane\xff" }, false},
 		{"no roles", func(o *trustloop.Operator) { o.Roles = nil }, false},
 		{"unknown role", func(o *trustloop.Operator) { o.Roles = []string{"owner"} }, false},
 		{"repeated role", func(o *trustloop.Operator) { o.Roles = []string{"admin", "admin"} }, false},

@@ -101,6 +101,12 @@ func (s *Server) Open(addr string) error {
 	if err != nil {
 		return err
 	}
+	s.Serve(ln)
+	return nil
+}
+
+// Serve serves on ln in the background; Shutdown closes it.
+func (s *Server) Serve(ln net.Listener) {
 	s.ln = ln
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
@@ -111,7 +117,6 @@ func (s *Server) Open(addr string) error {
 		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
 	}
 	go s.srv.Serve(ln)
-	return nil
 }
 
 // Addr is the address the server listens on (useful with port 0).

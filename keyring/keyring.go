@@ -38,23 +38,39 @@ const MessageHashSize = 16
 // else from file; when file does not exist it is generated (mode 0600) and generated
 // is true, so the caller can warn that it belongs outside the data directory.
 func LoadMasterKey(envKey, file string) (key []byte, generated bool, err error) {
+	if key, err = ReadMasterKey(envKey, file); err != nil || key != nil {
+		return key, false, err
+	}
+	return generateMasterKey(file)
+}
+
+// ReadMasterKey is LoadMasterKey without the generating: the key from envKey
+// (base64) or file, nil when neither gives one (file does not exist), an
+// error when the one given is not a key. It writes nothing, so a start can
+// check its key before it creates anything.
+func ReadMasterKey(envKey, file string) (key []byte, err error) {
 	if envKey != "" {
 		key, err = decodeKey(envKey)
 		if err != nil {
-			return nil, false, fmt.Errorf("TRUSTLOOP_MASTER_KEY: %w", err)
+			return nil, fmt.Errorf("TRUSTLOOP_MASTER_KEY: %w (a master key is %d random bytes in base64: `openssl rand -base64 %d`)", err, KeySize, KeySize)
 		}
-		return key, false, nil
+		return key, nil
 	}
 	b, err := os.ReadFile(file)
 	if err == nil {
 		key, err = decodeKey(strings.TrimSpace(string(b)))
 		if err != nil {
-			return nil, false, fmt.Errorf("master key file %s: %w", file, err)
+			return nil, fmt.Errorf("master key file %s: %w (a master key is %d random bytes in base64: `openssl rand -base64 %d`)", file, err, KeySize, KeySize)
 		}
-		return key, false, nil
+		return key, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, false, fmt.Errorf("master key file: %w", err)
+		return nil, fmt.Errorf("master key file: %w", err)
 	}
+	return nil, nil
+}
+
+// generateMasterKey writes a new random key to file, which must not exist.
+func generateMasterKey(file string) (key []byte, generated bool, err error) {
 	key = make([]byte, KeySize)
 	rand.Read(key)
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {

@@ -31,8 +31,8 @@ go build -o "$bin" ./cmd/trustloop
 echo "privacy-bench: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- '*.go' || echo ' (Go files changed since)'), $(date -u '+%Y-%m-%d %H:%M UTC'), $runs runs"
 port=18181
 base=http://127.0.0.1:$port
-wk=wk
-ak=ak
+wk=privacy-bench-write-key-0123
+ak=privacy-bench-admin-key-0123
 pid=
 dir=
 

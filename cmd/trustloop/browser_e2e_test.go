@@ -320,7 +320,7 @@ func browserFlows(t *testing.T, exe string, noJS bool, extra ...string) {
 	if !strings.HasSuffix(a.location(), "/admin/signin") {
 		t.Fatalf("not sent to sign in: %s", a.location())
 	}
-	a.do(chromedp.SendKeys(chromedp.CSS("#key"), "e2e-admin-key"), chromedp.Click(chromedp.CSS("#signin-key")))
+	a.do(chromedp.SendKeys(chromedp.CSS("#key"), "e2e-admin-key-0123456789"), chromedp.Click(chromedp.CSS("#signin-key")))
 	a.do(chromedp.WaitVisible(chromedp.CSS("figure.chart svg")))
 	charts, err := chromedp.Run(a.ctx, chromedp.Evaluate[float64](`document.querySelectorAll("figure.chart svg").length`))
 	if noJS {

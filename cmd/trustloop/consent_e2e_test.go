@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/trustloop/trustloop/postgres/pgtest"
 )
@@ -35,7 +36,7 @@ func apiRaw(t *testing.T, s *server, method, path string, body any, headers ...s
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, s.url+path, rd)
-	req.Header.Set("Authorization", "Bearer e2e-admin-key")
+	req.Header.Set("Authorization", "Bearer e2e-admin-key-0123456789")
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
@@ -328,7 +329,15 @@ func consentEndToEnd(t *testing.T, extra ...string) {
 		t.Fatalf("removing a default purpose: %d %v", code, v)
 	}
 	if !pg {
-		if st := stats(t, dataDir); st["consent_records"] < 4 || st["audit_entries"] < 4 {
+		// The running server moves audit records from its journal into the
+		// tables ~100 ms after they are durable; stats, a second process,
+		// reads the tables, so it may look before that.
+		st := stats(t, dataDir)
+		for deadline := time.Now().Add(5 * time.Second); st["audit_entries"] < 4 && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			st = stats(t, dataDir)
+		}
+		if st["consent_records"] < 4 || st["audit_entries"] < 4 {
 			t.Fatalf("stats: %v", st)
 		}
 	}
@@ -360,7 +369,7 @@ func consentEndToEnd(t *testing.T, extra ...string) {
 			t.Fatalf("audit entries lack %s: %d %v", kind, code, ents)
 		}
 	}
-	out, err := runCmd(t, "audit", "verify", "--url", s.url, "--api-key", "e2e-admin-key")
+	out, err := runCmd(t, "audit", "verify", "--url", s.url, "--api-key", "e2e-admin-key-0123456789")
 	if err != nil {
 		t.Fatalf("trustloop audit verify: %v\n%s", err, out)
 	}

@@ -69,7 +69,7 @@ func start(t *testing.T, dataDir string, extraArgs ...string) *server {
 	cmd := exec.Command(binary, args...)
 	// The opt-out regime: these tests are about collection and profiles; the
 	// consent tests pass --regime opt_in, which wins over the environment.
-	cmd.Env = append(os.Environ(), "TRUSTLOOP_BOOTSTRAP_WRITE_KEY="+writeKey, "TRUSTLOOP_BOOTSTRAP_ADMIN_KEY=e2e-admin-key", "TRUSTLOOP_REGIME=opt_out")
+	cmd.Env = append(os.Environ(), "TRUSTLOOP_BOOTSTRAP_WRITE_KEY="+writeKey, "TRUSTLOOP_BOOTSTRAP_ADMIN_KEY=e2e-admin-key-0123456789", "TRUSTLOOP_REGIME=opt_out")
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	s := &server{t: t, cmd: cmd, dataDir: dataDir, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
@@ -610,7 +610,7 @@ func profilesEndToEnd(t *testing.T, extra ...string) {
 	}
 	get := func(s *server, path string) (int, map[string]any) {
 		req, _ := http.NewRequest("GET", s.url+path, nil)
-		req.Header.Set("Authorization", "Bearer e2e-admin-key")
+		req.Header.Set("Authorization", "Bearer e2e-admin-key-0123456789")
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -16,7 +16,7 @@ func TestConsoleWithoutProfiles(t *testing.T) {
 	s := start(t, t.TempDir(), "--profiles=false")
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
-	req, _ := http.NewRequest("POST", s.url+"/admin/signin", strings.NewReader(url.Values{"key": {"e2e-admin-key"}}.Encode()))
+	req, _ := http.NewRequest("POST", s.url+"/admin/signin", strings.NewReader(url.Values{"key": {"e2e-admin-key-0123456789"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", s.url)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")

@@ -10,13 +10,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/big"
+	"net"
 	"net/http"
 	_ "net/http/pprof" // served only on --debug-addr
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -127,11 +130,22 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "eval":
 		return runEval(ctx, args[1:], stdout)
 	case "version", "-version", "--version":
+		if len(args) > 1 {
+			return &usageError{"version takes no arguments"}
+		}
 		fmt.Fprintln(stdout, "trustloop", trustloop.Version)
 		return nil
 	case "help", "-h", "-help", "--help":
-		if len(args) > 1 {
-			return Run(ctx, []string{args[1], "-h"}, stdout, stdout)
+		if len(args) > 2 {
+			return &usageError{"help takes one command name"}
+		}
+		if len(args) == 2 {
+			switch args[1] {
+			case "help", "-h", "-help", "--help":
+				// Asking for help on help: the usage (not a loop).
+			default:
+				return Run(ctx, []string{args[1], "-h"}, stdout, stdout)
+			}
 		}
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -143,18 +157,27 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // parseFlags parses args and then fills every flag not given on the command line
 // from TRUSTLOOP_<NAME>: flag > environment > default.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	// The flag package's own message quotes the value it refused, which can
+	// be personal data (a trait, an identifier): it is printed without it.
+	out := fs.Output()
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
 			return errHelp
 		}
-		return &usageError{err.Error()}
+		msg := flagError(err)
+		fmt.Fprintln(out, msg)
+		fs.Usage()
+		return &usageError{msg}
 	}
 	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		return &usageError{fmt.Sprintf("this command takes no arguments, and %d came after its flags (a flag's value with a space needs quotes)", fs.NArg())}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] || err != nil {
 			return
@@ -162,11 +185,20 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		env := "TRUSTLOOP_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := os.LookupEnv(env); ok {
 			if e := f.Value.Set(v); e != nil {
-				err = &usageError{fmt.Sprintf("%s=%q: %v", env, v, e)}
+				err = &usageError{fmt.Sprintf("%s (from the environment): %v", env, e)}
 			}
 		}
 	})
 	return err
+}
+
+// flagValueQuoted matches the flag package's "invalid value "V" for " and
+// "invalid boolean value "V" for ", whose V parseFlags leaves out.
+var flagValueQuoted = regexp.MustCompile(`invalid (boolean )?value ".*" for `)
+
+// flagError is a flag parse error without the value it refused.
+func flagError(err error) string {
+	return flagValueQuoted.ReplaceAllString(err.Error(), "invalid ${1}value for ")
 }
 
 // errHelp ends a command after -h printed its flags.
@@ -204,7 +236,10 @@ type Main struct {
 	Demo     bool
 	demoKeys demoKeys
 
-	stderr   io.Writer
+	stderr io.Writer
+	// ln is the listener taken first thing in Open, until the HTTP server
+	// takes it over.
+	ln       net.Listener
 	Log      *slog.Logger
 	Store    trustloop.Store
 	Keyring  *keyring.Keyring
@@ -263,6 +298,35 @@ func (m *Main) ParseFlags(args []string) error {
 	if _, err := recommend.NewModel(m.RecConfig); err != nil {
 		return &usageError{"recommender flags: " + describe(err)}
 	}
+	if m.Addr == "" {
+		return &usageError{"--addr is empty: give host:port, such as :8080 or 127.0.0.1:8080 (or unset TRUSTLOOP_ADDR)"}
+	}
+	if m.DataDir == "" {
+		return &usageError{"--data-dir is empty: give a directory (or unset TRUSTLOOP_DATA_DIR for ./trustloop-data)"}
+	}
+	if m.RateLimit < 0 || math.IsNaN(m.RateLimit) || math.IsInf(m.RateLimit, 0) {
+		return &usageError{fmt.Sprintf("--rate-limit %v: want 0 (unlimited) or a positive number of events per second", m.RateLimit)}
+	}
+	if m.RateBurst < 1 {
+		return &usageError{fmt.Sprintf("--rate-burst %d: want at least 1 event", m.RateBurst)}
+	}
+	if m.ShutdownWait < 0 {
+		return &usageError{fmt.Sprintf("--shutdown-timeout %s: want 0 (stop at once) or a positive duration", m.ShutdownWait)}
+	}
+	// The recommender's zero values mean "the default" inside its Config;
+	// on the command line a 0 is a mistake, as eval says too.
+	if m.RecConfig.MaxItems < 1 {
+		return &usageError{fmt.Sprintf("--rec-max-items %d: want 1 to 10000 items", m.RecConfig.MaxItems)}
+	}
+	if m.RecConfig.MinSupport < 1 {
+		return &usageError{fmt.Sprintf("--rec-min-support %d: want 1 to 1000 customers", m.RecConfig.MinSupport)}
+	}
+	if m.RecConfig.ItemSupport < 1 {
+		return &usageError{fmt.Sprintf("--rec-item-support %d: want 1 to 1000 customers (1 keeps every pair)", m.RecConfig.ItemSupport)}
+	}
+	if err := checkBootstrapKeys(); err != nil {
+		return err
+	}
 	if m.ProfilesCached < 1000 {
 		return &usageError{fmt.Sprintf("--profiles-cached %d: want at least 1000 profiles", m.ProfilesCached)}
 	}
@@ -303,33 +367,51 @@ func (m *Main) Open(ctx context.Context) error {
 		// else uses.
 		go func() { m.Log.Warn("debug server stopped", "err", http.ListenAndServe(m.DebugAddr, nil)) }()
 	}
-	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	master, generated, err := keyring.LoadMasterKey(os.Getenv("TRUSTLOOP_MASTER_KEY"), m.MasterKeyFile)
+	// Everything that can be refused is checked before anything is written:
+	// a start that fails on its address, its database URL or its master key
+	// leaves no data directory, key or credentials behind.
+	ln, err := listen(m.Addr)
 	if err != nil {
 		return err
 	}
-	if generated {
-		keyring.WarnGenerated(m.Log, m.MasterKeyFile)
+	m.ln = ln
+	pg := strings.HasPrefix(m.DatabaseURL, "postgres://") || strings.HasPrefix(m.DatabaseURL, "postgresql://")
+	if m.DatabaseURL != "" && !pg {
+		return &usageError{"--database-url must start with postgres:// (or be empty for the embedded store)"}
+	}
+	master, err := keyring.ReadMasterKey(os.Getenv("TRUSTLOOP_MASTER_KEY"), m.MasterKeyFile)
+	if err != nil {
+		return err
 	}
 	// Assigned only on success: a typed nil in the interface would make Close
 	// call a method on a nil store.
-	switch {
-	case m.DatabaseURL == "":
+	if pg {
+		db, err := postgres.Open(ctx, m.DatabaseURL)
+		if err != nil {
+			return trustloop.Errorf(trustloop.EUNAVAILABLE, "Could not open the PostgreSQL store (%v).", err).
+				WithHint("Check --database-url (host, port, user, database) and that the server is up and reachable.")
+		}
+		m.Store = db
+	}
+	if master == nil {
+		// No key given and none stored yet: a first start makes one.
+		var generated bool
+		if master, generated, err = keyring.LoadMasterKey("", m.MasterKeyFile); err != nil {
+			return err
+		}
+		if generated {
+			keyring.WarnGenerated(m.Log, m.MasterKeyFile)
+		}
+	}
+	if !pg {
+		if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
 		db, err := sqlite.Open(ctx, m.DataDir)
 		if err != nil {
 			return err
 		}
 		m.Store = db
-	case strings.HasPrefix(m.DatabaseURL, "postgres://") || strings.HasPrefix(m.DatabaseURL, "postgresql://"):
-		db, err := postgres.Open(ctx, m.DatabaseURL)
-		if err != nil {
-			return err
-		}
-		m.Store = db
-	default:
-		return &usageError{"--database-url must start with postgres:// (or be empty for the embedded store)"}
 	}
 	m.Keyring = keyring.New(master, 200_000)
 	m.Keyring.Load = m.Store.FindWorkspace
@@ -519,9 +601,8 @@ func (m *Main) Open(ctx context.Context) error {
 		Pages: pages, WebKeys: m.Keyring, Operators: m.Store, Counts: m.Store,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
-	if err := m.HTTP.Open(m.Addr); err != nil {
-		return err
-	}
+	m.HTTP.Serve(m.ln)
+	m.ln = nil // the server closes it now
 	m.Log.Info("listening", "addr", m.HTTP.Addr())
 	return nil
 }
@@ -563,6 +644,54 @@ func (l recLog) Subject(ctx context.Context, ws int64, subject []byte, fn func(r
 	return l.p.EachSubjectEvent(ctx, ws, subject, func(e projection.LogEvent) error {
 		return fn(recommend.LogEvent{Message: e.Message, Subject: e.Subject})
 	})
+}
+
+// listen takes the server's address. A malformed address is a usage error;
+// one another process holds says so.
+func listen(addr string) (net.Listener, error) {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		return nil, &usageError{fmt.Sprintf("--addr %q is not host:port; give one such as :8080 or 127.0.0.1:8080", addr)}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	var ae *net.AddrError
+	var dns *net.DNSError
+	switch {
+	case errors.As(err, &ae), errors.As(err, &dns):
+		return nil, &usageError{fmt.Sprintf("--addr %q: %v; give a host of this machine and a port from 0 to 65535, such as :8080 or 127.0.0.1:8080", addr, err)}
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, trustloop.Errorf(trustloop.ECONFLICT, "Another process already listens on %s.", addr).
+			WithHint("Stop it, or give another --addr.")
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return nil, trustloop.Errorf(trustloop.EINVALID, "%s is not an address of this machine.", addr).
+			WithHint("Give one of its addresses, or :PORT for all of them.")
+	case errors.Is(err, syscall.EACCES):
+		return nil, trustloop.Errorf(trustloop.EFORBIDDEN, "Not allowed to listen on %s.", addr).
+			WithHint("Ports below 1024 need privileges: give a port from 1024 up.")
+	}
+	return nil, fmt.Errorf("listen on %s: %w", addr, err)
+}
+
+// checkBootstrapKeys refuses chosen bootstrap keys that are easy to guess or to
+// mix up, before anything is created (the generated ones are 32 and 49
+// characters).
+func checkBootstrapKeys() error {
+	wk, ak := os.Getenv("TRUSTLOOP_BOOTSTRAP_WRITE_KEY"), os.Getenv("TRUSTLOOP_BOOTSTRAP_ADMIN_KEY")
+	for _, k := range []struct{ name, v string }{{"TRUSTLOOP_BOOTSTRAP_WRITE_KEY", wk}, {"TRUSTLOOP_BOOTSTRAP_ADMIN_KEY", ak}} {
+		if k.v == "" {
+			continue
+		}
+		if len(k.v) < 16 || len(k.v) > 200 || strings.ContainsFunc(k.v, func(r rune) bool { return r <= ' ' || r > '~' }) {
+			return &usageError{k.name + " must be 16 to 200 printable ASCII characters without spaces; generate one with `openssl rand -base64 24`, or unset it to have one generated"}
+		}
+	}
+	if wk != "" && wk == ak {
+		// The write key is public (it ships in web pages); the admin key is not.
+		return &usageError{"TRUSTLOOP_BOOTSTRAP_WRITE_KEY and TRUSTLOOP_BOOTSTRAP_ADMIN_KEY must differ: the write key is public, the admin key reads everything"}
+	}
+	return nil
 }
 
 // bootstrap creates the default workspace, source and admin key on an empty store
@@ -655,6 +784,10 @@ func newMessageID() string {
 // (their events get committed), then drain the writer, then close storage.
 func (m *Main) Close() error {
 	var errs []error
+	if m.ln != nil {
+		errs = append(errs, m.ln.Close())
+		m.ln = nil
+	}
 	if m.HTTP != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), m.ShutdownWait)
 		errs = append(errs, m.HTTP.Shutdown(ctx))

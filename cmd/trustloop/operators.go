@@ -120,7 +120,7 @@ func runOperators(ctx context.Context, args []string, stdin io.Reader, stdout, s
 			fmt.Fprint(stdout, operatorsHelp)
 			return nil
 		}
-		return &usageError{fmt.Sprintf("operators %s: %v (trustloop operators -h lists the flags)", sub, err)}
+		return &usageError{fmt.Sprintf("operators %s: %s (trustloop operators -h lists the flags)", sub, flagError(err))}
 	}
 	if fs.NArg() > 0 {
 		return &usageError{fmt.Sprintf("operators %s: unexpected argument %q", sub, fs.Arg(0))}
@@ -139,6 +139,19 @@ func runOperators(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		if strings.TrimSpace(*name) == "" || strings.TrimSpace(*roles) == "" {
 			return &usageError{"operators add: --email, --name and --roles are required"}
 		}
+		// The flags first, then the password: a mistyped email is named
+		// before anyone is asked for a secret. (The workspace is not known
+		// yet, and the hash is a stand-in until the password is read.)
+		op = &trustloop.Operator{WorkspaceID: max(*workspace, 1), Email: trustloop.NormalizeOperatorEmail(*email),
+			Name: strings.TrimSpace(*name), PasswordHash: "$pending$", Roles: splitList(*roles), Purposes: splitList(*purposes)}
+		purposesSet := false
+		fs.Visit(func(f *flag.Flag) { purposesSet = purposesSet || f.Name == "purposes" })
+		if !purposesSet {
+			op.Purposes = slices.Clone(trustloop.DefaultPurposes)
+		}
+		if err := op.Validate(); err != nil {
+			return err
+		}
 		pw, err := operatorPassword(stdin, stderr)
 		if err != nil {
 			return err
@@ -146,19 +159,7 @@ func runOperators(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		if err := password.Check(pw); err != nil {
 			return err
 		}
-		hash, err := password.Hash(pw)
-		if err != nil {
-			return err
-		}
-		op = &trustloop.Operator{WorkspaceID: max(*workspace, 1), Email: trustloop.NormalizeOperatorEmail(*email),
-			Name: strings.TrimSpace(*name), PasswordHash: hash, Roles: splitList(*roles), Purposes: splitList(*purposes)}
-		purposesSet := false
-		fs.Visit(func(f *flag.Flag) { purposesSet = purposesSet || f.Name == "purposes" })
-		if !purposesSet {
-			op.Purposes = slices.Clone(trustloop.DefaultPurposes)
-		}
-		// The workspace is not known yet; Validate checks the rest now.
-		if err := op.Validate(); err != nil {
+		if op.PasswordHash, err = password.Hash(pw); err != nil {
 			return err
 		}
 	}

@@ -24,7 +24,14 @@ import (
 // environment (the test's TRUSTLOOP_* variables left out) and standard input.
 func runOperatorsCLI(t *testing.T, env []string, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	cmd := exec.Command(binary, append([]string{"operators"}, args...)...)
+	return runWith(t, env, stdin, append([]string{"operators"}, args...)...)
+}
+
+// runWith runs the binary with env added to the test's environment less its
+// TRUSTLOOP_ variables, and stdin, returning the exit code and output.
+func runWith(t *testing.T, env []string, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "TRUSTLOOP_") {
 			cmd.Env = append(cmd.Env, kv)

@@ -142,7 +142,7 @@ func runPrivacy(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			printFlags(stdout, fs, func(string) bool { return true })
 			return nil
 		}
-		return &usageError{fmt.Sprintf("privacy %s: %v (trustloop privacy %s -h lists the flags)", cmd.name, err, cmd.name)}
+		return &usageError{fmt.Sprintf("privacy %s: %s (trustloop privacy %s -h lists the flags)", cmd.name, flagError(err), cmd.name)}
 	}
 	if err := envForUnset(fs, privacyConnFlags); err != nil {
 		return err
@@ -153,7 +153,7 @@ func runPrivacy(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return &usageError{fmt.Sprintf("privacy %s: give one request id (prq_…)", cmd.name)}
 	case cmd.takesID:
 		if id = pos[0]; !trustloop.ValidRequestID(id) {
-			return &usageError{fmt.Sprintf("privacy %s: %q is not a request id (prq_ and 26 letters and digits)", cmd.name, id)}
+			return &usageError{fmt.Sprintf("privacy %s: the argument is not a request id (prq_ and 26 letters and digits; it is not quoted here, in case it was personal data)", cmd.name)}
 		}
 	case len(pos) > 0:
 		return &usageError{fmt.Sprintf("privacy %s: unexpected argument %q", cmd.name, pos[0])}

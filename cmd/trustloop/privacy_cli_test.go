@@ -33,7 +33,7 @@ func TestPrivacyCLI(t *testing.T) {
 	postBatchWith(t, s.url, []string{fmt.Sprintf(`{"type":"identify","messageId":"cli-id-%s","userId":%q,"traits":{"email":%q,"name":"Jane Cli"}}`,
 		run, user, email)})
 
-	conn := []string{"--server", s.url, "--api-key", "e2e-admin-key"}
+	conn := []string{"--server", s.url, "--api-key", "e2e-admin-key-0123456789"}
 	privacy := func(args ...string) (int, string, string) {
 		t.Helper()
 		return runCLI(t, append(append([]string{"privacy"}, args...), conn...)...)

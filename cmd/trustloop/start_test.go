@@ -1,0 +1,121 @@
+package main_test
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A start that is refused for its address, its database URL, its master key,
+// its bootstrap keys or a flag's value creates nothing: no data directory, no
+// master key, no credentials printed.
+func TestServeRefusedStartCreatesNothing(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	free := func() string { // a port nothing listens on, for the cases that must not get as far as listening
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	short := base64Key(16)
+	for _, c := range []struct {
+		name string
+		env  []string
+		args []string
+		code int
+		want string
+	}{
+		{"port out of range", nil, []string{"--addr", "127.0.0.1:99999"}, 2, "port from 0 to 65535"},
+		{"no port", nil, []string{"--addr", "127.0.0.1"}, 2, "is not host:port"},
+		{"address in use", nil, []string{"--addr", busy.Addr().String()}, 1, "Another process already listens"},
+		{"empty address", []string{"TRUSTLOOP_ADDR="}, nil, 2, "--addr is empty"},
+		{"not a database URL", nil, []string{"--addr", free(), "--database-url", "mysql://x"}, 2, "must start with postgres://"},
+		{"database unreachable", nil, []string{"--addr", free(), "--database-url", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, 1, "Check --database-url"},
+		{"master key too short", []string{"TRUSTLOOP_MASTER_KEY=" + short}, []string{"--addr", free()}, 1, "must be 32 bytes"},
+		{"bootstrap admin key too short", []string{"TRUSTLOOP_BOOTSTRAP_ADMIN_KEY=short"}, []string{"--addr", free()}, 2, "16 to 200 printable"},
+		{"bootstrap key with a space", []string{"TRUSTLOOP_BOOTSTRAP_WRITE_KEY=a key with spaces in it"}, []string{"--addr", free()}, 2, "without spaces"},
+		{"bootstrap keys alike", []string{"TRUSTLOOP_BOOTSTRAP_WRITE_KEY=same-key-0123456789", "TRUSTLOOP_BOOTSTRAP_ADMIN_KEY=same-key-0123456789"},
+			[]string{"--addr", free()}, 2, "must differ"},
+		{"negative rate limit", nil, []string{"--addr", free(), "--rate-limit", "-5"}, 2, "--rate-limit"},
+		{"negative burst", nil, []string{"--addr", free(), "--rate-burst", "-1"}, 2, "--rate-burst"},
+		{"negative shutdown timeout", nil, []string{"--addr", free(), "--shutdown-timeout", "-1s"}, 2, "--shutdown-timeout"},
+		{"zero max items", nil, []string{"--addr", free(), "--rec-max-items", "0"}, 2, "--rec-max-items"},
+		{"zero item support", []string{"TRUSTLOOP_REC_ITEM_SUPPORT=0"}, []string{"--addr", free()}, 2, "--rec-item-support"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			code, out, errOut := runWith(t, c.env, "", append([]string{"serve", "--data-dir", dir}, c.args...)...)
+			if code != c.code || !strings.Contains(errOut, c.want) {
+				t.Fatalf("exit %d, want %d with %q; stderr:\n%s", code, c.code, c.want, errOut)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the data directory was created (stat: %v)", err)
+			}
+			if strings.Contains(out+errOut, "admin API key") {
+				t.Errorf("credentials were printed:\n%s", out+errOut)
+			}
+		})
+	}
+}
+
+// base64Key is n random-looking bytes in base64 (a master key of the wrong
+// size when n ≠ 32).
+func base64Key(n int) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	var b strings.Builder
+	for i := range (n + 2) / 3 * 4 {
+		b.WriteByte(alphabet[(i*7+3)%64])
+	}
+	s := b.String()
+	if pad := n % 3; pad != 0 {
+		s = s[:len(s)-(3-pad)] + strings.Repeat("=", 3-pad)
+	}
+	return s
+}
+
+// Help on help prints the usage (it looped until the stack overflowed), and
+// commands that take no arguments say so.
+func TestHelpAndVersionArguments(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"help", "help"}, 0, "Usage:"},
+		{[]string{"-h", "-h"}, 0, "Usage:"},
+		{[]string{"--help", "--help"}, 0, "Usage:"},
+		{[]string{"help", "-h"}, 0, "Usage:"},
+		{[]string{"help", "serve", "extra"}, 2, "help takes one command name"},
+		{[]string{"version", "extra"}, 2, "version takes no arguments"},
+		{[]string{"version"}, 0, "trustloop"},
+	} {
+		code, out, errOut := runWith(t, nil, "", c.args...)
+		if code != c.code || !strings.Contains(out+errOut, c.want) {
+			t.Errorf("%q: exit %d, want %d with %q; output:\n%s%s", c.args, code, c.code, c.want, out, errOut)
+		}
+	}
+}
+
+// A refused flag value is not quoted back: it can be personal data.
+func TestFlagErrorsDoNotQuoteValues(t *testing.T) {
+	const secret = "jane.private@example.org"
+	for _, args := range [][]string{
+		{"privacy", "create", "--type", "rectification", "--identifier", "email:" + secret, "--trait", "email:=" + secret},
+		{"privacy", "show", secret},
+		{"stats", secret},
+	} {
+		code, out, errOut := runWith(t, nil, "", args...)
+		if code != 2 || strings.Contains(out+errOut, secret) {
+			t.Errorf("%q: exit %d (want 2), output quotes the value:\n%s%s", args[:2], code, out, errOut)
+		}
+	}
+}
