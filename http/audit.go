@@ -187,7 +187,7 @@ func int64Param(r *http.Request, name string, def int64) (int64, error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
-		return 0, trustloop.Errorf(trustloop.EINVALID, "%s must be a whole number from 0 up.", name).
+		return 0, trustloop.Errorf(trustloop.EINVALID, "%s must be a whole number from 0 to 2^63-1.", name).
 			WithHint("Entry indexes start at 0; tree sizes count entries.")
 	}
 	return n, nil

@@ -90,7 +90,7 @@ func (s *Server) dataUses(w http.ResponseWriter, r *http.Request, k *trustloop.A
 	if err != nil {
 		return err
 	}
-	n, err := limit(r, 50, 500)
+	n, err := limit(r, 50, 500, true)
 	if err != nil {
 		return err
 	}

@@ -88,7 +88,7 @@ func (s *Server) listRequests(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err := requirePrivacy(k); err != nil {
 		return err
 	}
-	n, err := limit(r, 50, 500)
+	n, err := limit(r, 50, 500, true)
 	if err != nil {
 		return err
 	}

@@ -107,16 +107,20 @@ func requireAdmin(k *trustloop.APIKey) error {
 	return nil
 }
 
-// limit reads ?limit= within [1, max], default def.
-func limit(r *http.Request, def, max int) (int, error) {
+// limit reads ?limit= within [1, max], default def (also for "limit=").
+// paged says whether the listing pages with a cursor, for the hint.
+func limit(r *http.Request, def, max int, paged bool) (int, error) {
 	v := r.URL.Query().Get("limit")
 	if v == "" {
 		return def, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > max {
-		return 0, trustloop.Errorf(trustloop.EINVALID, "limit must be a whole number from 1 to %d.", max).
-			WithHint(fmt.Sprintf("Leave it out for the default of %d; a listing with more pages gives a next_cursor.", def))
+	if err != nil || n < 1 || n > max || strings.Trim(v, "0123456789") != "" {
+		hint := fmt.Sprintf("Write it in digits, or leave it out for the default of %d.", def)
+		if paged {
+			hint += " A listing with more pages gives a next_cursor."
+		}
+		return 0, trustloop.Errorf(trustloop.EINVALID, "limit must be a whole number from 1 to %d.", max).WithHint(hint)
 	}
 	return n, nil
 }
@@ -242,7 +246,7 @@ func (s *Server) profileEvents(w http.ResponseWriter, r *http.Request, k *trustl
 	if err != nil {
 		return err
 	}
-	n, err := limit(r, 50, 1000)
+	n, err := limit(r, 50, 1000, true)
 	if err != nil {
 		return err
 	}
@@ -405,7 +409,7 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *trustlo
 				WithHint("Pass the id GET /v1/audiences lists, or leave it out for every profile.")
 		}
 	}
-	n, err := limit(r, 50, 500)
+	n, err := limit(r, 50, 500, true)
 	if err != nil {
 		return err
 	}
@@ -526,7 +530,7 @@ func (s *Server) audienceMembers(w http.ResponseWriter, r *http.Request, k *trus
 	if err != nil {
 		return err
 	}
-	n, err := limit(r, 50, 500)
+	n, err := limit(r, 50, 500, true)
 	if err != nil {
 		return err
 	}

@@ -89,7 +89,7 @@ func (s *Server) recommendations(w http.ResponseWriter, r *http.Request, k *trus
 	if err := onlyPersonalization(r, "Recommendations are"); err != nil {
 		return err
 	}
-	n, err := limit(r, 10, 100)
+	n, err := limit(r, 10, 100, false)
 	if err != nil {
 		return err
 	}
@@ -178,10 +178,10 @@ func (s *Server) similarItems(w http.ResponseWriter, r *http.Request, k *trustlo
 	}
 	item := r.PathValue("id")
 	if strings.TrimSpace(item) == "" || len(item) > recommend.MaxItemID {
-		return trustloop.Errorf(trustloop.EINVALID, "The item id must be 1 to %d characters.", recommend.MaxItemID).
+		return trustloop.Errorf(trustloop.EINVALID, "The item id must be 1 to %d bytes (UTF-8).", recommend.MaxItemID).
 			WithHint("Use the product_id (or sku) the events carried, percent-encoded in the path.")
 	}
-	n, err := limit(r, 10, 100)
+	n, err := limit(r, 10, 100, false)
 	if err != nil {
 		return err
 	}
