@@ -160,7 +160,7 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lock.Close()
 		return nil, &trustloop.Error{Code: trustloop.ECONFLICT,
-			Message: fmt.Sprintf("the data directory %s is in use by another trustloop process", dir),
+			Message: fmt.Sprintf("The data directory %s is in use by another trustloop process.", dir),
 			Hint:    "Stop the other process or pass another --data-dir."}
 	}
 	db := &DB{path: filepath.Join(dir, FileName), lock: lock, Now: time.Now, opt: opt,

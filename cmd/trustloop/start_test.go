@@ -119,3 +119,28 @@ func TestFlagErrorsDoNotQuoteValues(t *testing.T) {
 		}
 	}
 }
+
+// bench and stats name the flag that is wrong, with exit 2, before they send
+// or open anything.
+func TestBenchAndStatsFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "--concurrency", "0"}, "--concurrency 0"},
+		{[]string{"bench", "--batch", "2501"}, "--batch 2501"},
+		{[]string{"bench", "--rate", "NaN"}, "--rate NaN"},
+		{[]string{"bench", "--warmup", "-1s"}, "--warmup -1s"},
+		{[]string{"bench", "--duration", "0s"}, "--duration 0s"},
+		{[]string{"bench", "--items", "0"}, "--items 0"},
+		{[]string{"bench", "--users", "-1"}, "--users -1"},
+		{[]string{"bench", "--url", "notaurl"}, "--url must be"},
+		{[]string{"bench", "--shape", "nope"}, "--shape must be"},
+		{[]string{"stats", "--data-dir", "/nonexistent", "--database-url", "postgres://x@127.0.0.1:1/x"}, "not both"},
+	} {
+		code, out, errOut := runWith(t, nil, "", c.args...)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%q: exit %d, want 2 with %q; output:\n%s%s", c.args, code, c.want, out, errOut)
+		}
+	}
+}
