@@ -366,7 +366,16 @@ func (s *Server) logInternal(r *http.Request, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	var b []byte
+	var err error
+	if rv, ok := v.(*recommendationsView); ok {
+		b, ok = rv.appendJSON(make([]byte, 0, 1024))
+		if !ok {
+			b, err = json.Marshal(v)
+		}
+	} else {
+		b, err = json.Marshal(v)
+	}
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"Internal error."}}`)
 	}

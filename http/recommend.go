@@ -113,7 +113,7 @@ func (s *Server) recommendations(w http.ResponseWriter, r *http.Request, k *trus
 			return err
 		}
 	}
-	writeJSON(w, http.StatusOK, v)
+	writeJSON(w, http.StatusOK, &v)
 	return nil
 }
 
