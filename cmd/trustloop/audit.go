@@ -95,6 +95,14 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	cli := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { cli[f.Name] = true })
+	// An empty --checkpoint (an unset variable in a script) would skip the
+	// check that the log only grew, as an empty file would.
+	for _, name := range []string{"checkpoint", "save"} {
+		if f := fs.Lookup(name); f != nil && cli[name] && f.Value.String() == "" {
+			fmt.Fprintf(stderr, "trustloop audit verify: --%s is empty: give the file, or leave the flag out\n", name)
+			return auditUsage
+		}
+	}
 	if *workspace < 1 {
 		fmt.Fprintf(stderr, "trustloop audit verify: --workspace %d: want a workspace number, 1 or more (the server made workspace 1 at its first start)\n", *workspace)
 		return auditUsage
@@ -327,7 +335,8 @@ func (v *auditVerifier) inStore(ctx context.Context, dataDir, dbURL, masterKeyFi
 }
 
 // storeVerifierKey derives a workspace's verifier key from the master key. It
-// never creates a master key (keyring.LoadMasterKey would, for a server).
+// never creates a master key (keyring.LoadMasterKey would, for a server):
+// it reads one with keyring.ReadMasterKey.
 func storeVerifierKey(ctx context.Context, store interface {
 	FindWorkspace(ctx context.Context, id int64) (*trustloop.Workspace, error)
 }, dataDir, masterKeyFile string, ws int64) (string, error) {
@@ -335,15 +344,16 @@ func storeVerifierKey(ctx context.Context, store interface {
 	if masterKeyFile == "" && dataDir != "" {
 		masterKeyFile = filepath.Join(dataDir, "master.key")
 	}
-	if env == "" {
-		if _, err := os.Stat(masterKeyFile); masterKeyFile == "" || err != nil {
-			return "", trustloop.Errorf(trustloop.EINVALID, "No verifier key: none was pinned and no master key was found to derive it.").
-				WithHint("Pass --verifier-key (from GET /v1/audit/checkpoint), or TRUSTLOOP_MASTER_KEY / --master-key-file.")
+	var master []byte
+	var err error
+	if env != "" || masterKeyFile != "" {
+		if master, err = keyring.ReadMasterKey(env, masterKeyFile); err != nil {
+			return "", err
 		}
 	}
-	master, _, err := keyring.LoadMasterKey(env, masterKeyFile)
-	if err != nil {
-		return "", err
+	if master == nil {
+		return "", trustloop.Errorf(trustloop.EINVALID, "No verifier key: none was pinned and no master key was found to derive it.").
+			WithHint("Pass --verifier-key (from GET /v1/audit/checkpoint), or TRUSTLOOP_MASTER_KEY / --master-key-file.")
 	}
 	w, err := store.FindWorkspace(ctx, ws)
 	if trustloop.ErrorCode(err) == trustloop.ENOTFOUND {

@@ -130,6 +130,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "eval":
 		return runEval(ctx, args[1:], stdout)
 	case "version", "-version", "--version":
+		if len(args) == 2 && slices.Contains([]string{"-h", "-help", "--help"}, args[1]) {
+			fmt.Fprintln(stdout, "Usage: trustloop version\n  prints the version")
+			return nil
+		}
 		if len(args) > 1 {
 			return &usageError{"version takes no arguments"}
 		}
@@ -198,7 +202,11 @@ var flagValueQuoted = regexp.MustCompile(`invalid (boolean )?value ".*" for `)
 
 // flagError is a flag parse error without the value it refused.
 func flagError(err error) string {
-	return flagValueQuoted.ReplaceAllString(err.Error(), "invalid ${1}value for ")
+	msg := err.Error()
+	if strings.HasPrefix(msg, "bad flag syntax: ") {
+		return "bad flag syntax: an argument starts with - but is not a flag (not quoted, in case it is personal data)"
+	}
+	return flagValueQuoted.ReplaceAllString(msg, "invalid ${1}value for ")
 }
 
 // errHelp ends a command after -h printed its flags.
@@ -236,10 +244,7 @@ type Main struct {
 	Demo     bool
 	demoKeys demoKeys
 
-	stderr io.Writer
-	// ln is the listener taken first thing in Open, until the HTTP server
-	// takes it over.
-	ln       net.Listener
+	stderr   io.Writer
 	Log      *slog.Logger
 	Store    trustloop.Store
 	Keyring  *keyring.Keyring
@@ -324,9 +329,6 @@ func (m *Main) ParseFlags(args []string) error {
 	if m.RecConfig.ItemSupport < 1 {
 		return &usageError{fmt.Sprintf("--rec-item-support %d: want 1 to 1000 customers (1 keeps every pair)", m.RecConfig.ItemSupport)}
 	}
-	if err := checkBootstrapKeys(); err != nil {
-		return err
-	}
 	if m.ProfilesCached < 1000 {
 		return &usageError{fmt.Sprintf("--profiles-cached %d: want at least 1000 profiles", m.ProfilesCached)}
 	}
@@ -368,13 +370,15 @@ func (m *Main) Open(ctx context.Context) error {
 		go func() { m.Log.Warn("debug server stopped", "err", http.ListenAndServe(m.DebugAddr, nil)) }()
 	}
 	// Everything that can be refused is checked before anything is written:
-	// a start that fails on its address, its database URL or its master key
-	// leaves no data directory, key or credentials behind.
-	ln, err := listen(m.Addr)
-	if err != nil {
+	// a start that fails on its address, its database URL, its master key or
+	// its bootstrap keys leaves no data directory, key or credentials behind.
+	// The address is tried and let go: taken for good only once the server
+	// can answer, so nothing connects to a node still replaying its log.
+	if ln, err := listen(m.Addr); err != nil {
 		return err
+	} else {
+		ln.Close()
 	}
-	m.ln = ln
 	pg := strings.HasPrefix(m.DatabaseURL, "postgres://") || strings.HasPrefix(m.DatabaseURL, "postgresql://")
 	if m.DatabaseURL != "" && !pg {
 		return &usageError{"--database-url must start with postgres:// (or be empty for the embedded store)"}
@@ -392,8 +396,42 @@ func (m *Main) Open(ctx context.Context) error {
 				WithHint("Check --database-url (host, port, user, database) and that the server is up and reachable.")
 		}
 		m.Store = db
+	} else {
+		if _, err := os.Stat(filepath.Join(m.DataDir, sqlite.FileName)); errors.Is(err, os.ErrNotExist) {
+			// A new store: the bootstrap keys will be used, so they are
+			// checked before the directory is made.
+			if err := checkBootstrapKeys(); err != nil {
+				return err
+			}
+		}
+		if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		db, err := sqlite.Open(ctx, m.DataDir) // takes the directory's lock
+		if err != nil {
+			return err
+		}
+		m.Store = db
+	}
+	wss, err := m.Store.ListWorkspaces(ctx)
+	if err != nil {
+		return err
+	}
+	if len(wss) == 0 {
+		if err := checkBootstrapKeys(); err != nil {
+			return err
+		}
+		// The credentials go into the data directory (also beside PostgreSQL).
+		if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
 	}
 	if master == nil {
+		if len(wss) > 0 {
+			// A key made now would match none of the workspaces' wrapped keys.
+			return trustloop.Errorf(trustloop.EINVALID, "No master key: the store holds workspaces, and neither TRUSTLOOP_MASTER_KEY nor %s gives their key.", m.MasterKeyFile).
+				WithHint("Give the key the store was made with (TRUSTLOOP_MASTER_KEY or --master-key-file); a new key is made only for a new store.")
+		}
 		// No key given and none stored yet: a first start makes one.
 		var generated bool
 		if master, generated, err = keyring.LoadMasterKey("", m.MasterKeyFile); err != nil {
@@ -402,16 +440,6 @@ func (m *Main) Open(ctx context.Context) error {
 		if generated {
 			keyring.WarnGenerated(m.Log, m.MasterKeyFile)
 		}
-	}
-	if !pg {
-		if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
-		db, err := sqlite.Open(ctx, m.DataDir)
-		if err != nil {
-			return err
-		}
-		m.Store = db
 	}
 	m.Keyring = keyring.New(master, 200_000)
 	m.Keyring.Load = m.Store.FindWorkspace
@@ -440,8 +468,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	// Unwrap every workspace's index key now: a wrong master key must stop the
 	// start, not surface later as events that can never be read.
-	wss, err := m.Store.ListWorkspaces(ctx)
-	if err != nil {
+	if wss, err = m.Store.ListWorkspaces(ctx); err != nil {
 		return err
 	}
 	for _, ws := range wss {
@@ -601,8 +628,11 @@ func (m *Main) Open(ctx context.Context) error {
 		Pages: pages, WebKeys: m.Keyring, Operators: m.Store, Counts: m.Store,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
-	m.HTTP.Serve(m.ln)
-	m.ln = nil // the server closes it now
+	ln, err := listen(m.Addr)
+	if err != nil {
+		return err
+	}
+	m.HTTP.Serve(ln)
 	m.Log.Info("listening", "addr", m.HTTP.Addr())
 	return nil
 }
@@ -784,10 +814,6 @@ func newMessageID() string {
 // (their events get committed), then drain the writer, then close storage.
 func (m *Main) Close() error {
 	var errs []error
-	if m.ln != nil {
-		errs = append(errs, m.ln.Close())
-		m.ln = nil
-	}
 	if m.HTTP != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), m.ShutdownWait)
 		errs = append(errs, m.HTTP.Shutdown(ctx))

@@ -123,7 +123,7 @@ func runOperators(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		return &usageError{fmt.Sprintf("operators %s: %s (trustloop operators -h lists the flags)", sub, flagError(err))}
 	}
 	if fs.NArg() > 0 {
-		return &usageError{fmt.Sprintf("operators %s: unexpected argument %q", sub, fs.Arg(0))}
+		return &usageError{fmt.Sprintf("operators %s: unexpected argument (not quoted, in case it is personal data); every value goes with a flag", sub)}
 	}
 	if err := envForUnset(fs, operatorsConnFlags); err != nil {
 		return err

@@ -156,7 +156,7 @@ func runPrivacy(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return &usageError{fmt.Sprintf("privacy %s: the argument is not a request id (prq_ and 26 letters and digits; it is not quoted here, in case it was personal data)", cmd.name)}
 		}
 	case len(pos) > 0:
-		return &usageError{fmt.Sprintf("privacy %s: unexpected argument %q", cmd.name, pos[0])}
+		return &usageError{fmt.Sprintf("privacy %s: unexpected argument (not quoted, in case it is personal data): %s takes %s", cmd.name, cmd.name, cmd.args)}
 	}
 	c, err := newPrivacyClient(fs, stdout, stderr)
 	if err != nil {

@@ -144,3 +144,48 @@ func TestBenchAndStatsFlags(t *testing.T) {
 		}
 	}
 }
+
+// A store whose master key is missing is refused, and no new key is made
+// (one would match none of its workspaces): the operator gives the old one.
+func TestServeWithoutTheStoresKeyMakesNoKey(t *testing.T) {
+	dir := t.TempDir()
+	start(t, dir).stop()
+	keyFile := filepath.Join(dir, "master.key")
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(keyFile)
+	code, _, errOut := runWith(t, nil, "", "serve", "--addr", "127.0.0.1:0", "--data-dir", dir)
+	if code != 1 || !strings.Contains(errOut, "No master key") {
+		t.Fatalf("exit %d, want 1 with No master key; stderr:\n%s", code, errOut)
+	}
+	if _, err := os.Stat(keyFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a master key was made: %v", err)
+	}
+	// With the key given, it starts (and still makes none).
+	os.WriteFile(keyFile, key, 0o600)
+	start(t, dir).stop()
+}
+
+// help on each command, version included, shows its help; a flag that is no
+// flag is not quoted back; an empty --checkpoint is refused, not skipped.
+func TestMoreUsageErrors(t *testing.T) {
+	const secret = "alice@example.com"
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"help", "version"}, 0, "Usage: trustloop version"},
+		{[]string{"serve", "---addr=" + secret}, 2, "bad flag syntax"},
+		{[]string{"operators", "list", secret}, 2, "unexpected argument"},
+		{[]string{"audit", "verify", "--data-dir", t.TempDir(), "--checkpoint", ""}, 2, "--checkpoint is empty"},
+		{[]string{"audit", "verify", "--data-dir", t.TempDir(), "--save", ""}, 2, "--save is empty"},
+	} {
+		code, out, errOut := runWith(t, nil, "", c.args...)
+		if code != c.code || !strings.Contains(out+errOut, c.want) || strings.Contains(out+errOut, secret) {
+			t.Errorf("%q: exit %d, want %d with %q (and no %q); output:\n%s%s", c.args, code, c.code, c.want, secret, out, errOut)
+		}
+	}
+}
