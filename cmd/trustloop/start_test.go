@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/trustloop/trustloop/postgres/pgtest"
 )
 
 // A start that is refused for its address, its database URL, its master key,
@@ -187,5 +189,22 @@ func TestMoreUsageErrors(t *testing.T) {
 		if code != c.code || !strings.Contains(out+errOut, c.want) || strings.Contains(out+errOut, secret) {
 			t.Errorf("%q: exit %d, want %d with %q (and no %q); output:\n%s%s", c.args, code, c.code, c.want, secret, out, errOut)
 		}
+	}
+}
+
+// A first start on PostgreSQL with the master key in the environment and a
+// data directory not made yet still hands its credentials over (the
+// directory is made for them): the keys exist nowhere else.
+func TestPostgresFirstStartWritesCredentials(t *testing.T) {
+	url := pgtest.Schema(t, "PostgreSQL first start")
+	t.Setenv("TRUSTLOOP_MASTER_KEY", base64Key(32))
+	dir := filepath.Join(t.TempDir(), "not-yet")
+	start(t, dir, "--database-url", url).stop()
+	b, err := os.ReadFile(filepath.Join(dir, "credentials"))
+	if err != nil || !strings.Contains(string(b), "admin_api_key=") {
+		t.Fatalf("credentials: %v %q", err, b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "master.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a master key file was made although the key was given: %v", err)
 	}
 }
