@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -98,8 +100,46 @@ type Result struct {
 	Load *LoadStats `json:"load,omitempty"`
 }
 
+// Check names the first setting out of range for the shape, in the flags'
+// terms, before anything is sent: Run calls it, and the command line calls it
+// first to answer with a usage error.
+func (cfg *Config) Check() error {
+	users := cfg.Users
+	if users == 0 {
+		users = DefaultUsers(cfg.Shape)
+	}
+	load := cfg.Shape == ShapeLoad
+	u, err := url.Parse(cfg.URL)
+	switch {
+	case !slices.Contains([]string{"track", "batch", ShapeRecommend, ShapeLoad}, cfg.Shape):
+		return fmt.Errorf("--shape must be track, batch, recommend or load-interactions, not %q", cfg.Shape)
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return fmt.Errorf("--url must be the server's base URL, such as http://127.0.0.1:8080")
+	case cfg.Concurrency < 1 || cfg.Concurrency > 10_000:
+		return fmt.Errorf("--concurrency %d: want 1 to 10000", cfg.Concurrency)
+	case (cfg.Shape == "batch" || load) && (cfg.BatchSize < 1 || cfg.BatchSize > 2500):
+		return fmt.Errorf("--batch %d: want 1 to 2500 events a request", cfg.BatchSize)
+	case !load && cfg.Duration <= 0:
+		return fmt.Errorf("--duration %s: want a positive duration such as 30s", cfg.Duration)
+	case cfg.Warmup < 0:
+		return fmt.Errorf("--warmup %s: want 0 or a positive duration", cfg.Warmup)
+	case !(cfg.Rate >= 0) || math.IsInf(cfg.Rate, 0):
+		return fmt.Errorf("--rate %v: want 0 (closed loop) or requests per second", cfg.Rate)
+	case users < 1:
+		return fmt.Errorf("--users %d: want 0 (the shape's default) or more", cfg.Users)
+	case load && cfg.Items < 1:
+		return fmt.Errorf("--items %d: want 1 or more products", cfg.Items)
+	case load && cfg.Interactions < users:
+		return fmt.Errorf("--interactions (%d) must be at least --users (%d): every user gets one", cfg.Interactions, users)
+	}
+	return nil
+}
+
 // Run drives the server and returns what it measured.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
 	if cfg.Users == 0 {
 		cfg.Users = DefaultUsers(cfg.Shape)
 	}
@@ -109,12 +149,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	case ShapeLoad:
 		return loadInteractions(ctx, cfg)
 	}
-	switch {
-	case cfg.Shape != "track" && cfg.Shape != "batch":
-		return nil, fmt.Errorf("--shape must be track, batch, recommend or load-interactions, not %q", cfg.Shape)
-	case cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.BatchSize > 2500 || cfg.Duration <= 0 || cfg.Users < 1 || cfg.Rate < 0:
-		return nil, fmt.Errorf("--concurrency, --users and --duration must be positive, --rate 0 or more and --batch 1..2500")
-	case cfg.WriteKey == "":
+	if cfg.WriteKey == "" {
 		return nil, fmt.Errorf("a write key is needed (--write-key)")
 	}
 	if cfg.Shape == "track" {

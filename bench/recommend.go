@@ -36,10 +36,7 @@ var personalizedMark = []byte(`"personalized":true`)
 // from Concurrency workers for Duration after Warmup. Every answer but 200 is
 // an error; 200 answers are counted as personalized when they say so.
 func runRecommend(ctx context.Context, cfg Config) (*Result, error) {
-	switch {
-	case cfg.Concurrency < 1 || cfg.Duration <= 0 || cfg.Warmup < 0 || cfg.Users < 1 || cfg.Rate < 0:
-		return nil, fmt.Errorf("--concurrency, --users and --duration must be positive, and --rate 0 or more")
-	case cfg.APIKey == "":
+	if cfg.APIKey == "" { // the rest Run checked (Config.Check)
 		return nil, fmt.Errorf("an admin API key is needed (--api-key)")
 	}
 	base := strings.TrimRight(cfg.URL, "/")

@@ -296,12 +296,7 @@ func loadInteractions(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = 1
 	}
-	switch {
-	case cfg.Concurrency < 1 || cfg.BatchSize < 1 || cfg.BatchSize > 2500 || cfg.Users < 1 || cfg.Items < 1:
-		return nil, fmt.Errorf("--concurrency, --users and --items must be positive and --batch 1..2500")
-	case cfg.Interactions < cfg.Users:
-		return nil, fmt.Errorf("--interactions (%d) must be at least --users (%d): every user gets one", cfg.Interactions, cfg.Users)
-	case cfg.WriteKey == "":
+	if cfg.WriteKey == "" { // the rest Run checked (Config.Check)
 		return nil, fmt.Errorf("a write key is needed (--write-key)")
 	}
 	c, evs, st := shopHistory(cfg.Seed, cfg.Users, cfg.Items, cfg.Interactions)

@@ -907,35 +907,6 @@ func runStats(ctx context.Context, args []string, stdout io.Writer) error {
 	return enc.Encode(st)
 }
 
-// checkBenchFlags names the first bench flag out of range, before any
-// request is sent.
-func checkBenchFlags(cfg *bench.Config) error {
-	u, err := url.Parse(cfg.URL)
-	switch {
-	case !slices.Contains([]string{"track", "batch", bench.ShapeRecommend, bench.ShapeLoad}, cfg.Shape):
-		return &usageError{fmt.Sprintf("--shape must be track, batch, recommend or load-interactions, not %q", cfg.Shape)}
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return &usageError{"--url must be the server's base URL, such as http://127.0.0.1:8080"}
-	case cfg.Concurrency < 1 || cfg.Concurrency > 10_000:
-		return &usageError{fmt.Sprintf("--concurrency %d: want 1 to 10000", cfg.Concurrency)}
-	case cfg.BatchSize < 1 || cfg.BatchSize > 2500:
-		return &usageError{fmt.Sprintf("--batch %d: want 1 to 2500 events a request", cfg.BatchSize)}
-	case cfg.Duration <= 0:
-		return &usageError{fmt.Sprintf("--duration %s: want a positive duration such as 30s", cfg.Duration)}
-	case cfg.Warmup < 0:
-		return &usageError{fmt.Sprintf("--warmup %s: want 0 or a positive duration", cfg.Warmup)}
-	case !(cfg.Rate >= 0) || math.IsInf(cfg.Rate, 0):
-		return &usageError{fmt.Sprintf("--rate %v: want 0 (closed loop) or requests per second", cfg.Rate)}
-	case cfg.Users < 0:
-		return &usageError{fmt.Sprintf("--users %d: want 0 (the shape's default) or more", cfg.Users)}
-	case cfg.Items < 1:
-		return &usageError{fmt.Sprintf("--items %d: want 1 or more products", cfg.Items)}
-	case cfg.Interactions < 1:
-		return &usageError{fmt.Sprintf("--interactions %d: want 1 or more events", cfg.Interactions)}
-	}
-	return nil
-}
-
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var cfg bench.Config
@@ -962,8 +933,8 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return err
 	}
-	if err := checkBenchFlags(&cfg); err != nil {
-		return err
+	if err := cfg.Check(); err != nil {
+		return &usageError{err.Error()}
 	}
 	needAPIKey := cfg.Shape == bench.ShapeRecommend
 	if cfg.WriteKey == "" || (needAPIKey && cfg.APIKey == "") {
