@@ -415,7 +415,8 @@ type cell struct {
 	// mark == gen: score and seen are this recommendation's. own == gen: one
 	// of the subject's own items that is excluded from their recommendations.
 	mark, done, own uint32
-	termAt          int32
+	// termAt is where exactScore left the item's terms in scratch.terms.
+	termAt int32
 }
 
 var scratchPool = sync.Pool{New: func() any { return &scratch{} }}

@@ -364,8 +364,9 @@ func TestPrunedEqualsFullShop(t *testing.T) {
 }
 
 // A subject who met hundreds of items: pruning would score nearly every item
-// exactly (a look-up per item of theirs each), so with the defaults it is not
-// tried or gives up, and the answer is still the full walk's.
+// exactly (a look-up per item of theirs each). With the defaults it is not
+// tried past 64 items; with no such limit it gives up at its budget; either
+// way the answer is the full walk's.
 func TestPrunedHeavySubject(t *testing.T) {
 	h := shopping(1, 2_000, 1_000, 20_000)
 	m := build(t, Defaults(), h, "")
@@ -376,15 +377,20 @@ func TestPrunedHeavySubject(t *testing.T) {
 			m.Add(s, &Interaction{Items: []string{fmt.Sprintf("p%d", i*7%1_000)}, Weight: 1, Time: now}, true, true)
 		}
 		for _, k := range []int{1, 10, 20} {
-			got, _ := m.Recommend([]string{s}, now, k)
-			func() {
-				defer func(p int) { pruneMin = p }(pruneMin)
-				pruneMin = math.MaxInt
-				want, _ := m.Recommend([]string{s}, now, k)
-				if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
-					t.Fatalf("%d items, k=%d:\ndefault %v\nfull    %v", n, k, got, want)
-				}
-			}()
+			for _, limits := range []string{"default", "none"} {
+				func() {
+					defer func(p, i int) { pruneMin, pruneMaxItems = p, i }(pruneMin, pruneMaxItems)
+					if limits == "none" {
+						pruneMaxItems = math.MaxInt // the 300 items try pruning too: the budget ends it
+					}
+					got, _ := m.Recommend([]string{s}, now, k)
+					pruneMin = math.MaxInt
+					want, _ := m.Recommend([]string{s}, now, k)
+					if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+						t.Fatalf("%d items, k=%d, %s limits:\npruned %v\nfull   %v", n, k, limits, got, want)
+					}
+				}()
+			}
 		}
 	}
 }

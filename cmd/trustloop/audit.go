@@ -214,7 +214,7 @@ func readCheckpointFile(path string) ([]byte, error) {
 		return nil, trustloop.Errorf(trustloop.EINVALID, "The checkpoint file is empty.").
 			WithHint("Pass the file --save wrote (or the JSON of GET /v1/audit/checkpoint); to verify without one, leave out --checkpoint.")
 	}
-	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' {
+	if t := bytes.TrimSpace(b); t[0] == '{' { // not empty: checked above
 		var c struct{ Note string }
 		if json.Unmarshal(t, &c) != nil || c.Note == "" {
 			return nil, trustloop.Errorf(trustloop.EINVALID, "The checkpoint file is JSON without a note.").
@@ -344,12 +344,9 @@ func storeVerifierKey(ctx context.Context, store interface {
 	if masterKeyFile == "" && dataDir != "" {
 		masterKeyFile = filepath.Join(dataDir, "master.key")
 	}
-	var master []byte
-	var err error
-	if env != "" || masterKeyFile != "" {
-		if master, err = keyring.ReadMasterKey(env, masterKeyFile); err != nil {
-			return "", err
-		}
+	master, err := keyring.ReadMasterKey(env, masterKeyFile) // nil when neither gives one
+	if err != nil {
+		return "", err
 	}
 	if master == nil {
 		return "", trustloop.Errorf(trustloop.EINVALID, "No verifier key: none was pinned and no master key was found to derive it.").

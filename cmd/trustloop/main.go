@@ -198,7 +198,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 
 // flagValueQuoted matches the flag package's "invalid value "V" for " and
 // "invalid boolean value "V" for ", whose V parseFlags leaves out.
-var flagValueQuoted = regexp.MustCompile(`invalid (boolean )?value ".*" for `)
+var flagValueQuoted = regexp.MustCompile(`invalid (boolean )?value "(?:[^"\\]|\\.)*" for `)
 
 // flagError is a flag parse error without the value it refused.
 func flagError(err error) string {
@@ -374,16 +374,17 @@ func (m *Main) Open(ctx context.Context) error {
 	// its bootstrap keys leaves no data directory, key or credentials behind.
 	// The address is tried and let go: taken for good only once the server
 	// can answer, so nothing connects to a node still replaying its log.
-	if ln, err := listen(m.Addr); err != nil {
+	ln, err := listen(m.Addr)
+	if err != nil {
 		return err
-	} else {
-		ln.Close()
 	}
+	ln.Close()
 	pg := strings.HasPrefix(m.DatabaseURL, "postgres://") || strings.HasPrefix(m.DatabaseURL, "postgresql://")
 	if m.DatabaseURL != "" && !pg {
 		return &usageError{"--database-url must start with postgres:// (or be empty for the embedded store)"}
 	}
 	master, err := keyring.ReadMasterKey(os.Getenv("TRUSTLOOP_MASTER_KEY"), m.MasterKeyFile)
+	keysChecked := false // the bootstrap keys, checked once for a new store
 	if err != nil {
 		return err
 	}
@@ -403,6 +404,7 @@ func (m *Main) Open(ctx context.Context) error {
 			if err := checkBootstrapKeys(); err != nil {
 				return err
 			}
+			keysChecked = true
 		}
 		if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
 			return fmt.Errorf("data dir: %w", err)
@@ -418,8 +420,10 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	if len(wss) == 0 {
-		if err := checkBootstrapKeys(); err != nil {
-			return err
+		if !keysChecked {
+			if err := checkBootstrapKeys(); err != nil {
+				return err
+			}
 		}
 		// The credentials go into the data directory (also beside PostgreSQL).
 		if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
@@ -628,8 +632,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Pages: pages, WebKeys: m.Keyring, Operators: m.Store, Counts: m.Store,
 		Config: tlhttp.Config{RateLimit: m.RateLimit, RateBurst: m.RateBurst},
 		Ready:  m.Store.Ping, NewID: newMessageID}
-	ln, err := listen(m.Addr)
-	if err != nil {
+	if ln, err = listen(m.Addr); err != nil {
 		return err
 	}
 	m.HTTP.Serve(ln)
