@@ -41,6 +41,7 @@ func TestServeRefusedStartCreatesNothing(t *testing.T) {
 		{"port out of range", nil, []string{"--addr", "127.0.0.1:99999"}, 2, "port from 0 to 65535"},
 		{"no port", nil, []string{"--addr", "127.0.0.1"}, 2, "is not host:port"},
 		{"address in use", nil, []string{"--addr", busy.Addr().String()}, 1, "Another process already listens"},
+		{"address not of this machine", nil, []string{"--addr", "192.0.2.1:8080"}, 1, "is not an address of this machine"},
 		{"empty address", []string{"TRUSTLOOP_ADDR="}, nil, 2, "--addr is empty"},
 		{"not a database URL", nil, []string{"--addr", free(), "--database-url", "mysql://x"}, 2, "must start with postgres://"},
 		{"database unreachable", nil, []string{"--addr", free(), "--database-url", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, 1, "Check --database-url"},
