@@ -65,3 +65,53 @@ func BenchmarkTraitKeyCap(b *testing.B) {
 		c.Apply(s, in)
 	}
 }
+
+// benchProfile is a profile as the ingest benchmark (`trustloop bench`) leaves
+// one after a few minutes: an identify with three traits and ~40 track and page
+// events of one purpose set, over seven categories and many products.
+func benchProfile(tb testing.TB) *State {
+	tb.Helper()
+	var c Config
+	s := &State{}
+	purposes := []string{"analytics", "functional", "personalization"}
+	in := identify(0, `{"email":"customer42@example.com","first_name":"Alex","plan":"loyalty"}`)
+	in.Purposes = purposes
+	c.Apply(s, in)
+	events := []string{"Product Viewed", "Product Added", "Product List Viewed", "Checkout Started", "Order Completed"}
+	cats := []string{"Shoes", "Jackets", "Home & Living", "Electronics", "Sports", "Beauty", "Toys"}
+	for i := 1; i <= 40; i++ {
+		in := track(i, events[i%len(events)], fmt.Sprintf(`{"product_id":"%d","category":"%s","price":12.5,"revenue":30}`, 100_000+i*7919, cats[i%len(cats)]))
+		in.Purposes = purposes
+		c.Apply(s, in)
+	}
+	return s
+}
+
+// BenchmarkStateDecode is what every group does first for each profile it
+// touches: decode the profile's encoded state into a working copy.
+func BenchmarkStateDecode(b *testing.B) {
+	enc := encode(b, benchProfile(b))
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var s State
+		if err := s.UnmarshalBinary(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStateEncode is what it does last: encode the changed state.
+func BenchmarkStateEncode(b *testing.B) {
+	s := benchProfile(b)
+	enc := encode(b, s)
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	buf := make([]byte, 0, len(enc)+64)
+	for b.Loop() {
+		var err error
+		if buf, err = s.AppendBinary(buf[:0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

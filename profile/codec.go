@@ -1,12 +1,12 @@
 package profile
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -252,29 +252,27 @@ func appendCounts(b []byte, m map[string]int64) []byte {
 // profile, so they are allocated once instead of each time. Bounded: past
 // maxNames, names are allocated as usual. Not trait keys: a trait key could be
 // personal (a caller's choice), and this table outlives every profile.
-var names struct {
-	sync.RWMutex
-	m map[string]string
-}
+var (
+	names     sync.Map // string -> string
+	namesKept atomic.Int64
+)
 
 const maxNames = 50_000
 
+// intern returns b as a string, the table's copy when it has one. A sync.Map:
+// the parallel part of a group decodes on several CPUs at once, and reads
+// never write to shared memory (a read lock's counter did, on every name).
 func intern(b []byte) string {
-	names.RLock()
-	s, ok := names.m[string(b)] // no allocation for the lookup
-	names.RUnlock()
-	if ok {
-		return s
+	if s, ok := names.Load(string(b)); ok { // no allocation for the lookup
+		return s.(string)
 	}
-	s = string(b)
-	names.Lock()
-	if names.m == nil {
-		names.m = map[string]string{}
+	s := string(b)
+	if namesKept.Load() < maxNames {
+		if got, loaded := names.LoadOrStore(s, s); loaded {
+			return got.(string)
+		}
+		namesKept.Add(1)
 	}
-	if len(names.m) < maxNames {
-		names.m[s] = s
-	}
-	names.Unlock()
 	return s
 }
 
@@ -318,121 +316,27 @@ func (r *reader) bytes() []byte {
 	return v
 }
 
-func (r *reader) traits() map[string]wireTrait {
-	n := r.count(5)
-	if n == 0 {
-		return nil
-	}
-	m := make(map[string]wireTrait, n)
-	prev := ""
-	for i := range n {
-		k := string(r.bytes())
-		var t wireTrait
-		if v := r.bytes(); len(v) > 0 {
-			t.V = bytes.Clone(v)
-		}
-		t.A, t.R, t.S = r.varint(), r.varint(), r.varint()
-		// Keys strictly ascending, as written: no repeats, one encoding.
-		if (i > 0 && k <= prev) || r.bad {
-			r.bad = true
-			return nil
-		}
-		m[k], prev = t, k
-	}
-	return m
-}
-
-func (r *reader) counts() map[string]int64 {
-	n := r.count(2)
-	if n == 0 {
-		return nil
-	}
-	m := make(map[string]int64, n)
-	prev := ""
-	for i := range n {
-		k := intern(r.bytes())
-		if (i > 0 && k <= prev) || !utf8.ValidString(k) || r.bad {
-			r.bad = true
-			return nil
-		}
-		m[k], prev = r.varint(), k
-	}
-	return m
-}
-
-// decodeV2 reads a version 2 state (after its first byte) into the wire form;
-// with v3, the ByPurposes that follow it.
-func decodeV2(b []byte, w *wireState, v3 bool) bool {
-	r := &reader{b: b}
-	w.V = stateVersion
-	w.T, w.D = r.traits(), r.traits()
-	if !r.computed(&w.C) {
-		return false
-	}
-	if v3 {
-		w.BP = []wirePurposeComputed{}
-		for n := r.count(2); n > 0 && !r.bad; n-- {
-			var e wirePurposeComputed
-			for k := r.count(2); k > 0 && !r.bad; k-- {
-				e.P = append(e.P, intern(r.bytes())) // purpose ids: few, never personal
-			}
-			if !r.computed(&e.C) {
-				return false
-			}
-			w.BP = append(w.BP, e)
-		}
-	}
-	if r.bad || len(r.b) != 0 {
-		return false
-	}
-	// Live values are JSON (version 1's decoder checked this by parsing).
-	for _, t := range w.T {
-		if !json.Valid(t.V) {
-			return false
-		}
-	}
-	return true
-}
-
-// computed reads computed traits as version 2 writes them.
-func (r *reader) computed(c *wireComputed) bool {
-	c.F, c.L, c.N = r.varint(), r.varint(), r.varint()
-	c.E, c.EO = r.counts(), r.varint()
-	if n := r.count(1); n > 0 {
-		c.S = make([]int64, n)
-		for i := range c.S {
-			c.S[i] = r.varint()
-		}
-	}
-	c.O, c.M = r.varint(), r.varint()
-	if n := r.count(2); n > 0 {
-		c.PV = make([]wireView, n)
-		for i := range c.PV {
-			c.PV[i] = wireView{P: string(r.bytes()), A: r.varint()}
-			if !utf8.ValidString(c.PV[i].P) {
-				return false
-			}
-		}
-	}
-	c.K, c.KO = r.counts(), r.varint()
-	return !r.bad
-}
-
 // UnmarshalBinary decodes what MarshalBinary encoded and checks the invariants the
 // rules rely on; errors name a field, never a value.
 func (s *State) UnmarshalBinary(b []byte) error {
-	var w wireState
 	if len(b) > 0 && (b[0] == stateV2 || b[0] == stateV3 || b[0] == stateV4) {
-		if !decodeV2(b[1:], &w, b[0] != stateV2) {
-			return trustloop.Errorf(trustloop.EINTERNAL, "profile state: malformed encoding")
-		}
-		if b[0] == stateV3 {
-			w.BP = nil
-		}
-	} else if err := json.Unmarshal(b, &w); err != nil {
-		// encoding/json's messages can quote the input: never pass them on.
-		return trustloop.Errorf(trustloop.EINTERNAL, "profile state: malformed encoding")
+		return s.decodeBinary(b)
 	}
+	var w wireState
+	if err := json.Unmarshal(b, &w); err != nil {
+		// encoding/json's messages can quote the input: never pass them on.
+		return malformed()
+	}
+	return s.fromWire(&w)
+}
+
+// malformed is the error of an encoding that does not parse.
+func malformed() error {
+	return trustloop.Errorf(trustloop.EINTERNAL, "profile state: malformed encoding")
+}
+
+// fromWire checks a decoded wire form (version 1's JSON) and sets s from it.
+func (s *State) fromWire(w *wireState) error {
 	if w.V != stateVersion {
 		return trustloop.Errorf(trustloop.EINTERNAL, "profile state: unknown version %d", w.V)
 	}
