@@ -263,9 +263,14 @@ func (a *access) filter(p *projection.Profile) {
 		}
 	}
 	p.Computed = comp
-	// Audiences are conclusions drawn from behaviour.
+	// Audiences are conclusions drawn from behaviour, and only those whose
+	// rules hold over what this purpose sees are shown: a membership drawn
+	// from an order collected for analytics alone, or from a contact trait,
+	// must not show in a read for a purpose that may not see them.
 	if !a.sees(trustloop.CategoryBehavior) {
 		p.Audiences = []projection.AudienceRef{}
+	} else {
+		p.Audiences = p.AudiencesOver(p.Traits, p.Computed)
 	}
 	a.used = a.shown(p)
 }
@@ -392,8 +397,10 @@ func audienceReadable(p string, c *consent.Compiled) error {
 
 // profilesFor filters a page of profiles for a purpose: profiles whose customer
 // does not allow it are left out (a page may be short; the cursor goes on), and
-// the rest show only what the purpose may use.
-func (s *Server) profilesFor(ctx context.Context, k *trustloop.APIKey, p string, c *consent.Compiled, ps []*projection.Profile) ([]*profileView, error) {
+// the rest show only what the purpose may use. A page of audience aud's members
+// (0: none) also leaves out profiles whose membership does not hold over what
+// the purpose sees (see Profile.AudiencesOver).
+func (s *Server) profilesFor(ctx context.Context, k *trustloop.APIKey, p string, c *consent.Compiled, ps []*projection.Profile, aud int64) ([]*profileView, error) {
 	out := make([]*profileView, 0, len(ps))
 	for _, prof := range ps {
 		v, err := s.profileFor(ctx, k, p, c, prof)
@@ -402,6 +409,9 @@ func (s *Server) profilesFor(ctx context.Context, k *trustloop.APIKey, p string,
 		}
 		if c != nil && !v.Consent.Purposes[p].Allowed {
 			continue
+		}
+		if aud != 0 && !slices.ContainsFunc(v.Audiences, func(a projection.AudienceRef) bool { return a.ID == aud }) {
+			continue // a member only through data this purpose may not see
 		}
 		out = append(out, v)
 	}

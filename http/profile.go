@@ -422,7 +422,7 @@ func (s *Server) listProfiles(w http.ResponseWriter, r *http.Request, k *trustlo
 	if err != nil {
 		return err
 	}
-	vs, err := s.profilesFor(r.Context(), k, pp, c, ps)
+	vs, err := s.profilesFor(r.Context(), k, pp, c, ps, aud)
 	if err != nil {
 		return err
 	}
@@ -541,7 +541,7 @@ func (s *Server) audienceMembers(w http.ResponseWriter, r *http.Request, k *trus
 	if err != nil {
 		return err
 	}
-	vs, err := s.profilesFor(r.Context(), k, pp, c, ps)
+	vs, err := s.profilesFor(r.Context(), k, pp, c, ps, id)
 	if err != nil {
 		return err
 	}

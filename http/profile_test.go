@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -460,5 +461,55 @@ func TestProfileListReadsYourWrites(t *testing.T) {
 	all := decode[list](t, s.api(t, "GET", "/v1/profiles?purpose=analytics", nil), 200)
 	if len(all.Data) != 1 || all.Data[0].Traits["tier"] != "gold" {
 		t.Fatalf("listing = %+v, want the one profile with tier gold", all.Data)
+	}
+}
+
+// A read for a purpose shows only the audiences whose rules hold over what
+// that purpose sees (T3): a membership drawn from an order collected for
+// analytics alone does not show under personalization, nor one drawn from a
+// contact trait under a purpose that may not use contact data; audience
+// member lists leave such profiles out the same way.
+func TestAudiencesOnlyFromWhatThePurposeSees(t *testing.T) {
+	s := newServer(t, options{regime: "opt_in"})
+	mustOK(t, s.post(t, "/v1/identify", obj{"userId": "f2", "messageId": "a1", "traits": obj{"plan": "gold"}}))
+	mustOK(t, s.post(t, "/v1/track", obj{"userId": "f2", "messageId": "a2", "event": "Segment Consent Preference Updated",
+		"context": obj{"consent": obj{"categoryPreferences": obj{"Analytics": true}}}}))
+	mustOK(t, s.post(t, "/v1/track", obj{"userId": "f2", "messageId": "a3", "event": "Order Completed",
+		"properties": obj{"order_id": "o9", "revenue": 99}}))
+	pid := decode[profileJSON](t, s.api(t, "GET", "/v1/profiles/lookup?purpose=analytics&identifier=user_id:f2", nil), 200).ProfileID
+	decode[map[string]any](t, s.api(t, "PUT", "/v1/profiles/"+pid+"/consent", obj{"purposes": obj{"personalization": true, "marketing": true}}), 200)
+	type aud struct{ ID int64 }
+	buyers := decode[aud](t, s.api(t, "POST", "/v1/audiences", obj{"name": "Buyers", "rule": "computed.order_count >= 1"}), 201).ID
+	gold := decode[aud](t, s.api(t, "POST", "/v1/audiences", obj{"name": "Gold", "rule": `traits.plan == "gold"`}), 201).ID
+	// Stored membership is over all of the profile's data: both hold.
+	if p := decode[profileJSON](t, s.api(t, "GET", "/v1/profiles/"+pid+"?purpose=marketing", nil), 200); len(p.Traits) == 0 {
+		t.Fatalf("setup: marketing sees no traits: %+v", p)
+	}
+	for _, c := range []struct {
+		purpose string
+		want    []int64
+	}{
+		{"personalization", nil},       // the order was collected for analytics only; traits are contact
+		{"analytics", []int64{buyers}}, // the order, not the contact trait
+		{"marketing", []int64{gold}},   // the trait, not the order (collected before marketing was allowed)
+	} {
+		p := decode[profileJSON](t, s.api(t, "GET", "/v1/profiles/"+pid+"?purpose="+c.purpose, nil), 200)
+		var got []int64
+		for _, a := range p.Audiences {
+			got = append(got, a.ID)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("audiences read for %s = %v, want %v", c.purpose, got, c.want)
+		}
+		for _, id := range []int64{buyers, gold} {
+			want := slices.Contains(c.want, id)
+			for _, path := range []string{"/v1/audiences/" + itoa(id) + "/members?purpose=" + c.purpose,
+				"/v1/profiles?audience=" + itoa(id) + "&purpose=" + c.purpose} {
+				list := decode[struct{ Data []profileJSON }](t, s.api(t, "GET", path, nil), 200)
+				if (len(list.Data) == 1) != want || len(list.Data) > 1 {
+					t.Errorf("GET %s: %d profiles, want member %v", path, len(list.Data), want)
+				}
+			}
+		}
 	}
 }

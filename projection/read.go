@@ -10,8 +10,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/audience"
 	"github.com/trustloop/trustloop/keyring"
 	"github.com/trustloop/trustloop/profile"
 )
@@ -31,6 +33,10 @@ type Profile struct {
 	id    int64
 	state profile.State
 	cfg   profile.Config
+	// set is the workspace's audiences, compiled, and now the time of the
+	// read: what AudiencesOver evaluates with.
+	set *audience.Set
+	now time.Time
 	// subjects are the blind indexes of its user and anonymous ids: the
 	// subjects its consent is stored under.
 	subjects [][]byte
@@ -43,6 +49,26 @@ func (p *Profile) ID() int64 { return p.id }
 // collected for purpose (T3), shaped as Computed.
 func (p *Profile) ComputedFor(purpose string) map[string]any {
 	return p.cfg.ComputedFor(&p.state, purpose)
+}
+
+// AudiencesOver returns those of the profile's audiences whose rules also
+// hold over traits and computed alone: a read for one purpose passes what that
+// purpose may see, so that no membership drawn from data it may not see
+// (events collected for other purposes, categories it may not use) shows in
+// it (T3). Membership is kept for the profile's whole data (Audiences, from
+// the store); a read shows the audiences that hold on both.
+func (p *Profile) AudiencesOver(traits, computed map[string]any) []AudienceRef {
+	if len(p.Audiences) == 0 || p.set == nil {
+		return []AudienceRef{}
+	}
+	ids := p.set.Evaluate(traits, computed, p.now)
+	out := []AudienceRef{}
+	for _, a := range p.Audiences {
+		if _, ok := slices.BinarySearch(ids, a.ID); ok {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Subjects returns the blind indexes of the profile's user and anonymous ids,
@@ -254,6 +280,10 @@ func (s *Service) open(ctx context.Context, rec trustloop.ProfileRecord, mem *st
 	m := cfg.profile.Map(&p.state)
 	p.Traits, _ = m["traits"].(map[string]any)
 	p.Computed, _ = m["computed"].(map[string]any)
+	if p.set, err = s.audienceSet(ctx, ws); err != nil {
+		return nil, err
+	}
+	p.now = s.Now().UTC()
 	auds := []int64(nil)
 	if mem != nil {
 		auds = mem.members
