@@ -77,8 +77,10 @@ func setupMatrix(t *testing.T) *matrix {
 	}
 	m := &matrix{s: s, keys: map[string]map[string]string{"A": {}, "B": {}}}
 	for _, role := range []string{trustloop.RoleAdmin, trustloop.RoleReader, trustloop.RolePrivacy} {
-		m.keys["A"][role] = newKey(t, s, s.WS.ID, role, "analytics")
-		m.keys["B"][role] = newKey(t, s, b.Workspace.ID, role, "analytics")
+		// essential too: an access package is read for it (the purposes the
+		// cells below try are analytics, held, and marketing, not held).
+		m.keys["A"][role] = newKey(t, s, s.WS.ID, role, "analytics", "essential")
+		m.keys["B"][role] = newKey(t, s, b.Workspace.ID, role, "analytics", "essential")
 	}
 	// A profile born of two merged ones (for merges and split), with consent and
 	// a receipt, and an audience.
@@ -364,5 +366,46 @@ func TestRevokedKeyRefusedAtOnce(t *testing.T) {
 	}
 	if r := m.s.api(t, "GET", path, nil, key); r.Status != http.StatusUnauthorized {
 		t.Fatalf("a revoked key was accepted: %d", r.Status)
+	}
+}
+
+// An access package holds every category of the subject's data: downloading
+// it is a read for purpose essential (answering the subject's request), which
+// the key must hold whatever its role, and it is recorded with that purpose.
+func TestExportNeedsEssential(t *testing.T) {
+	m := setupMatrix(t)
+	path := "/v1/privacy-requests/" + m.request + "/export"
+	uses := func() (n int) {
+		r := m.s.api(t, "GET", "/v1/profiles/"+m.profile+"/data-uses", nil)
+		var v struct{ Data []dataUse }
+		if err := json.Unmarshal(r.Body, &v); err != nil || r.Status != 200 {
+			t.Fatalf("data uses: %d %s", r.Status, r.Body)
+		}
+		for _, u := range v.Data {
+			if u.Action == "GET /v1/privacy-requests/{id}/export" {
+				if u.Purpose != "essential" {
+					t.Errorf("an export recorded with purpose %q", u.Purpose)
+				}
+				n++
+			}
+		}
+		return n
+	}
+	before := uses()
+	analytics := newKey(t, m.s, m.s.WS.ID, trustloop.RolePrivacy, "analytics")
+	r := m.s.api(t, "GET", path, nil, analytics)
+	if e := r.apiError(t); r.Status != http.StatusForbidden || !strings.Contains(e.Error.Message, "essential") || e.Error.Hint == "" ||
+		strings.Contains(string(r.Body), "mx@example.com") {
+		t.Fatalf("an export with a key for analytics only: %d %s", r.Status, r.Body)
+	}
+	if n := uses(); n != before {
+		t.Fatalf("a refused export was recorded: %d uses, %d before", n, before)
+	}
+	essential := newKey(t, m.s, m.s.WS.ID, trustloop.RolePrivacy, "essential")
+	if r := m.s.api(t, "GET", path, nil, essential); r.Status != http.StatusOK || !strings.Contains(string(r.Body), "mx@example.com") {
+		t.Fatalf("an export with a key for essential: %d %.300s", r.Status, r.Body)
+	}
+	if n := uses(); n != before+1 {
+		t.Fatalf("the export was recorded %d times", n-before)
 	}
 }

@@ -188,6 +188,15 @@ func (s *Server) exportRequest(w http.ResponseWriter, r *http.Request, k *trustl
 	if err := requirePrivacy(k); err != nil {
 		return err
 	}
+	// The package holds every category of the subject's data, read to answer
+	// the subject's own request: a legal obligation, which the catalog's
+	// essential purpose covers. Reading personal data needs the purpose in the
+	// key's purposes whatever the role, so a privacy key for analytics alone
+	// may not download it (it could not read the profile either).
+	if !slices.Contains(k.Purposes, trustloop.PurposeEssential) {
+		return trustloop.Errorf(trustloop.EFORBIDDEN, "This API key may not read for purpose %q, which answering an access request is.", trustloop.PurposeEssential).
+			WithHint("Download the package with an admin or privacy key whose purposes include essential (POST /v1/api-keys).")
+	}
 	format := r.URL.Query().Get("format")
 	if format == "" {
 		format = "json"

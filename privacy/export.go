@@ -117,7 +117,10 @@ func (s *Service) Export(ctx context.Context, ws int64, id, format string, actor
 	if pkg.Found && s.Audit != nil {
 		entries := []trustloop.AuditEntry{}
 		for _, p := range pkg.Profiles {
+			// Purpose essential: answering the subject's request is a legal
+			// obligation (the catalog's essential purpose covers it).
 			entries = append(entries, trustloop.AuditEntry{WorkspaceID: ws, Time: s.now(), Kind: trustloop.AuditDataUse, Actor: actor,
+				Purpose: trustloop.PurposeEssential,
 				Subject: p.ProfileID, Categories: trustloop.Categories, Action: "GET /v1/privacy-requests/{id}/export",
 				Detail: "request " + r.ID})
 		}
