@@ -483,6 +483,9 @@ func (s *Server) consoleExport(w http.ResponseWriter, r *http.Request, a *adminS
 	if err := s.requireRequests(a); err != nil {
 		return err
 	}
+	if err := exportAllowed(a.key.Purposes, "Ask an administrator for an operator account whose purposes include essential (Operators), or have a colleague with one download the package."); err != nil {
+		return err
+	}
 	q, err := s.Privacy.Get(r.Context(), a.key.WorkspaceID, r.PathValue("id"))
 	if err != nil {
 		return err

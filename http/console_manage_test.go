@@ -825,6 +825,18 @@ func TestManageRequestsExport(t *testing.T) {
 	if p := rita.get("/admin/requests/" + id); strings.Contains(p.Body, "/export?format=") {
 		t.Error("a reader is offered the download")
 	}
+	// Nor privacy staff whose purposes lack essential, the purpose the
+	// package is read for.
+	al := s.newOperator(t, "al@shop.example", "Al Analyst", "al's long passphrase!", trustloop.RolePrivacy)
+	al.Purposes = []string{"analytics"}
+	if err := s.Store.UpdateOperator(ctx, al); err != nil {
+		t.Fatal(err)
+	}
+	alb := s.signedIn(t, "al@shop.example", "al's long passphrase!")
+	if p := alb.get("/admin/requests/" + id + "/export?format=json"); p.Status != http.StatusForbidden || strings.Contains(p.Body, "ann@example.com") ||
+		!strings.Contains(p.Body, "essential") {
+		t.Fatalf("a download by privacy staff without essential: %d %.300s", p.Status, p.Body)
+	}
 }
 
 // TestManageRequestsAllPages: the queue lists every open request, past the

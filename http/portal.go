@@ -398,6 +398,7 @@ var useActions = map[string]string{
 	"GET /v1/audiences/{id}/members":        "audience",
 	"GET /portal":                           "portal",
 	"GET /admin/customers/{id}":             "console",
+	"GET /v1/privacy-requests/{id}/export":  "export",
 }
 
 // useSentence says one recorded use in language lang; c is the catalog of

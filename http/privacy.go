@@ -188,14 +188,8 @@ func (s *Server) exportRequest(w http.ResponseWriter, r *http.Request, k *trustl
 	if err := requirePrivacy(k); err != nil {
 		return err
 	}
-	// The package holds every category of the subject's data, read to answer
-	// the subject's own request: a legal obligation, which the catalog's
-	// essential purpose covers. Reading personal data needs the purpose in the
-	// key's purposes whatever the role, so a privacy key for analytics alone
-	// may not download it (it could not read the profile either).
-	if !slices.Contains(k.Purposes, trustloop.PurposeEssential) {
-		return trustloop.Errorf(trustloop.EFORBIDDEN, "This API key may not read for purpose %q, which answering an access request is.", trustloop.PurposeEssential).
-			WithHint("Download the package with an admin or privacy key whose purposes include essential (POST /v1/api-keys).")
+	if err := exportAllowed(k.Purposes, "Download the package with an admin or privacy key whose purposes include essential (POST /v1/api-keys)."); err != nil {
+		return err
 	}
 	format := r.URL.Query().Get("format")
 	if format == "" {
@@ -213,6 +207,22 @@ func (s *Server) exportRequest(w http.ResponseWriter, r *http.Request, k *trustl
 		panic(http.ErrAbortHandler)
 	}
 	return err
+}
+
+// exportAllowed refuses downloading an access package to a key or operator
+// whose purposes lack essential. The package holds every category of the
+// subject's data, read to answer the subject's own request: a legal
+// obligation, which is the catalog's essential purpose (dpv:LegalCompliance),
+// and reading personal data needs the purpose among the reader's purposes
+// whatever the role (a privacy key for analytics alone could not read the
+// profile either). The customer's own download in the portal needs no such
+// purpose: it is theirs.
+func exportAllowed(purposes []string, hint string) error {
+	if slices.Contains(purposes, trustloop.PurposeEssential) {
+		return nil
+	}
+	return trustloop.Errorf(trustloop.EFORBIDDEN, "Downloading an access package is a read for purpose %q, which this key may not read for.", trustloop.PurposeEssential).
+		WithHint(hint)
 }
 
 // lazyWriter sends the export's headers with its first byte.

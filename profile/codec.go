@@ -3,6 +3,7 @@ package profile
 import (
 	"encoding/binary"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -38,8 +39,9 @@ import (
 //	      "s":[sourceID],"o":orders,"m":revenueMicros,
 //	      "pv":[{"p":product,"a":at}],"k":{category:count},"ko":other}}
 //
-// Both decode to the same wire form and are checked by the same code. Readers
-// refuse versions they do not know.
+// Version 1 decodes to a wire form that fromWire checks; versions 2 to 4 decode
+// straight into a State (decode.go) with the same checks, in the same order.
+// Readers refuse versions they do not know.
 const stateVersion = 1
 
 // stateV2 is the first byte of a version 2 state (a version 1 state starts with
@@ -346,7 +348,10 @@ func (s *State) fromWire(w *wireState) error {
 			return nil, nil
 		}
 		r := make(map[string]Trait, len(m))
-		for k, wt := range m {
+		// In key order, so that of several broken traits the same one is
+		// named every time (the binary decoder reads them in that order).
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			wt := m[k]
 			if k == "" || len(k) > MaxNameBytes || !utf8.ValidString(k) {
 				return nil, corrupt(field + " key")
 			}
