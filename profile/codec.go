@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,13 +64,6 @@ type wireState struct {
 	T map[string]wireTrait `json:"t,omitempty"`
 	D map[string]wireTrait `json:"d,omitempty"`
 	C wireComputed         `json:"c"`
-	// BP is ByPurposes, in version 3 only.
-	BP []wirePurposeComputed `json:"-"`
-}
-
-type wirePurposeComputed struct {
-	P []string
-	C wireComputed
 }
 
 type wireTrait struct {
@@ -382,22 +374,6 @@ func (s *State) fromWire(w *wireState) error {
 	}
 	if out.Computed, err = toComputed(&w.C); err != nil {
 		return err
-	}
-	for i, e := range w.BP {
-		if len(e.P) == 0 || !slices.IsSorted(e.P) || len(slices.Compact(slices.Clone(e.P))) != len(e.P) ||
-			(i > 0 && purposesKey(w.BP[i-1].P) >= purposesKey(e.P)) {
-			return corrupt("purpose sets")
-		}
-		for _, id := range e.P {
-			if id == "" || len(id) > 32 || strings.ContainsRune(id, ' ') {
-				return corrupt("purpose sets")
-			}
-		}
-		c, err := toComputed(&e.C)
-		if err != nil {
-			return err
-		}
-		out.ByPurposes = append(out.ByPurposes, PurposeComputed{Purposes: e.P, Computed: c})
 	}
 	*s = out
 	return nil

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -14,13 +16,41 @@ import (
 
 func refUnmarshal(s *State, b []byte) error {
 	var w wireState
-	if !decodeV2(b[1:], &w, b[0] != stateV2) {
+	var bp []wirePurposeComputed
+	if !decodeV2(b[1:], &w, &bp, b[0] != stateV2) {
 		return malformed()
 	}
 	if b[0] == stateV3 {
-		w.BP = nil
+		bp = nil
 	}
-	return s.fromWire(&w)
+	var out State
+	if err := out.fromWire(&w); err != nil {
+		return err
+	}
+	for i, e := range bp {
+		if len(e.P) == 0 || !slices.IsSorted(e.P) || len(slices.Compact(slices.Clone(e.P))) != len(e.P) ||
+			(i > 0 && purposesKey(bp[i-1].P) >= purposesKey(e.P)) {
+			return corrupt("purpose sets")
+		}
+		for _, id := range e.P {
+			if id == "" || len(id) > 32 || strings.ContainsRune(id, ' ') {
+				return corrupt("purpose sets")
+			}
+		}
+		c, err := toComputed(&e.C)
+		if err != nil {
+			return err
+		}
+		out.ByPurposes = append(out.ByPurposes, PurposeComputed{Purposes: e.P, Computed: c})
+	}
+	*s = out
+	return nil
+}
+
+// wirePurposeComputed is a purpose set as the reference reads it.
+type wirePurposeComputed struct {
+	P []string
+	C wireComputed
 }
 
 func (r *reader) traits() map[string]wireTrait {
@@ -67,7 +97,7 @@ func (r *reader) counts() map[string]int64 {
 
 // decodeV2 reads a version 2 state (after its first byte) into the wire form;
 // with v3, the ByPurposes that follow it.
-func decodeV2(b []byte, w *wireState, v3 bool) bool {
+func decodeV2(b []byte, w *wireState, bp *[]wirePurposeComputed, v3 bool) bool {
 	r := &reader{b: b}
 	w.V = stateVersion
 	w.T, w.D = r.traits(), r.traits()
@@ -75,7 +105,7 @@ func decodeV2(b []byte, w *wireState, v3 bool) bool {
 		return false
 	}
 	if v3 {
-		w.BP = []wirePurposeComputed{}
+		*bp = []wirePurposeComputed{}
 		for n := r.count(2); n > 0 && !r.bad; n-- {
 			var e wirePurposeComputed
 			for k := r.count(2); k > 0 && !r.bad; k-- {
@@ -84,7 +114,7 @@ func decodeV2(b []byte, w *wireState, v3 bool) bool {
 			if !r.computed(&e.C) {
 				return false
 			}
-			w.BP = append(w.BP, e)
+			*bp = append(*bp, e)
 		}
 	}
 	if r.bad || len(r.b) != 0 {
@@ -215,4 +245,34 @@ func FuzzDecodeMatchesWirePath(f *testing.F) {
 		}
 		checkAgainstWirePath(t, data)
 	})
+}
+
+// TestDecodePurposeSetsChecked: a version 4 state whose purpose sets break an
+// invariant is refused, as the reference refuses it (random corruption seldom
+// makes these).
+func TestDecodePurposeSetsChecked(t *testing.T) {
+	long := strings.Repeat("p", 33)
+	for _, sets := range [][][]string{
+		{{}},           // an empty set
+		{{"b", "a"}},   // not sorted
+		{{"a", "a"}},   // a repeat
+		{{"a b"}},      // an id with a space
+		{{long}},       // an id too long
+		{{""}},         // an empty id
+		{{"b"}, {"a"}}, // sets out of order
+		{{"a"}, {"a"}}, // a set twice
+	} {
+		s := benchProfile(t)
+		c := s.ByPurposes[0].Computed
+		s.ByPurposes = nil
+		for _, p := range sets {
+			s.ByPurposes = append(s.ByPurposes, PurposeComputed{Purposes: p, Computed: cloneComputed(c)})
+		}
+		b := encode(t, s)
+		var got State
+		if err := got.UnmarshalBinary(b); err == nil || !strings.Contains(err.Error(), "purpose sets") {
+			t.Errorf("purpose sets %q: %v", sets, err)
+		}
+		checkAgainstWirePath(t, b)
+	}
 }
