@@ -384,7 +384,6 @@ func (m *Main) Open(ctx context.Context) error {
 		return &usageError{"--database-url must start with postgres:// (or be empty for the embedded store)"}
 	}
 	master, err := keyring.ReadMasterKey(os.Getenv("TRUSTLOOP_MASTER_KEY"), m.MasterKeyFile)
-	keysChecked := false // the bootstrap keys, checked once for a new store
 	if err != nil {
 		return err
 	}
@@ -392,7 +391,10 @@ func (m *Main) Open(ctx context.Context) error {
 	// call a method on a nil store.
 	if pg {
 		db, err := postgres.Open(ctx, m.DatabaseURL)
-		if err != nil {
+		var te *trustloop.Error
+		if errors.As(err, &te) {
+			return err // Open said what is wrong (a URL it cannot parse)
+		} else if err != nil {
 			return trustloop.Errorf(trustloop.EUNAVAILABLE, "Could not open the PostgreSQL store (%v).", err).
 				WithHint("Check --database-url (host, port, user, database) and that the server is up and reachable.")
 		}
@@ -404,7 +406,6 @@ func (m *Main) Open(ctx context.Context) error {
 			if err := checkBootstrapKeys(); err != nil {
 				return err
 			}
-			keysChecked = true
 		}
 		if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
 			return fmt.Errorf("data dir: %w", err)
@@ -420,10 +421,10 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	if len(wss) == 0 {
-		if !keysChecked {
-			if err := checkBootstrapKeys(); err != nil {
-				return err
-			}
+		// Again for PostgreSQL, and for a SQLite file made but never set up:
+		// reading the environment costs nothing.
+		if err := checkBootstrapKeys(); err != nil {
+			return err
 		}
 		// The credentials go into the data directory (also beside PostgreSQL).
 		if err := os.MkdirAll(m.DataDir, 0o700); err != nil {

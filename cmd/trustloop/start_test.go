@@ -44,6 +44,7 @@ func TestServeRefusedStartCreatesNothing(t *testing.T) {
 		{"address not of this machine", nil, []string{"--addr", "192.0.2.1:8080"}, 1, "is not an address of this machine"},
 		{"empty address", []string{"TRUSTLOOP_ADDR="}, nil, 2, "--addr is empty"},
 		{"not a database URL", nil, []string{"--addr", free(), "--database-url", "mysql://x"}, 2, "must start with postgres://"},
+		{"database URL that does not parse", nil, []string{"--addr", free(), "--database-url", "postgres://x@127.0.0.1:bad/x"}, 1, "Use postgres://user:password@host"},
 		{"database unreachable", nil, []string{"--addr", free(), "--database-url", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, 1, "Check --database-url"},
 		{"master key too short", []string{"TRUSTLOOP_MASTER_KEY=" + short}, []string{"--addr", free()}, 1, "must be 32 bytes"},
 		{"bootstrap admin key too short", []string{"TRUSTLOOP_BOOTSTRAP_ADMIN_KEY=short"}, []string{"--addr", free()}, 2, "16 to 200 printable"},
