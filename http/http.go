@@ -365,15 +365,20 @@ func (s *Server) logInternal(r *http.Request, err error) {
 	s.Log.Error("internal error", "method", r.Method, "route", r.Pattern, "err", err)
 }
 
+// jsonAppender is a view that writes its own JSON, as encoding/json would,
+// for an answer on a hot path; ok false leaves it to encoding/json.
+type jsonAppender interface {
+	appendJSON(b []byte) (_ []byte, ok bool)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	var b []byte
 	var err error
-	if rv, ok := v.(*recommendationsView); ok {
-		b, ok = rv.appendJSON(make([]byte, 0, 1024))
-		if !ok {
-			b, err = json.Marshal(v)
-		}
-	} else {
+	ok := false
+	if a, is := v.(jsonAppender); is {
+		b, ok = a.appendJSON(make([]byte, 0, 1024))
+	}
+	if !ok {
 		b, err = json.Marshal(v)
 	}
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 // something this fast path does not spell the way encoding/json does (a
 // float it would write in exponent form, or one it refuses); the caller then
 // uses encoding/json.
-func (v *recommendationsView) appendJSON(b []byte) (_ []byte, ok bool) {
+func (v recommendationsView) appendJSON(b []byte) (_ []byte, ok bool) {
 	b = append(b, `{"profile_id":`...)
 	b = appendJSONString(b, v.ProfileID)
 	b = append(b, `,"personalized":`...)

@@ -51,12 +51,34 @@ func TestRecommendationsJSONEqualsEncodingJSON(t *testing.T) {
 	})
 }
 
-func BenchmarkRecommendationsJSON(b *testing.B) {
+// ordinaryView is a personalized answer of ten items as the API gives them.
+func ordinaryView() recommendationsView {
 	v := recommendationsView{ProfileID: "1234567", Personalized: true}
 	for i := range 10 {
 		v.Items = append(v.Items, recommend.Rec{ItemID: "p" + string(rune('0'+i)) + "12345", Score: 0.123456789 * float64(i+1),
 			Because: []recommend.Because{{ItemID: "p9876", Weight: 0.5}, {ItemID: "p5432", Weight: 0.25}, {ItemID: "p1", Weight: 1.0 / 3}}})
 	}
+	return v
+}
+
+// An ordinary answer takes the fast path (the property test above lets it
+// decline), with encoding/json's bytes, by value and by pointer alike.
+func TestRecommendationsJSONFastPath(t *testing.T) {
+	v := ordinaryView()
+	want, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []jsonAppender{v, &v} {
+		got, ok := a.appendJSON(nil)
+		if !ok || string(got) != string(want) {
+			t.Fatalf("appendJSON (%T) = %s, %v; want %s", a, got, ok, want)
+		}
+	}
+}
+
+func BenchmarkRecommendationsJSON(b *testing.B) {
+	v := ordinaryView()
 	b.Run("encoding/json", func(b *testing.B) {
 		for range b.N {
 			json.Marshal(v)
