@@ -112,16 +112,9 @@ func (m *Model) intern(id string) int32 {
 	m.ids = append(m.ids, id)
 	m.items = append(m.items, item{})
 	m.cnt = append(m.cnt, 0)
-	if len(m.sims) == cap(m.sims) {
-		// Grown by hand: the cells are atomics, copied only here, under the
-		// write lock (no reader is looking).
-		grown := make([]atomic.Pointer[simRow], len(m.sims), max(16, 2*len(m.sims)))
-		for k := range m.sims {
-			grown[k].Store(m.sims[k].Load())
-		}
-		m.sims = grown
-	}
-	m.sims = m.sims[:len(m.sims)+1]
+	// The cells are atomics; append copies them only under the write lock,
+	// when no reader is looking.
+	m.sims = append(m.sims, atomic.Pointer[simRow]{})
 	m.uver = append(m.uver, 0)
 	if m.cfg.ItemSupport > 1 {
 		m.holders = append(m.holders, nil)
