@@ -200,7 +200,7 @@ func (v *auditVerifier) key(presented, from string) string {
 func readCheckpointFile(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, trustloop.Errorf(trustloop.EINVALID, "Cannot read the checkpoint file: %v.", errors.Unwrap(err)).
+		return nil, trustloop.Errorf(trustloop.EINVALID, "Cannot read the checkpoint file: %v.", unwrapPath(err)).
 			WithHint("Pass the file --save wrote.")
 	}
 	// A byte order mark and CR LF line ends are what an editor on Windows adds
@@ -248,7 +248,7 @@ func newCheckpointSaver(path string) (*checkpointSaver, error) {
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return nil, trustloop.Errorf(trustloop.EINVALID, "Cannot write the --save file: %v.", errors.Unwrap(err)).
+		return nil, trustloop.Errorf(trustloop.EINVALID, "Cannot write the --save file: %v.", unwrapPath(err)).
 			WithHint("Give a file in an existing directory you can write to.")
 	}
 	return &checkpointSaver{path: path, tmp: tmp}, nil

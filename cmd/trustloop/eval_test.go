@@ -96,13 +96,7 @@ func TestEvalEvents(t *testing.T) {
 // with the file, the line and a hint, and no value from the line.
 func TestEvalMalformed(t *testing.T) {
 	dir := t.TempDir()
-	file := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	file := func(name, content string) string { return writeTestFile(t, dir, name, []byte(content)) }
 	badEvents := file("events.jsonl", `{"type":"track","userId":"u1","event":"Product Viewed","properties":{"product_id":"p1"},"timestamp":"2024-05-01T10:00:00Z"}`+
 		"\n\n{\"type\":\"track\",\"userId\":\"someone@example.com\"\n")
 	fixture, err := os.ReadFile(evalFixtures + "ratings.tsv")

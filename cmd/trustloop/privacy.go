@@ -261,7 +261,7 @@ func (c *privacyClient) apiKey() (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", &usageError{fmt.Sprintf("privacy: no API key: give --api-key (or TRUSTLOOP_API_KEY), or the --data-dir "+
-			"of the server, whose credentials file holds its admin key (cannot read %s: %v)", path, errors.Unwrap(err))}
+			"of the server, whose credentials file holds its admin key (cannot read %s: %v)", path, unwrapPath(err))}
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "admin_api_key="); ok && v != "" {

@@ -35,13 +35,7 @@ func TestReceiptVerifyInput(t *testing.T) {
 	}
 	asJSON, _ := json.Marshal(map[string]string{"jws": jws})
 	dir := t.TempDir()
-	file := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	file := func(name string, b []byte) string { return writeTestFile(t, dir, name, b) }
 	const bom = "\xef\xbb\xbf"
 	tampered := []byte(jws) // one character of the signature changed
 	if i := len(tampered) - 10; tampered[i] == 'A' {
@@ -106,4 +100,14 @@ func TestReceiptVerifyInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeTestFile writes b to dir/name and returns the path.
+func writeTestFile(t *testing.T, dir, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
