@@ -611,12 +611,13 @@ func (m *Model) scoreAll(c combined, sc *scratch, k int) []int32 {
 		}
 		m.shortRow(a, sc)
 	}
-	return m.best(sc, k, false)
+	return m.best(sc, k)
 }
 
 // best returns the k best of the items touched by their sums (ties by item
-// id): above 0, not excluded and, when unscored, not scored exactly yet.
-func (m *Model) best(sc *scratch, k int, unscored bool) []int32 {
+// id): above 0, not excluded and not scored exactly yet (in scoreAll's fresh
+// generation nothing is).
+func (m *Model) best(sc *scratch, k int) []int32 {
 	cells, gen := sc.cells, sc.gen
 	top := make([]int32, 0, k+1)
 	better := func(a, b int32) bool {
@@ -629,7 +630,7 @@ func (m *Model) best(sc *scratch, k int, unscored bool) []int32 {
 	for _, j := range sc.touched {
 		cl := &cells[j]
 		v := cl.score
-		if v <= 0 || v < floor || cl.own == gen || (unscored && cl.done == gen) {
+		if v <= 0 || v < floor || cl.own == gen || cl.done == gen {
 			continue
 		}
 		top = insertTop(top, j, k, better)
@@ -737,7 +738,7 @@ func (m *Model) scoreTop(c combined, sc *scratch, k, walk int) (top []int32, ok 
 			}
 		}
 		// The best partial sums first: they raise the k-th score soonest.
-		for _, j := range m.best(sc, k, true) {
+		for _, j := range m.best(sc, k) {
 			consider(j)
 		}
 		for _, j := range sc.touched {
