@@ -85,6 +85,12 @@ type Service struct {
 	// whose profile is clean by the time it is taken is dropped.
 	dirtyQ    []dirtyEntry
 	dirtyHead int
+	// sweep lists, from sweepPos, the profiles the flush in progress still
+	// has to write, in id order (see flush.go). FlushBatch, when not 0,
+	// bounds the rows of a flush transaction (tests; else flushBatch).
+	sweep      []int64
+	sweepPos   int
+	FlushBatch int
 	// tlQ lists pending timeline runs in the order they were started, from
 	// tlHead, as dirtyQ does profiles; full lists keys whose run reached
 	// timelineRunMax. An entry whose run was written since is dropped.

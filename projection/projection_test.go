@@ -602,18 +602,32 @@ func TestRecoverAfterCrash(t *testing.T) {
 	e.sameAs(want, e.snapshot(svc3), false)
 }
 
-// (e) The watermark never passes the lowest position held only in memory. Two
-// profiles are dirty; FlushAfter and the clock make a flush write only the one
-// dirty for longer, although the other's unflushed event is older than the
-// written one's newest. After a crash, Recover replays from the watermark:
-// the written profile skips what it has, the other gets what it lacked.
-func TestWatermarkBelowUnflushed(t *testing.T) {
+// newSweepEnv returns a service that flushes one profile a transaction
+// (FlushBatch 1) after a second, with two profiles, A (u-a, a@example.com)
+// and B (u-b, b@example.com), made by one commit: A's id is the lower, so a
+// sweep writes A first.
+func newSweepEnv(t *testing.T) (*env, *projection.Service) {
 	e := newEnv(t)
 	svc := e.service()
-	svc.FlushAfter = time.Second
-	ctx := context.Background()
+	svc.FlushAfter, svc.FlushBatch = time.Second, 1
 	at := e.clock.Now()
 	e.commit(svc, identify("a1", "u-a", "", at, obj{"email": "a@example.com"}), identify("b1", "u-b", "", at, obj{"email": "b@example.com"}))
+	if a, b := e.lookup(svc, trustloop.IDEmail, "a@example.com"), e.lookup(svc, trustloop.IDEmail, "b@example.com"); a.ID() >= b.ID() {
+		t.Fatalf("A's id %d not below B's %d: a sweep would write B first", a.ID(), b.ID())
+	}
+	return e, svc
+}
+
+// (e) The watermark never passes the lowest position held only in memory. Two
+// profiles are dirty; once A is due, a sweep writes both in id order, one a
+// transaction (FlushBatch 1): after the first, A's, the watermark stays below
+// B's unflushed event although A's newest is later. After a crash there,
+// Recover replays from the watermark: the written profile skips what it has,
+// the other gets what it lacked.
+func TestWatermarkBelowUnflushed(t *testing.T) {
+	e, svc := newSweepEnv(t)
+	ctx := context.Background()
+	at := e.clock.Now()
 	e.commit(svc, track("a2", "u-a", "", at, "Order Completed", obj{"revenue": 5})) // A dirty from now
 	e.clock.Advance(2 * time.Second)
 	at = e.clock.Now()
@@ -622,9 +636,9 @@ func TestWatermarkBelowUnflushed(t *testing.T) {
 		track("a3", "u-a", "", at, "Product Viewed", obj{"product_id": "p"}))
 	lowestUnflushed, newest := s[0], s[1]
 
-	n, err := svc.Flush(ctx, false)
-	if err != nil || n != 1 {
-		t.Fatalf("Flush(due) = %d, %v; want 1 profile (A)", n, err)
+	n, more, err := svc.FlushStep(ctx, false)
+	if err != nil || n != 1 || !more {
+		t.Fatalf("first step of the sweep = %d, %v, %v; want 1 profile (A), more to come", n, more, err)
 	}
 	if up := e.projectedUpto(); up != lowestUnflushed-1 {
 		t.Errorf("ProjectedUpto = %d; want %d, just below B's unflushed event at %d (A was written up to %d)",
@@ -681,19 +695,58 @@ func TestWatermarkBelowUnflushed(t *testing.T) {
 	if up := e.projectedUpto(); up != s[0]-1 {
 		t.Errorf("ProjectedUpto with A dirty from %d = %d, want %d", s[0], up, s[0]-1)
 	}
-	e.clock.Advance(600 * time.Millisecond) // A due, B not
-	if n, err := svc3.Flush(ctx, false); err != nil || n != 1 {
-		t.Fatalf("Flush(due) = %d, %v; want 1", n, err)
-	}
-	if up := e.projectedUpto(); up != s2[0]-1 {
-		t.Errorf("ProjectedUpto with B dirty from %d = %d, want %d", s2[0], up, s2[0]-1)
-	}
-	e.clock.Advance(time.Second)
-	if n, err := svc3.Flush(ctx, false); err != nil || n != 1 {
-		t.Fatalf("Flush(due) = %d, %v; want 1", n, err)
+	e.clock.Advance(600 * time.Millisecond) // A due, B not: the sweep takes both
+	if n, err := svc3.Flush(ctx, false); err != nil || n != 2 {
+		t.Fatalf("Flush(due) = %d, %v; want 2", n, err)
 	}
 	if up := e.projectedUpto(); up != s2[0] {
 		t.Errorf("ProjectedUpto with nothing dirty = %d, want %d", up, s2[0])
+	}
+	e.clock.Advance(time.Second)
+	if n, err := svc3.Flush(ctx, false); err != nil || n != 0 {
+		t.Fatalf("Flush with nothing dirty = %d, %v; want 0", n, err)
+	}
+}
+
+// A sweep writes every dirty profile, due or not, in id order; a profile written
+// by a sweep and dirty again is due FlushAfter after its new change, not after
+// the queue entry left from before (which would start sweeps back to back and
+// write it once per event). FlushBatch 1 makes each step one profile.
+func TestSweepDueFromTheLatestChange(t *testing.T) {
+	e, svc := newSweepEnv(t)
+	ctx := context.Background()
+	at := e.clock.Now()
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// B dirty first, then A: the queue holds B's entry, then A's.
+	e.commit(svc, track("b2", "u-b", "", at, "Product Viewed", obj{"product_id": "p"}))
+	e.commit(svc, track("a2", "u-a", "", at, "Product Viewed", obj{"product_id": "p"}))
+	if n, _, err := svc.FlushStep(ctx, false); err != nil || n != 0 {
+		t.Fatalf("step before anything is due = %d, %v; want 0", n, err)
+	}
+	e.clock.Advance(2 * time.Second)
+	if n, more, err := svc.FlushStep(ctx, false); err != nil || n != 1 || !more {
+		t.Fatalf("first step of the sweep = %d, %v, %v; want A, more to come", n, more, err)
+	}
+	// A changes again while B, ahead of A's old entry, is still unwritten.
+	s := e.commit(svc, track("a3", "u-a", "", e.clock.Now(), "Product Viewed", obj{"product_id": "q"}))
+	if n, more, err := svc.FlushStep(ctx, false); err != nil || n != 1 || more {
+		t.Fatalf("second step = %d, %v, %v; want B, and nothing due after it", n, more, err)
+	}
+	if up := e.projectedUpto(); up != s[0]-1 {
+		t.Errorf("ProjectedUpto = %d; want %d, below A's new change", up, s[0]-1)
+	}
+	if n, _, err := svc.FlushStep(ctx, false); err != nil || n != 0 {
+		t.Errorf("step right after the sweep = %d, %v; want 0: A changed just now, FlushAfter is %v",
+			n, err, svc.FlushAfter)
+	}
+	e.clock.Advance(1500 * time.Millisecond)
+	if n, err := svc.Flush(ctx, false); err != nil || n != 1 {
+		t.Errorf("Flush once A's change is due = %d, %v; want 1", n, err)
+	}
+	if up := e.projectedUpto(); up != s[0] {
+		t.Errorf("ProjectedUpto with nothing dirty = %d, want %d", up, s[0])
 	}
 }
 
