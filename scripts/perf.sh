@@ -4,9 +4,11 @@
 # commits and encryption on, as always) and `trustloop bench` beside it on the
 # same machine, run RUNS times.
 # Usage: scripts/perf.sh [RUNS] [DURATION] [profiles]
-# With "profiles", the batch shape runs twice: on a collector-only server and on a
-# server with --profiles (identity resolution and profiles at ingest), back to back,
-# so that the two are compared on the same machine state.
+# With "profiles", the batch shape runs three times, back to back so that they
+# are compared on the same machine state: on a collector-only server; with
+# --profiles --recommend=false (identity resolution and profiles at ingest:
+# issue 3's target, 75 % of collector-only); and with --profiles alone, the
+# default, whose recommender also learns from every event.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -35,6 +37,8 @@ run_shape() {
 }
 
 if [ "${3:-}" = profiles ]; then
+  run_shape batch --batch 100 --concurrency 16
+  serve_flags=(--profiles --recommend=false)
   run_shape batch --batch 100 --concurrency 16
   serve_flags=(--profiles)
   run_shape batch --batch 100 --concurrency 16
