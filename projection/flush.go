@@ -140,6 +140,7 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		s.dirtyQ, s.dirtyHead = slices.Clone(s.dirtyQ[s.dirtyHead:]), 0
 	}
 	taken, tlUpto := s.takeRuns(now, all)
+	more = more || s.tlSweepPos < len(s.tlSweep)
 	runs := make([]trustloop.TimelineRun, 0, len(taken))
 	for k, r := range taken {
 		runs = append(runs, trustloop.TimelineRun{KeyID: k, Seqs: r.seqs})
@@ -441,8 +442,9 @@ func (s *Service) addPending(runs map[int64]*pendingRun, now time.Time) {
 }
 
 // takeRuns removes from memory the timeline runs a flush writes: full ones, and
-// those older than TimelineAfter (all when all is set). It returns them and the
-// timeline watermark; s.mu is held.
+// the next flushBatch of the sweep, which starts once a run is TimelineAfter old
+// (at once when all is set). It returns them and the timeline watermark; s.mu
+// is held.
 func (s *Service) takeRuns(now time.Time, all bool) (map[int64]*pendingRun, int64) {
 	taken := map[int64]*pendingRun{}
 	take := func(k int64) {
@@ -451,27 +453,28 @@ func (s *Service) takeRuns(now time.Time, all bool) (map[int64]*pendingRun, int6
 			delete(s.pending, k)
 		}
 	}
-	if all {
-		for k := range s.pending {
-			take(k)
-		}
-	}
 	for _, k := range s.full {
 		if r := s.pending[k]; r != nil && len(r.seqs) >= timelineRunMax {
 			take(k)
 		}
 	}
 	s.full = s.full[:0]
-	for s.tlHead < len(s.tlQ) {
-		e := s.tlQ[s.tlHead]
-		if r := s.pending[e.key]; r != nil && r.seqs[0] == e.first {
-			if now.Sub(e.at) < s.TimelineAfter {
-				break
-			}
-			take(e.key)
+	// Runs are swept as profiles are (see flushBatch): once the oldest is due,
+	// every pending run, in key order — the timeline table is keyed by key,
+	// and the due runs of a moment lie one per page.
+	s.dropStaleRunsLocked()
+	if s.tlSweepPos >= len(s.tlSweep) && s.tlHead < len(s.tlQ) && (all || now.Sub(s.tlQ[s.tlHead].at) >= s.TimelineAfter) {
+		s.tlSweep, s.tlSweepPos = s.tlSweep[:0], 0
+		for k := range s.pending {
+			s.tlSweep = append(s.tlSweep, k)
 		}
-		s.tlHead++ // taken, or written already (stale)
+		slices.Sort(s.tlSweep)
 	}
+	for s.tlSweepPos < len(s.tlSweep) && len(taken) < s.flushBatch() {
+		take(s.tlSweep[s.tlSweepPos])
+		s.tlSweepPos++
+	}
+	s.dropStaleRunsLocked()
 	if s.tlHead > 4096 && s.tlHead*2 > len(s.tlQ) {
 		s.tlQ, s.tlHead = slices.Clone(s.tlQ[s.tlHead:]), 0
 	}
@@ -480,6 +483,18 @@ func (s *Service) takeRuns(now time.Time, all bool) (map[int64]*pendingRun, int6
 		upto = min(upto, s.tlQ[s.tlHead].first-1)
 	}
 	return taken, upto
+}
+
+// dropStaleRunsLocked moves the timeline queue's front past entries of runs
+// written since (the front is then the lowest position held only in memory).
+func (s *Service) dropStaleRunsLocked() {
+	for s.tlHead < len(s.tlQ) {
+		e := s.tlQ[s.tlHead]
+		if r := s.pending[e.key]; r != nil && r.seqs[0] == e.first {
+			return
+		}
+		s.tlHead++
+	}
 }
 
 // putBackRuns returns runs a failed flush took to memory, in front of what came

@@ -97,6 +97,10 @@ type Service struct {
 	tlQ    []tlEntry
 	tlHead int
 	full   []int64
+	// tlSweep lists, from tlSweepPos, the keys whose runs the timeline sweep
+	// in progress still has to write, ascending.
+	tlSweep    []int64
+	tlSweepPos int
 	// TimelineAfter is how long a timeline run may stay only in memory.
 	TimelineAfter time.Duration
 	// written: the watermarks last written (a flush with nothing new to write

@@ -86,6 +86,41 @@ func TestTimelineWrittenBehindLonger(t *testing.T) {
 	}
 }
 
+// Runs are swept too: once the oldest is due, every pending run is written,
+// young ones included, in key order (FlushBatch runs a transaction); mid-sweep
+// the timeline watermark stays below the runs not yet written.
+func TestTimelineSweep(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	svc.FlushBatch = 1
+	ctx := context.Background()
+	a := e.commit(svc, track("a1", "u-a", "", e.clock.Now(), "Clicked", obj{}))[0]
+	e.clock.Advance(svc.TimelineAfter / 2)
+	b := e.commit(svc, track("b1", "u-b", "", e.clock.Now(), "Clicked", obj{}))[0]
+	e.clock.Advance(svc.TimelineAfter/2 + time.Second) // a's run due, b's not
+	first, second := a, b                              // in key order
+	if e.keyOf(t, "u-b") < e.keyOf(t, "u-a") {
+		first, second = b, a
+	}
+	if _, _, err := svc.FlushStep(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if up := e.timelineUpto(); up != second-1 {
+		t.Errorf("TimelineUpto after the sweep's first run (at %d) = %d, want %d: below the run not yet written", first, up, second-1)
+	}
+	if _, err := svc.Flush(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if up := e.timelineUpto(); up != b {
+		t.Errorf("TimelineUpto after the sweep = %d, want %d: the young run is written too", up, b)
+	}
+	for _, u := range []string{"u-a", "u-b"} {
+		if evs, err := e.db.ProfileEvents(ctx, e.ws, []int64{e.keyOf(t, u)}, 0, 10); err != nil || len(evs) != 1 {
+			t.Errorf("stored timeline of %s = %d events, %v; want 1", u, len(evs), err)
+		}
+	}
+}
+
 func (e *env) keyOf(t *testing.T, user string) int64 {
 	t.Helper()
 	b, err := e.kr.Blind(e.ws, trustloop.IDUserID, user)
