@@ -155,7 +155,7 @@ type tlEntry struct {
 // configuration is a later step).
 func New(store Store, keys *keyring.Keyring, rules *identity.Rules, cfg profile.Config) *Service {
 	return &Service{store: store, keys: keys, rules: rules, profile: cfg, Now: time.Now,
-		FlushAfter: 5 * time.Second, TimelineAfter: time.Minute, MaxCached: 50_000, identityDefaults: identity.DefaultConfig(),
+		FlushAfter: 10 * time.Second, TimelineAfter: time.Minute, MaxCached: 50_000, identityDefaults: identity.DefaultConfig(),
 		audiences: map[int64]*audience.Set{}, keyByID: map[int64]keyring.Key{},
 		cache: map[int64]*state{}, pending: map[int64]*pendingRun{}, configs: map[int64]*wsConfig{},
 		inflight: map[int64]bool{}, owners: cache.NewTwoGen[ownerKey, int64](ownersCached)}

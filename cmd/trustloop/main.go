@@ -272,7 +272,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&m.RateBurst, "rate-burst", 5000, "events a write key may send at once above its rate")
 	fs.BoolVar(&m.Profiles, "profiles", true, "resolve identities and keep unified profiles at ingest, and serve the profile, consent-by-profile, recommendation and preference-center APIs; --profiles=false runs the collector alone (about four times the batch throughput; see docs/performance.md)")
 	fs.IntVar(&m.ProfilesCached, "profiles-cached", 200_000, "with --profiles: profiles kept in memory (~1.5 KB each; the active ones should fit)")
-	fs.DurationVar(&m.ProfilesFlushAfter, "profiles-flush-after", 5*time.Second, "with --profiles: how long a changed profile may stay only in memory before it is written (the log replays it after a crash; longer writes less under load)")
+	fs.DurationVar(&m.ProfilesFlushAfter, "profiles-flush-after", 10*time.Second, "with --profiles: how long a changed profile may stay only in memory before it is written (the log replays it after a crash; longer writes less under load)")
 	fs.StringVar(&m.Regime, "regime", consent.RegimeOptIn, "consent regime of the workspace created on first start: opt_in (GDPR-style: nothing but essential without consent) or opt_out (CCPA-style); later changes go through PUT /v1/purposes")
 	fs.DurationVar(&m.RetentionEvery, "retention-every", 24*time.Hour, "how often the retention sweep deletes events past their purposes' retention and marks expired consent (0: never)")
 	fs.BoolVar(&m.Recommend, "recommend", true, "with --profiles: learn recommendations from consented events and serve /v1/profiles/{id}/recommendations and /v1/items/{id}/similar")
