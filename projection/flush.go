@@ -52,7 +52,8 @@ func (s *Service) flushBatch() int {
 //
 // The watermark stays right mid-sweep: the sweep's profiles not yet written are
 // still dirty, with their entries in the queue, so the queue's front (clean
-// entries dropped) is at or below the lowest of their positions.
+// entries dropped) is at or below the lowest of their positions — as long as
+// the queue is in log order (see sortQueuesLocked).
 
 // startSweepLocked makes every profile dirty now the next sweep, in id order.
 func (s *Service) startSweepLocked() {
@@ -140,7 +141,10 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		s.dirtyQ, s.dirtyHead = slices.Clone(s.dirtyQ[s.dirtyHead:]), 0
 	}
 	taken, tlUpto := s.takeRuns(now, all)
-	more = more || s.tlSweepPos < len(s.tlSweep)
+	// With all, runs still pending after the sweep (put back by a failed
+	// flush, or started since the sweep began) make another: a full flush
+	// leaves nothing only in memory.
+	more = more || s.tlSweepPos < len(s.tlSweep) || (all && s.tlHead < len(s.tlQ))
 	runs := make([]trustloop.TimelineRun, 0, len(taken))
 	for k, r := range taken {
 		runs = append(runs, trustloop.TimelineRun{KeyID: k, Seqs: r.seqs})
@@ -238,9 +242,8 @@ func (s *Service) putBack(picked []snapshot, taken map[int64]*pendingRun) {
 		}
 		back = append(back, dirtyEntry{id: cur.rec.ID, since: p.since, at: p.at})
 	}
-	slices.SortFunc(back, func(a, b dirtyEntry) int { return cmp.Compare(a.since, b.since) })
 	s.dirtyQ, s.dirtyHead = append(back, s.dirtyQ[s.dirtyHead:]...), 0
-	s.putBackRuns(taken)
+	s.putBackRuns(taken) // and sorts both queues
 }
 
 // Run flushes in the background until ctx ends, then flushes everything.
@@ -345,6 +348,9 @@ func (s *Service) Recover(ctx context.Context, workspaces []int64) (int, error) 
 			after = evs[len(evs)-1].Seq
 		}
 	}
+	s.mu.Lock()
+	s.sortQueuesLocked()
+	s.mu.Unlock()
 	if _, err := s.Flush(ctx, true); err != nil {
 		return replayed, err
 	}
@@ -511,6 +517,16 @@ func (s *Service) putBackRuns(taken map[int64]*pendingRun) {
 			s.full = append(s.full, k)
 		}
 	}
-	slices.SortFunc(back, func(a, b tlEntry) int { return cmp.Compare(a.first, b.first) })
 	s.tlQ, s.tlHead = append(back, s.tlQ[s.tlHead:]...), 0
+	s.sortQueuesLocked()
+}
+
+// sortQueuesLocked puts both queues in log order again, from their fronts,
+// which the watermarks rely on. Groups append in order; what breaks it is
+// rare: a failed flush's put-back (a sweep's batch is in id order, so other
+// entries of lower positions may be behind it) and Recover, which adds runs
+// and replays one workspace after another.
+func (s *Service) sortQueuesLocked() {
+	slices.SortStableFunc(s.dirtyQ[s.dirtyHead:], func(a, b dirtyEntry) int { return cmp.Compare(a.since, b.since) })
+	slices.SortStableFunc(s.tlQ[s.tlHead:], func(a, b tlEntry) int { return cmp.Compare(a.first, b.first) })
 }

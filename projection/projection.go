@@ -763,7 +763,9 @@ type Group struct {
 	prof     map[int64]*state
 	views    []*view // one per workspace: their owner maps are installed
 	timeline map[int64]*pendingRun
-	lastSeq  int64
+	// firstSeq and lastSeq: the lowest and highest log positions of the
+	// (last) projection's events.
+	firstSeq, lastSeq int64
 	// noTimeline: the group is a replay, whose timeline positions Recover
 	// rebuilt already.
 	noTimeline bool
@@ -791,10 +793,14 @@ func (g *Group) Project(ctx context.Context, fresh []int, seqs []int64) (*trustl
 	g.prof, g.timeline, g.views = map[int64]*state{}, make(map[int64]*pendingRun, len(fresh)), nil
 	byWS := map[int64][]int{}
 	seqOf := make(map[int]int64, len(fresh))
+	g.firstSeq = 0
 	for j, i := range fresh {
 		byWS[g.items[i].WorkspaceID] = append(byWS[g.items[i].WorkspaceID], i)
 		seqOf[i] = seqs[j]
 		g.lastSeq = max(g.lastSeq, seqs[j])
+		if g.firstSeq == 0 || seqs[j] < g.firstSeq {
+			g.firstSeq = seqs[j]
+		}
 	}
 	for ws, idx := range byWS {
 		if err := g.s.projectWorkspace(ctx, ws, g, idx, seqOf, out); err != nil {
@@ -838,6 +844,12 @@ func (g *Group) Done(committed bool) {
 			st.since = min(st.since, old.since)
 			st.dirtyAt = old.dirtyAt
 		} else if st.dirty {
+			// Not dirty in memory now: nothing or written since this copy
+			// was taken (a flush wrote the installed state, which held every
+			// position before the group). Unwritten is only this group's, so
+			// the copy's older position would hold the watermark back and
+			// revive the profile's old queue entry (live again, due at once).
+			st.since = max(st.since, g.firstSeq)
 			st.dirtyAt = now
 			fresh = append(fresh, dirtyEntry{id: id, since: st.since, at: now})
 		}

@@ -932,3 +932,112 @@ func TestCursorBoundToItsListing(t *testing.T) {
 		t.Errorf("b's cursor on the merged timeline: %v, want EINVALID", err)
 	}
 }
+
+// Profiles A < B < C by id, made dirty in the order C, B, A (so their
+// positions run the other way). A sweep step writing A fails and A is put back
+// in the queue; the next step writes B with a watermark that must stay below
+// C's unwritten change (found by review: A had been put back at the queue's
+// front, above C's lower position), and a crash there loses nothing.
+func TestFailedSweepStepKeepsWatermark(t *testing.T) {
+	e := newEnv(t)
+	fs := &failingStore{Store: e.db}
+	svc := e.serviceOver(fs)
+	svc.FlushAfter, svc.FlushBatch = time.Second, 1
+	ctx := context.Background()
+	at := e.clock.Now()
+	e.commit(svc, identify("a1", "u-a", "", at, obj{"email": "a@example.com"}), identify("b1", "u-b", "", at, obj{"email": "b@example.com"}))
+	e.clock.Advance(10 * time.Millisecond)
+	e.commit(svc, identify("c1", "u-c", "", e.clock.Now(), obj{"email": "c@example.com"}))
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	at = e.clock.Now()
+	c := e.commit(svc, track("c2", "u-c", "", at, "Order Completed", obj{"revenue": 1}))[0]
+	b := e.commit(svc, track("b2", "u-b", "", at, "Order Completed", obj{"revenue": 1}))[0]
+	a := e.commit(svc, track("a2", "u-a", "", at, "Order Completed", obj{"revenue": 1}))[0]
+	if !(c < b && b < a) {
+		t.Fatalf("positions C %d, B %d, A %d: want C < B < A", c, b, a)
+	}
+	e.clock.Advance(2 * time.Second)
+	fs.fail = true
+	if _, _, err := svc.FlushStep(ctx, false); !errors.Is(err, errWrite) {
+		t.Fatalf("step 1 = %v", err)
+	}
+	fs.fail = false
+	if n, _, err := svc.FlushStep(ctx, false); err != nil || n != 1 {
+		t.Fatalf("step 2 = %d, %v; want one profile", n, err)
+	}
+	up := e.projectedUpto()
+	if up >= c {
+		t.Errorf("ProjectedUpto = %d after step 2, but C is dirty from %d and unwritten", up, c)
+	}
+	e.reopen() // crash between the steps
+	svc2 := e.service()
+	if _, err := svc2.Recover(ctx, []int64{e.ws}); err != nil {
+		t.Fatal(err)
+	}
+	e.checkCounts(e.lookup(svc2, trustloop.IDEmail, "c@example.com"), 2, 1)
+}
+
+// gateStore holds the first WriteProjection until released, then lets it
+// through.
+type gateStore struct {
+	*failingStore
+	entered, release chan struct{}
+	done             bool
+}
+
+func (g *gateStore) WriteProjection(ctx context.Context, c *trustloop.ProjectionChanges) error {
+	if !g.done {
+		g.done = true
+		close(g.entered)
+		<-g.release
+	}
+	return g.failingStore.WriteProjection(ctx, c)
+}
+
+// A group copies dirty A; a sweep writes A's installed state meanwhile; Done
+// installs the group's copy. A is dirty from the group's events only: with
+// the copy's older position, A's old queue entry had been live again, with
+// its old time, and the next sweep started at once (found by review).
+func TestSweepNotRevivedByGroup(t *testing.T) {
+	e := newEnv(t)
+	gs := &gateStore{failingStore: &failingStore{Store: e.db}, entered: make(chan struct{}), release: make(chan struct{})}
+	svc := e.serviceOver(gs)
+	svc.FlushAfter, svc.FlushBatch = time.Second, 1
+	ctx := context.Background()
+	at := e.clock.Now()
+	e.commit(svc, identify("a1", "u-a", "", at, obj{"email": "a@example.com"}), identify("b1", "u-b", "", at, obj{"email": "b@example.com"}))
+	gs.done = true
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	gs.done = false
+	e.commit(svc, track("b2", "u-b", "", at, "Clicked", obj{}))
+	e.commit(svc, track("a2", "u-a", "", at, "Clicked", obj{}))
+	e.clock.Advance(2 * time.Second)
+	type res struct {
+		n    int
+		more bool
+		err  error
+	}
+	done := make(chan res, 1)
+	if _, err := e.commitWith(svc, func() error {
+		go func() { n, more, err := svc.FlushStep(ctx, false); done <- res{n, more, err} }()
+		<-gs.entered // the step took A (installed) while the group holds its copy
+		return nil
+	}, track("a3", "u-a", "", e.clock.Now(), "Clicked", obj{})); err != nil {
+		t.Fatal(err)
+	}
+	close(gs.release)
+	if r := <-done; r.err != nil || r.n != 1 {
+		t.Fatalf("step 1 = %+v; want A written", r)
+	}
+	n, more, err := svc.FlushStep(ctx, false) // B
+	if err != nil || n != 1 {
+		t.Fatalf("step 2 = %d, %v; want B written", n, err)
+	}
+	if more {
+		t.Errorf("after the sweep, more = true: a new sweep is due at once although A changed just now")
+	}
+}

@@ -301,3 +301,34 @@ func TestPrepareReusesGivenBlinds(t *testing.T) {
 		}
 	}
 }
+
+// A timeline sweep left mid-way by a failed flush: Flush(ctx, true) must still
+// write every pending run (a split rebuilds profiles from stored timelines
+// alone, and a clean stop flushes everything).
+func TestFullFlushAfterFailedTimelineStep(t *testing.T) {
+	e := newEnv(t)
+	fs := &failingStore{Store: e.db}
+	svc := e.serviceOver(fs)
+	svc.FlushBatch = 1
+	ctx := context.Background()
+	e.commit(svc, track("a1", "u-a", "", e.clock.Now(), "Clicked", obj{}), track("b1", "u-b", "", e.clock.Now(), "Clicked", obj{}))
+	e.clock.Advance(svc.FlushAfter + time.Second)
+	if _, err := svc.Flush(ctx, false); err != nil { // profiles written, runs young
+		t.Fatal(err)
+	}
+	e.clock.Advance(svc.TimelineAfter)
+	fs.fail = true
+	if _, err := svc.Flush(ctx, false); !errors.Is(err, errWrite) {
+		t.Fatalf("Flush = %v", err)
+	}
+	fs.fail = false
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"u-a", "u-b"} {
+		evs, err := e.db.ProfileEvents(ctx, e.ws, []int64{e.keyOf(t, u)}, 0, 10)
+		if err != nil || len(evs) != 1 {
+			t.Errorf("after Flush(all): stored timeline of %s = %d events, %v; want 1", u, len(evs), err)
+		}
+	}
+}
