@@ -218,7 +218,8 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 }
 
 // putBack undoes a failed flush: the profiles are dirty again from where they
-// were, at the front of the queue, and the timeline positions pending again.
+// were, back in the queue in log order, and the timeline positions pending
+// again.
 func (s *Service) putBack(picked []snapshot, taken map[int64]*pendingRun) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -243,7 +244,8 @@ func (s *Service) putBack(picked []snapshot, taken map[int64]*pendingRun) {
 		back = append(back, dirtyEntry{id: cur.rec.ID, since: p.since, at: p.at})
 	}
 	s.dirtyQ, s.dirtyHead = append(back, s.dirtyQ[s.dirtyHead:]...), 0
-	s.putBackRuns(taken) // and sorts both queues
+	s.putBackRuns(taken)
+	s.sortQueuesLocked()
 }
 
 // Run flushes in the background until ctx ends, then flushes everything.
@@ -503,8 +505,8 @@ func (s *Service) dropStaleRunsLocked() {
 	}
 }
 
-// putBackRuns returns runs a failed flush took to memory, in front of what came
-// since; s.mu is held.
+// putBackRuns returns runs a failed flush took to memory, with their queue
+// entries (putBack then sorts the queues); s.mu is held.
 func (s *Service) putBackRuns(taken map[int64]*pendingRun) {
 	back := make([]tlEntry, 0, len(taken))
 	for k, r := range taken {
@@ -518,7 +520,6 @@ func (s *Service) putBackRuns(taken map[int64]*pendingRun) {
 		}
 	}
 	s.tlQ, s.tlHead = append(back, s.tlQ[s.tlHead:]...), 0
-	s.sortQueuesLocked()
 }
 
 // sortQueuesLocked puts both queues in log order again, from their fronts,
