@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/trustloop/trustloop"
@@ -140,6 +141,9 @@ func (m *Main) loadDemo(ctx context.Context) {
 		" %d send Global Privacy Control), %d events from %s to %s, %d consent changes, %d privacy requests.\n%s%s\n",
 		sum.Customers, sum.Devices, sum.Identified, sum.Anonymous, sum.NoConsent, sum.GPC, sum.EventsSent,
 		sum.From.Local().Format("2 Jan"), sum.To.Local().Format("2 Jan"), sum.ConsentChanges, sum.PrivacyRequests, console, portal)
+	// Revoked before "demo ready" is logged, not only by the defer after it:
+	// whoever waits for that line may rely on the key being gone.
+	done()
 	m.Log.Info("demo ready", "workspace", ws, "portal_link", portal != "")
 }
 
@@ -200,7 +204,7 @@ func (m *Main) demoAdminKey(ctx context.Context, ws int64) (string, func(), erro
 		return "", nil, err
 	}
 	m.auditDemoKey(ctx, ws, trustloop.AuditKeyCreated, k.ID)
-	done := func() {
+	revoke := func() {
 		// Also when the load was cut short by a shutdown: the store is still
 		// open here.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -212,7 +216,9 @@ func (m *Main) demoAdminKey(ctx context.Context, ws int64) (string, func(), erro
 		// The HTTP server may accept it for up to 2 s more (its key cache).
 		m.auditDemoKey(ctx, ws, trustloop.AuditKeyRevoked, k.ID)
 	}
-	return secret, done, nil
+	// Called once the load is over and again by the caller's defer.
+	var once sync.Once
+	return secret, func() { once.Do(revoke) }, nil
 }
 
 // auditDemoKey records the demo key's creation or revocation, as the API
