@@ -315,6 +315,18 @@ type AuditStore interface {
 	// another store call (a projection hook).
 	AppendAudit(ctx context.Context, entries []AuditEntry) error
 
+	// AppendAuditLazy is AppendAudit that may return before the entries are
+	// on disk: they survive a crash of the process that appended them once it
+	// returns, and a crash of the machine (or of the database server) only
+	// once the store has flushed them, which it does soon on its own (SQLite:
+	// Options.AuditLazySyncDelay; PostgreSQL: its WAL writer). A later strict
+	// append's commit covers them, and so does every read of the log that a
+	// checkpoint is made from: no signed checkpoint covers an entry a crash
+	// can take back. For records of data uses, where a crash of the machine
+	// losing the last milliseconds of records is the accepted price of
+	// answering without an fdatasync each.
+	AppendAuditLazy(ctx context.Context, entries []AuditEntry) error
+
 	// AuditSize returns the number of entries in the workspace's log.
 	AuditSize(ctx context.Context, workspaceID int64) (int64, error)
 

@@ -35,6 +35,11 @@ type Config struct {
 	Now func() time.Time
 	// Logger gets integrity alarms and failed commits (never entry contents).
 	Logger *slog.Logger
+	// LazyDataUses commits groups made only of data uses with the store's
+	// AppendAuditLazy: Append returns once they are written, before they are
+	// on disk (see trustloop.AuditStore). Every other entry, and a group
+	// with one, is committed strictly.
+	LazyDataUses bool
 }
 
 // Log is the process's audit log writer for every workspace: one goroutine takes
@@ -48,6 +53,7 @@ type Log struct {
 	log      *slog.Logger
 	every    time.Duration
 	maxBatch int
+	lazyUses bool
 
 	queue chan *request
 	// closeMu orders Close after every Append that got into the queue, so the
@@ -89,7 +95,7 @@ func New(store trustloop.AuditStore, keys Keys, cfg Config) *Log {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	l := &Log{store: store, keys: keys, now: cfg.Now, log: cfg.Logger, every: cfg.CheckpointEvery, maxBatch: cfg.MaxBatch,
+	l := &Log{store: store, keys: keys, now: cfg.Now, log: cfg.Logger, every: cfg.CheckpointEvery, maxBatch: cfg.MaxBatch, lazyUses: cfg.LazyDataUses,
 		queue: make(chan *request, 8192), stop: make(chan struct{}), writerDone: make(chan struct{}), tickerDone: make(chan struct{}),
 		dirty: map[int64]bool{}, signed: map[int64]signedCheckpoint{}}
 	go l.write()
@@ -191,7 +197,11 @@ func (l *Log) commit(group []*request) {
 		}
 	}
 	// Not a caller's context: one caller going away must not fail the others.
-	err := l.store.AppendAudit(context.Background(), all)
+	appendAudit := l.store.AppendAudit
+	if l.lazyUses && onlyDataUses(all) {
+		appendAudit = l.store.AppendAuditLazy
+	}
+	err := appendAudit(context.Background(), all)
 	if trustloop.ErrorCode(err) == trustloop.EINVALID && len(group) > 1 {
 		// Entries were checked in Append, so this is unexpected; still, commit
 		// the others without the one the store refuses.
@@ -212,6 +222,16 @@ func (l *Log) commit(group []*request) {
 	for _, r := range group {
 		r.done <- err
 	}
+}
+
+// onlyDataUses reports whether every entry records a data use.
+func onlyDataUses(entries []trustloop.AuditEntry) bool {
+	for i := range entries {
+		if entries[i].Kind != trustloop.AuditDataUse {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *Log) tick() {

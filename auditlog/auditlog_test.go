@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -629,4 +630,63 @@ func BenchmarkAppend(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
+}
+
+// countingStore counts the store's strict and lazy appends.
+type countingStore struct {
+	*sqlite.DB
+	strict, lazy atomic.Int32
+}
+
+func (c *countingStore) AppendAudit(ctx context.Context, es []trustloop.AuditEntry) error {
+	c.strict.Add(1)
+	return c.DB.AppendAudit(ctx, es)
+}
+
+func (c *countingStore) AppendAuditLazy(ctx context.Context, es []trustloop.AuditEntry) error {
+	c.lazy.Add(1)
+	return c.DB.AppendAuditLazy(ctx, es)
+}
+
+// TestLazyDataUses: with LazyDataUses, groups of data uses alone are
+// committed lazily; an entry of any other kind, alone or with data uses, is
+// committed strictly; without it nothing is lazy. The log is the same.
+func TestLazyDataUses(t *testing.T) {
+	ctx := context.Background()
+	keyEntry := func(ws int64) trustloop.AuditEntry {
+		return trustloop.AuditEntry{WorkspaceID: ws, Kind: trustloop.AuditKeyCreated,
+			Actor: trustloop.AuditActor{Kind: trustloop.ActorComponent, ID: "component:test"}, Action: "test", Detail: "key:1"}
+	}
+	for _, lazy := range []bool{true, false} {
+		e := newEnv(t)
+		s := &countingStore{DB: e.db}
+		l := auditlog.New(s, e.keys, auditlog.Config{LazyDataUses: lazy})
+		for i := range 3 {
+			if err := l.Append(ctx, dataUse(e.ws, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := s.lazy.Load(), map[bool]int32{true: 3, false: 0}[lazy]; got != want || s.strict.Load() != 3-want {
+			t.Fatalf("LazyDataUses %v: %d lazy and %d strict commits of three data uses", lazy, got, s.strict.Load())
+		}
+		s.strict.Store(0)
+		s.lazy.Store(0)
+		if err := l.Append(ctx, keyEntry(e.ws)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Append(ctx, dataUse(e.ws, 3), keyEntry(e.ws)); err != nil {
+			t.Fatal(err)
+		}
+		if s.lazy.Load() != 0 || s.strict.Load() != 2 {
+			t.Fatalf("LazyDataUses %v: %d lazy and %d strict commits with other entries; want 0 and 2", lazy, s.lazy.Load(), s.strict.Load())
+		}
+		mustCheckpoint(t, l, e.ws)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		v, err := auditlog.VerifyStore(ctx, e.db, e.vkey(t), nil)
+		if err != nil || v.Tree.N != 6 {
+			t.Fatalf("verified %+v, %v; want 6 entries", v, err)
+		}
+	}
 }

@@ -26,6 +26,20 @@ type querier interface {
 // predecessor committed (READ COMMITTED re-reads a row it waited for); under
 // SERIALIZABLE (CockroachDB) the loser gets 40001 and retry runs it again.
 func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) error {
+	return db.appendAudit(ctx, entries, false)
+}
+
+// AppendAuditLazy is AppendAudit committed with synchronous_commit off: the
+// commit returns before its WAL is flushed (PostgreSQL's WAL writer flushes
+// it within three wal_writer_delay, 600 ms by default). It survives a crash of
+// any Trustloop node; a crash of the database server can lose it, and never
+// a commit after it that waited for its flush (the WAL is flushed in order),
+// so a checkpoint, committed strictly, never covers a lost entry.
+func (db *DB) AppendAuditLazy(ctx context.Context, entries []trustloop.AuditEntry) error {
+	return db.appendAudit(ctx, entries, true)
+}
+
+func (db *DB) appendAudit(ctx context.Context, entries []trustloop.AuditEntry, lazy bool) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -39,6 +53,11 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 			return err
 		}
 		defer tx.Rollback(ctx)
+		if lazy {
+			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit TO OFF`); err != nil {
+				return err
+			}
+		}
 		// A workspace's first append makes its head row; ON CONFLICT DO NOTHING
 		// waits for a concurrent maker, then leaves its row alone.
 		if _, err := tx.Exec(ctx, `INSERT INTO audit_heads (workspace_id, size)

@@ -37,13 +37,25 @@ const (
 // AppendAudit appends entries to their workspaces' logs: durable in the audit
 // journal when it returns (auditjournal.go), in the tables for every read.
 func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) error {
+	return db.appendAudit(ctx, entries, false)
+}
+
+// AppendAuditLazy is AppendAudit whose entries are written to the audit
+// journal, not yet fdatasynced, when it returns: they survive a crash of the
+// process, and a crash of the machine once the journal's lazy fdatasync
+// (Options.AuditLazySyncDelay later) or the applier's commit has run.
+func (db *DB) AppendAuditLazy(ctx context.Context, entries []trustloop.AuditEntry) error {
+	return db.appendAudit(ctx, entries, true)
+}
+
+func (db *DB) appendAudit(ctx context.Context, entries []trustloop.AuditEntry, lazy bool) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	if db.audit == nil {
 		return fmt.Errorf("sqlite: audit append: the store is open read-only")
 	}
-	return db.appendJournal(ctx, entries)
+	return db.appendJournal(ctx, entries, lazy)
 }
 
 // chunkQueries are the statements insertRows runs for n rows under prefix.

@@ -46,6 +46,19 @@ import (
 //     fdatasync need not record a new size) only when every record in it is in
 //     the tables: whatever the replay reads past the new records is then older
 //     than the tables' heads and skipped.
+//   - A lazy append (AppendAuditLazy: data uses) is written but not
+//     fdatasynced before it returns: it survives a crash of the process (the
+//     file's pages are the kernel's), and a background fdatasync follows
+//     within Options.AuditLazySyncDelay. A crash of the machine can lose
+//     those last records, and then any of their pages, not only a suffix: so
+//     every frame's CRC is seeded with the journal's round, a number in the
+//     header raised at every open and every wrap, and the replay stops at the
+//     first frame of another round. A stale frame that happens to sit exactly
+//     where a lost one began is then never taken for this round's. Every
+//     fdatasync (a strict append's too) covers the lazy frames before it, and
+//     the applier's commits into the tables are durable on their own, so a
+//     signed checkpoint (made from the tables) never covers a record that a
+//     crash could take back.
 const (
 	auditJournalName = "audit.journal"
 	// auditJournalWrap: past this size, writing starts over once everything is
@@ -68,13 +81,26 @@ const (
 	auditSubjectsMergeAt = 8192
 	// auditMergeChunk: about this many rows move per transaction of a merge.
 	auditMergeChunk = 1024
+	// auditLazySyncDelay: the default of Options.AuditLazySyncDelay.
+	auditLazySyncDelay = 5 * time.Millisecond
 )
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
 
 // journalMagic starts the journal's header; the store's id (store_meta)
-// follows it, and the frames follow that.
-var journalMagic = []byte("TLAUDJ\x00\x01")
+// follows it, then the round (8 bytes, little-endian), and the frames follow
+// that. journalMagicV1 started the header of the format before rounds: no
+// round, frames with an unseeded CRC.
+var (
+	journalMagic   = []byte("TLAUDJ\x00\x02")
+	journalMagicV1 = []byte("TLAUDJ\x00\x01")
+)
+
+// roundSeed is the CRC-32C a round's frames start from (0, unseeded, for the
+// formats before rounds).
+func roundSeed(round uint64) uint32 {
+	return crc32.Checksum(binary.LittleEndian.AppendUint64(nil, round), crc32c)
+}
 
 // journalRec is one audit record as the tables take it.
 type journalRec struct {
@@ -84,11 +110,11 @@ type journalRec struct {
 }
 
 // appendJournalFrame appends one append's records as one frame: the body's
-// length and CRC-32C (4 bytes each, little-endian), then the body: the record
-// count, then per record ws, idx, and data, hashes and subject each with their
-// length, as uvarints. One frame per append makes an append whole or absent
-// after a crash.
-func appendJournalFrame(b []byte, recs []journalRec) []byte {
+// length and CRC-32C from seed (4 bytes each, little-endian), then the body:
+// the record count, then per record ws, idx, and data, hashes and subject
+// each with their length, as uvarints. One frame per append makes an append
+// whole or absent after a crash.
+func appendJournalFrame(b []byte, seed uint32, recs []journalRec) []byte {
 	start := len(b)
 	b = append(b, make([]byte, 8)...)
 	b = binary.AppendUvarint(b, uint64(len(recs)))
@@ -102,13 +128,13 @@ func appendJournalFrame(b []byte, recs []journalRec) []byte {
 	}
 	body := b[start+8:]
 	binary.LittleEndian.PutUint32(b[start:], uint32(len(body)))
-	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(body, crc32c))
+	binary.LittleEndian.PutUint32(b[start+4:], crc32.Update(seed, crc32c, body))
 	return b
 }
 
 // parseJournal returns the records of the frames at the start of b, up to the
-// first frame that does not check, and where those frames end.
-func parseJournal(b []byte) ([]journalRec, int) {
+// first frame that does not check against seed, and where those frames end.
+func parseJournal(b []byte, seed uint32) ([]journalRec, int) {
 	var out []journalRec
 	off := 0
 	for len(b)-off >= 8 {
@@ -119,7 +145,7 @@ func parseJournal(b []byte) ([]journalRec, int) {
 		}
 		n := int(n64) // fits: at most len(b)
 		body := b[off+8 : off+8+n]
-		if crc32.Checksum(body, crc32c) != sum {
+		if crc32.Update(seed, crc32c, body) != sum {
 			break
 		}
 		recs, ok := decodeJournalBody(body)
@@ -176,12 +202,22 @@ type auditJournal struct {
 	off     int64        // where the next frame goes
 	start   int64        // where the first frame goes (after the header)
 	wrapAt  int64        // see auditJournalWrap
-	pending []journalRec // durable here, not yet in the tables, in order
+	pending []journalRec // written here (durable, or lazy), not yet in the tables, in order
 	failed  error        // a write that could not be undone: appends refused until a restart
 	buf     []byte
+	round   uint64 // this run's round (see the header)
+	seed    uint32 // roundSeed(round)
+	// roundAt is where the header holds the round.
+	roundAt int64
+	// unsynced: lazy frames were written since the last fdatasync.
+	unsynced  bool
+	lazyDelay time.Duration
+	sync      func(*os.File) error // datasync; tests replace it
 
 	wake       chan struct{}
 	stop, done chan struct{}
+	syncWake   chan struct{}
+	syncDone   chan struct{}
 
 	// testApplying is called by an apply once it took its records; an error
 	// it returns fails the apply as a failed write of the tables would (tests).
@@ -205,8 +241,9 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 			return err
 		}
 	}
-	j := &auditJournal{f: f, wrapAt: wrapAt,
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	j := &auditJournal{f: f, wrapAt: wrapAt, lazyDelay: db.opt.AuditLazySyncDelay, sync: datasync,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		syncWake: make(chan struct{}, 1), syncDone: make(chan struct{})}
 	b, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
@@ -218,10 +255,12 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 		return fmt.Errorf("sqlite: store id: %w", err)
 	}
 	header := append(append([]byte{}, journalMagic...), id...)
-	start := 0
+	roundAt := len(header)
+	var round uint64
+	start, seed, current := 0, uint32(0), false
 	switch {
-	case len(b) >= len(header) && bytes.Equal(b[:len(journalMagic)], journalMagic):
-		if !bytes.Equal(b[:len(header)], header) {
+	case len(b) >= len(header) && (bytes.HasPrefix(b, journalMagic) || bytes.HasPrefix(b, journalMagicV1)):
+		if !bytes.Equal(b[len(journalMagic):len(header)], id) {
 			f.Close()
 			return &trustloop.Error{Code: trustloop.EINTERNAL,
 				Message: "the audit journal beside the database belongs to another database",
@@ -229,6 +268,14 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 					auditJournalName + " away; if not, restore the database that goes with it."}
 		}
 		start = len(header)
+		if bytes.HasPrefix(b, journalMagic) {
+			if len(b) < roundAt+8 {
+				b = nil // its round never became durable: nothing in it counts
+				break
+			}
+			round = binary.LittleEndian.Uint64(b[roundAt:])
+			start, seed, current = roundAt+8, roundSeed(round), true
+		}
 	case len(b) < len(header):
 		// New, or its header never became durable: nothing in it counts.
 		b = nil
@@ -241,7 +288,10 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 	db.auditRecent.Store(recent)
 	// Without the header: a journal of the first format, frames from the
 	// start of the file.
-	recs, _ := parseJournal(b[start:])
+	var recs []journalRec
+	if len(b) > start {
+		recs, _ = parseJournal(b[start:], seed)
+	}
 	var apply []journalRec
 	heads := map[int64]int64{}
 	for _, r := range recs {
@@ -272,20 +322,28 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 		}
 	}
 	// Everything in the file is in the tables now: writing starts over, after
-	// the header (written, durably, if the file lacks it).
-	if start == 0 {
-		_, err := f.WriteAt(header, 0)
-		if err == nil {
-			err = datasync(f)
-		}
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("sqlite: audit journal: header: %w", err)
-		}
+	// the header, in a new round (durable before any frame of it). A file of
+	// an earlier format is emptied first: its frames, unseeded, must not be
+	// read as this format's.
+	var herr error
+	if !current {
+		herr = f.Truncate(0)
 	}
-	j.off, j.start = int64(len(header)), int64(len(header))
+	if herr == nil {
+		_, herr = f.WriteAt(binary.LittleEndian.AppendUint64(header, round+1), 0)
+	}
+	if herr == nil {
+		herr = datasync(f)
+	}
+	if herr != nil {
+		f.Close()
+		return fmt.Errorf("sqlite: audit journal: header: %w", herr)
+	}
+	j.round, j.seed, j.roundAt = round+1, roundSeed(round+1), int64(roundAt)
+	j.off, j.start = int64(roundAt+8), int64(roundAt+8)
 	db.audit = j
 	go db.auditApplier()
+	go db.auditSyncer()
 	return nil
 }
 
@@ -302,8 +360,9 @@ func (db *DB) auditHead(ctx context.Context, q interface {
 }
 
 // appendJournal is AppendAudit on a writable store: the records are durable
-// once it returns, and in the tables once the applier (or a read) moves them.
-func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry) error {
+// once it returns (lazy: written, and durable within the lazy delay), and in
+// the tables once the applier (or a read) moves them.
+func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry, lazy bool) error {
 	j := db.audit
 	wss, groups := trustloop.AuditGroups(entries)
 
@@ -344,12 +403,23 @@ func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry)
 			indexes[i] = r.idx
 		}
 	}
-	buf := appendJournalFrame(j.buf[:0], recs)
+	buf := appendJournalFrame(j.buf[:0], j.seed, recs)
 	j.buf = buf
-	if err := j.write(buf); err != nil {
+	lazy = lazy && j.lazyDelay > 0
+	if err := j.write(buf, !lazy); err != nil {
 		return err
 	}
 	j.off += int64(len(buf))
+	switch {
+	case !lazy:
+		j.unsynced = false // this fdatasync covered the lazy frames before it
+	case !j.unsynced:
+		j.unsynced = true
+		select {
+		case j.syncWake <- struct{}{}:
+		default:
+		}
+	}
 	j.pending = append(j.pending, recs...)
 	for ws, t := range tips {
 		db.auditTips.Keep(ws, t)
@@ -364,13 +434,14 @@ func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry)
 	return nil
 }
 
-// write makes buf durable at j.off. On failure it cuts the file back to j.off
-// so that no part of a refused append can be replayed; if even that fails the
-// journal refuses every later append (a restart replays what is durable).
-func (j *auditJournal) write(buf []byte) error {
+// write writes buf at j.off, and with sync makes it (and everything before
+// it) durable. On failure it cuts the file back to j.off so that no part of a
+// refused append can be replayed; if even that fails the journal refuses
+// every later append (a restart replays what is durable).
+func (j *auditJournal) write(buf []byte, sync bool) error {
 	_, err := j.f.WriteAt(buf, j.off)
-	if err == nil {
-		err = datasync(j.f)
+	if err == nil && sync {
+		err = j.sync(j.f)
 	}
 	if err == nil {
 		return nil
@@ -461,9 +532,64 @@ func (db *DB) applyAuditSome(ctx context.Context, limit int) error {
 	}
 	j.pending = slices.Clone(j.pending[len(recs):])
 	if wrap {
+		// A new round, durable before its first frame: the old round's
+		// frames past the new ones never read as this round's.
+		next := j.round + 1
+		_, err := j.f.WriteAt(binary.LittleEndian.AppendUint64(nil, next), j.roundAt)
+		if err == nil {
+			err = j.sync(j.f)
+		}
+		if err != nil {
+			// Everything was in the tables; a restart starts a round anew.
+			j.failed = fmt.Errorf("sqlite: audit journal: new round: %w", err)
+			return j.failed
+		}
+		j.round, j.seed, j.unsynced = next, roundSeed(next), false
 		j.off = j.start
 	}
 	return nil
+}
+
+// auditSyncer makes lazy appends durable: a while after the first lazy frame
+// since the last fdatasync, one fdatasync for all of them.
+func (db *DB) auditSyncer() {
+	j := db.audit
+	defer close(j.syncDone)
+	for {
+		select {
+		case <-j.stop:
+			return
+		case <-j.syncWake:
+		}
+		select {
+		case <-j.stop:
+			return
+		case <-time.After(j.lazyDelay):
+		}
+		j.syncLazy()
+	}
+}
+
+// syncLazy fdatasyncs the journal if lazy frames wait for it. Appends go on
+// meanwhile (fdatasync covers whatever was written before it began; what is
+// written during it waits for the next). A failed fdatasync may have dropped
+// pages: the journal then refuses appends, as after a failed write, while
+// the applier still moves what is pending into the tables.
+func (j *auditJournal) syncLazy() {
+	j.mu.Lock()
+	if !j.unsynced || j.failed != nil {
+		j.mu.Unlock()
+		return
+	}
+	j.unsynced = false
+	j.mu.Unlock()
+	if err := j.sync(j.f); err != nil {
+		j.mu.Lock()
+		if j.failed == nil {
+			j.failed = fmt.Errorf("sqlite: audit journal: %w", err)
+		}
+		j.mu.Unlock()
+	}
 }
 
 // writeAuditRecs writes records into the tables in one transaction: entries,
@@ -691,6 +817,8 @@ func (db *DB) closeAuditJournal() error {
 	}
 	close(j.stop)
 	<-j.done
+	<-j.syncDone
+	j.syncLazy()
 	db.mu.Lock()
 	err := db.applyAuditLocked(context.Background())
 	db.mu.Unlock()

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,7 +42,7 @@ func copyStore(t *testing.T, from string) string {
 
 // openWithoutApplier opens a store in a new directory (closed when the test
 // ends) whose journal is past its wrap size from the first append and whose
-// applier is stopped: the test applies.
+// applier (and lazy syncer) is stopped: the test applies.
 func openWithoutApplier(t *testing.T) (db *DB, dir string) {
 	t.Helper()
 	dir = t.TempDir()
@@ -52,9 +54,12 @@ func openWithoutApplier(t *testing.T) (db *DB, dir string) {
 	j := db.audit
 	close(j.stop)
 	<-j.done
+	<-j.syncDone
 	j.stop = make(chan struct{})
 	j.done = make(chan struct{})
 	close(j.done)
+	j.syncDone = make(chan struct{})
+	close(j.syncDone)
 	return db, dir
 }
 
@@ -171,7 +176,7 @@ func TestAuditJournalAheadOfTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame := appendJournalFrame(nil, []journalRec{{ws: 3, idx: 5, data: data, hashes: make([]byte, 32)}})
+	frame := appendJournalFrame(nil, 0, []journalRec{{ws: 3, idx: 5, data: data, hashes: make([]byte, 32)}})
 	if err := os.WriteFile(filepath.Join(dir, auditJournalName), frame, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -189,32 +194,46 @@ func TestJournalFrames(t *testing.T) {
 		{ws: 1, idx: 1, data: []byte("bb"), hashes: bytes.Repeat([]byte{2}, 64)},
 		{ws: 1 << 40, idx: 1 << 50, data: bytes.Repeat([]byte("c"), 300), hashes: nil, subject: "x"},
 	}
-	b := appendJournalFrame(nil, recs[:2])
+	seed := roundSeed(7)
+	b := appendJournalFrame(nil, seed, recs[:2])
 	one := len(b)
-	b = appendJournalFrame(b, recs[2:])
-	got, end := parseJournal(b)
+	b = appendJournalFrame(b, seed, recs[2:])
+	got, end := parseJournal(b, seed)
 	if end != len(b) || fmt.Sprint(got) != fmt.Sprint(recs) {
 		t.Fatalf("parse = %v, %d; want %v, %d", got, end, recs, len(b))
 	}
 	for cut := one; cut < len(b); cut++ {
-		got, end := parseJournal(b[:cut])
+		got, end := parseJournal(b[:cut], seed)
 		if end != one || len(got) != 2 {
 			t.Fatalf("cut at %d: %d records ending at %d; want 2 ending at %d", cut, len(got), end, one)
 		}
 	}
-	if got, end := parseJournal(make([]byte, 64)); len(got) != 0 || end != 0 {
+	if got, end := parseJournal(make([]byte, 64), seed); len(got) != 0 || end != 0 {
 		t.Fatalf("zeros parse as %v, %d", got, end)
+	}
+	// Another round's frames (or the unseeded frames of the format before
+	// rounds) do not check: the replay stops at them.
+	for _, other := range []uint32{roundSeed(6), roundSeed(8), 0} {
+		if got, end := parseJournal(b, other); len(got) != 0 || end != 0 {
+			t.Fatalf("frames of round 7 parse under seed %x as %d records", other, len(got))
+		}
+	}
+	// A round's frames after another round's are not read.
+	mixed := appendJournalFrame(appendJournalFrame(nil, seed, recs[:1]), roundSeed(6), recs[1:2])
+	mixed = appendJournalFrame(mixed, seed, recs[2:])
+	if got, _ := parseJournal(mixed, seed); len(got) != 1 {
+		t.Fatalf("read %d records past a frame of another round; want 1", len(got))
 	}
 }
 
 // FuzzParseJournal: no input makes the parser panic, and what it accepts
 // encodes back to exactly the bytes it read.
 func FuzzParseJournal(f *testing.F) {
-	f.Add(appendJournalFrame(nil, []journalRec{{ws: 1, idx: 2, data: []byte("d"), hashes: make([]byte, 32), subject: "s"}}))
+	f.Add(appendJournalFrame(nil, roundSeed(1), []journalRec{{ws: 1, idx: 2, data: []byte("d"), hashes: make([]byte, 32), subject: "s"}}))
 	f.Add([]byte{})
 	f.Add(make([]byte, 16))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, end := parseJournal(b)
+		_, end := parseJournal(b, roundSeed(1))
 		if end < 0 || end > len(b) {
 			t.Fatalf("end %d of %d", end, len(b))
 		}
@@ -223,8 +242,8 @@ func FuzzParseJournal(f *testing.F) {
 		off := 0
 		for off < end {
 			n := int(b[off]) | int(b[off+1])<<8 | int(b[off+2])<<16 | int(b[off+3])<<24
-			frame, _ := parseJournal(b[off : off+8+n])
-			again = appendJournalFrame(again, frame)
+			frame, _ := parseJournal(b[off:off+8+n], roundSeed(1))
+			again = appendJournalFrame(again, roundSeed(1), frame)
 			off += 8 + n
 		}
 		if !bytes.Equal(again, b[:end]) {
@@ -282,16 +301,8 @@ func TestAuditJournalOfAnotherDatabase(t *testing.T) {
 func TestAuditJournalFirstFormat(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	es := []trustloop.AuditEntry{testEntry(0), testEntry(1)}
-	data, hashes, err := trustloop.AuditAppend(0, es, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var recs []journalRec
-	for i := range es {
-		recs = append(recs, journalRec{ws: 3, idx: int64(i), data: data[i], hashes: hashes[i], subject: es[i].Subject})
-	}
-	if err := os.WriteFile(filepath.Join(dir, auditJournalName), appendJournalFrame(nil, recs), 0o600); err != nil {
+	recs := firstRecords(t)
+	if err := os.WriteFile(filepath.Join(dir, auditJournalName), appendJournalFrame(nil, 0, recs), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	db, err := Open(ctx, dir)
@@ -300,7 +311,7 @@ func TestAuditJournalFirstFormat(t *testing.T) {
 	}
 	defer db.Close()
 	got, err := db.AuditRecords(ctx, 3, 0, 10)
-	if err != nil || len(got) != 2 || !bytes.Equal(got[1].Data, data[1]) || !bytes.Equal(got[1].Hashes, hashes[1]) {
+	if err != nil || len(got) != 2 || !bytes.Equal(got[1].Data, recs[1].data) || !bytes.Equal(got[1].Hashes, recs[1].hashes) {
 		t.Fatalf("replayed %d records, %v; want the two", len(got), err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, auditJournalName))
@@ -635,5 +646,237 @@ func BenchmarkAuditJournalAppend(b *testing.B) {
 			b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-µs")
 		})
+	}
+}
+
+// TestAuditJournalLazy: lazy appends return before any fdatasync and survive
+// a crash of the process; one fdatasync follows within the lazy delay for all
+// of them; a strict append's own fdatasync covers the lazy frames before it.
+func TestAuditJournalLazy(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := OpenWith(ctx, dir, Options{AuditApplyDelay: time.Hour, AuditLazySyncDelay: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	j := db.audit
+	var syncs atomic.Int32
+	j.mu.Lock()
+	j.sync = func(f *os.File) error { syncs.Add(1); return datasync(f) }
+	j.mu.Unlock()
+	for i := range 3 {
+		if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := syncs.Load(); n != 0 {
+		t.Fatalf("lazy appends made %d fdatasyncs before returning", n)
+	}
+	// The process dies now: the kernel still has the journal's pages.
+	crashed := copyStore(t, dir)
+	db2, err := Open(ctx, crashed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db2.AuditSize(ctx, 3); err != nil || n != 3 {
+		t.Fatalf("after a crash of the process the log has %d entries, %v; want 3", n, err)
+	}
+	db2.Close()
+
+	waitFor(t, func() bool { return syncs.Load() >= 1 })
+	time.Sleep(100 * time.Millisecond)
+	if n := syncs.Load(); n != 1 {
+		t.Fatalf("%d fdatasyncs for three lazy appends; want one", n)
+	}
+	if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(3)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(4)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := syncs.Load(); n < 2 {
+		t.Fatalf("a strict append after a lazy one returned before its fdatasync (%d in all)", n)
+	}
+	j.mu.Lock()
+	unsynced := j.unsynced
+	j.mu.Unlock()
+	if unsynced {
+		t.Fatal("a lazy sync is still due after a strict append covered the lazy frame")
+	}
+}
+
+// TestAuditJournalLazyFailedSync: a failed lazy fdatasync refuses later
+// appends (a restart replays what is durable) and leaves what was appended
+// readable.
+func TestAuditJournalLazyFailedSync(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenWith(ctx, t.TempDir(), Options{AuditApplyDelay: time.Hour, AuditLazySyncDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	j := db.audit
+	var failed atomic.Bool
+	j.mu.Lock()
+	j.sync = func(f *os.File) error { failed.Store(true); return errors.New("EIO") }
+	j.mu.Unlock()
+	if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(0)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, failed.Load)
+	waitFor(t, func() bool {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		return j.failed != nil
+	})
+	if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(1)}); err == nil {
+		t.Fatal("an append after a failed fdatasync was accepted")
+	}
+	if n, err := db.AuditSize(ctx, 3); err != nil || n != 1 {
+		t.Fatalf("the log has %d entries, %v; want the one appended before", n, err)
+	}
+}
+
+// TestAuditJournalLostLazyFrame: a crash of the machine can lose a lazy
+// frame while frames after it reached the disk, and leave in its place bytes
+// of an earlier round, even a whole frame of the same length. The replay
+// stops at the lost frame: no gap, no stale record, and the log goes on.
+func TestAuditJournalLostLazyFrame(t *testing.T) {
+	ctx := context.Background()
+	for _, lost := range []string{"zeros", "an earlier round's frame"} {
+		t.Run(lost, func(t *testing.T) {
+			dir := t.TempDir()
+			db, err := OpenWith(ctx, dir, Options{AuditApplyDelay: time.Hour, AuditLazySyncDelay: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(0)}); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i < 4; i++ {
+				if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j := db.audit
+			j.mu.Lock()
+			start, round, second := j.start, j.round, j.pending[1]
+			j.mu.Unlock()
+			crashed := copyStore(t, dir)
+			path := filepath.Join(crashed, auditJournalName)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The second frame (entry 1) is lost.
+			at := int(start) + 8 + int(binary.LittleEndian.Uint32(b[start:]))
+			n := 8 + int(binary.LittleEndian.Uint32(b[at:]))
+			stale := make([]byte, n)
+			if lost != "zeros" {
+				other := second
+				other.data = bytes.Clone(other.data)
+				other.data[len(other.data)-1] ^= 1
+				stale = appendJournalFrame(nil, roundSeed(round-1), []journalRec{other})
+				if len(stale) != n {
+					t.Fatalf("the stale frame is %d bytes, the lost one %d", len(stale), n)
+				}
+			}
+			copy(b[at:], stale)
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db2, err := Open(ctx, crashed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db2.Close()
+			recs, err := db2.AuditRecords(ctx, 3, 0, 10)
+			if err != nil || len(recs) != 1 {
+				t.Fatalf("after the crash the log has %d records, %v; want the one before the lost frame", len(recs), err)
+			}
+			if err := db2.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(9)}); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := db2.AuditSize(ctx, 3); err != nil || n != 2 {
+				t.Fatalf("the log goes on at %d entries, %v; want 2", n, err)
+			}
+		})
+	}
+}
+
+// TestAuditJournalFormatV1: a journal of the format before rounds (header
+// without a round, unseeded frames) is replayed, then emptied and given this
+// format's header.
+func TestAuditJournalFormatV1(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id []byte
+	if err := db.write.QueryRowContext(ctx, `SELECT value FROM store_meta WHERE name = 'id'`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs := firstRecords(t)
+	v1 := appendJournalFrame(append(slices.Clone(journalMagicV1), id...), 0, recs)
+	if err := os.WriteFile(filepath.Join(dir, auditJournalName), v1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.AuditRecords(ctx, 3, 0, 10)
+	if err != nil || len(got) != 2 || !bytes.Equal(got[1].Data, recs[1].data) {
+		t.Fatalf("replayed %d records, %v; want the two", len(got), err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, auditJournalName))
+	if err != nil || !bytes.HasPrefix(b, journalMagic) || len(b) != len(journalMagic)+len(id)+8 {
+		t.Fatalf("the journal after the open: %d bytes, %.10q, %v; want this format's header alone", len(b), b, err)
+	}
+	if err := db.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if n, err := db.AuditSize(ctx, 3); err != nil || n != 3 {
+		t.Fatalf("after a restart the log has %d entries, %v; want 3", n, err)
+	}
+}
+
+// firstRecords are the journal records of workspace 3's first two entries.
+func firstRecords(t *testing.T) []journalRec {
+	t.Helper()
+	es := []trustloop.AuditEntry{testEntry(0), testEntry(1)}
+	data, hashes, err := trustloop.AuditAppend(0, es, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []journalRec
+	for i := range es {
+		recs = append(recs, journalRec{ws: 3, idx: int64(i), data: data[i], hashes: hashes[i], subject: es[i].Subject})
+	}
+	return recs
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
 	}
 }

@@ -106,6 +106,9 @@ type Options struct {
 	// before it moves them into the tables. Default 100 ms; tests that need
 	// records left in the journal make it long.
 	AuditApplyDelay time.Duration
+	// AuditLazySyncDelay is how soon after a lazy audit append
+	// (AppendAuditLazy) the journal is fdatasynced. Default 5 ms.
+	AuditLazySyncDelay time.Duration
 	// AuditSubjectsMergeAt is how many recent rows of the audit subjects'
 	// index the applier gathers before it merges them into the index
 	// (migration 013). Default 8,192; tests make it small.
@@ -149,6 +152,9 @@ func OpenWith(ctx context.Context, dir string, opt Options) (*DB, error) {
 	}
 	if opt.AuditApplyDelay <= 0 {
 		opt.AuditApplyDelay = auditApplyDelay
+	}
+	if opt.AuditLazySyncDelay <= 0 {
+		opt.AuditLazySyncDelay = auditLazySyncDelay
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("sqlite: data dir: %w", err)

@@ -496,7 +496,7 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("help: %q, %v", out, err)
 	}
 	for _, args := range [][]string{{"frobnicate"}, {}, {"serve", "--no-such-flag"}, {"serve", "--log-level", "loud"},
-		{"serve", "--profiles-cached", "10"}, {"serve", "--profiles-flush-after", "0s"}} {
+		{"serve", "--profiles-cached", "10"}, {"serve", "--profiles-flush-after", "0s"}, {"serve", "--data-use-fsync", "never"}} {
 		cmd := exec.Command(binary, args...)
 		out, _ := cmd.CombinedOutput()
 		if cmd.ProcessState.ExitCode() != 2 {
@@ -649,7 +649,6 @@ func profilesEndToEnd(t *testing.T, extra ...string) {
 	}
 	s.kill()
 	s = start(t, dataDir, args...)
-	defer s.stop()
 	// Marketing: every one of these events was collected for it (analytics may
 	// not use the identify's contact data, so its computed traits count 4).
 	code, p := get(s, "/v1/profiles/lookup?purpose=marketing&identifier=user_id:user-"+run)
@@ -660,8 +659,32 @@ func profilesEndToEnd(t *testing.T, extra ...string) {
 	if c["events"] != float64(5) || c["order_count"] != float64(3) || c["lifetime_value"] != float64(30) {
 		t.Fatalf("after SIGKILL and restart the profile's computed traits are %v, want 5 events, 3 orders, 30", c)
 	}
-	code, evs := get(s, "/v1/profiles/"+p["profile_id"].(string)+"/events?purpose=marketing")
+	pid := p["profile_id"].(string)
+	code, evs := get(s, "/v1/profiles/"+pid+"/events?purpose=marketing")
 	if data, _ := evs["data"].([]any); code != 200 || len(data) != 5 {
 		t.Fatalf("timeline after the kill: %d with %v", code, evs)
+	}
+
+	// Every read answered was recorded before its answer left (the record's
+	// fsync deferred, --data-use-fsync's default): a SIGKILL right after the
+	// answers loses none of them.
+	for range 5 {
+		if code, _ := get(s, "/v1/profiles/"+pid+"/events?purpose=marketing"); code != 200 {
+			t.Fatalf("timeline answered %d", code)
+		}
+	}
+	s.kill()
+	s = start(t, dataDir, args...)
+	defer s.stop()
+	code, du := get(s, "/v1/profiles/"+pid+"/data-uses?limit=500")
+	reads := 0
+	for _, u := range du["data"].([]any) {
+		if u.(map[string]any)["action"] == "GET /v1/profiles/{id}/events" {
+			reads++
+		}
+	}
+	// Two timeline reads before the first kill, one after it, five now.
+	if code != 200 || reads != 8 {
+		t.Fatalf("after SIGKILL the data uses list %d timeline reads (%d); want 8: %v", reads, code, du)
 	}
 }

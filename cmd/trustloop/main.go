@@ -224,6 +224,10 @@ type Main struct {
 	// ProfilesCached and ProfilesFlushAfter tune the projection (see its flags).
 	ProfilesCached     int
 	ProfilesFlushAfter time.Duration
+	// DataUseFsync is "deferred" (records of data uses are written before the
+	// answer, fsynced just after) or "each" (every answer waits for its
+	// record's fsync).
+	DataUseFsync string
 	// Regime is the consent regime of the workspace made on first start.
 	Regime string
 	// Recommend turns the recommender on (with Profiles); RecConfig tunes it.
@@ -272,6 +276,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.IntVar(&m.RateBurst, "rate-burst", 5000, "events a write key may send at once above its rate")
 	fs.BoolVar(&m.Profiles, "profiles", true, "resolve identities and keep unified profiles at ingest, and serve the profile, consent-by-profile, recommendation and preference-center APIs; --profiles=false runs the collector alone (about four times the batch throughput; see docs/performance.md)")
 	fs.IntVar(&m.ProfilesCached, "profiles-cached", 200_000, "with --profiles: profiles kept in memory (~1.5 KB each; the active ones should fit)")
+	fs.StringVar(&m.DataUseFsync, "data-use-fsync", "deferred", "when the audit record of a data use (a read, a recommendation) is fsynced: deferred (written before the answer leaves, so a crash of the process loses none; on disk within 5 ms, or PostgreSQL's WAL writer delay) or each (every answer waits for its record's fsync)")
 	fs.DurationVar(&m.ProfilesFlushAfter, "profiles-flush-after", 10*time.Second, "with --profiles: how long a changed profile may stay only in memory before it is written (the log replays it after a crash; longer writes less under load)")
 	fs.StringVar(&m.Regime, "regime", consent.RegimeOptIn, "consent regime of the workspace created on first start: opt_in (GDPR-style: nothing but essential without consent) or opt_out (CCPA-style); later changes go through PUT /v1/purposes")
 	fs.DurationVar(&m.RetentionEvery, "retention-every", 24*time.Hour, "how often the retention sweep deletes events past their purposes' retention and marks expired consent (0: never)")
@@ -331,6 +336,9 @@ func (m *Main) ParseFlags(args []string) error {
 	}
 	if m.ProfilesCached < 1000 {
 		return &usageError{fmt.Sprintf("--profiles-cached %d: want at least 1000 profiles", m.ProfilesCached)}
+	}
+	if m.DataUseFsync != "deferred" && m.DataUseFsync != "each" {
+		return &usageError{fmt.Sprintf("--data-use-fsync %q: want deferred or each", m.DataUseFsync)}
 	}
 	if m.ProfilesFlushAfter < 10*time.Millisecond || m.ProfilesFlushAfter > 10*time.Minute {
 		return &usageError{fmt.Sprintf("--profiles-flush-after %s: want 10ms to 10m", m.ProfilesFlushAfter)}
@@ -526,7 +534,7 @@ func (m *Main) Open(ctx context.Context) error {
 		return a.Purposes, err
 	}
 	m.Pipeline = ingest.New(m.Store, m.Keyring, m.Metrics, m.Log, admit, icfg)
-	m.Audit = auditlog.New(m.Store, m.Keyring, auditlog.Config{Logger: m.Log})
+	m.Audit = auditlog.New(m.Store, m.Keyring, auditlog.Config{Logger: m.Log, LazyDataUses: m.DataUseFsync == "deferred"})
 	// Consent changes go to the audit log once committed. A failure leaves the
 	// change standing (it is the customer's) and is logged for the operator.
 	m.Consent.OnChange = func(ctx context.Context, recs []trustloop.ConsentRecord) {
