@@ -21,28 +21,11 @@ import (
 func TestAuditAcrossNodes(t *testing.T) {
 	url := mustSchema(t)
 	ctx := context.Background()
-	master := bytes.Repeat([]byte{5}, keyring.KeySize)
 	const nodes, callers, each = 3, 8, 25
 	var logs [nodes]*auditlog.Log
-	var dbs [nodes]*postgres.DB
-	var b *trustloop.Bootstrap
-	for i := range dbs {
-		db, err := postgres.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		dbs[i] = db
-		kr := keyring.New(master, 10)
-		kr.Load = db.FindWorkspace
-		if i == 0 {
-			b = storetest.Bootstrap("default")
-			b.Workspace.IndexKey = kr.NewIndexKey()
-			if _, err := db.Bootstrap(ctx, b); err != nil {
-				t.Fatal(err)
-			}
-		}
-		logs[i] = auditlog.New(db, kr, auditlog.Config{})
+	dbs, krs, b := auditNodes(t, url, nodes)
+	for i := range logs {
+		logs[i] = auditlog.New(dbs[i], krs[i], auditlog.Config{})
 	}
 	ws := b.Workspace.ID
 	var wg sync.WaitGroup
@@ -91,4 +74,34 @@ func TestAuditAcrossNodes(t *testing.T) {
 	for _, l := range logs {
 		l.Close()
 	}
+}
+
+// auditNodes opens n nodes on one schema (closed when the test ends), each with
+// its own keyring over the same master key, and bootstraps a workspace through
+// the first.
+func auditNodes(t *testing.T, url string, n int) ([]*postgres.DB, []*keyring.Keyring, *trustloop.Bootstrap) {
+	t.Helper()
+	ctx := context.Background()
+	master := bytes.Repeat([]byte{5}, keyring.KeySize)
+	dbs := make([]*postgres.DB, n)
+	krs := make([]*keyring.Keyring, n)
+	var b *trustloop.Bootstrap
+	for i := range dbs {
+		db, err := postgres.Open(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		dbs[i] = db
+		krs[i] = keyring.New(master, 10)
+		krs[i].Load = db.FindWorkspace
+		if i == 0 {
+			b = storetest.Bootstrap("default")
+			b.Workspace.IndexKey = krs[i].NewIndexKey()
+			if _, err := db.Bootstrap(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dbs, krs, b
 }

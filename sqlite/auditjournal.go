@@ -19,9 +19,10 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// The audit journal. Every data use of the API waits until its audit record is
-// durable, so the cost of that commit is in every personalized answer's
-// latency. Committed straight into the tables, one record changes four B-trees
+// The audit journal. With --data-use-fsync=each every data use of the API
+// waits until its audit record is durable (by default it waits until the
+// record is written; see lazy appends below), so the cost of that commit is in
+// every personalized answer's latency. Committed straight into the tables, one record changes four B-trees
 // (entries, hashes, subjects, head): five WAL frames, eleven writes and an
 // fsync, ~0.4 ms alone and ~1 ms under load. The journal makes the record
 // durable with one write and one fdatasync instead; a background applier then
@@ -213,6 +214,10 @@ type auditJournal struct {
 	unsynced  bool
 	lazyDelay time.Duration
 	sync      func(*os.File) error // datasync; tests replace it
+	// syncMu runs one fdatasync at a time, so that a failure, which Linux
+	// reports to one caller only, is seen by every later one: syncErr sticks.
+	syncMu  sync.Mutex
+	syncErr error
 
 	wake       chan struct{}
 	stop, done chan struct{}
@@ -434,14 +439,34 @@ func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry,
 	return nil
 }
 
+// fsync fdatasyncs the journal, one caller at a time. A failure sticks: the
+// pages it could not write may have been any earlier frame's (a lazy one's
+// too), and the next fdatasync would report success over them.
+func (j *auditJournal) fsync() error {
+	j.syncMu.Lock()
+	defer j.syncMu.Unlock()
+	if j.syncErr == nil {
+		if err := j.sync(j.f); err != nil {
+			j.syncErr = fmt.Errorf("sqlite: audit journal: fdatasync: %w", err)
+		}
+	}
+	return j.syncErr
+}
+
 // write writes buf at j.off, and with sync makes it (and everything before
 // it) durable. On failure it cuts the file back to j.off so that no part of a
-// refused append can be replayed; if even that fails the journal refuses
-// every later append (a restart replays what is durable).
+// refused append can be replayed; if even that fails, or the fdatasync failed
+// (what is durable before j.off is then unknown), the journal refuses every
+// later append (a restart replays what is durable; the applier still moves
+// what is pending into the tables).
 func (j *auditJournal) write(buf []byte, sync bool) error {
 	_, err := j.f.WriteAt(buf, j.off)
 	if err == nil && sync {
-		err = j.sync(j.f)
+		if err = j.fsync(); err != nil {
+			j.f.Truncate(j.off)
+			j.failed = err
+			return err
+		}
 	}
 	if err == nil {
 		return nil
@@ -537,7 +562,7 @@ func (db *DB) applyAuditSome(ctx context.Context, limit int) error {
 		next := j.round + 1
 		_, err := j.f.WriteAt(binary.LittleEndian.AppendUint64(nil, next), j.roundAt)
 		if err == nil {
-			err = j.sync(j.f)
+			err = j.fsync()
 		}
 		if err != nil {
 			// Everything was in the tables; a restart starts a round anew.
@@ -583,10 +608,10 @@ func (j *auditJournal) syncLazy() {
 	}
 	j.unsynced = false
 	j.mu.Unlock()
-	if err := j.sync(j.f); err != nil {
+	if err := j.fsync(); err != nil {
 		j.mu.Lock()
 		if j.failed == nil {
-			j.failed = fmt.Errorf("sqlite: audit journal: %w", err)
+			j.failed = err
 		}
 		j.mu.Unlock()
 	}

@@ -738,10 +738,49 @@ func TestAuditJournalLazyFailedSync(t *testing.T) {
 	}
 }
 
+// TestAuditJournalStrictSyncFailsAfterLazy: a failed fdatasync may have
+// dropped an earlier lazy frame's pages, and Linux reports that once: the
+// append fails, and every later one is refused (no strict record is ever
+// acknowledged past a hole), while what was appended before stays readable.
+func TestAuditJournalStrictSyncFailsAfterLazy(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenWith(ctx, t.TempDir(), Options{AuditApplyDelay: time.Hour, AuditLazySyncDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	j := db.audit
+	var calls atomic.Int32
+	j.mu.Lock()
+	j.sync = func(f *os.File) error {
+		if calls.Add(1) == 1 {
+			return errors.New("EIO")
+		}
+		return datasync(f)
+	}
+	j.mu.Unlock()
+	if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AppendAudit(ctx, []trustloop.AuditEntry{testEntry(1)}); err == nil {
+		t.Fatal("a strict append whose fdatasync failed was acknowledged")
+	}
+	for _, appendAudit := range []func(context.Context, []trustloop.AuditEntry) error{db.AppendAudit, db.AppendAuditLazy} {
+		if err := appendAudit(ctx, []trustloop.AuditEntry{testEntry(2)}); err == nil {
+			t.Fatal("an append after a failed fdatasync was acknowledged (the next fdatasync reports no error)")
+		}
+	}
+	if n, err := db.AuditSize(ctx, 3); err != nil || n != 1 {
+		t.Fatalf("the log has %d entries, %v; want the lazy one before the failure", n, err)
+	}
+}
+
 // TestAuditJournalLostLazyFrame: a crash of the machine can lose a lazy
 // frame while frames after it reached the disk, and leave in its place bytes
-// of an earlier round, even a whole frame of the same length. The replay
-// stops at the lost frame: no gap, no stale record, and the log goes on.
+// of an earlier round, even a whole frame of the same length (data uses'
+// frames mostly are). The replay stops at the lost frame: it neither skips
+// the stale frame (older than the tables) and then refuses to open at the
+// next one (past the tables' end), nor reads past a gap; the log goes on.
 func TestAuditJournalLostLazyFrame(t *testing.T) {
 	ctx := context.Background()
 	for _, lost := range []string{"zeros", "an earlier round's frame"} {
@@ -762,7 +801,7 @@ func TestAuditJournalLostLazyFrame(t *testing.T) {
 			}
 			j := db.audit
 			j.mu.Lock()
-			start, round, second := j.start, j.round, j.pending[1]
+			start, round, first := j.start, j.round, j.pending[0]
 			j.mu.Unlock()
 			crashed := copyStore(t, dir)
 			path := filepath.Join(crashed, auditJournalName)
@@ -775,9 +814,11 @@ func TestAuditJournalLostLazyFrame(t *testing.T) {
 			n := 8 + int(binary.LittleEndian.Uint32(b[at:]))
 			stale := make([]byte, n)
 			if lost != "zeros" {
-				other := second
-				other.data = bytes.Clone(other.data)
-				other.data[len(other.data)-1] ^= 1
+				// A frame of the round before, of the first record (older
+				// than the tables once it is applied), made as long as the
+				// lost one by a longer subject.
+				other := first
+				other.subject += strings.Repeat("x", n-len(appendJournalFrame(nil, 0, []journalRec{first})))
 				stale = appendJournalFrame(nil, roundSeed(round-1), []journalRec{other})
 				if len(stale) != n {
 					t.Fatalf("the stale frame is %d bytes, the lost one %d", len(stale), n)
