@@ -457,7 +457,10 @@ func AuditNextFrontier(n int64, frontier []tlog.Hash, stored [][]byte) ([]tlog.H
 // last append left them, so the next append need not read the frontier back.
 // A kept frontier is used only for the size it was kept for: a log only grows,
 // so an equal size is the same log, and an append by anyone else (another node,
-// another process) changes the size and makes the store read again. Safe for
+// another process) changes the size and makes the store read again. A commit
+// that a crash of the database can take back breaks the rule (another node
+// may fill its size with other entries), so PostgreSQL keeps no tip of a lazy
+// append; SQLite's journal is its process's alone and dies with it. Safe for
 // concurrent use; a stale Keep (one appender's, after a later one's) is harmless
 // for the same reason.
 type AuditTips struct {

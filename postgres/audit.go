@@ -31,12 +31,11 @@ func (db *DB) AppendAudit(ctx context.Context, entries []trustloop.AuditEntry) e
 
 // AppendAuditLazy is AppendAudit committed with synchronous_commit off: the
 // commit returns before its WAL is flushed (PostgreSQL's WAL writer flushes
-// it within three wal_writer_delay, 600 ms by default). An extra statement
-// per append (SET LOCAL), which a data use's lazy commit still saves over
-// waiting for the flush. It survives a crash of
-// any Trustloop node; a crash of the database server can lose it, and never
-// a commit after it that waited for its flush (the WAL is flushed in order),
-// so a checkpoint, committed strictly, never covers a lost entry.
+// it within three wal_writer_delay, 600 ms by default). It survives a crash
+// of any Trustloop node; a crash of the database server can lose it, but
+// never without every commit after it (the WAL is flushed in order), so a
+// checkpoint, committed strictly, never covers a lost entry. It costs one
+// statement more (SET LOCAL) and forgets the kept tip (below).
 func (db *DB) AppendAuditLazy(ctx context.Context, entries []trustloop.AuditEntry) error {
 	return db.appendAudit(ctx, entries, true)
 }

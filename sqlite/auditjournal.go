@@ -19,12 +19,12 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// The audit journal. With --data-use-fsync=each every data use of the API
-// waits until its audit record is durable (by default it waits until the
-// record is written; see lazy appends below), so the cost of that commit is in
-// every personalized answer's latency. Committed straight into the tables, one record changes four B-trees
-// (entries, hashes, subjects, head): five WAL frames, eleven writes and an
-// fsync, ~0.4 ms alone and ~1 ms under load. The journal makes the record
+// The audit journal. A strict append (every data use with
+// --data-use-fsync=each) returns once its records are durable, so the cost of
+// that commit is in every such answer's latency; a lazy one (data uses by
+// default) returns once they are written, see below. Committed straight into
+// the tables, one record changes four B-trees (entries, hashes, subjects,
+// head): five WAL frames, eleven writes and an fsync, ~0.4 ms alone and ~1 ms under load. The journal makes the record
 // durable with one write and one fdatasync instead; a background applier then
 // moves many records at a time into the tables, which stay the log readers
 // see.
@@ -206,8 +206,7 @@ type auditJournal struct {
 	pending []journalRec // written here (durable, or lazy), not yet in the tables, in order
 	failed  error        // a write that could not be undone: appends refused until a restart
 	buf     []byte
-	round   uint64 // this run's round (see the header)
-	seed    uint32 // roundSeed(round)
+	round   uint64 // this run's round (see the header); frames seeded with roundSeed(round)
 	// roundAt is where the header holds the round.
 	roundAt int64
 	// unsynced: lazy frames were written since the last fdatasync.
@@ -344,7 +343,7 @@ func (db *DB) openAuditJournal(ctx context.Context, wrapAt int64) error {
 		f.Close()
 		return fmt.Errorf("sqlite: audit journal: header: %w", herr)
 	}
-	j.round, j.seed, j.roundAt = round+1, roundSeed(round+1), int64(roundAt)
+	j.round, j.roundAt = round+1, int64(roundAt)
 	j.off, j.start = int64(roundAt+8), int64(roundAt+8)
 	db.audit = j
 	go db.auditApplier()
@@ -408,9 +407,8 @@ func (db *DB) appendJournal(ctx context.Context, entries []trustloop.AuditEntry,
 			indexes[i] = r.idx
 		}
 	}
-	buf := appendJournalFrame(j.buf[:0], j.seed, recs)
+	buf := appendJournalFrame(j.buf[:0], roundSeed(j.round), recs)
 	j.buf = buf
-	lazy = lazy && j.lazyDelay > 0
 	if err := j.write(buf, !lazy); err != nil {
 		return err
 	}
@@ -569,7 +567,7 @@ func (db *DB) applyAuditSome(ctx context.Context, limit int) error {
 			j.failed = fmt.Errorf("sqlite: audit journal: new round: %w", err)
 			return j.failed
 		}
-		j.round, j.seed, j.unsynced = next, roundSeed(next), false
+		j.round, j.unsynced = next, false
 		j.off = j.start
 	}
 	return nil
@@ -586,10 +584,8 @@ func (db *DB) auditSyncer() {
 			return
 		case <-j.syncWake:
 		}
-		select {
-		case <-j.stop:
+		if !j.pause(j.lazyDelay) {
 			return
-		case <-time.After(j.lazyDelay):
 		}
 		j.syncLazy()
 	}
@@ -758,6 +754,18 @@ func (db *DB) mergeAuditSubjectRange(ctx context.Context, cond string, args []an
 	return nil
 }
 
+// pause waits d; false if the journal stops first.
+func (j *auditJournal) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-j.stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // auditApplier moves pending records into the tables a little after they
 // arrive, many per commit.
 func (db *DB) auditApplier() {
@@ -773,12 +781,8 @@ func (db *DB) auditApplier() {
 		j.mu.Lock()
 		many := len(j.pending) >= auditApplyMax
 		j.mu.Unlock()
-		if !many {
-			select {
-			case <-j.stop:
-				return
-			case <-time.After(db.opt.AuditApplyDelay):
-			}
+		if !many && !j.pause(db.opt.AuditApplyDelay) {
+			return
 		}
 		// What is pending now goes in commits of a chunk each, a pause
 		// apart. Past the wrap size, what arrives meanwhile is chased down
@@ -796,12 +800,8 @@ func (db *DB) auditApplier() {
 				}
 				extra--
 			}
-			if n > 0 {
-				select {
-				case <-j.stop:
-					return
-				case <-time.After(auditApplyPause):
-				}
+			if n > 0 && !j.pause(auditApplyPause) {
+				return
 			}
 			db.mu.Lock()
 			err = db.applyAuditSome(context.Background(), auditApplyChunk)
@@ -818,12 +818,8 @@ func (db *DB) auditApplier() {
 		if err != nil || j.hasPending() {
 			// Failed (the records stay pending and durable; reads retry
 			// too) or more arrived meanwhile: go round again.
-			if err != nil {
-				select {
-				case <-j.stop:
-					return
-				case <-time.After(time.Second):
-				}
+			if err != nil && !j.pause(time.Second) {
+				return
 			}
 			select {
 			case j.wake <- struct{}{}:

@@ -655,16 +655,9 @@ func BenchmarkAuditJournalAppend(b *testing.B) {
 func TestAuditJournalLazy(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := OpenWith(ctx, dir, Options{AuditApplyDelay: time.Hour, AuditLazySyncDelay: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	j := db.audit
 	var syncs atomic.Int32
-	j.mu.Lock()
-	j.sync = func(f *os.File) error { syncs.Add(1); return datasync(f) }
-	j.mu.Unlock()
+	db := openWithSync(t, dir, time.Second, func(f *os.File) error { syncs.Add(1); return datasync(f) })
+	j := db.audit
 	for i := range 3 {
 		if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(i)}); err != nil {
 			t.Fatal(err)
@@ -711,16 +704,9 @@ func TestAuditJournalLazy(t *testing.T) {
 // readable.
 func TestAuditJournalLazyFailedSync(t *testing.T) {
 	ctx := context.Background()
-	db, err := OpenWith(ctx, t.TempDir(), Options{AuditApplyDelay: time.Hour, AuditLazySyncDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	j := db.audit
 	var failed atomic.Bool
-	j.mu.Lock()
-	j.sync = func(f *os.File) error { failed.Store(true); return errors.New("EIO") }
-	j.mu.Unlock()
+	db := openWithSync(t, t.TempDir(), time.Millisecond, func(f *os.File) error { failed.Store(true); return errors.New("EIO") })
+	j := db.audit
 	if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(0)}); err != nil {
 		t.Fatal(err)
 	}
@@ -744,21 +730,13 @@ func TestAuditJournalLazyFailedSync(t *testing.T) {
 // acknowledged past a hole), while what was appended before stays readable.
 func TestAuditJournalStrictSyncFailsAfterLazy(t *testing.T) {
 	ctx := context.Background()
-	db, err := OpenWith(ctx, t.TempDir(), Options{AuditApplyDelay: time.Hour, AuditLazySyncDelay: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	j := db.audit
 	var calls atomic.Int32
-	j.mu.Lock()
-	j.sync = func(f *os.File) error {
+	db := openWithSync(t, t.TempDir(), time.Hour, func(f *os.File) error {
 		if calls.Add(1) == 1 {
 			return errors.New("EIO")
 		}
 		return datasync(f)
-	}
-	j.mu.Unlock()
+	})
 	if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(0)}); err != nil {
 		t.Fatal(err)
 	}
@@ -772,6 +750,47 @@ func TestAuditJournalStrictSyncFailsAfterLazy(t *testing.T) {
 	}
 	if n, err := db.AuditSize(ctx, 3); err != nil || n != 1 {
 		t.Fatalf("the log has %d entries, %v; want the lazy one before the failure", n, err)
+	}
+}
+
+// TestAuditJournalNewRoundFails: when the new round cannot be made durable
+// at a wrap, the journal refuses appends (a restart starts a round anew);
+// what was appended is in the tables, there and after the restart.
+func TestAuditJournalNewRoundFails(t *testing.T) {
+	ctx := context.Background()
+	db, dir := openWithoutApplier(t) // past its wrap size from the first append
+	j := db.audit
+	for i := range 2 {
+		if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.mu.Lock()
+	round := j.round
+	j.sync = func(*os.File) error { return errors.New("EIO") }
+	j.mu.Unlock()
+	db.mu.Lock()
+	err := db.applyAuditLocked(ctx)
+	db.mu.Unlock()
+	if err == nil {
+		t.Fatal("an apply whose new round could not be synced reported no error")
+	}
+	if j.round != round || j.failed == nil {
+		t.Fatalf("after the failed wrap: round %d (was %d), failed %v; want the round kept and appends refused", j.round, round, j.failed)
+	}
+	if err := db.AppendAuditLazy(ctx, []trustloop.AuditEntry{testEntry(2)}); err == nil {
+		t.Fatal("an append after a failed new round was accepted")
+	}
+	if n, err := db.AuditSize(ctx, 3); err != nil || n != 2 {
+		t.Fatalf("the log has %d entries, %v; want the two applied", n, err)
+	}
+	db2, err := Open(ctx, copyStore(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if n, err := db2.AuditSize(ctx, 3); err != nil || n != 2 {
+		t.Fatalf("after a restart the log has %d entries, %v; want 2", n, err)
 	}
 }
 
@@ -895,6 +914,22 @@ func TestAuditJournalFormatV1(t *testing.T) {
 	if n, err := db.AuditSize(ctx, 3); err != nil || n != 3 {
 		t.Fatalf("after a restart the log has %d entries, %v; want 3", n, err)
 	}
+}
+
+// openWithSync opens a store in dir (closed when the test ends) whose
+// journal fdatasyncs with sync, lazy appends delay later, and whose applier
+// waits an hour.
+func openWithSync(t *testing.T, dir string, delay time.Duration, sync func(*os.File) error) *DB {
+	t.Helper()
+	db, err := OpenWith(context.Background(), dir, Options{AuditApplyDelay: time.Hour, AuditLazySyncDelay: delay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.audit.mu.Lock()
+	db.audit.sync = sync
+	db.audit.mu.Unlock()
+	return db
 }
 
 // firstRecords are the journal records of workspace 3's first two entries.
