@@ -17,3 +17,14 @@ func (s *Service) FlushStep(ctx context.Context, all bool) (int, bool, error) {
 	defer s.flushMu.Unlock()
 	return s.flushOnce(ctx, all)
 }
+
+// HeldEvents is how many events a profile's state in memory holds unapplied
+// (see "Held events"); 0 when it is not in memory.
+func (s *Service) HeldEvents(id int64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.cache[id]; st != nil {
+		return st.npend
+	}
+	return 0
+}

@@ -1,14 +1,18 @@
 package projection
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/keyring"
+	"github.com/trustloop/trustloop/profile"
 )
 
 // Profiles and timelines are written behind the group commits. A group commit
@@ -104,6 +108,13 @@ type snapshot struct {
 	since   int64
 	at      time.Time
 	members bool // its memberships are written too
+	// held: the state as picked, when it holds events (see "Held events"):
+	// the flush applies them and writes the result, folded, which it then
+	// installs in place of enc and those events (foldBack). skipped: what
+	// applying them left out, counted once the result is written.
+	held    *state
+	folded  []byte
+	skipped []profile.Reason
 }
 
 func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
@@ -127,6 +138,9 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 			continue // written since (by a commit)
 		}
 		p := snapshot{st: st, since: st.since, at: st.dirtyAt}
+		if st.npend > 0 {
+			p.held = &state{rec: st.rec, enc: st.enc, pend: st.pend, npend: st.npend, pendCfg: st.pendCfg}
+		}
 		if st.membersDirty && st.rec.MergedInto == 0 {
 			members[st.rec.ID] = slices.Clone(st.members)
 			p.members, st.membersDirty = true, false
@@ -187,8 +201,16 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 				keyOf[id] = k
 			}
 		}
-		for _, p := range picked {
-			rec, err := s.sealState(ctx, p.st.rec.WorkspaceID, p.st, keyOf)
+		for i := range picked {
+			p := &picked[i]
+			st := p.st
+			if p.held != nil {
+				if err := p.fold(); err != nil {
+					return err
+				}
+				st = &state{rec: p.held.rec, enc: p.folded}
+			}
+			rec, err := s.sealState(ctx, st.rec.WorkspaceID, st, keyOf)
 			if err != nil {
 				return err
 			}
@@ -206,7 +228,10 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	}
 	s.wroteUpto, s.wroteTimeline = max(s.wroteUpto, upto), max(s.wroteTimeline, tlUpto)
 	s.mu.Lock()
-	for _, p := range picked {
+	for i := range picked {
+		p := &picked[i]
+		s.foldBackLocked(p)
+		s.skippedInput(p.skipped)
 		p.st.stored = true
 		// Written: no longer in flight, so the eviction below may drop it
 		// (the deferred cleanup, for the failed path, finds it gone).
@@ -215,6 +240,52 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	s.evictLocked()
 	s.mu.Unlock()
 	return len(recs), more, nil
+}
+
+// fold applies the events a picked state holds to a copy of it and encodes the
+// result.
+func (p *snapshot) fold() error {
+	w := *p.held
+	if err := w.decode(func(rs []profile.Reason) { p.skipped = append(p.skipped, rs...) }); err != nil {
+		return err
+	}
+	var err error
+	if p.folded, err = w.st.AppendBinary(make([]byte, 0, len(w.enc)+64)); err != nil {
+		return fmt.Errorf("projection: profile %d: %w", w.rec.ID, err)
+	}
+	return nil
+}
+
+// foldBackLocked installs a written fold: the profile's state in memory is
+// still the one picked, or that one with more events held since (a group added
+// them without decoding it), so its encoding becomes the fold's and the events
+// the fold applied are dropped from it. Otherwise (a group decoded the profile
+// since) it has them applied already and is left as it is. s.mu is
+// held; states are changed in place only under it (readers and groups copy
+// them under it).
+func (s *Service) foldBackLocked(p *snapshot) {
+	if p.held == nil {
+		return
+	}
+	cur := s.cache[p.held.rec.ID]
+	if cur == nil || cur.npend < p.held.npend || !sameArray(cur.enc, p.held.enc) || len(cur.enc) != len(p.held.enc) ||
+		!bytes.HasPrefix(cur.pend, p.held.pend) {
+		return
+	}
+	cur.enc = p.folded
+	cur.pend = cur.pend[len(p.held.pend):]
+	cur.npend -= p.held.npend
+	if cur.npend == 0 {
+		cur.pend, cur.pendCfg = nil, nil
+	}
+}
+
+// sameArray reports whether two slices start at the same element: encodings
+// are never changed in place, so the same array of the same length is the same
+// encoding. (Held events are compared by their bytes: a group's append may
+// have moved them to a larger array.)
+func sameArray(a, b []byte) bool {
+	return unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
 // putBack undoes a failed flush: the profiles are dirty again from where they
@@ -292,7 +363,7 @@ func (s *Service) cached(id int64) (*state, error) {
 	if st == nil {
 		return nil, nil
 	}
-	return st, st.decode()
+	return st, st.decode(nil)
 }
 
 // Recover replays the log after the watermark into the profiles, as a start after

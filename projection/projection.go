@@ -248,6 +248,16 @@ func (s *Service) Identify(ws int64, m *trustloop.Message) []trustloop.Identifie
 	return ids
 }
 
+// skippedInput counts the parts of an event the profile rules left out.
+func (s *Service) skippedInput(rs []profile.Reason) {
+	if s.OnSkip == nil {
+		return
+	}
+	for _, r := range rs {
+		s.OnSkip("profile_input", string(r))
+	}
+}
+
 func (s *Service) skipped(sk []identity.Skip) {
 	if s.OnSkip == nil {
 		return
@@ -406,6 +416,14 @@ type state struct {
 	dirty   bool
 	since   int64
 	dirtyAt time.Time
+	// pend holds events not applied to enc yet, npend of them, each as
+	// profile.AppendInput encodes it, to be applied in order with pendCfg's
+	// rules (the workspace's when they were held) by the next decode: see
+	// "Held events" below. Only the group's writer appends to pend, past the
+	// end every installed state and snapshot sees, so they can share it.
+	pend    []byte
+	npend   int
+	pendCfg *wsConfig
 	// touched: changed by the group being projected (group clones only).
 	touched bool
 	// stored: a row exists (else the group commit inserts one).
@@ -458,11 +476,26 @@ func (st *state) copyLocked() *state {
 	return &c
 }
 
-// decode fills a working copy's st from its enc.
-func (st *state) decode() error {
+// decode fills a working copy's st from its enc, then applies the events it
+// holds. skipped, when not nil, is told what they skipped: the decode whose
+// result is installed (a group's, a flush's) counts them, a read does not.
+func (st *state) decode(skipped func([]profile.Reason)) error {
 	if err := st.st.UnmarshalBinary(st.enc); err != nil {
 		return fmt.Errorf("projection: profile %d: %w", st.rec.ID, err)
 	}
+	rest := st.pend
+	for range st.npend {
+		in, r, err := profile.ReadInput(rest)
+		if err != nil {
+			return fmt.Errorf("projection: profile %d: held event: %w", st.rec.ID, err)
+		}
+		rest = r
+		res := st.pendCfg.profile.Apply(&st.st, in)
+		if skipped != nil {
+			skipped(res.Skipped)
+		}
+	}
+	st.pend, st.npend, st.pendCfg = nil, 0, nil
 	return nil
 }
 
@@ -485,6 +518,10 @@ type view struct {
 	// end of the group, in parallel across profiles (finishDeferred).
 	deferred map[int64][]deferredEvent
 	apply    func(st *state, e deferredEvent)
+	// holdable tells whether an installed state may take n more deferred
+	// events held (undecoded) rather than applied; hold holds one.
+	holdable func(c *state, n int) bool
+	hold     func(st *state, e deferredEvent)
 }
 
 // deferredEvent is an event of the group (index into its items) and its log
@@ -644,7 +681,7 @@ func (v *view) load(p int64) *state {
 	}
 	v.s.mu.Unlock()
 	if st != nil {
-		if err := st.decode(); err != nil {
+		if err := st.decode(v.s.skippedInput); err != nil {
 			if v.err == nil {
 				v.err = err
 			}
@@ -955,6 +992,14 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 		st.touched = true
 	}
+	// input is an event's profile input.
+	input := func(it *Item) *profile.Input {
+		if it.Input != nil {
+			return it.Input
+		}
+		made := inputOf(it.Message, it.SourceID)
+		return &made
+	}
 	// apply applies one event to a profile's working copy; it runs in the
 	// parallel part too, so it touches nothing but st.
 	v.apply = func(st *state, e deferredEvent) {
@@ -962,18 +1007,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		if e.seq <= st.rec.AppliedSeq {
 			return
 		}
-		it := &items[e.i]
-		in := it.Input
-		if in == nil {
-			made := inputOf(it.Message, it.SourceID)
-			in = &made
-		}
-		res := cfg.profile.Apply(&st.st, *in)
-		if s.OnSkip != nil {
-			for _, r := range res.Skipped {
-				s.OnSkip("profile_input", string(r))
-			}
-		}
+		s.skippedInput(cfg.profile.Apply(&st.st, *input(&items[e.i])).Skipped)
 		st.rec.AppliedSeq = e.seq
 		touch(st, e.seq)
 	}
@@ -1098,6 +1132,23 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 	set, err := s.audienceSet(ctx, ws)
 	if err != nil {
 		return err
+	}
+	// Held events (see holdMax): only where no audience needs the profile
+	// evaluated now, and none was written for it that this change could end
+	// (finish writes an empty membership then).
+	v.holdable = func(c *state, n int) bool {
+		return set.Len() == 0 && c.membersKnown && len(c.members) == 0 &&
+			(c.npend == 0 || c.pendCfg == cfg) && c.npend+n <= holdMax && len(c.pend) <= holdMaxBytes
+	}
+	v.hold = func(st *state, e deferredEvent) {
+		if e.seq <= st.rec.AppliedSeq {
+			return // a replay after a crash
+		}
+		st.pend = profile.AppendInput(st.pend, input(&items[e.i]))
+		st.npend++
+		st.pendCfg = cfg
+		st.rec.AppliedSeq, st.rec.UpdatedAt = e.seq, now
+		touch(st, e.seq)
 	}
 	// finish evaluates a changed profile's audiences and encodes it (now, so
 	// that a state that cannot be encoded fails the commit, not its
@@ -1234,6 +1285,27 @@ func (s *Service) moveIdentities(ctx context.Context, v *view, src, dst *state, 
 	return moved, nil
 }
 
+// Held events. Under customers whose events come seconds apart, nearly every
+// event met its profile's installed state alone: decoding it (its maps), applying
+// one event and encoding it again was most of the projection's work, and most
+// of its garbage. So an event that joins a profile by the fast path (nothing in
+// the identity graph changes) is held instead: its profile input, encoded
+// compactly (profile.AppendInput), is appended to the state's pend, and the
+// profile's next decode applies the events held, in order — the flush's, which
+// writes and installs the result, a group's that must change the profile
+// otherwise, a read's. Read-your-writes holds: every reader decodes. A
+// profile's state is then only decoded about once per flush, for as many
+// events as came meanwhile.
+//
+// Events are applied at once instead where an audience must be evaluated on
+// the change (a workspace with audiences), when the held events were for other
+// rules (the workspace's settings changed since), and past holdMax events or
+// holdMaxBytes bytes (a busy profile: its reads should not apply hundreds).
+const (
+	holdMax      = 32
+	holdMaxBytes = 8 << 10
+)
+
 // parallelFrom is the number of profiles from which finishDeferred spreads its
 // work over the CPUs (below it, starting goroutines costs more than it saves).
 const parallelFrom = 64
@@ -1247,17 +1319,18 @@ const parallelFrom = 64
 // in order, as load would.
 func (v *view) finishDeferred(finish func(*state) error) (map[int64]bool, error) {
 	type job struct {
-		p   int64
-		evs []deferredEvent
-		st  *state
-		err error
+		p    int64
+		evs  []deferredEvent
+		st   *state
+		hold bool
+		err  error
 	}
 	jobs := make([]job, 0, len(v.deferred))
 	v.s.mu.Lock()
 	for p, evs := range v.deferred {
 		j := job{p: p, evs: evs}
 		if c := v.s.cache[p]; c != nil {
-			j.st = c.copyLocked()
+			j.st, j.hold = c.copyLocked(), v.holdable(c, len(evs))
 		}
 		jobs = append(jobs, j)
 	}
@@ -1266,7 +1339,13 @@ func (v *view) finishDeferred(finish func(*state) error) (map[int64]bool, error)
 		if j.st == nil {
 			return
 		}
-		if j.err = j.st.decode(); j.err != nil {
+		if j.hold {
+			for _, e := range j.evs {
+				v.hold(j.st, e)
+			}
+			return
+		}
+		if j.err = j.st.decode(v.s.skippedInput); j.err != nil {
 			return
 		}
 		for _, e := range j.evs {

@@ -1,0 +1,192 @@
+package projection_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/trustloop/trustloop"
+	"github.com/trustloop/trustloop/profile"
+	"github.com/trustloop/trustloop/projection"
+)
+
+// profileID is the id of the profile an identifier belongs to.
+func (e *env) profileID(svc *projection.Service, typ, value string) int64 {
+	e.t.Helper()
+	id, err := projection.ParseID(e.lookup(svc, typ, value).ProfileID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return id
+}
+
+// Events that join a known profile are held, not applied, until a decode
+// needs the profile: reads see them at once, a flush writes them applied, and
+// a new service reads them from the store.
+func TestHeldEventsReadAndWritten(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	at := e.clock.Now()
+	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+	for i := range 3 {
+		e.commit(svc, track(fmt.Sprintf("t%d", i), "u1", "", at.Add(time.Duration(i+1)*time.Second), "Order Completed",
+			obj{"revenue": 5, "product_id": fmt.Sprintf("p%d", i)}))
+	}
+	id := e.profileID(svc, trustloop.IDUserID, "u1")
+	if n := svc.HeldEvents(id); n != 3 {
+		t.Fatalf("held events = %d, want 3", n)
+	}
+	e.checkCounts(e.lookup(svc, trustloop.IDUserID, "u1"), 4, 3)
+	if n := svc.HeldEvents(id); n != 3 {
+		t.Fatalf("after a read, held events = %d, want 3 (a read installs nothing)", n)
+	}
+	if _, err := svc.Flush(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if n := svc.HeldEvents(id); n != 0 {
+		t.Fatalf("after a flush, held events = %d, want 0", n)
+	}
+	e.checkCounts(e.lookup(svc, trustloop.IDUserID, "u1"), 4, 3)
+	e.reopen()
+	p := e.lookup(e.service(), trustloop.IDUserID, "u1")
+	e.checkCounts(p, 4, 3)
+	if got := computed(p, profile.ComputedLastViewedProducts); fmt.Sprint(got) != "[]" {
+		t.Fatalf("last viewed = %v (orders are not views)", got)
+	}
+}
+
+// A flush applies the events it picked; a group that holds more events for
+// the same profile meanwhile keeps them, and the flush's result replaces only
+// what it applied.
+func TestHeldEventsFoldBackAcrossAGroup(t *testing.T) {
+	e := newEnv(t)
+	gs := &gateStore{failingStore: &failingStore{Store: e.db}, entered: make(chan struct{}), release: make(chan struct{})}
+	svc := e.serviceOver(gs)
+	ctx := context.Background()
+	at := e.clock.Now()
+	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+	e.commit(svc, track("t1", "u1", "", at.Add(time.Second), "Order Completed", obj{"revenue": 5}))
+	id := e.profileID(svc, trustloop.IDUserID, "u1")
+	flushed := make(chan error, 1)
+	go func() { _, err := svc.Flush(ctx, true); flushed <- err }()
+	<-gs.entered // the flush has applied t1 and is writing
+	e.commit(svc, track("t2", "u1", "", at.Add(2*time.Second), "Order Completed", obj{"revenue": 7}))
+	if n := svc.HeldEvents(id); n != 2 {
+		t.Fatalf("held events during the flush = %d, want 2", n)
+	}
+	close(gs.release)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	if n := svc.HeldEvents(id); n != 1 {
+		t.Fatalf("after the flush, held events = %d, want 1 (t2: the flush applied t1)", n)
+	}
+	p := e.lookup(svc, trustloop.IDUserID, "u1")
+	e.checkCounts(p, 3, 2)
+	if got := computed(p, profile.ComputedLifetimeValue); got != 12.0 {
+		t.Fatalf("lifetime value = %v, want 12", got)
+	}
+	if _, err := svc.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen()
+	e.checkCounts(e.lookup(e.service(), trustloop.IDUserID, "u1"), 3, 2)
+}
+
+// Held events are applied with the settings in force when they were
+// collected, as events applied at once are: a settings change makes the next
+// event apply them first.
+func TestHeldEventsKeepTheirSettings(t *testing.T) {
+	for _, next := range []bool{false, true} {
+		t.Run(fmt.Sprintf("next event %v", next), func(t *testing.T) {
+			e := newEnv(t)
+			svc := e.service()
+			ctx := context.Background()
+			at := e.clock.Now()
+			e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+			e.commit(svc, track("t1", "u1", "", at.Add(time.Second), "Purchase", obj{"revenue": 5})) // not an order yet
+			st, err := svc.Settings(ctx, e.ws)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Computed.OrderEvents = []string{"Purchase"}
+			if err := svc.SaveSettings(ctx, e.ws, st); err != nil {
+				t.Fatal(err)
+			}
+			want := int64(0)
+			if next {
+				e.commit(svc, track("t2", "u1", "", at.Add(2*time.Second), "Purchase", obj{"revenue": 7}))
+				want = 1
+			}
+			e.checkCounts(e.lookup(svc, trustloop.IDUserID, "u1"), 2+want, want)
+			if _, err := svc.Flush(ctx, true); err != nil {
+				t.Fatal(err)
+			}
+			e.reopen()
+			e.checkCounts(e.lookup(e.service(), trustloop.IDUserID, "u1"), 2+want, want)
+		})
+	}
+}
+
+// What the profile rules skip of held events is counted once, when they are
+// applied for good, not by reads.
+func TestHeldEventsSkipsCountedOnce(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	skips := map[string]int{}
+	svc.OnSkip = func(kind, reason string) { skips[kind+" "+reason]++ }
+	at := e.clock.Now()
+	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+	for i := range 3 {
+		e.commit(svc, track(fmt.Sprintf("t%d", i), "u1", "", at.Add(time.Duration(i+1)*time.Second), "Viewed",
+			obj{"category": 5}))
+		e.lookup(svc, trustloop.IDUserID, "u1")
+	}
+	if _, err := svc.Flush(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	e.lookup(svc, trustloop.IDUserID, "u1")
+	if got := skips["profile_input "+string(profile.ReasonCategoryInvalid)]; got != 3 {
+		t.Fatalf("category_invalid counted %d times, want 3 (%v)", got, skips)
+	}
+}
+
+// A profile holds at most a bounded number of events: a busy one is decoded
+// and its events applied by the group that would pass the bound.
+func TestHeldEventsBounded(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	at := e.clock.Now()
+	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+	const n = 100
+	most := 0
+	for i := range n {
+		e.commit(svc, track(fmt.Sprintf("t%d", i), "u1", "", at.Add(time.Duration(i+1)*time.Second), "Clicked", obj{}))
+		most = max(most, svc.HeldEvents(e.profileID(svc, trustloop.IDUserID, "u1")))
+	}
+	if most == 0 || most > 32 {
+		t.Fatalf("at most %d events held, want 1..32", most)
+	}
+	e.checkCounts(e.lookup(svc, trustloop.IDUserID, "u1"), n+1, 0)
+}
+
+// Where audiences are defined, a change is evaluated at once: nothing is held.
+func TestNoHeldEventsWithAudiences(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	ctx := context.Background()
+	at := e.clock.Now()
+	big := &trustloop.Audience{WorkspaceID: e.ws, Name: "big spenders", Rule: `computed.lifetime_value >= 10.0`}
+	if err := svc.SaveAudience(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+	e.commit(svc, track("t1", "u1", "", at.Add(time.Second), "Order Completed", obj{"revenue": 12}))
+	if n := svc.HeldEvents(e.profileID(svc, trustloop.IDUserID, "u1")); n != 0 {
+		t.Fatalf("held events = %d, want 0", n)
+	}
+	if got := e.lookup(svc, trustloop.IDUserID, "u1").Audiences; len(got) != 1 {
+		t.Fatalf("audiences = %v, want [big spenders] before any flush", got)
+	}
+}
