@@ -48,7 +48,9 @@ func ReadInput(b []byte) (Input, []byte, error) {
 	}
 	in.Type, r.b = trustloop.EventType(b[0]), b[1:]
 	if ev := r.bytes(); len(ev) > 0 {
-		in.Event = intern(ev) // a map key of the state: its own string
+		// Its own string (a map key of the state), not interned: any name a
+		// client sends, of any length, before Apply's checks.
+		in.Event = string(ev)
 	}
 	in.Timestamp = r.instant()
 	in.ReceivedAt = r.instant()
@@ -62,7 +64,7 @@ func ReadInput(b []byte) (Input, []byte, error) {
 	if n := r.count(1); n > 0 {
 		in.Purposes = make([]string, n)
 		for i := range in.Purposes {
-			in.Purposes[i] = intern(r.bytes())
+			in.Purposes[i] = intern(r.bytes()) // the catalog's ids: few, never personal
 		}
 	}
 	if r.bad {

@@ -1,7 +1,6 @@
 package projection
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -110,11 +109,10 @@ type snapshot struct {
 	members bool // its memberships are written too
 	// held: the state as picked, when it holds events (see "Held events"):
 	// the flush applies them and writes the result, folded, which it then
-	// installs in place of enc and those events (foldBack). skipped: what
-	// applying them left out, counted once the result is written.
-	held    *state
-	folded  []byte
-	skipped []profile.Reason
+	// installs in place of enc and those events (foldBackLocked), counting
+	// what the rules skipped of them if it does.
+	held   *state
+	folded []byte
 }
 
 func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
@@ -227,11 +225,13 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		return 0, false, err
 	}
 	s.wroteUpto, s.wroteTimeline = max(s.wroteUpto, upto), max(s.wroteTimeline, tlUpto)
+	var skips []profile.Reason
 	s.mu.Lock()
 	for i := range picked {
 		p := &picked[i]
-		s.foldBackLocked(p)
-		s.skippedInput(p.skipped)
+		if s.foldBackLocked(p) {
+			skips = append(skips, p.held.uncounted(nil)...)
+		}
 		p.st.stored = true
 		// Written: no longer in flight, so the eviction below may drop it
 		// (the deferred cleanup, for the failed path, finds it gone).
@@ -239,20 +239,22 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 	}
 	s.evictLocked()
 	s.mu.Unlock()
+	s.skippedInput(skips)
 	return len(recs), more, nil
 }
 
 // fold applies the events a picked state holds to a copy of it and encodes the
 // result.
 func (p *snapshot) fold() error {
-	w := *p.held
-	if err := w.decode(func(rs []profile.Reason) { p.skipped = append(p.skipped, rs...) }); err != nil {
+	w := p.held
+	if err := w.decode(); err != nil {
 		return err
 	}
 	var err error
-	if p.folded, err = w.st.AppendBinary(make([]byte, 0, len(w.enc)+64)); err != nil {
+	if p.folded, err = w.st.AppendBinary(make([]byte, 0, len(w.base.enc)+64)); err != nil {
 		return fmt.Errorf("projection: profile %d: %w", w.rec.ID, err)
 	}
+	w.st = profile.State{}
 	return nil
 }
 
@@ -263,21 +265,24 @@ func (p *snapshot) fold() error {
 // since) it has them applied already and is left as it is. s.mu is
 // held; states are changed in place only under it (readers and groups copy
 // them under it).
-func (s *Service) foldBackLocked(p *snapshot) {
+func (s *Service) foldBackLocked(p *snapshot) bool {
 	if p.held == nil {
-		return
+		return false
 	}
+	m := p.held.base
 	cur := s.cache[p.held.rec.ID]
-	if cur == nil || cur.npend < p.held.npend || !sameArray(cur.enc, p.held.enc) || len(cur.enc) != len(p.held.enc) ||
-		!bytes.HasPrefix(cur.pend, p.held.pend) {
-		return
+	if cur == nil || cur.npend < m.n || !m.covers(cur.enc, cur.pend) {
+		return false
 	}
+	cur.folded = m
+	s.marked = append(s.marked, cur.rec.ID)
 	cur.enc = p.folded
-	cur.pend = cur.pend[len(p.held.pend):]
-	cur.npend -= p.held.npend
+	cur.pend = cur.pend[len(m.pend):]
+	cur.npend -= m.n
 	if cur.npend == 0 {
 		cur.pend, cur.pendCfg = nil, nil
 	}
+	return true
 }
 
 // sameArray reports whether two slices start at the same element: encodings
@@ -363,7 +368,7 @@ func (s *Service) cached(id int64) (*state, error) {
 	if st == nil {
 		return nil, nil
 	}
-	return st, st.decode(nil)
+	return st, st.decode()
 }
 
 // Recover replays the log after the watermark into the profiles, as a start after

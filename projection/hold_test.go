@@ -3,6 +3,8 @@ package projection_test
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,6 +108,9 @@ func TestHeldEventsKeepTheirSettings(t *testing.T) {
 			at := e.clock.Now()
 			e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
 			e.commit(svc, track("t1", "u1", "", at.Add(time.Second), "Purchase", obj{"revenue": 5})) // not an order yet
+			if n := svc.HeldEvents(e.profileID(svc, trustloop.IDUserID, "u1")); n != 1 {
+				t.Fatalf("held events = %d, want 1", n)
+			}
 			st, err := svc.Settings(ctx, e.ws)
 			if err != nil {
 				t.Fatal(err)
@@ -142,6 +147,9 @@ func TestHeldEventsSkipsCountedOnce(t *testing.T) {
 		e.commit(svc, track(fmt.Sprintf("t%d", i), "u1", "", at.Add(time.Duration(i+1)*time.Second), "Viewed",
 			obj{"category": 5}))
 		e.lookup(svc, trustloop.IDUserID, "u1")
+	}
+	if n := svc.HeldEvents(e.profileID(svc, trustloop.IDUserID, "u1")); n != 3 {
+		t.Fatalf("held events = %d, want 3", n)
 	}
 	if _, err := svc.Flush(context.Background(), true); err != nil {
 		t.Fatal(err)
@@ -188,5 +196,86 @@ func TestNoHeldEventsWithAudiences(t *testing.T) {
 	}
 	if got := e.lookup(svc, trustloop.IDUserID, "u1").Audiences; len(got) != 1 {
 		t.Fatalf("audiences = %v, want [big spenders] before any flush", got)
+	}
+}
+
+// A group that copied a profile before a flush folded its held events in, and
+// installs after: it takes the fold and keeps only its own events held; and a
+// group that decoded the held events meanwhile does not count their skipped
+// parts again. Either way each event's skips are counted once.
+func TestHeldEventsAcrossAFlushAndAGroup(t *testing.T) {
+	for _, decodes := range []bool{false, true} {
+		t.Run(fmt.Sprintf("group decodes %v", decodes), func(t *testing.T) {
+			e := newEnv(t)
+			gs := &gateStore{failingStore: &failingStore{Store: e.db}, entered: make(chan struct{}), release: make(chan struct{})}
+			svc := e.serviceOver(gs)
+			skips := map[string]int{}
+			var mu sync.Mutex
+			svc.OnSkip = func(kind, reason string) { mu.Lock(); skips[reason]++; mu.Unlock() }
+			ctx := context.Background()
+			at := e.clock.Now()
+			e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+			e.commit(svc, track("t1", "u1", "", at.Add(time.Second), "Viewed", obj{"category": 5}))
+			id := e.profileID(svc, trustloop.IDUserID, "u1")
+			flushed := make(chan error, 1)
+			go func() { _, err := svc.Flush(ctx, true); flushed <- err }()
+			<-gs.entered // the flush has applied t1 and is writing
+			next := track("t2", "u1", "", at.Add(2*time.Second), "Viewed", obj{"category": 6})
+			if decodes {
+				// A new identifier: the slow path loads (decodes) the profile.
+				next = message(trustloop.EventTrack, "t2", "u1", "", at.Add(2*time.Second), obj{"event": "Viewed",
+					"properties": obj{"category": 6}, "context": obj{"traits": obj{"email": "u1@example.com"}}})
+			}
+			g, err := prepareGroup(ctx, e.db, e.kr, svc, e.ws, e.src, []trustloop.Message{next})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := commitGroupThen(ctx, e.db, e.kr, svc, g, nil, func() {
+				// The group has its copy of u1 and has committed; the flush
+				// now writes and folds t1 back before the group installs.
+				close(gs.release)
+				if err := <-flushed; err != nil {
+					t.Error(err)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			want := 1 // t2, held
+			if decodes {
+				want = 0
+			}
+			if n := svc.HeldEvents(id); n != want {
+				t.Fatalf("held events = %d, want %d", n, want)
+			}
+			if _, err := svc.Flush(ctx, true); err != nil {
+				t.Fatal(err)
+			}
+			e.checkCounts(e.lookup(svc, trustloop.IDUserID, "u1"), 3, 0)
+			if got := skips[string(profile.ReasonCategoryInvalid)]; got != 2 {
+				t.Fatalf("category_invalid counted %d times, want 2", got)
+			}
+			e.reopen()
+			e.checkCounts(e.lookup(e.service(), trustloop.IDUserID, "u1"), 3, 0)
+		})
+	}
+}
+
+// The byte bound: large traits are applied at once, not held.
+func TestHeldEventsByteBound(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service()
+	at := e.clock.Now()
+	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
+	id := e.profileID(svc, trustloop.IDUserID, "u1")
+	big := strings.Repeat("x", 3000)
+	for i := range 5 {
+		e.commit(svc, identify(fmt.Sprintf("i%d", i), "u1", "", at.Add(time.Duration(i+1)*time.Second), obj{fmt.Sprintf("note%d", i): big}))
+		if n := svc.HeldEvents(id); n > 2 {
+			t.Fatalf("after %d identify calls of 3 KB traits, %d held (8 KiB bound)", i+1, n)
+		}
+	}
+	p := e.lookup(svc, trustloop.IDUserID, "u1")
+	if len(p.Traits) != 6 {
+		t.Fatalf("traits = %d, want 6", len(p.Traits))
 	}
 }

@@ -1,6 +1,7 @@
 package projection
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -103,6 +104,9 @@ type Service struct {
 	tlSweepPos int
 	// TimelineAfter is how long a timeline run may stay only in memory.
 	TimelineAfter time.Duration
+	// marked lists the profiles whose installed state has a fold mark
+	// (state.folded), dropped by the next Done.
+	marked []int64
 	// written: the watermarks last written (a flush with nothing new to write
 	// writes nothing).
 	wroteUpto, wroteTimeline int64
@@ -424,6 +428,16 @@ type state struct {
 	pend    []byte
 	npend   int
 	pendCfg *wsConfig
+	// base and skips, on a working copy whose decode applied held events:
+	// what they were held on (the installed enc, the held bytes and count)
+	// and what the rules skipped of each, counted when the copy is installed
+	// (Done), less what a flush installed meanwhile (folded) counted already.
+	base  *foldMark
+	skips []heldSkip
+	// folded, on an installed state: the last flush's fold installed in it
+	// (foldBackLocked), so that a group that copied the state before it can
+	// take the fold instead of its own copy's unfolded events (Done).
+	folded *foldMark
 	// touched: changed by the group being projected (group clones only).
 	touched bool
 	// stored: a row exists (else the group commit inserts one).
@@ -476,27 +490,68 @@ func (st *state) copyLocked() *state {
 	return &c
 }
 
+// foldMark names held events applied to an encoding: the encoding (enc, an
+// array never changed in place), the held bytes (pend) and their count (n).
+type foldMark struct {
+	enc, pend []byte
+	n         int
+}
+
+// heldSkip is a reason the rules skipped part of the i-th held event.
+type heldSkip struct {
+	i int
+	r profile.Reason
+}
+
 // decode fills a working copy's st from its enc, then applies the events it
-// holds. skipped, when not nil, is told what they skipped: the decode whose
-// result is installed (a group's, a flush's) counts them, a read does not.
-func (st *state) decode(skipped func([]profile.Reason)) error {
+// holds, noting what the rules skipped of them (st.skips, with st.base): they
+// are counted where the result is installed (Done, or the flush's fold-back),
+// never by a read or a copy that is dropped.
+func (st *state) decode() error {
 	if err := st.st.UnmarshalBinary(st.enc); err != nil {
 		return fmt.Errorf("projection: profile %d: %w", st.rec.ID, err)
 	}
+	if st.npend == 0 {
+		return nil
+	}
+	st.base = &foldMark{enc: st.enc, pend: st.pend, n: st.npend}
 	rest := st.pend
-	for range st.npend {
+	for i := range st.npend {
 		in, r, err := profile.ReadInput(rest)
 		if err != nil {
 			return fmt.Errorf("projection: profile %d: held event: %w", st.rec.ID, err)
 		}
 		rest = r
-		res := st.pendCfg.profile.Apply(&st.st, in)
-		if skipped != nil {
-			skipped(res.Skipped)
+		for _, reason := range st.pendCfg.profile.Apply(&st.st, in).Skipped {
+			st.skips = append(st.skips, heldSkip{i, reason})
 		}
 	}
 	st.pend, st.npend, st.pendCfg = nil, 0, nil
 	return nil
+}
+
+// uncounted returns the reasons of held events a working copy applied that a
+// fold installed since (m) did not count: those past the fold's events when
+// the copy's events were held on the same encoding with the fold's bytes first,
+// else all.
+func (st *state) uncounted(m *foldMark) []profile.Reason {
+	from := 0
+	if m != nil && st.base != nil && m.covers(st.base.enc, st.base.pend) {
+		from = m.n
+	}
+	var out []profile.Reason
+	for _, k := range st.skips {
+		if k.i >= from {
+			out = append(out, k.r)
+		}
+	}
+	return out
+}
+
+// covers reports whether held bytes pend on encoding enc begin with the events
+// this fold applied.
+func (m *foldMark) covers(enc, pend []byte) bool {
+	return sameArray(enc, m.enc) && len(enc) == len(m.enc) && bytes.HasPrefix(pend, m.pend)
 }
 
 // view is identity.View over the store plus this group's changes.
@@ -518,9 +573,9 @@ type view struct {
 	// end of the group, in parallel across profiles (finishDeferred).
 	deferred map[int64][]deferredEvent
 	apply    func(st *state, e deferredEvent)
-	// holdable tells whether an installed state may take n more deferred
+	// holdable tells whether an installed state may take these deferred
 	// events held (undecoded) rather than applied; hold holds one.
-	holdable func(c *state, n int) bool
+	holdable func(c *state, evs []deferredEvent) bool
 	hold     func(st *state, e deferredEvent)
 }
 
@@ -681,7 +736,7 @@ func (v *view) load(p int64) *state {
 	}
 	v.s.mu.Unlock()
 	if st != nil {
-		if err := st.decode(v.s.skippedInput); err != nil {
+		if err := st.decode(); err != nil {
 			if v.err == nil {
 				v.err = err
 			}
@@ -864,6 +919,8 @@ func (g *Group) Done(committed bool) {
 		s.forgetSubjects()
 	}
 	now := s.Now()
+	var skips []profile.Reason
+	defer func() { s.skippedInput(skips) }() // after s.mu is released
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var fresh []dirtyEntry
@@ -890,11 +947,33 @@ func (g *Group) Done(committed bool) {
 			st.dirtyAt = now
 			fresh = append(fresh, dirtyEntry{id: id, since: st.since, at: now})
 		}
-		st.touched = false
+		var m *foldMark
+		if old != nil {
+			m = old.folded
+		}
+		if st.npend > 0 && m != nil && m.covers(st.enc, st.pend) {
+			// This copy was taken before a flush folded its first held
+			// events into the installed state: take the fold, keep the rest.
+			st.enc, st.pend, st.npend = old.enc, st.pend[len(m.pend):], st.npend-m.n
+			if st.npend == 0 {
+				st.pend, st.pendCfg = nil, nil
+			}
+		}
+		skips = append(skips, st.uncounted(m)...)
+		st.touched, st.base, st.skips, st.folded = false, nil, nil, nil
 		// Installed: enc only (and the identifier counts).
 		st.st = profile.State{}
 		s.cache[id] = st
 	}
+	// Fold marks are for the group in flight when they were made: this one or
+	// none (groups run one at a time). Dropped now, they keep no old
+	// encoding alive.
+	for _, id := range s.marked {
+		if c := s.cache[id]; c != nil {
+			c.folded = nil
+		}
+	}
+	s.marked = s.marked[:0]
 	// In log order, so the queue's front is always its oldest position.
 	slices.SortFunc(fresh, func(a, b dirtyEntry) int { return cmp.Compare(a.since, b.since) })
 	s.dirtyQ = append(s.dirtyQ, fresh...)
@@ -1136,9 +1215,16 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 	// Held events (see holdMax): only where no audience needs the profile
 	// evaluated now, and none was written for it that this change could end
 	// (finish writes an empty membership then).
-	v.holdable = func(c *state, n int) bool {
-		return set.Len() == 0 && c.membersKnown && len(c.members) == 0 &&
-			(c.npend == 0 || c.pendCfg == cfg) && c.npend+n <= holdMax && len(c.pend) <= holdMaxBytes
+	v.holdable = func(c *state, evs []deferredEvent) bool {
+		if set.Len() > 0 || !c.membersKnown || len(c.members) > 0 || (c.npend > 0 && c.pendCfg != cfg) ||
+			c.npend+len(evs) > holdMax {
+			return false
+		}
+		size := len(c.pend)
+		for _, e := range evs {
+			size += heldSize(input(&items[e.i]))
+		}
+		return size <= holdMaxBytes
 	}
 	v.hold = func(st *state, e deferredEvent) {
 		if e.seq <= st.rec.AppliedSeq {
@@ -1306,6 +1392,13 @@ const (
 	holdMaxBytes = 8 << 10
 )
 
+// heldSize bounds the size of an input held (profile.AppendInput keeps less of
+// a track call's properties, the rest as it is).
+func heldSize(in *profile.Input) int {
+	return 64 + len(in.Event) + len(in.GroupID) + len(in.Traits) + len(in.ContextTraits) + len(in.Properties) +
+		16*len(in.Purposes)
+}
+
 // parallelFrom is the number of profiles from which finishDeferred spreads its
 // work over the CPUs (below it, starting goroutines costs more than it saves).
 const parallelFrom = 64
@@ -1330,7 +1423,7 @@ func (v *view) finishDeferred(finish func(*state) error) (map[int64]bool, error)
 	for p, evs := range v.deferred {
 		j := job{p: p, evs: evs}
 		if c := v.s.cache[p]; c != nil {
-			j.st, j.hold = c.copyLocked(), v.holdable(c, len(evs))
+			j.st, j.hold = c.copyLocked(), v.holdable(c, evs)
 		}
 		jobs = append(jobs, j)
 	}
@@ -1345,7 +1438,7 @@ func (v *view) finishDeferred(finish func(*state) error) (map[int64]bool, error)
 			}
 			return
 		}
-		if j.err = j.st.decode(v.s.skippedInput); j.err != nil {
+		if j.err = j.st.decode(); j.err != nil {
 			return
 		}
 		for _, e := range j.evs {

@@ -191,6 +191,13 @@ func prepareGroup(ctx context.Context, db *sqlite.DB, kr *keyring.Keyring, svc *
 // positions of the stored events.
 func commitGroup(ctx context.Context, db *sqlite.DB, kr *keyring.Keyring, svc *projection.Service, g *group,
 	inside func() error) ([]int64, error) {
+	return commitGroupThen(ctx, db, kr, svc, g, inside, nil)
+}
+
+// commitGroupThen is commitGroup; committed, when set, runs after the
+// transaction and before the projection is told the outcome.
+func commitGroupThen(ctx context.Context, db *sqlite.DB, kr *keyring.Keyring, svc *projection.Service, g *group,
+	inside func() error, committed func()) ([]int64, error) {
 	pg := svc.Group(g.items)
 	var seqs []int64
 	g.batch.Project = func(ctx context.Context, fresh []int, s []int64) (*trustloop.ProjectionChanges, error) {
@@ -207,6 +214,9 @@ func commitGroup(ctx context.Context, db *sqlite.DB, kr *keyring.Keyring, svc *p
 		return c, nil
 	}
 	_, err := db.AppendEvents(ctx, g.batch)
+	if committed != nil {
+		committed()
+	}
 	pg.Done(err == nil)
 	if err != nil {
 		return nil, err

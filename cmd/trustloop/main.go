@@ -274,7 +274,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.MasterKeyFile, "master-key-file", "", "master key file (default <data-dir>/master.key; TRUSTLOOP_MASTER_KEY, base64, wins)")
 	fs.Float64Var(&m.RateLimit, "rate-limit", 0, "events per second each write key may send (0: unlimited)")
 	fs.IntVar(&m.RateBurst, "rate-burst", 5000, "events a write key may send at once above its rate")
-	fs.BoolVar(&m.Profiles, "profiles", true, "resolve identities and keep unified profiles at ingest, and serve the profile, consent-by-profile, recommendation and preference-center APIs; --profiles=false runs the collector alone (about four times the batch throughput; see docs/performance.md)")
+	fs.BoolVar(&m.Profiles, "profiles", true, "resolve identities and keep unified profiles at ingest, and serve the profile, consent-by-profile, recommendation and preference-center APIs; --profiles=false runs the collector alone (faster batch ingest; see docs/performance.md)")
 	fs.IntVar(&m.ProfilesCached, "profiles-cached", 200_000, "with --profiles: profiles kept in memory (~1.5 KB each; the active ones should fit)")
 	fs.StringVar(&m.DataUseFsync, "data-use-fsync", "deferred", "when the audit record of a data use (a read, a recommendation) is fsynced: deferred (written before the answer leaves, so a crash of the process loses none; on disk within 5 ms; on PostgreSQL within three wal_writer_delay) or each (every answer waits for its record's fsync)")
 	fs.DurationVar(&m.ProfilesFlushAfter, "profiles-flush-after", 10*time.Second, "with --profiles: how long a changed profile may stay only in memory before it is written (the log replays it after a crash; longer writes less under load)")
