@@ -8,10 +8,10 @@ import (
 )
 
 // Pending inputs: the projection may hold an event's Input, encoded, instead of
-// applying it at once (see projection's "pending" states), and apply it later
-// with the profile's next decode. AppendInput keeps only what Apply reads, so a
-// held event costs a few dozen bytes, not its message: of a track call's
-// properties, only the members readProperties picks.
+// applying it at once (see "Held events" in projection), and apply it later with
+// the profile's next decode. AppendInput keeps only what Apply reads of a track
+// call's properties (the members readProperties picks), so a product view
+// costs about a hundred bytes, not its message.
 //
 // The encoding lives in memory only (it is never sealed or stored), so it has no
 // version: a process reads only what it wrote. ReadInput still checks what it

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"time"
-	"unsafe"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/keyring"
@@ -283,14 +282,6 @@ func (s *Service) foldBackLocked(p *snapshot) bool {
 		cur.pend, cur.pendCfg = nil, nil
 	}
 	return true
-}
-
-// sameArray reports whether two slices start at the same element: encodings
-// are never changed in place, so the same array of the same length is the same
-// encoding. (Held events are compared by their bytes: a group's append may
-// have moved them to a larger array.)
-func sameArray(a, b []byte) bool {
-	return unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
 // putBack undoes a failed flush: the profiles are dirty again from where they

@@ -58,21 +58,31 @@ func TestHeldEventsReadAndWritten(t *testing.T) {
 	}
 }
 
+// flushingHeld gives u1 a profile holding t1 (made by track), then starts a
+// full flush that stops in its write, having applied t1: the tests then
+// commit a group beside it and let it go on (gs.release), reading its outcome
+// from flushed.
+func (e *env) flushingHeld(t1 trustloop.Message) (svc *projection.Service, gs *gateStore, id int64, flushed chan error) {
+	e.t.Helper()
+	gs = &gateStore{failingStore: &failingStore{Store: e.db}, entered: make(chan struct{}), release: make(chan struct{})}
+	svc = e.serviceOver(gs)
+	e.commit(svc, identify("m1", "u1", "", e.clock.Now(), obj{"plan": "free"}))
+	e.commit(svc, t1)
+	id = e.profileID(svc, trustloop.IDUserID, "u1")
+	flushed = make(chan error, 1)
+	go func() { _, err := svc.Flush(context.Background(), true); flushed <- err }()
+	<-gs.entered
+	return svc, gs, id, flushed
+}
+
 // A flush applies the events it picked; a group that holds more events for
 // the same profile meanwhile keeps them, and the flush's result replaces only
 // what it applied.
 func TestHeldEventsFoldBackAcrossAGroup(t *testing.T) {
 	e := newEnv(t)
-	gs := &gateStore{failingStore: &failingStore{Store: e.db}, entered: make(chan struct{}), release: make(chan struct{})}
-	svc := e.serviceOver(gs)
 	ctx := context.Background()
 	at := e.clock.Now()
-	e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
-	e.commit(svc, track("t1", "u1", "", at.Add(time.Second), "Order Completed", obj{"revenue": 5}))
-	id := e.profileID(svc, trustloop.IDUserID, "u1")
-	flushed := make(chan error, 1)
-	go func() { _, err := svc.Flush(ctx, true); flushed <- err }()
-	<-gs.entered // the flush has applied t1 and is writing
+	svc, gs, id, flushed := e.flushingHeld(track("t1", "u1", "", at.Add(time.Second), "Order Completed", obj{"revenue": 5}))
 	e.commit(svc, track("t2", "u1", "", at.Add(2*time.Second), "Order Completed", obj{"revenue": 7}))
 	if n := svc.HeldEvents(id); n != 2 {
 		t.Fatalf("held events during the flush = %d, want 2", n)
@@ -207,19 +217,13 @@ func TestHeldEventsAcrossAFlushAndAGroup(t *testing.T) {
 	for _, decodes := range []bool{false, true} {
 		t.Run(fmt.Sprintf("group decodes %v", decodes), func(t *testing.T) {
 			e := newEnv(t)
-			gs := &gateStore{failingStore: &failingStore{Store: e.db}, entered: make(chan struct{}), release: make(chan struct{})}
-			svc := e.serviceOver(gs)
+			ctx := context.Background()
+			at := e.clock.Now()
+			svc, gs, id, flushed := e.flushingHeld(track("t1", "u1", "", at.Add(time.Second), "Viewed", obj{"category": 5}))
+			// Skips counted from here: t1's by the flush (or the group), t2's.
 			skips := map[string]int{}
 			var mu sync.Mutex
 			svc.OnSkip = func(kind, reason string) { mu.Lock(); skips[reason]++; mu.Unlock() }
-			ctx := context.Background()
-			at := e.clock.Now()
-			e.commit(svc, identify("m1", "u1", "", at, obj{"plan": "free"}))
-			e.commit(svc, track("t1", "u1", "", at.Add(time.Second), "Viewed", obj{"category": 5}))
-			id := e.profileID(svc, trustloop.IDUserID, "u1")
-			flushed := make(chan error, 1)
-			go func() { _, err := svc.Flush(ctx, true); flushed <- err }()
-			<-gs.entered // the flush has applied t1 and is writing
 			next := track("t2", "u1", "", at.Add(2*time.Second), "Viewed", obj{"category": 6})
 			if decodes {
 				// A new identifier: the slow path loads (decodes) the profile.

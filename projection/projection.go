@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/trustloop/trustloop"
 	"github.com/trustloop/trustloop/audience"
@@ -549,9 +550,11 @@ func (st *state) uncounted(m *foldMark) []profile.Reason {
 }
 
 // covers reports whether held bytes pend on encoding enc begin with the events
-// this fold applied.
+// this fold applied. The same encoding is the same array of the same length
+// (encodings are never changed in place); held events are compared by their
+// bytes, since a group's append may have moved them to a larger array.
 func (m *foldMark) covers(enc, pend []byte) bool {
-	return sameArray(enc, m.enc) && len(enc) == len(m.enc) && bytes.HasPrefix(pend, m.pend)
+	return unsafe.SliceData(enc) == unsafe.SliceData(m.enc) && len(enc) == len(m.enc) && bytes.HasPrefix(pend, m.pend)
 }
 
 // view is identity.View over the store plus this group's changes.
@@ -1071,13 +1074,15 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 		st.touched = true
 	}
-	// input is an event's profile input.
+	// input is an event's profile input: Prepare's, else (a replay) made once
+	// here (holdable sizes it, hold or apply uses it). An item belongs to one
+	// profile's events, so the parallel part never makes the same one twice.
 	input := func(it *Item) *profile.Input {
-		if it.Input != nil {
-			return it.Input
+		if it.Input == nil {
+			made := inputOf(it.Message, it.SourceID)
+			it.Input = &made
 		}
-		made := inputOf(it.Message, it.SourceID)
-		return &made
+		return it.Input
 	}
 	// apply applies one event to a profile's working copy; it runs in the
 	// parallel part too, so it touches nothing but st.
