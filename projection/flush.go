@@ -102,7 +102,11 @@ func (s *Service) Flush(ctx context.Context, all bool) (int, error) {
 }
 
 type snapshot struct {
-	st      *state
+	st *state
+	// rec and enc: the state as picked, what is written. st itself may
+	// change meanwhile (a group's Done appends held events to it in place).
+	rec     trustloop.ProfileRecord
+	enc     []byte
 	since   int64
 	at      time.Time
 	members bool // its memberships are written too
@@ -134,7 +138,7 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		if st == nil || !st.dirty {
 			continue // written since (by a commit)
 		}
-		p := snapshot{st: st, since: st.since, at: st.dirtyAt}
+		p := snapshot{st: st, rec: st.rec, enc: st.enc, since: st.since, at: st.dirtyAt}
 		if st.npend > 0 {
 			p.held = &state{rec: st.rec, enc: st.enc, pend: st.pend, npend: st.npend, pendCfg: st.pendCfg}
 		}
@@ -180,13 +184,12 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		}
 		s.mu.Unlock()
 	}()
-	// Keys and sealing outside the lock: the writer never changes an installed
-	// state (it works on clones and installs new ones), so these are stable.
+	// Keys and sealing outside the lock, from the snapshots' copies.
 	recs := make([]trustloop.ProfileRecord, 0, len(picked))
 	err := func() error {
 		need := map[int64][]int64{}
 		for _, p := range picked {
-			need[p.st.rec.WorkspaceID] = append(need[p.st.rec.WorkspaceID], p.st.rec.KeyID)
+			need[p.rec.WorkspaceID] = append(need[p.rec.WorkspaceID], p.rec.KeyID)
 		}
 		keyOf := map[int64]keyring.Key{}
 		for ws, ids := range need {
@@ -200,7 +203,7 @@ func (s *Service) flushOnce(ctx context.Context, all bool) (int, bool, error) {
 		}
 		for i := range picked {
 			p := &picked[i]
-			st := p.st
+			st := &state{rec: p.rec, enc: p.enc}
 			if p.held != nil {
 				if err := p.fold(); err != nil {
 					return err

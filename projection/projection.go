@@ -577,9 +577,25 @@ type view struct {
 	deferred map[int64][]deferredEvent
 	apply    func(st *state, e deferredEvent)
 	// holdable tells whether an installed state may take these deferred
-	// events held (undecoded) rather than applied; hold holds one.
+	// events held (undecoded) rather than applied; hold encodes one for it.
 	holdable func(c *state, evs []deferredEvent) bool
-	hold     func(st *state, e deferredEvent)
+	hold     func(h *heldJob, e deferredEvent)
+	// held lists the profiles whose events this group holds (Group.held).
+	held *[]heldJob
+}
+
+// heldJob is a group's events held for an installed profile: encoded here,
+// appended to the installed state in place by Done once the commit succeeded
+// (no working copy: copying the state was most of holding an event's cost).
+type heldJob struct {
+	c       *state // the installed state when the group began
+	applied int64  // its applied_seq then: a replay skips what it has
+	buf     []byte // the events, as profile.AppendInput encodes them
+	n       int
+	// first and last: the log positions of the first and last events held.
+	first, last int64
+	cfg         *wsConfig
+	at          time.Time
 }
 
 // deferredEvent is an event of the group (index into its items) and its log
@@ -856,7 +872,8 @@ type Group struct {
 	items []Item
 	// installed after a successful commit:
 	prof     map[int64]*state
-	views    []*view // one per workspace: their owner maps are installed
+	held     []heldJob // events held for installed profiles (see "Held events")
+	views    []*view   // one per workspace: their owner maps are installed
 	timeline map[int64]*pendingRun
 	// firstSeq and lastSeq: the lowest and highest log positions of the
 	// (last) projection's events.
@@ -885,7 +902,7 @@ func (s *Service) Group(items []Item) *Group {
 // Project is the trustloop.Projector of the commit.
 func (g *Group) Project(ctx context.Context, fresh []int, seqs []int64) (*trustloop.ProjectionChanges, error) {
 	out := &trustloop.ProjectionChanges{}
-	g.prof, g.timeline, g.views = map[int64]*state{}, make(map[int64]*pendingRun, len(fresh)), nil
+	g.prof, g.timeline, g.views, g.held = map[int64]*state{}, make(map[int64]*pendingRun, len(fresh)), nil, nil
 	byWS := map[int64][]int{}
 	seqOf := make(map[int]int64, len(fresh))
 	g.firstSeq = 0
@@ -968,6 +985,28 @@ func (g *Group) Done(committed bool) {
 		st.st = profile.State{}
 		s.cache[id] = st
 	}
+	// Held events go to the installed state itself (past the end of its held
+	// bytes, which every copy and snapshot of it sees: they share the array).
+	// It is the state the group found, perhaps with a flush's fold installed
+	// in it since: only groups (one at a time) and operator actions (never
+	// beside a group) replace or drop installed states, except the eviction
+	// of clean ones below, which a flush also runs — then it is put back.
+	for i := range g.held {
+		h := &g.held[i]
+		cur := s.cache[h.c.rec.ID]
+		if cur == nil {
+			cur = h.c
+			s.cache[cur.rec.ID] = cur
+		}
+		cur.pend = append(cur.pend, h.buf...)
+		cur.npend += h.n
+		cur.pendCfg = h.cfg
+		cur.rec.AppliedSeq, cur.rec.UpdatedAt = max(cur.rec.AppliedSeq, h.last), h.at
+		if !cur.dirty {
+			cur.dirty, cur.since, cur.dirtyAt = true, h.first, now
+			fresh = append(fresh, dirtyEntry{id: cur.rec.ID, since: h.first, at: now})
+		}
+	}
 	// Fold marks are for the group in flight when they were made: this one or
 	// none (groups run one at a time). Dropped now, they keep no old
 	// encoding alive.
@@ -1018,7 +1057,7 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 	// projection's garbage.
 	v := &view{s: s, ctx: ctx, ws: ws, owner: make(map[string]int64, 2*len(idx)),
 		blinds: make(map[trustloop.Identifier][]byte, 2*len(idx)), prof: g.prof, sep: map[[2]int64]bool{},
-		deferred: make(map[int64][]deferredEvent, len(idx))}
+		deferred: make(map[int64][]deferredEvent, len(idx)), held: &g.held}
 	g.views = append(g.views, v)
 	// Every identity the group names: from the owner cache, else the store; then
 	// the profiles they belong to.
@@ -1231,15 +1270,16 @@ func (s *Service) projectWorkspace(ctx context.Context, ws int64, g *Group, idx 
 		}
 		return size <= holdMaxBytes
 	}
-	v.hold = func(st *state, e deferredEvent) {
-		if e.seq <= st.rec.AppliedSeq {
+	v.hold = func(h *heldJob, e deferredEvent) {
+		if e.seq <= h.applied {
 			return // a replay after a crash
 		}
-		st.pend = profile.AppendInput(st.pend, input(&items[e.i]))
-		st.npend++
-		st.pendCfg = cfg
-		st.rec.AppliedSeq, st.rec.UpdatedAt = e.seq, now
-		touch(st, e.seq)
+		h.buf = profile.AppendInput(h.buf, input(&items[e.i]))
+		if h.n == 0 {
+			h.first = e.seq
+		}
+		h.n++
+		h.last, h.applied, h.cfg, h.at = e.seq, e.seq, cfg, now
 	}
 	// finish evaluates a changed profile's audiences and encodes it (now, so
 	// that a state that cannot be encoded fails the commit, not its
@@ -1420,27 +1460,30 @@ func (v *view) finishDeferred(finish func(*state) error) (map[int64]bool, error)
 		p    int64
 		evs  []deferredEvent
 		st   *state
-		hold bool
+		held *heldJob
 		err  error
 	}
 	jobs := make([]job, 0, len(v.deferred))
 	v.s.mu.Lock()
 	for p, evs := range v.deferred {
 		j := job{p: p, evs: evs}
-		if c := v.s.cache[p]; c != nil {
-			j.st, j.hold = c.copyLocked(), v.holdable(c, evs)
+		if c := v.s.cache[p]; c == nil {
+		} else if v.holdable(c, evs) {
+			j.held = &heldJob{c: c, applied: c.rec.AppliedSeq}
+		} else {
+			j.st = c.copyLocked()
 		}
 		jobs = append(jobs, j)
 	}
 	v.s.mu.Unlock()
 	work := func(j *job) {
-		if j.st == nil {
+		if j.held != nil {
+			for _, e := range j.evs {
+				v.hold(j.held, e)
+			}
 			return
 		}
-		if j.hold {
-			for _, e := range j.evs {
-				v.hold(j.st, e)
-			}
+		if j.st == nil {
 			return
 		}
 		if j.err = j.st.decode(); j.err != nil {
@@ -1469,6 +1512,13 @@ func (v *view) finishDeferred(finish func(*state) error) (map[int64]bool, error)
 		j := &jobs[k]
 		if j.err != nil {
 			return nil, j.err
+		}
+		if j.held != nil {
+			delete(v.deferred, j.p)
+			if j.held.n > 0 {
+				*v.held = append(*v.held, *j.held)
+			}
+			continue
 		}
 		if j.st == nil {
 			continue
